@@ -1,0 +1,30 @@
+"""bertino-rag: retrieval-augmented generation for Italian text with Matryoshka embeddings."""
+
+from __future__ import annotations
+
+from .adapters import MemoryStore, StoreError, VectorStore, make_store
+from .adapters.filters import FilterError
+from .encoder import DEFAULT_MODEL, Encoded, Encoder, TruncationWarning
+from .retriever import IndexReport, Retriever
+from .types import Document, Hit, Stamp, StampMismatchError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Document",
+    "Encoded",
+    "Encoder",
+    "FilterError",
+    "Hit",
+    "IndexReport",
+    "MemoryStore",
+    "Retriever",
+    "Stamp",
+    "StampMismatchError",
+    "StoreError",
+    "TruncationWarning",
+    "VectorStore",
+    "__version__",
+    "make_store",
+]

@@ -1,0 +1,514 @@
+"""The embedded default store: exact numpy search, in memory or persisted to a folder.
+
+Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collection>/``):
+
+- ``seg-NNNNNN.index.npy``: index vectors, float32, one file per written segment;
+- ``seg-NNNNNN.full.npy``: full vectors, float16 (only when the collection keeps them);
+- ``meta.sqlite``: the stamp, the list of live segments and, per document, its id, segment,
+  row, text and metadata (JSON). No pickle anywhere.
+
+Writes are atomic: a segment's arrays are written to temporary files, fsynced and renamed, and
+only then does one SQLite transaction make them live (and retire replaced or deleted rows). A
+crash at any point leaves the previous contents readable; leftover files are removed by the
+next write. A lock file keeps two processes from writing at once; readers in other processes
+see new data at their next call. Segments are memory-mapped and searched in chunks, so a
+million vectors need no more RAM than the page cache gives them; small segments are merged
+in size tiers, which keeps the number of files logarithmic in the corpus size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..types import Document, Hit, Stamp
+from .base import StoreError, VectorStore
+from .filters import Condition
+
+__all__ = ["MemoryStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (seg INTEGER PRIMARY KEY, nrows INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (
+    id TEXT PRIMARY KEY, seg INTEGER NOT NULL, row INTEGER NOT NULL,
+    text TEXT NOT NULL, metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS docs_seg ON docs (seg, row);
+"""
+_SQL_CHUNK = 500  # ids per "IN (...)" query
+_SCORE_BLOCK = 1 << 24  # floats per score block (64 MiB): bounds memory of a search
+_TIER_BASE = 4  # segments of the same size tier merged when this many accumulate
+
+
+class _Segment:
+    __slots__ = ("seg", "index", "full", "alive", "ids")
+
+    def __init__(self, seg: int, index: np.ndarray, full: np.ndarray | None) -> None:
+        self.seg = seg
+        self.index = index
+        self.full = full
+        n = index.shape[0]
+        self.alive = np.zeros(n, dtype=bool)
+        self.ids = np.empty(n, dtype=object)
+
+
+def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
+    """One condition as SQL over the JSON metadata, fully parameterized."""
+    path = '$."' + c.field + '"'  # field names are validated by parse_filter: no quotes
+
+    def eq(value: Any) -> tuple[str, list[Any]]:
+        if isinstance(value, bool):
+            return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+        if isinstance(value, str):
+            return "(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)", [
+                path, path, value]
+        return "(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)", [
+            path, path, value]
+
+    if c.op == "$eq":
+        return eq(c.value)
+    if c.op == "$in":
+        if not c.value:
+            return "0", []
+        parts = [eq(v) for v in c.value]
+        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
+    sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[c.op]
+    kind = "= 'text'" if isinstance(c.value, str) else "IN ('integer', 'real')"
+    return f"(json_type(metadata, ?) {kind} AND json_extract(metadata, ?) {sql_op} ?)", [
+        path, path, c.value]
+
+
+class MemoryStore(VectorStore):
+    """Exact search with numpy; in memory, or persisted with ``path=``.
+
+    Args:
+        path: folder to persist collections in (one subfolder each); ``None`` keeps everything
+            in memory.
+        lock_timeout: seconds to wait for another process's write to finish.
+
+    Example:
+        >>> store = MemoryStore(path="./bertino_index")  # doctest: +SKIP
+    """
+
+    backend = "memory"
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float = 60.0):
+        super().__init__()
+        self.root = None if path is None else Path(path)
+        self.lock_timeout = lock_timeout
+        self._db: sqlite3.Connection | None = None
+        self._dir: Path | None = None
+        self._segments: dict[int, _Segment] = {}
+        self._generation: int | None = None
+        self._mutex = threading.RLock()
+        self._file_lock: Any = None
+        self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def _connect(self, collection: str) -> sqlite3.Connection:
+        if self.root is None:
+            # In RAM, collections live in this object: closing keeps them, drop() removes one.
+            if collection in self._ram:
+                db, self._segments = self._ram[collection]
+                return db
+            db = sqlite3.connect(":memory:", check_same_thread=False)
+            self._ram[collection] = (db, self._segments)
+        else:
+            from filelock import FileLock  # installed with sentence-transformers (huggingface-hub)
+
+            self._dir = self.root / collection
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._file_lock = FileLock(str(self._dir / ".lock"))
+            db = sqlite3.connect(str(self._dir / "meta.sqlite"), check_same_thread=False,
+                                 timeout=self.lock_timeout)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("MemoryStore: no collection is open; call open() first")
+        return self._db
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the in-process mutex and, when persisted, the folder's lock file."""
+        with self._mutex:
+            if self._file_lock is None:
+                yield
+                return
+            from filelock import Timeout
+
+            try:
+                self._file_lock.acquire(timeout=self.lock_timeout)
+            except Timeout as err:
+                raise StoreError(
+                    f"another process is writing {self._dir} (lock held for more than "
+                    f"{self.lock_timeout:.0f}s); try again when it finishes"
+                ) from err
+            try:
+                self._refresh()
+                self._remove_orphans()
+                yield
+            finally:
+                self._file_lock.release()
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _seg_path(self, seg: int, kind: str) -> Path:
+        assert self._dir is not None
+        return self._dir / f"seg-{seg:06d}.{kind}.npy"
+
+    def _refresh(self) -> None:
+        """Reload segments when another process (or a rollback) changed the collection."""
+        gen = int(self._meta("generation") or 0)
+        if gen == self._generation:
+            return
+        live = {s for (s,) in self.db.execute("SELECT seg FROM segments")}
+        for seg in list(self._segments):
+            if seg not in live:
+                del self._segments[seg]
+        if self._dir is not None:
+            for seg in sorted(live - set(self._segments)):
+                index = np.load(self._seg_path(seg, "index"), mmap_mode="r")
+                full_path = self._seg_path(seg, "full")
+                full = np.load(full_path, mmap_mode="r") if full_path.exists() else None
+                self._segments[seg] = _Segment(seg, index, full)
+        for s in self._segments.values():
+            s.alive[:] = False
+            s.ids[:] = None
+        for doc_id, seg, row in self.db.execute("SELECT id, seg, row FROM docs"):
+            s = self._segments.get(seg)
+            if s is not None:
+                s.alive[row] = True
+                s.ids[row] = doc_id
+        self._generation = gen
+
+    def _remove_orphans(self) -> None:
+        """Delete segment files that no committed transaction refers to (a crashed write)."""
+        if self._dir is None:
+            return
+        live = {s for (s,) in self.db.execute("SELECT seg FROM segments")}
+        for p in self._dir.glob("seg-*.npy*"):
+            try:
+                seg = int(p.name.split(".")[0].split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if seg not in live or p.name.endswith(".tmp"):
+                p.unlink(missing_ok=True)
+
+    def _write_array(self, seg: int, kind: str, arr: np.ndarray) -> np.ndarray:
+        if self._dir is None:
+            return arr
+        final = self._seg_path(seg, kind)
+        tmp = final.with_name(final.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        return np.load(final, mmap_mode="r")
+
+    def _bump_generation(self) -> None:
+        self._generation = int(self._meta("generation") or 0) + 1
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)",
+            (str(self._generation),),
+        )
+
+    def _fsync_dir(self) -> None:
+        if self._dir is not None and hasattr(os, "O_DIRECTORY"):
+            fd = os.open(self._dir, os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # ------------------------------------------------------------------ contract
+    def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
+        previous = (self._collection, self._stamp) if self.is_open else None
+        self.close()
+        try:
+            self._open_collection(collection, stamp, recreate)
+        except BaseException:
+            if previous is not None:  # a refused open leaves the store as it was
+                assert previous[0] is not None and previous[1] is not None
+                self._open_collection(previous[0], previous[1], False)
+                self._collection, self._stamp = previous
+            raise
+
+    def _open_collection(self, collection: str, stamp: Stamp, recreate: bool) -> None:
+        self._db = self._connect(collection)
+        try:
+            with self._writing():
+                found = self._meta("stamp")
+                if found is not None and not recreate:
+                    stamp.check(Stamp.from_dict(json.loads(found)), collection)
+                if found is None or recreate:
+                    with self.db:
+                        self.db.execute("DELETE FROM docs")
+                        self.db.execute("DELETE FROM segments")
+                        self.db.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('stamp', ?)",
+                            (json.dumps(stamp.to_dict()),),
+                        )
+                        self._bump_generation()
+                    self._segments.clear()
+                    self._remove_orphans()
+                self._generation = None
+                self._refresh()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._db is not None and self.root is not None:
+                self._db.close()
+            self._db = None
+            self._dir = None
+            self._file_lock = None
+            self._segments = {}
+            self._generation = None
+        super().close()
+
+    def _new_segment(self, index: np.ndarray, full: np.ndarray | None) -> _Segment:
+        last = self.db.execute("SELECT COALESCE(MAX(seg), 0) FROM segments").fetchone()[0]
+        seg = max([int(last), *self._segments]) + 1
+        index = self._write_array(seg, "index", np.ascontiguousarray(index, dtype=np.float32))
+        if full is not None:
+            full = self._write_array(seg, "full", np.ascontiguousarray(full, dtype=np.float16))
+        self._fsync_dir()
+        return _Segment(seg, index, full)
+
+    def _commit_segment(self, segment: _Segment, rows: list[tuple[str, int, str, str]]) -> None:
+        """Make a written segment live and point ``rows`` (id, row, text, metadata) at it."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO segments (seg, nrows) VALUES (?, ?)",
+                (segment.seg, int(segment.index.shape[0])),
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO docs (id, seg, row, text, metadata) VALUES (?, ?, ?, ?, ?)",
+                [(i, segment.seg, r, t, m) for i, r, t, m in rows],
+            )
+            self._drop_empty_segments()
+            self._bump_generation()
+        self._segments[segment.seg] = segment
+
+    def _drop_empty_segments(self) -> None:
+        self.db.execute(
+            "DELETE FROM segments WHERE seg NOT IN (SELECT DISTINCT seg FROM docs)"
+        )
+
+    def _upsert(
+        self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
+    ) -> None:
+        rows = [
+            (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False))
+            for r, d in enumerate(documents)
+        ]
+        with self._writing():
+            segment = self._new_segment(vectors, full_vectors)
+            self._commit_segment(segment, rows)
+            self._generation = None
+            self._refresh()
+            self._remove_orphans()
+            self._merge_tiers()
+
+    def _merge_tiers(self) -> None:
+        """Size-tiered merging: _TIER_BASE segments of one size tier become one segment."""
+        while True:
+            sizes = {s.seg: int(s.alive.sum()) for s in self._segments.values()}
+            tiers: dict[int, list[int]] = defaultdict(list)
+            for seg, n in sizes.items():
+                tiers[int(math.log(max(n, 1), _TIER_BASE))].append(seg)
+            group = next((segs for _, segs in sorted(tiers.items()) if len(segs) >= _TIER_BASE),
+                         None)
+            if group is None:
+                return
+            self._merge(sorted(group))
+
+    def _merge(self, segs: list[int]) -> None:
+        parts = [self._segments[s] for s in segs]
+        keep = [np.flatnonzero(p.alive) for p in parts]
+        index = np.concatenate([np.asarray(p.index[k]) for p, k in zip(parts, keep, strict=True)])
+        full = None
+        if parts[0].full is not None:
+            full = np.concatenate(
+                [np.asarray(p.full[k]) for p, k in zip(parts, keep, strict=True)]  # type: ignore[index]
+            )
+        ids = [doc_id for p, k in zip(parts, keep, strict=True) for doc_id in p.ids[k]]
+        merged = self._new_segment(index, full)
+        with self.db:
+            self.db.execute(
+                "INSERT INTO segments (seg, nrows) VALUES (?, ?)", (merged.seg, len(ids))
+            )
+            self.db.executemany(
+                "UPDATE docs SET seg = ?, row = ? WHERE id = ?",
+                [(merged.seg, r, doc_id) for r, doc_id in enumerate(ids)],
+            )
+            self._drop_empty_segments()
+            self._bump_generation()
+        self._segments[merged.seg] = merged
+        self._generation = None
+        self._refresh()
+        self._remove_orphans()
+
+    def _delete(self, ids: list[str]) -> None:
+        with self._writing():
+            with self.db:
+                for chunk in _chunks(ids):
+                    self.db.execute(
+                        f"DELETE FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                    )
+                self._drop_empty_segments()
+                self._bump_generation()
+            self._generation = None
+            self._refresh()
+            self._remove_orphans()
+
+    def _count(self) -> int:
+        with self._mutex:
+            return int(self.db.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+
+    def _drop(self) -> None:
+        with self._writing():
+            with self.db:
+                self.db.execute("DELETE FROM docs")
+                self.db.execute("DELETE FROM segments")
+                self.db.execute("DELETE FROM meta")
+            self._segments.clear()
+            self._remove_orphans()
+        if self.root is None and self._collection in self._ram:
+            self._ram.pop(self._collection)[0].close()
+            self._db = None
+        self.close()
+
+    def _rows_of(self, ids: list[str]) -> dict[str, tuple[int, int, str, str]]:
+        found: dict[str, tuple[int, int, str, str]] = {}
+        for chunk in _chunks(ids):
+            for doc_id, seg, row, text, meta in self.db.execute(
+                f"SELECT id, seg, row, text, metadata FROM docs WHERE id IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found[doc_id] = (seg, row, text, meta)
+        return found
+
+    def _get(self, ids: list[str]) -> list[Document]:
+        with self._mutex:
+            found = self._rows_of(ids)
+        return [
+            Document(text=found[i][2], id=i, metadata=json.loads(found[i][3]))
+            for i in ids if i in found
+        ]
+
+    def _fetch_full(self, ids: list[str]) -> np.ndarray:
+        with self._mutex:
+            self._refresh()
+            found = self._rows_of(ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+            out = np.empty((len(ids), self.stamp.full_dim), dtype=np.float32)
+            for j, doc_id in enumerate(ids):
+                seg, row = found[doc_id][:2]
+                out[j] = self._segments[seg].full[row]  # type: ignore[index]
+            return out
+
+    def _candidate_rows(self, conditions: list[Condition]) -> dict[int, np.ndarray] | None:
+        """Rows allowed by a filter, per segment; ``None`` when there is no filter."""
+        if not conditions:
+            return None
+        clauses, params = zip(*(_condition_sql(c) for c in conditions), strict=True)
+        sql = "SELECT seg, row FROM docs WHERE " + " AND ".join(clauses)
+        per_seg: dict[int, list[int]] = defaultdict(list)
+        for seg, row in self.db.execute(sql, [p for ps in params for p in ps]):
+            per_seg[seg].append(row)
+        return {seg: np.asarray(rows, dtype=np.int64) for seg, rows in per_seg.items()}
+
+    def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
+        with self._mutex:
+            self._refresh()
+            allowed = self._candidate_rows(conditions)
+            m = vectors.shape[0]
+            best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
+            best_keys = np.zeros((m, 0, 2), dtype=np.int64)  # (segment, row)
+            for seg, s in sorted(self._segments.items()):
+                if allowed is None:
+                    rows = None
+                    n = int(s.index.shape[0])
+                else:
+                    rows = allowed.get(seg)
+                    if rows is None or len(rows) == 0:
+                        continue
+                    n = len(rows)
+                block = max(1, _SCORE_BLOCK // max(m, 1))
+                for start in range(0, n, block):
+                    stop = min(n, start + block)
+                    if rows is None:
+                        mat = np.asarray(s.index[start:stop], dtype=np.float32)
+                        local = np.arange(start, stop)
+                        alive = s.alive[start:stop]
+                    else:
+                        local = rows[start:stop]
+                        mat = np.asarray(s.index[local], dtype=np.float32)
+                        alive = s.alive[local]
+                    scores = vectors @ mat.T
+                    scores[:, ~alive] = -np.inf
+                    take = min(k, scores.shape[1])
+                    top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+                    top_scores = np.take_along_axis(scores, top, axis=1)
+                    keys = np.stack(
+                        [np.full_like(top, seg), local[top]], axis=-1
+                    )
+                    best_scores = np.concatenate([best_scores, top_scores], axis=1)
+                    best_keys = np.concatenate([best_keys, keys], axis=1)
+                    if best_scores.shape[1] > k:
+                        sel = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
+                        best_scores = np.take_along_axis(best_scores, sel, axis=1)
+                        best_keys = np.take_along_axis(best_keys, sel[..., None], axis=1)
+            results: list[list[tuple[str, float]]] = []
+            for qi in range(m):
+                pairs = [
+                    (self._segments[int(seg)].ids[int(row)], float(score))
+                    for score, (seg, row) in zip(best_scores[qi], best_keys[qi], strict=True)
+                    if np.isfinite(score)
+                ]
+                pairs.sort(key=lambda p: (-p[1], p[0]))
+                results.append(pairs[:k])
+            wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
+            found = self._rows_of(wanted)
+        return [
+            [
+                Hit(id=doc_id, text=found[doc_id][2], score=score,
+                    metadata=json.loads(found[doc_id][3]))
+                for doc_id, score in pairs
+            ]
+            for pairs in results
+        ]
+
+    def __repr__(self) -> str:
+        where = "memory" if self.root is None else str(self.root)
+        return f"MemoryStore({where}, collection={self._collection!r})"
+
+
+def _chunks(items: list[str], size: int = _SQL_CHUNK) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

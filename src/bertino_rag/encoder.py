@@ -1,0 +1,258 @@
+"""One forward pass, two vectors: the full embedding and its Matryoshka truncation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["DEFAULT_MODEL", "Encoded", "Encoder", "TruncationWarning", "matryoshka_slice", "resolve_model"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "nickprock/multi-sentence-BERTino"
+MODEL_ENV = "BERTINO_RAG_MODEL"
+
+Kind = Literal["query", "document"]
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than the model's maximum sequence length and were cut."""
+
+
+def resolve_model(model: str | os.PathLike[str] | None = None) -> str:
+    """The model to load: ``model``, else ``$BERTINO_RAG_MODEL``, else the default hub id."""
+    if model is not None and str(model).strip():
+        return str(model)
+    env = os.environ.get(MODEL_ENV, "").strip()
+    return env or DEFAULT_MODEL
+
+
+def model_id_of(name_or_path: str) -> str:
+    """A stable model id for stamping collections: the hub id, or a local folder's name."""
+    if os.path.isdir(name_or_path):
+        return os.path.basename(os.path.normpath(os.path.abspath(name_or_path)))
+    return name_or_path
+
+
+def matryoshka_slice(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """Keep the first ``dim`` components and L2-normalize each row (float32)."""
+    sliced = np.ascontiguousarray(vectors[..., :dim], dtype=np.float32)
+    norms = np.linalg.norm(sliced, axis=-1, keepdims=True)
+    return sliced / np.maximum(norms, 1e-12)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The result of one encoding pass.
+
+    Attributes:
+        full: ``(n, full_dim)`` L2-normalized full vectors (float32).
+        index: ``(n, dim)`` truncated, renormalized vectors (float32), searched first.
+        n_truncated: how many inputs exceeded the model's max sequence length.
+    """
+
+    full: np.ndarray
+    index: np.ndarray
+    n_truncated: int = 0
+
+
+class Encoder:
+    """A SentenceTransformer that yields full and Matryoshka-truncated vectors in one pass.
+
+    Args:
+        model: hub id or local path; defaults to ``$BERTINO_RAG_MODEL`` or
+            ``nickprock/multi-sentence-BERTino``.
+        dim: dimension of the truncated vectors (``None``: the model's full dimension).
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when present.
+        batch_size: texts per forward pass.
+        backend: ``"torch"``, ``"onnx"`` or ``"openvino"`` (sentence-transformers backends).
+        model_kwargs: passed to the underlying transformers model loader.
+        show_progress_bar: ``None`` shows one for inputs longer than a few batches.
+
+    Raises:
+        ValueError: if ``dim`` is not positive or larger than the model's output.
+        OSError: if the model cannot be loaded (names the model and how to point elsewhere).
+
+    Example:
+        >>> enc = Encoder("path/to/model", dim=128)  # doctest: +SKIP
+        >>> out = enc.encode(["Il Colosseo si trova a Roma."])  # doctest: +SKIP
+        >>> out.index.shape, out.full.shape  # doctest: +SKIP
+        ((1, 128), (1, 768))
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        dim: int | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
+        show_progress_bar: bool | None = None,
+        sentence_transformer: Any | None = None,
+    ) -> None:
+        self.name = resolve_model(model)
+        self.model_id = model_id_of(self.name)
+        self.batch_size = int(batch_size)
+        self.backend = backend
+        self.show_progress_bar = show_progress_bar
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if sentence_transformer is not None:
+            self.model = sentence_transformer
+        else:
+            self.model = self._load(device=device, model_kwargs=model_kwargs)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension"
+        )
+        full_dim = get_dim()
+        if full_dim is None:
+            raise ValueError(f"model {self.name!r} does not report its embedding dimension")
+        self.full_dim = int(full_dim)
+        self.dim = self.full_dim if dim is None else self._check_dim(dim)
+
+    def _load(self, *, device: str | None, model_kwargs: dict[str, Any] | None) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            return SentenceTransformer(
+                self.name, device=device, backend=self.backend, model_kwargs=model_kwargs
+            )
+        except (OSError, ValueError) as err:
+            raise OSError(
+                f"could not load the model {self.name!r}: {err}. Pass model= a hub id or a local "
+                f"folder of a sentence-transformers model, or set ${MODEL_ENV}."
+            ) from err
+
+    def _check_dim(self, dim: int) -> int:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise ValueError(f"dim must be an int, got {type(dim).__name__}")
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if dim > self.full_dim:
+            raise ValueError(
+                f"dim={dim} is larger than the output of {self.model_id!r} ({self.full_dim} dims)"
+            )
+        return int(dim)
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def matryoshka_dims(self) -> list[int]:
+        """Dims the model was trained for.
+
+        Read from ``matryoshka_dims`` in the model folder's ``config_sentence_transformers.json``
+        (written by :mod:`bertino_rag.training`); otherwise the usual ladder (full, 512, 256,
+        128, 64) cut at the model's output size.
+        """
+        dims: list[int] = []
+        if os.path.isdir(self.name):
+            cfg = os.path.join(self.name, "config_sentence_transformers.json")
+            if os.path.exists(cfg):
+                with open(cfg, encoding="utf-8") as fh:
+                    dims = [int(d) for d in json.load(fh).get("matryoshka_dims", [])]
+        if not dims:
+            dims = [self.full_dim, 512, 256, 128, 64]
+        return sorted({d for d in dims if 0 < d <= self.full_dim}, reverse=True)
+
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many texts exceed the model's max sequence length (special tokens included)."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if tokenizer is None or not texts:
+            return 0
+        limit = self.max_seq_length
+        lengths = tokenizer(
+            list(texts), add_special_tokens=True, truncation=False, verbose=False
+        )["input_ids"]
+        return sum(1 for ids in lengths if len(ids) > limit)
+
+    def _prompt_name(self, kind: Kind) -> str | None:
+        prompts = getattr(self.model, "prompts", None) or {}
+        return kind if kind in prompts else None
+
+    def encode_full(
+        self, texts: Sequence[str], *, kind: Kind = "document", show_progress_bar: bool | None = None
+    ) -> np.ndarray:
+        """Raw (unnormalized) full-dim vectors: one forward pass."""
+        if show_progress_bar is None:
+            show_progress_bar = self.show_progress_bar
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) > 4 * self.batch_size
+        return np.asarray(
+            self.model.encode(
+                list(texts),
+                prompt_name=self._prompt_name(kind),
+                batch_size=self.batch_size,
+                show_progress_bar=show_progress_bar,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+            ),
+            dtype=np.float32,
+        )
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        show_progress_bar: bool | None = None,
+        warn_truncation: bool = True,
+        dim: int | None = None,
+    ) -> Encoded:
+        """Encode texts once; return full and truncated normalized vectors.
+
+        Args:
+            texts: the texts (non-empty strings).
+            kind: ``"query"`` or ``"document"`` (selects the model's prompt when it has one).
+            show_progress_bar: ``None`` shows one for long inputs only.
+            warn_truncation: count inputs longer than the model's limit and warn about them.
+            dim: truncation size for this call (default: the encoder's ``dim``).
+
+        Raises:
+            ValueError: if a text is empty or not a string.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"text at position {i} is {type(t).__name__}, expected str")
+            if not t.strip():
+                raise ValueError(f"text at position {i} is empty")
+        dim = self.dim if dim is None else self._check_dim(dim)
+        if not texts:
+            empty_full = np.zeros((0, self.full_dim), dtype=np.float32)
+            return Encoded(full=empty_full, index=np.zeros((0, dim), dtype=np.float32))
+        n_truncated = self.count_truncated(texts) if warn_truncation else 0
+        if n_truncated:
+            warnings.warn(
+                f"{n_truncated} of {len(texts)} {kind} texts are longer than the model's "
+                f"max_seq_length ({self.max_seq_length} tokens); only their first "
+                f"{self.max_seq_length} tokens are embedded. Split long documents into chunks.",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        raw = self.encode_full(texts, kind=kind, show_progress_bar=show_progress_bar)
+        return Encoded(
+            full=matryoshka_slice(raw, self.full_dim),
+            index=matryoshka_slice(raw, dim),
+            n_truncated=n_truncated,
+        )
+
+    def encode_query(self, query: str, *, dim: int | None = None) -> Encoded:
+        """Encode one query (uses the model's ``query`` prompt when it defines one)."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        return self.encode([query], kind="query", show_progress_bar=False, dim=dim)
+
+    def __repr__(self) -> str:
+        return f"Encoder(model={self.name!r}, dim={self.dim}, full_dim={self.full_dim})"

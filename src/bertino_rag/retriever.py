@@ -1,0 +1,275 @@
+"""Retriever: text in, hits out, over any store, with Matryoshka two-stage search."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .adapters import VectorStore, make_store
+from .encoder import Encoder, TruncationWarning
+from .types import Document, Hit, Stamp, dedupe, to_documents
+
+__all__ = ["IndexReport", "Retriever"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What the last :meth:`Retriever.index` call did."""
+
+    n_input: int
+    n_written: int
+    n_truncated: int
+    seconds: float
+
+
+class Retriever:
+    """Index Italian texts and search them with Matryoshka embeddings.
+
+    One forward pass per text gives the truncated vector (``dim``, searched first) and the full
+    vector (kept for rescoring the top ``rerank_k`` when ``rerank=True``).
+
+    Args:
+        dim: dimension of the searched vectors (e.g. 768, 512, 256, 128).
+        model: hub id or local path; default ``$BERTINO_RAG_MODEL`` or
+            ``nickprock/multi-sentence-BERTino``.
+        store: a :class:`~bertino_rag.adapters.VectorStore` or a spec string (``"memory"``,
+            ``"memory:DIR"``, ``"qdrant"``, ``"qdrant:URL"``, ``"milvus:FILE.db"``...);
+            default: the in-process numpy store, in memory.
+        rerank: keep full vectors and rescore the candidates with them. ``False`` stores the
+            truncated vectors only (for 128 of 768 dims, 83% less vector storage).
+        rerank_k: candidates fetched on the truncated vectors before rescoring.
+        collection: collection name in the store.
+        recreate: drop the collection first if it exists.
+        encoder: an existing :class:`Encoder` to share (its model is used; ``model`` ignored).
+        batch_size: texts per forward pass.
+        write_batch_size: documents encoded and written per store call while indexing.
+
+    Example:
+        >>> r = Retriever(dim=128)  # doctest: +SKIP
+        >>> r.index(["Leonardo da Vinci dipinse la Gioconda.", "La pizza nasce a Napoli."])  # doctest: +SKIP
+        >>> r.search("Chi ha dipinto la Gioconda?", k=1)[0].text  # doctest: +SKIP
+        'Leonardo da Vinci dipinse la Gioconda.'
+    """
+
+    def __init__(
+        self,
+        dim: int = 128,
+        model: str | os.PathLike[str] | None = None,
+        store: VectorStore | str | None = None,
+        rerank: bool = True,
+        rerank_k: int = 100,
+        collection: str = "bertino",
+        *,
+        recreate: bool = False,
+        encoder: Encoder | None = None,
+        batch_size: int = 32,
+        write_batch_size: int = 512,
+        device: str | None = None,
+        backend: str = "torch",
+    ) -> None:
+        if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
+            raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
+        if write_batch_size <= 0:
+            raise ValueError(f"write_batch_size must be positive, got {write_batch_size}")
+        self.encoder = encoder or Encoder(
+            model, dim=dim, device=device, batch_size=batch_size, backend=backend
+        )
+        self.dim = self.encoder._check_dim(dim)
+        self.rerank = bool(rerank)
+        self.rerank_k = rerank_k
+        self.write_batch_size = write_batch_size
+        self.store = make_store(store)
+        self.stamp = Stamp(
+            model=self.encoder.model_id,
+            full_dim=self.encoder.full_dim,
+            index_dim=self.dim,
+            normalized=True,
+            full_vectors=self.rerank,
+        )
+        if self.store.is_open and self.store._collection == collection and not recreate:
+            self.stamp.check(self.store.stamp, collection)
+        else:
+            self.store.open(collection, self.stamp, recreate=recreate)
+        self.collection = collection
+        self.last_index_report: IndexReport | None = None
+
+    # ------------------------------------------------------------------ indexing
+    def _vectors(self, docs: Sequence[Document]) -> tuple[Any, Any]:
+        out = self.encoder.encode(
+            [d.text for d in docs], kind="document", warn_truncation=False,
+            show_progress_bar=False, dim=self.dim,
+        )
+        return out.index, (out.full if self.rerank else None)
+
+    def index(
+        self,
+        docs: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> list[str]:
+        """Embed and store documents; returns their ids, in input order.
+
+        Documents are ``str``, dicts with ``text`` (and optional ``id``, ``metadata``), or
+        objects with ``page_content``/``metadata``. Ids default to a hash of the text, so
+        indexing the same text twice stores it once.
+
+        Raises:
+            ValueError: an invalid document (named by position); nothing of the call is written.
+        """
+        started = time.perf_counter()
+        documents = to_documents(docs)
+        unique = dedupe(documents)
+        step = batch_size or self.write_batch_size
+        n_truncated = self.encoder.count_truncated([d.text for d in unique])
+        if n_truncated:
+            warnings.warn(
+                f"{n_truncated} of {len(unique)} documents are longer than the model's "
+                f"max_seq_length ({self.encoder.max_seq_length} tokens) and were embedded from "
+                "their beginning only; split long documents into chunks to embed all of them.",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        if show_progress_bar is None:
+            show_progress_bar = len(unique) > 4 * self.encoder.batch_size
+        batches = range(0, len(unique), step)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(unique), desc="Indexing", unit="doc")
+        for start in batches:
+            chunk = unique[start : start + step]
+            vectors, full = self._vectors(chunk)
+            self.store.upsert(chunk, vectors, full)
+            if show_progress_bar:
+                bar.update(len(chunk))
+        if show_progress_bar:
+            bar.close()
+        self.last_index_report = IndexReport(
+            n_input=len(documents), n_written=len(unique), n_truncated=n_truncated,
+            seconds=time.perf_counter() - started,
+        )
+        return [d.id for d in documents]
+
+    async def aindex(self, docs: Iterable[Any], **kwargs: Any) -> list[str]:
+        """Async :meth:`index` (encoding runs in a worker thread)."""
+        return await asyncio.to_thread(self.index, docs, **kwargs)
+
+    # ------------------------------------------------------------------ search
+    def _rerank_args(self, rerank: bool | None, rerank_k: int | None) -> tuple[bool, int]:
+        use = self.rerank if rerank is None else bool(rerank)
+        if use and not self.rerank:
+            raise ValueError(
+                "this retriever was built with rerank=False: the collection keeps no full vectors"
+            )
+        return use, self.rerank_k if rerank_k is None else rerank_k
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best documents for ``query``, best first.
+
+        Args:
+            query: the question or text to search with.
+            k: number of hits.
+            filter: metadata filter, e.g. ``{"lang": "it", "year": {"$gte": 2000}}``.
+            rerank: override the retriever's rerank setting for this call (off only).
+            rerank_k: override the number of candidates rescored.
+        """
+        use, rk = self._rerank_args(rerank, rerank_k)
+        q = self.encoder.encode_query(query, dim=self.dim)
+        if use:
+            return self.store.search(q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk)
+        return self.store.search(q.index[0], k, filter)
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        filter: Any = None,
+        *,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries, encoded in batches."""
+        if isinstance(queries, str):
+            raise ValueError("search_batch takes a list of queries; use search() for one")
+        queries = list(queries)
+        if not queries:
+            return []
+        use, rk = self._rerank_args(rerank, rerank_k)
+        q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+        if use:
+            return self.store.search_batch(q.index, k, filter, full_vectors=q.full, rerank_k=rk)
+        return self.store.search_batch(q.index, k, filter)
+
+    async def asearch(
+        self,
+        query: str,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
+    ) -> list[Hit]:
+        """Async :meth:`search`: the query is encoded in a worker thread, then the store's
+        async path is awaited (native async clients where the backend has them)."""
+        use, rk = self._rerank_args(rerank, rerank_k)
+        q = await asyncio.to_thread(self.encoder.encode_query, query, dim=self.dim)
+        if use:
+            return await self.store.asearch(
+                q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk
+            )
+        return await self.store.asearch(q.index[0], k, filter)
+
+    # ------------------------------------------------------------------ management
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete documents by id (unknown ids are ignored)."""
+        if isinstance(ids, str):
+            ids = [ids]
+        self.store.delete(list(ids))
+
+    def get(self, ids: Sequence[str]) -> list[Document]:
+        """Stored documents by id (unknown ids are skipped)."""
+        if isinstance(ids, str):
+            ids = [ids]
+        return self.store.get(list(ids))
+
+    def count(self) -> int:
+        """Number of documents in the collection."""
+        return self.store.count()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Retriever:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def as_langchain(self, **kwargs: Any) -> Any:
+        """A LangChain ``BaseRetriever`` over this retriever (needs the ``langchain`` extra)."""
+        from .integrations.langchain import BertinoRetriever
+
+        return BertinoRetriever(retriever=self, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"Retriever(model={self.encoder.model_id!r}, dim={self.dim}, rerank={self.rerank}, "
+            f"rerank_k={self.rerank_k}, store={self.store!r})"
+        )

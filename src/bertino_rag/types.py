@@ -1,0 +1,170 @@
+"""Public value types: documents going in, hits coming out, and the collection stamp."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Document", "Hit", "Stamp", "StampMismatchError", "dedupe", "doc_id_for", "to_documents"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A text to index, with its id and metadata."""
+
+    text: str
+    id: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document's id, text, metadata and similarity score (cosine)."""
+
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a collection was built with; vectors of different stamps are never mixed.
+
+    Attributes:
+        model: model id (hub id, or the name of a local model folder).
+        full_dim: output dimension of the model.
+        index_dim: dimension of the (Matryoshka-truncated) vectors that are searched.
+        normalized: whether stored vectors are L2-normalized (cosine == dot product).
+        full_vectors: whether the full vectors are stored for rescoring.
+    """
+
+    model: str
+    full_dim: int
+    index_dim: int
+    normalized: bool = True
+    full_vectors: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "full_dim": self.full_dim,
+            "index_dim": self.index_dim,
+            "normalized": self.normalized,
+            "full_vectors": self.full_vectors,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stamp:
+        return cls(
+            model=str(data["model"]),
+            full_dim=int(data["full_dim"]),
+            index_dim=int(data["index_dim"]),
+            normalized=bool(data.get("normalized", True)),
+            full_vectors=bool(data.get("full_vectors", True)),
+        )
+
+    def check(self, found: Stamp, collection: str) -> None:
+        """Raise :class:`StampMismatchError` when ``found`` (on disk) differs from ``self``."""
+        diffs = [
+            f"{name}: collection has {getattr(found, name)!r}, requested {getattr(self, name)!r}"
+            for name in ("model", "full_dim", "index_dim", "normalized", "full_vectors")
+            if getattr(found, name) != getattr(self, name)
+        ]
+        if diffs:
+            raise StampMismatchError(collection, diffs)
+
+
+class StampMismatchError(ValueError):
+    """A collection was built by another model, dimension or layout."""
+
+    def __init__(self, collection: str, diffs: list[str]):
+        self.collection = collection
+        self.diffs = diffs
+        super().__init__(
+            f"collection {collection!r} was built with different settings ("
+            + "; ".join(diffs)
+            + "). Its vectors cannot be mixed with the new ones: use another collection name, "
+            "or pass recreate=True to drop it and index again."
+        )
+
+
+def doc_id_for(text: str) -> str:
+    """Deterministic id of a text: re-indexing the same text never duplicates it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _coerce(item: Any, position: int) -> Document:
+    doc_id: Any = None
+    metadata: Any = None
+    if isinstance(item, str):
+        text: Any = item
+    elif isinstance(item, Document):
+        return _validated(item.text, item.id, item.metadata, position)
+    elif isinstance(item, Mapping):
+        if "text" not in item:
+            raise ValueError(f"document at position {position} is a dict without a 'text' key")
+        text, doc_id, metadata = item["text"], item.get("id"), item.get("metadata")
+    elif hasattr(item, "page_content"):
+        text = item.page_content
+        metadata = getattr(item, "metadata", None)
+        doc_id = getattr(item, "id", None)
+    elif item is None:
+        raise ValueError(f"document at position {position} is None")
+    else:
+        raise ValueError(
+            f"document at position {position} has unsupported type {type(item).__name__}: "
+            "expected str, dict with 'text', or an object with 'page_content'"
+        )
+    return _validated(text, doc_id, metadata, position)
+
+
+def _validated(text: Any, doc_id: Any, metadata: Any, position: int) -> Document:
+    if text is None:
+        raise ValueError(f"document at position {position} has no text (None)")
+    if not isinstance(text, str):
+        raise ValueError(
+            f"document at position {position} has text of type {type(text).__name__}, expected str"
+        )
+    if not text.strip():
+        raise ValueError(f"document at position {position} has empty text")
+    if doc_id is None or doc_id == "":
+        doc_id = doc_id_for(text)
+    elif not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+        raise ValueError(
+            f"document at position {position} has id of type {type(doc_id).__name__}, "
+            "expected str or int"
+        )
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise ValueError(
+            f"document at position {position} has metadata of type {type(metadata).__name__}, "
+            "expected a dict"
+        )
+    return Document(text=text, id=str(doc_id), metadata=dict(metadata))
+
+
+def to_documents(items: Iterable[Any]) -> list[Document]:
+    """Validate and normalize inputs into :class:`Document` objects.
+
+    Accepts ``str``, ``dict`` (``text``, optional ``id`` and ``metadata``), :class:`Document`,
+    and any object with ``page_content``/``metadata`` (a LangChain ``Document``).
+
+    Raises:
+        ValueError: naming the position of the first invalid item, before anything is written.
+    """
+    if isinstance(items, (str, bytes)) or isinstance(items, Mapping):
+        items = [items]
+    return [_coerce(item, i) for i, item in enumerate(items)]
+
+
+def dedupe(docs: Iterable[Document]) -> list[Document]:
+    """Keep one document per id; the last occurrence wins, as an upsert would do."""
+    unique: dict[str, Document] = {}
+    for d in docs:
+        unique.pop(d.id, None)
+        unique[d.id] = d
+    return list(unique.values())

@@ -1,0 +1,26 @@
+"""MemoryStore: the conformance suite in memory and on disk, plus crash and lock behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bertino_rag.adapters import MemoryStore, StoreError
+from bertino_rag.types import Document, Stamp
+
+from .conformance import StoreConformance
+
+
+class TestMemoryInRam(StoreConformance):
+    @pytest.fixture
+    def make_store(self):
+        store = MemoryStore()
+        return lambda: store  # in RAM the data lives in the object: reopen = same object
+
+
+class TestMemoryOnDisk(StoreConformance):
+    persistent = True
+
+    @pytest.fixture
+    def make_store(self, tmp_path):
+        return lambda: MemoryStore(path=tmp_path / "index")

