@@ -1,0 +1,147 @@
+"""Retriever over the embedded store, on real MiniLM vectors and a squad-it-dev slice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from bertino_rag import MemoryStore, Retriever, StampMismatchError
+from bertino_rag.encoder import matryoshka_slice
+
+
+@pytest.fixture(scope="module")
+def indexed(encoder, squad_slice):
+    r = Retriever(dim=128, encoder=encoder, rerank=True, rerank_k=30)
+    r.index(squad_slice["docs"])
+    return r
+
+
+def test_top10_equals_exact_numpy_on_truncated_vectors(encoder, squad_slice, slice_vectors):
+    r = Retriever(dim=128, encoder=encoder, rerank=False)
+    r.index(squad_slice["docs"])
+    ids = squad_slice["doc_ids"]
+    docs = slice_vectors["docs"].index
+    queries = squad_slice["queries"]
+    results = r.search_batch(queries, k=10)
+    q = slice_vectors["queries"].index
+    scores = q @ docs.T
+    for qi, hits in enumerate(results):
+        order = np.argsort(-scores[qi], kind="stable")[:10]
+        want = [ids[i] for i in order]
+        got = [h.id for h in hits]
+        if got != want:  # only near-ties may swap
+            np.testing.assert_allclose([h.score for h in hits], scores[qi][order], atol=1e-5)
+        np.testing.assert_allclose(hits[0].score, scores[qi][order[0]], atol=1e-5)
+
+
+def test_rerank_rescored_with_full_vectors(indexed, squad_slice, slice_vectors):
+    docs = slice_vectors["docs"]
+    qv = slice_vectors["queries"]
+    ids = squad_slice["doc_ids"]
+    for qi in (0, 17, 42):
+        cand = np.argsort(-(docs.index @ qv.index[qi]), kind="stable")[:30]
+        full = docs.full[cand].astype(np.float16).astype(np.float32) @ qv.full[qi]
+        want = [ids[cand[i]] for i in np.argsort(-full, kind="stable")[:5]]
+        hits = indexed.search(squad_slice["queries"][qi], k=5)
+        assert [h.id for h in hits] == want
+        np.testing.assert_allclose([h.score for h in hits], np.sort(full)[::-1][:5], atol=1e-4)
+
+
+def test_search_finds_the_paragraph(indexed, squad_slice):
+    hits_at_10 = 0
+    qids = squad_slice["qids"][:100]
+    results = indexed.search_batch([squad_slice["queries"][i] for i in range(100)], k=10)
+    for qid, hits in zip(qids, results, strict=True):
+        hits_at_10 += bool(set(squad_slice["qrels"][qid]) & {h.id for h in hits})
+    assert hits_at_10 >= 60  # MiniLM is an English model, yet far above chance (10 of 177)
+
+
+def test_hit_fields(indexed, squad_slice):
+    hit = indexed.search(squad_slice["queries"][0], k=1)[0]
+    doc = next(d for d in squad_slice["docs"] if d["id"] == hit.id)
+    assert hit.text == doc["text"] and hit.metadata == doc["metadata"]
+    assert -1.0 <= hit.score <= 1.0001
+
+
+def test_reindex_is_idempotent(encoder):
+    r = Retriever(dim=64, encoder=encoder)
+    texts = ["Il Po è il fiume più lungo d'Italia.", "L'Etna è un vulcano siciliano."]
+    first = r.index(texts)
+    second = r.index(texts + [texts[0]])
+    assert second[:2] == first and second[2] == first[0]
+    assert r.count() == 2
+
+
+def test_bad_input_writes_nothing(encoder):
+    r = Retriever(dim=64, encoder=encoder)
+    r.index(["Firenze è in Toscana."])
+    for bad in (["Bologna", ""], ["Bologna", None], ["Bologna", 3.5]):
+        with pytest.raises(ValueError, match="position 1"):
+            r.index(bad)
+    assert r.count() == 1
+
+
+def test_bad_queries(indexed):
+    with pytest.raises(ValueError, match="non-empty"):
+        indexed.search("")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        indexed.search("Roma", k=0)
+    with pytest.raises(ValueError, match="list of queries"):
+        indexed.search_batch("Roma")
+
+
+def test_filter_and_delete(encoder):
+    r = Retriever(dim=128, encoder=encoder)
+    r.index([
+        {"text": "Dante scrisse la Divina Commedia.", "id": "dante", "metadata": {"secolo": 14}},
+        {"text": "Manzoni scrisse I promessi sposi.", "id": "manzoni", "metadata": {"secolo": 19}},
+    ])
+    hits = r.search("Chi scrisse un libro?", k=5, filter={"secolo": {"$gte": 15}})
+    assert [h.id for h in hits] == ["manzoni"]
+    r.delete(["manzoni"])
+    assert r.search("Chi scrisse un libro?", k=5, filter={"secolo": {"$gte": 15}}) == []
+    assert r.count() == 1 and r.get(["dante"])[0].metadata == {"secolo": 14}
+
+
+def test_rerank_off_stores_no_full_vectors(encoder):
+    r = Retriever(dim=128, encoder=encoder, rerank=False)
+    r.index(["Venezia ha molti canali."])
+    assert r.stamp.full_vectors is False
+    with pytest.raises(ValueError, match="rerank=False"):
+        r.search("canali", rerank=True)
+
+
+def test_persisted_store_and_mismatch(encoder, tmp_path):
+    path = tmp_path / "idx"
+    with Retriever(dim=128, encoder=encoder, store=MemoryStore(path=path)) as r:
+        r.index(["Il Monte Bianco è la vetta più alta delle Alpi."])
+    with Retriever(dim=128, encoder=encoder, store=f"memory:{path}") as again:
+        assert again.count() == 1
+        assert "Monte Bianco" in again.search("montagna alta", k=1)[0].text
+    with pytest.raises(StampMismatchError, match="index_dim: collection has 128, requested 64"):
+        Retriever(dim=64, encoder=encoder, store=f"memory:{path}")
+    with Retriever(dim=128, encoder=encoder, store=f"memory:{path}") as kept:
+        assert kept.count() == 1
+    with Retriever(dim=64, encoder=encoder, store=f"memory:{path}", recreate=True) as fresh:
+        assert fresh.count() == 0
+
+
+def test_async_search_equals_sync(indexed, squad_slice):
+    q = squad_slice["queries"][3]
+    sync = indexed.search(q, k=5)
+    got = asyncio.run(indexed.asearch(q, k=5))
+    assert [h.id for h in got] == [h.id for h in sync]
+
+
+def test_batch_equals_single(indexed, squad_slice):
+    qs = squad_slice["queries"][:4]
+    batch = indexed.search_batch(qs, k=5)
+    for q, hits in zip(qs, batch, strict=True):
+        assert [h.id for h in hits] == [h.id for h in indexed.search(q, k=5)]
+
+
+def test_full_vectors_slice_consistently(slice_vectors):
+    docs = slice_vectors["docs"]
+    np.testing.assert_allclose(matryoshka_slice(docs.full, 128), docs.index, atol=1e-5)
