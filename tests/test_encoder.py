@@ -80,4 +80,15 @@ def test_unloadable_model_names_it(tmp_path):
 def test_env_model_is_used(monkeypatch, minilm_path):
     monkeypatch.setenv(MODEL_ENV, minilm_path)
     enc = Encoder(dim=64)
-    assert enc.name == minilm_path and enc.model_id == "model" and enc.full_dim == 384
+    assert enc.name == minilm_path and enc.full_dim == 384
+    assert enc.model_id.startswith("model@") and enc.model_id == Encoder(minilm_path).model_id
+
+
+def test_local_model_id_tells_weights_apart(tmp_path):
+    from bertino_rag.encoder import model_id_of
+
+    for name, payload in (("a", b"x" * 10), ("b", b"y" * 10)):
+        (tmp_path / name / "m").mkdir(parents=True)
+        (tmp_path / name / "m" / "model.safetensors").write_bytes(payload)
+    assert model_id_of(str(tmp_path / "a" / "m")) != model_id_of(str(tmp_path / "b" / "m"))
+    assert model_id_of("nickprock/multi-sentence-BERTino") == "nickprock/multi-sentence-BERTino"

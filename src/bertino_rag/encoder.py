@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +37,29 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> str:
 
 
 def model_id_of(name_or_path: str) -> str:
-    """A stable model id for stamping collections: the hub id, or a local folder's name."""
-    if os.path.isdir(name_or_path):
-        return os.path.basename(os.path.normpath(os.path.abspath(name_or_path)))
-    return name_or_path
+    """A stable model id for stamping collections.
+
+    A hub id is used as is. A local folder gives ``<folder name>@<fingerprint>``, where the
+    fingerprint hashes the size, head and tail of each weights file: it survives moving the
+    folder, and tells a fine-tuned checkpoint from its base even under the same folder name.
+    """
+    if not os.path.isdir(name_or_path):
+        return name_or_path
+    folder = os.path.normpath(os.path.abspath(name_or_path))
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            if not name.endswith((".safetensors", ".bin", ".onnx", ".pt")):
+                continue
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            digest.update(f"{os.path.relpath(path, folder)}:{size}".encode())
+            with open(path, "rb") as fh:
+                digest.update(fh.read(1 << 20))
+                if size > 1 << 20:
+                    fh.seek(max(size - (1 << 20), 1 << 20))
+                    digest.update(fh.read(1 << 20))
+    return f"{os.path.basename(folder)}@{digest.hexdigest()[:12]}"
 
 
 def matryoshka_slice(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -73,6 +94,14 @@ class Encoder:
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when present.
         batch_size: texts per forward pass.
         backend: ``"torch"``, ``"onnx"`` or ``"openvino"`` (sentence-transformers backends).
+            ONNX/OpenVINO exports are made once and cached next to the model, or in
+            ``~/.cache/bertino-rag`` (``$BERTINO_RAG_CACHE``) when its folder is read-only.
+        quantize: ``"int8"`` with ``backend="onnx"``: dynamically quantized int8 weights with
+            the preset for this CPU (``avx512_vnni``, ``avx512``, ``avx2`` or ``arm64``, which
+            may also be named directly). Faster on CPU at a small quality cost.
+        threads: intra-op threads (default ``$BERTINO_RAG_THREADS``, else the runtime's own
+            default for torch and the CPUs this process may use for ONNX/OpenVINO). For torch
+            this calls the process-wide ``torch.set_num_threads``.
         model_kwargs: passed to the underlying transformers model loader.
         show_progress_bar: ``None`` shows one for inputs longer than a few batches.
 
@@ -95,6 +124,8 @@ class Encoder:
         device: str | None = None,
         batch_size: int = 32,
         backend: str = "torch",
+        quantize: str | None = None,
+        threads: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
         show_progress_bar: bool | None = None,
         sentence_transformer: Any | None = None,
@@ -103,13 +134,18 @@ class Encoder:
         self.model_id = model_id_of(self.name)
         self.batch_size = int(batch_size)
         self.backend = backend
+        self.quantize = quantize
+        #: the exported ONNX/OpenVINO file in use (``None`` on torch)
+        self.backend_file: str | None = None
         self.show_progress_bar = show_progress_bar
+        # one caller at a time: Hugging Face fast tokenizers are not thread-safe
+        self._lock = threading.RLock()
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if sentence_transformer is not None:
             self.model = sentence_transformer
         else:
-            self.model = self._load(device=device, model_kwargs=model_kwargs)
+            self.model = self._load(device=device, threads=threads, model_kwargs=model_kwargs)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
             self.model, "get_sentence_embedding_dimension"
         )
@@ -119,18 +155,27 @@ class Encoder:
         self.full_dim = int(full_dim)
         self.dim = self.full_dim if dim is None else self._check_dim(dim)
 
-    def _load(self, *, device: str | None, model_kwargs: dict[str, Any] | None) -> Any:
-        from sentence_transformers import SentenceTransformer
+    def _load(
+        self, *, device: str | None, threads: int | None, model_kwargs: dict[str, Any] | None
+    ) -> Any:
+        from ._backends import BACKENDS, load_sentence_transformer, resolve_quantize, resolve_threads
 
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        resolve_quantize(self.quantize, self.backend)
+        resolve_threads(threads)
         try:
-            return SentenceTransformer(
-                self.name, device=device, backend=self.backend, model_kwargs=model_kwargs
+            model, target = load_sentence_transformer(
+                self.name, backend=self.backend, quantize=self.quantize, device=device,
+                threads=threads, model_kwargs=model_kwargs,
             )
         except (OSError, ValueError) as err:
             raise OSError(
                 f"could not load the model {self.name!r}: {err}. Pass model= a hub id or a local "
                 f"folder of a sentence-transformers model, or set ${MODEL_ENV}."
             ) from err
+        self.backend_file = None if target is None else str(target)
+        return model
 
     def _check_dim(self, dim: int) -> int:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
@@ -165,16 +210,27 @@ class Encoder:
             dims = [self.full_dim, 512, 256, 128, 64]
         return sorted({d for d in dims if 0 < d <= self.full_dim}, reverse=True)
 
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, before truncation (``len`` without a
+        tokenizer)."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        if not texts:
+            return []
+        if tokenizer is None:
+            return [len(t) for t in texts]
+        with self._lock:
+            ids = tokenizer(
+                list(texts), add_special_tokens=True, truncation=False, verbose=False,
+                return_attention_mask=False, return_token_type_ids=False,
+            )["input_ids"]
+        return [len(x) for x in ids]
+
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many texts exceed the model's max sequence length (special tokens included)."""
-        tokenizer = getattr(self.model, "tokenizer", None)
-        if tokenizer is None or not texts:
+        if getattr(self.model, "tokenizer", None) is None or not texts:
             return 0
         limit = self.max_seq_length
-        lengths = tokenizer(
-            list(texts), add_special_tokens=True, truncation=False, verbose=False
-        )["input_ids"]
-        return sum(1 for ids in lengths if len(ids) > limit)
+        return sum(1 for n in self.token_lengths(texts) if n > limit)
 
     def _prompt_name(self, kind: Kind) -> str | None:
         prompts = getattr(self.model, "prompts", None) or {}
@@ -188,17 +244,16 @@ class Encoder:
             show_progress_bar = self.show_progress_bar
         if show_progress_bar is None:
             show_progress_bar = len(texts) > 4 * self.batch_size
-        return np.asarray(
-            self.model.encode(
+        with self._lock:
+            raw = self.model.encode(
                 list(texts),
                 prompt_name=self._prompt_name(kind),
                 batch_size=self.batch_size,
                 show_progress_bar=show_progress_bar,
                 convert_to_numpy=True,
                 normalize_embeddings=False,
-            ),
-            dtype=np.float32,
-        )
+            )
+        return np.asarray(raw, dtype=np.float32)
 
     def encode(
         self,
@@ -255,4 +310,6 @@ class Encoder:
         return self.encode([query], kind="query", show_progress_bar=False, dim=dim)
 
     def __repr__(self) -> str:
-        return f"Encoder(model={self.name!r}, dim={self.dim}, full_dim={self.full_dim})"
+        extra = f", backend={self.backend!r}" if self.backend != "torch" else ""
+        extra += f", quantize={self.quantize!r}" if self.quantize else ""
+        return f"Encoder(model={self.name!r}, dim={self.dim}, full_dim={self.full_dim}{extra})"
