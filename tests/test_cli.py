@@ -1,0 +1,75 @@
+"""The bertino-rag command line: index and search on the persistent embedded store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertino_rag.cli import main
+
+
+@pytest.fixture
+def corpus(tmp_path, squad_slice):
+    txt = tmp_path / "docs.txt"
+    txt.write_text("Leonardo da Vinci dipinse la Gioconda.\n\nLa pizza margherita nasce a Napoli.\n",
+                   encoding="utf-8")
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps(d, ensure_ascii=False)
+                               for d in squad_slice["docs"][:20]), encoding="utf-8")
+    return txt, jsonl
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_index_then_search_txt(tmp_path, corpus, minilm_path, capsys):
+    store = f"memory:{tmp_path / 'idx'}"
+    code, out, _ = run(capsys, "index", corpus[0], "--model", minilm_path, "--store", store,
+                       "--quiet", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["indexed"] == 2 and summary["count"] == 2
+    code, out, _ = run(capsys, "search", "Chi ha dipinto la Gioconda?", "--model", minilm_path,
+                       "--store", store, "-k", "1", "--json")
+    assert code == 0
+    hits = json.loads(out)
+    assert len(hits) == 1 and "Gioconda" in hits[0]["text"]
+    code, out, _ = run(capsys, "search", "pizza", "--model", minilm_path, "--store", store)
+    assert code == 0 and " 1. [" in out and "Napoli" in out
+
+
+def test_jsonl_metadata_and_filter(tmp_path, corpus, minilm_path, capsys):
+    store = f"memory:{tmp_path / 'idx'}"
+    assert run(capsys, "index", corpus[1], "--model", minilm_path, "--store", store, "--dim", "64",
+               "--quiet")[0] == 0
+    code, out, _ = run(capsys, "search", "foresta", "--model", minilm_path, "--store", store,
+                       "--dim", "64", "--json", "--filter", '{"para": {"$lt": 3}}', "-k", "10")
+    hits = json.loads(out)
+    assert code == 0 and hits and all(h["metadata"]["para"] < 3 for h in hits)
+
+
+def test_beir_folder(tmp_path, squad_slice, minilm_path, capsys):
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text("\n".join(
+        json.dumps({"_id": d["id"], "title": d["metadata"]["title"], "text": d["text"]},
+                   ensure_ascii=False) for d in squad_slice["docs"][:5]), encoding="utf-8")
+    store = f"memory:{tmp_path / 'idx'}"
+    code, out, _ = run(capsys, "index", folder, "--model", minilm_path, "--store", store,
+                       "--quiet", "--json", "--no-rerank")
+    assert code == 0 and json.loads(out)["count"] == 5
+
+
+def test_mismatch_is_a_clear_error(tmp_path, corpus, minilm_path, capsys):
+    store = f"memory:{tmp_path / 'idx'}"
+    run(capsys, "index", corpus[0], "--model", minilm_path, "--store", store, "--quiet")
+    code, _, err = run(capsys, "search", "pizza", "--model", minilm_path, "--store", store,
+                       "--dim", "64")
+    assert code == 2 and "index_dim: collection has 128, requested 64" in err
+    code, _, err = run(capsys, "index", tmp_path / "missing.txt", "--model", minilm_path,
+                       "--store", store)
+    assert code == 2 and "missing.txt" in err
