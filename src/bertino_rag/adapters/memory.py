@@ -296,7 +296,38 @@ class MemoryStore(VectorStore):
         self._fsync_dir()
         return _Segment(seg, index, full)
 
-    def _commit_segment(self, segment: _Segment, rows: list[tuple[str, int, str, str]]) -> None:
+    def _locate(self, ids: list[str]) -> list[tuple[int, int]]:
+        """Current (segment, row) of the stored ids among ``ids``."""
+        found: list[tuple[int, int]] = []
+        for chunk in _chunks(ids):
+            found.extend(self.db.execute(
+                f"SELECT seg, row FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ))
+        return found
+
+    def _retire(self, rows: list[tuple[int, int]]) -> None:
+        """Mark rows dead in RAM and forget segments left with no live row (SQL and RAM)."""
+        touched = set()
+        for seg, row in rows:
+            s = self._segments.get(seg)
+            if s is not None:
+                s.alive[row] = False
+                s.ids[row] = None
+                touched.add(seg)
+        for seg in touched:
+            if not self._segments[seg].alive.any():
+                del self._segments[seg]
+
+    def _drop_empty_segments(self, segs: set[int]) -> None:
+        self.db.executemany(
+            "DELETE FROM segments WHERE seg = ? AND NOT EXISTS (SELECT 1 FROM docs WHERE seg = ?)",
+            [(seg, seg) for seg in segs],
+        )
+
+    def _commit_segment(
+        self, segment: _Segment, rows: list[tuple[str, int, str, str]],
+        replaced: list[tuple[int, int]],
+    ) -> None:
         """Make a written segment live and point ``rows`` (id, row, text, metadata) at it."""
         with self.db:
             self.db.execute(
@@ -307,14 +338,14 @@ class MemoryStore(VectorStore):
                 "INSERT OR REPLACE INTO docs (id, seg, row, text, metadata) VALUES (?, ?, ?, ?, ?)",
                 [(i, segment.seg, r, t, m) for i, r, t, m in rows],
             )
-            self._drop_empty_segments()
+            self._drop_empty_segments({seg for seg, _ in replaced})
             self._bump_generation()
+        # RAM follows only once the transaction is committed
+        self._retire(replaced)
+        for doc_id, r, _, _ in rows:
+            segment.alive[r] = True
+            segment.ids[r] = doc_id
         self._segments[segment.seg] = segment
-
-    def _drop_empty_segments(self) -> None:
-        self.db.execute(
-            "DELETE FROM segments WHERE seg NOT IN (SELECT DISTINCT seg FROM docs)"
-        )
 
     def _upsert(
         self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
@@ -324,20 +355,17 @@ class MemoryStore(VectorStore):
             for r, d in enumerate(documents)
         ]
         with self._writing():
+            replaced = self._locate([d.id for d in documents])
             segment = self._new_segment(vectors, full_vectors)
-            self._commit_segment(segment, rows)
-            self._generation = None
-            self._refresh()
-            self._remove_orphans()
+            self._commit_segment(segment, rows, replaced)
             self._merge_tiers()
 
     def _merge_tiers(self) -> None:
         """Size-tiered merging: _TIER_BASE segments of one size tier become one segment."""
         while True:
-            sizes = {s.seg: int(s.alive.sum()) for s in self._segments.values()}
             tiers: dict[int, list[int]] = defaultdict(list)
-            for seg, n in sizes.items():
-                tiers[int(math.log(max(n, 1), _TIER_BASE))].append(seg)
+            for s in self._segments.values():
+                tiers[int(math.log(max(int(s.alive.sum()), 1), _TIER_BASE))].append(s.seg)
             group = next((segs for _, segs in sorted(tiers.items()) if len(segs) >= _TIER_BASE),
                          None)
             if group is None:
@@ -363,24 +391,26 @@ class MemoryStore(VectorStore):
                 "UPDATE docs SET seg = ?, row = ? WHERE id = ?",
                 [(merged.seg, r, doc_id) for r, doc_id in enumerate(ids)],
             )
-            self._drop_empty_segments()
+            self._drop_empty_segments(set(segs))
             self._bump_generation()
+        for seg in segs:
+            del self._segments[seg]
+        merged.alive[:] = True
+        merged.ids[:] = ids
         self._segments[merged.seg] = merged
-        self._generation = None
-        self._refresh()
         self._remove_orphans()
 
     def _delete(self, ids: list[str]) -> None:
         with self._writing():
+            gone = self._locate(ids)
             with self.db:
                 for chunk in _chunks(ids):
                     self.db.execute(
                         f"DELETE FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk
                     )
-                self._drop_empty_segments()
+                self._drop_empty_segments({seg for seg, _ in gone})
                 self._bump_generation()
-            self._generation = None
-            self._refresh()
+            self._retire(gone)
             self._remove_orphans()
 
     def _count(self) -> int:
