@@ -1,0 +1,129 @@
+"""``bertino-rag eval``: quality per Matryoshka dim, what the rerank buys, what each layout costs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register_cli"]
+
+
+def _int_list(text: str) -> list[int]:
+    if text.strip().lower() in ("", "none", "0"):
+        return []
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` subcommand to the ``bertino-rag`` parser."""
+    p = subparsers.add_parser(
+        "eval", help="retrieval/STS quality per dim, two-stage funnels, bytes and latency",
+        description="Evaluate a model on a BEIR folder (corpus.jsonl, queries.jsonl, "
+                    "qrels/<split>.tsv) and/or an STS csv (sentence1,sentence2,score): metrics "
+                    "per Matryoshka dim, the two-stage funnel, bytes per document and latency.",
+    )
+    p.add_argument("path", nargs="?", default=None,
+                   help="a BEIR folder, or an STS .csv file")
+    p.add_argument("--sts", default=None, help="an STS csv (sentence1,sentence2,score)")
+    p.add_argument("--model", default=None,
+                   help="hub id or local path (default: $BERTINO_RAG_MODEL or "
+                        "nickprock/multi-sentence-BERTino)")
+    p.add_argument("--dims", type=_int_list, default=None,
+                   help="comma-separated dims (default: the model's Matryoshka dims)")
+    p.add_argument("--rerank-k", type=_int_list, default=[100],
+                   help="candidates rescored by the two-stage funnel, comma-separated "
+                        "(default: 100; 'none' for no funnel)")
+    p.add_argument("--funnel-dims", type=_int_list, default=None,
+                   help="index dims of the funnels (default: every --dims value below full)")
+    p.add_argument("--store", default="memory",
+                   help="store for the funnels and latencies: 'memory', 'qdrant[:DIR|:URL]', "
+                        "'milvus:FILE.db|URL' (temporary collections, dropped afterwards)")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--with-title", action="store_true",
+                   help="encode 'title\\ntext' for a document (default: its text alone)")
+    p.add_argument("--max-docs", type=_positive, default=None,
+                   help="slice: at most this many documents (every relevant document of the "
+                        "kept queries stays)")
+    p.add_argument("--max-queries", type=_positive, default=None,
+                   help="slice: at most this many queries")
+    p.add_argument("--max-pairs", type=_positive, default=None, help="STS: first N pairs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the slice (default: 0)")
+    p.add_argument("--latency-queries", type=int, default=100,
+                   help="queries timed one by one per configuration (0: no timing)")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
+                   help="write the report as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="write a PNG of NDCG@10 against bytes per document")
+    p.add_argument("--markdown", default=None, metavar="FILE.md",
+                   help="also write the Markdown report to a file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..encoder import Encoder
+    from .dataset import load_eval_set, load_sts_set
+    from .report import to_markdown, write_json, write_plot
+    from .runner import evaluate
+
+    beir_path, sts_path = None, args.sts
+    if args.path is not None:
+        path = Path(args.path)
+        if path.is_dir():
+            beir_path = path
+        elif path.is_file() and path.suffix.lower() in (".csv", ".tsv"):
+            if sts_path is not None:
+                raise ValueError("give the STS file once: as PATH or with --sts")
+            sts_path = path
+        elif not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        else:
+            raise ValueError(f"{path}: expected a BEIR folder or an STS .csv file")
+    if beir_path is None and sts_path is None:
+        raise ValueError("nothing to evaluate: give a BEIR folder and/or --sts FILE.csv")
+    if args.plot and beir_path is None:
+        raise ValueError("--plot shows NDCG@10: it needs a BEIR folder")
+
+    evalset = None
+    if beir_path is not None:
+        evalset = load_eval_set(beir_path, split=args.split, with_title=args.with_title,
+                                max_docs=args.max_docs, max_queries=args.max_queries,
+                                seed=args.seed)
+    sts = load_sts_set(sts_path, max_pairs=args.max_pairs) if sts_path else None
+    for note in (evalset.notes if evalset else []) + (sts.notes if sts else []):
+        print(f"note: {note}", file=sys.stderr)
+    encoder = Encoder(args.model, device=args.device, batch_size=args.batch_size)
+    report = evaluate(encoder, evalset, sts, dims=args.dims, rerank_k=args.rerank_k,
+                      funnel_dims=args.funnel_dims, store=args.store,
+                      latency_queries=max(0, args.latency_queries),
+                      show_progress_bar=not args.quiet)
+    text = to_markdown(report)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+    if args.json_out:
+        write_json(report, args.json_out)
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    if args.plot:
+        write_plot(report, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0

@@ -1,0 +1,51 @@
+"""Bytes per document of each vector layout, and latency percentiles."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["full_bytes_per_doc", "index_layouts", "percentiles_ms", "time_calls"]
+
+#: bytes per component of the full vectors each store keeps for rescoring
+_FULL_BYTES = {"memory": 2}  # MemoryStore keeps them float16; others are counted as float32
+
+
+def index_layouts(dim: int) -> dict[str, int]:
+    """Bytes per document of a ``dim``-d index vector: float32, int8 (scalar) and binary."""
+    return {"float32": 4 * dim, "int8": dim, "binary": math.ceil(dim / 8)}
+
+
+def full_layouts(full_dim: int) -> dict[str, int]:
+    """Bytes per document of a full vector kept for rescoring: float32 and float16."""
+    return {"float32": 4 * full_dim, "float16": 2 * full_dim}
+
+
+def full_bytes_per_doc(backend: str, full_dim: int) -> tuple[int, str]:
+    """Bytes of one full vector as ``backend`` keeps it, and the dtype counted."""
+    width = _FULL_BYTES.get(backend, 4)
+    return width * full_dim, "float16" if width == 2 else "float32"
+
+
+def time_calls(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> list[float]:
+    """Seconds of ``fn(i)`` for ``i`` in ``range(n)``, after ``warmup`` untimed calls."""
+    for i in range(min(warmup, n)):
+        fn(i)
+    out: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, float] | None:
+    """p50 and p95 in milliseconds (``None`` for no samples)."""
+    if not seconds:
+        return None
+    arr = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
+            "n": int(arr.size)}
