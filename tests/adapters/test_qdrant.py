@@ -23,6 +23,8 @@ from bertino_rag.types import Document, Stamp, StampMismatchError  # noqa: E402
 from .conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 
 QDRANT_URL = os.environ.get("QDRANT_URL")
+# the client checks a server's version in a background thread; unreachable test URLs warn
+pytestmark = pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
 
 
 class TestQdrantInMemory(StoreConformance):
@@ -39,8 +41,8 @@ class TestQdrantOnDisk(StoreConformance):
     full_tol = 1e-4
 
     @pytest.fixture
-    def make_store(self, tmp_path):
-        return lambda: QdrantStore(path=tmp_path / "qdrant")
+    def make_store(self, fast_dir):
+        return lambda: QdrantStore(path=fast_dir)
 
 
 @pytest.mark.server
@@ -51,3 +53,215 @@ class TestQdrantServer(StoreConformance):
     @pytest.fixture
     def make_store(self):
         return lambda: QdrantStore(url=QDRANT_URL)
+
+
+# --------------------------------------------------------------------------- helpers
+@pytest.fixture
+def fast_dir(tmp_path_factory):
+    """A folder for local-mode persistence tests, in RAM (/dev/shm) where there is one.
+
+    Local mode commits every point to SQLite with an fsync: on this machine's disk that is
+    ~30 ms a point, on tmpfs ~1 ms. The persistence semantics are the same.
+    """
+    import shutil
+    import tempfile
+
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        path = tempfile.mkdtemp(prefix="bertino-qdrant-", dir="/dev/shm")
+        yield path
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield str(tmp_path_factory.mktemp("qdrant"))
+
+
+@pytest.fixture
+def stamp(encoder):
+    return Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128)
+
+
+@pytest.fixture
+def data(squad_slice, slice_vectors):
+    docs = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])
+            for d in squad_slice["docs"]]
+    return docs, slice_vectors["docs"], slice_vectors["queries"]
+
+
+def _name() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+# --------------------------------------------------------------------------- locations
+def test_one_location_only(tmp_path):
+    with pytest.raises(ValueError, match="path and url"):
+        QdrantStore(path=tmp_path, url="http://localhost:6333")
+    with pytest.raises(ValueError, match="url and client"):
+        QdrantStore(url="http://localhost:6333", client=QdrantClient(":memory:"))
+    with pytest.raises(ValueError, match="api_key goes with url"):
+        QdrantStore(path=tmp_path, api_key="k")
+    with pytest.raises(TypeError, match="QdrantClient"):
+        QdrantStore(client="http://localhost:6333")
+    with pytest.raises(ValueError, match="quantization"):
+        QdrantStore(quantization="int4")
+
+
+def test_api_key_from_environment_is_never_shown(monkeypatch):
+    monkeypatch.setenv("QDRANT_API_KEY", "s3cret-key-xyz")
+    store = QdrantStore(url="http://127.0.0.1:9")  # nothing listens there: not contacted
+    assert store.client.init_options["api_key"] == "s3cret-key-xyz"
+    assert not store.local and store.two_stage == "prefetch"
+    assert "s3cret" not in repr(store)
+
+
+def test_missing_client_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)  # import qdrant_client fails
+    monkeypatch.delitem(sys.modules, "bertino_rag.adapters.qdrant")
+    with pytest.raises(ImportError, match=r"pip install 'bertino-rag\[qdrant\]'"):
+        import bertino_rag.adapters.qdrant  # noqa: F401
+
+
+def test_client_argument_and_stamp_fallback(stamp, data):
+    """Without collection metadata the stamp lives in a companion collection, and is checked."""
+    docs, vec, _ = data
+    client = QdrantClient(":memory:")
+    store = QdrantStore(client=client)
+    store._metadata_supported = False  # as with a server or client before 1.16
+    name = _name()
+    store.open(name, stamp)
+    store.upsert(docs[:5], vec.index[:5], vec.full[:5])
+    assert client.get_collection(name).config.metadata is None
+    assert client.collection_exists(name + "__bertino_stamp")
+    again = QdrantStore(client=client)
+    again.open(name, stamp)
+    assert again.count() == 5
+    with pytest.raises(StampMismatchError, match="index_dim"):
+        QdrantStore(client=client).open(name, Stamp(stamp.model, stamp.full_dim, 64))
+    assert again.count() == 5
+    again.drop()
+    assert not client.collection_exists(name + "__bertino_stamp")
+
+
+def test_foreign_collection_is_refused(stamp):
+    client = QdrantClient(":memory:")
+    client.create_collection("theirs", vectors_config=models.VectorParams(
+        size=4, distance=models.Distance.COSINE))
+    with pytest.raises(StoreError, match="no bertino-rag stamp"):
+        QdrantStore(client=client).open("theirs", stamp)
+    assert client.collection_exists("theirs")
+
+
+# --------------------------------------------------------------------------- layout
+def test_collection_layout(stamp):
+    store = QdrantStore()
+    store.open("full", stamp)
+    config = store.client.get_collection("full").config
+    vectors = config.params.vectors
+    assert set(vectors) == {"dim128", "full"}
+    assert vectors["dim128"].size == 128 and not vectors["dim128"].on_disk
+    full = vectors["full"]
+    assert (full.size, full.on_disk, full.hnsw_config.m) == (stamp.full_dim, True, 0)
+    assert full.datatype == models.Datatype.FLOAT16
+    assert {v.distance for v in vectors.values()} == {models.Distance.COSINE}
+    assert Stamp.from_dict(config.metadata["bertino_rag"]["stamp"]) == stamp
+    slim = Stamp(stamp.model, stamp.full_dim, 128, full_vectors=False)
+    store.open("slim", slim)
+    assert set(store.client.get_collection("slim").config.params.vectors) == {"dim128"}
+
+
+@pytest.mark.parametrize("kind", ["int8", "binary"])
+def test_quantization_is_configured_and_local_mode_says_it_ignores_it(kind, stamp, data):
+    docs, vec, queries = data
+    with pytest.warns(UserWarning, match="local mode ignores quantization"):
+        store = QdrantStore(quantization=kind)
+    store.open(_name(), stamp)
+    quant = store.client.get_collection(store.collection).config.params.vectors[
+        "dim128"].quantization_config
+    assert quant is not None and kind[:3] in type(quant).__name__.lower()[:10] + kind[:3]
+    assert isinstance(quant, models.ScalarQuantization if kind == "int8"
+                      else models.BinaryQuantization)
+    store.upsert(docs, vec.index, vec.full)
+    assert store._params() is None  # no quantization search params sent to local mode
+    assert len(store.search(queries.index[0], k=3)) == 3
+
+
+# --------------------------------------------------------------------------- congruence
+@pytest.fixture
+def pair(stamp, data):
+    """The same real vectors in a MemoryStore (the oracle) and a local-mode QdrantStore."""
+    docs, vec, _ = data
+    oracle, store = MemoryStore(), QdrantStore()
+    for s in (oracle, store):
+        s.open("congruence", stamp)
+        s.upsert(docs, vec.index, vec.full)
+    return oracle, store
+
+
+def _max_diff(a, b):
+    return max((abs(x.score - y.score) for ha, hb in zip(a, b, strict=True)
+                for x, y in zip(ha, hb, strict=True)), default=0.0)
+
+
+def test_congruence_with_memory_store(pair, data):
+    oracle, store = pair
+    _, _, queries = data
+    q, qf = queries.index[::5], queries.full[::5]
+    cases = [
+        ("first stage", dict(), None),
+        ("two stage", dict(full_vectors=qf, rerank_k=40), None),
+        ("filtered", dict(full_vectors=qf, rerank_k=40), {"para": {"$lt": 12}}),
+    ]
+    for label, kw, flt in cases:
+        want = oracle.search_batch(q, 10, flt, **kw)
+        got = store.search_batch(q, 10, flt, **kw)
+        for g, w in zip(got, want, strict=True):
+            same_ranking([h.id for h in g], [h.score for h in g],
+                         [h.id for h in w], [h.score for h in w], tol=SCORE_TOL)
+        print(f"{label}: max |score - MemoryStore score| = {_max_diff(got, want):.2e}")
+
+
+def test_prefetch_and_rescore_strategies_agree(pair, data):
+    """The server strategy (one prefetch query) run in local mode equals the local one."""
+    _, store = pair
+    _, _, queries = data
+    assert store.two_stage == "rescore"
+    q, qf = queries.index[::4], queries.full[::4]
+    for flt in (None, {"title": {"$in": ["Amazzonia"]}}):
+        rescored = store.search_batch(q, 8, flt, full_vectors=qf, rerank_k=30)
+        conditions = store._parse_filter(flt)
+        prefetched = store._search_prefetch(q, qf, 8, 30, conditions)
+        for a, b in zip(rescored, prefetched, strict=True):
+            assert [h.id for h in a] == [h.id for h in b]
+            np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-6)
+            assert [h.text for h in a] == [h.text for h in b]
+
+
+# --------------------------------------------------------------------------- filters
+def test_filter_types_follow_reference_semantics(stamp, data):
+    docs, vec, queries = data
+    values = [True, 1, "1", 2.0, 2, 0, False, "b", 3.5, None]
+    typed = [Document(text=d.text, id=d.id,
+                      metadata={} if v is None else {"v": v, "title": d.metadata["title"]})
+             for d, v in zip(docs, values, strict=False)]
+    store = QdrantStore()
+    store.open(_name(), stamp)
+    store.upsert(typed, vec.index[: len(typed)], vec.full[: len(typed)])
+    for flt in [{"v": True}, {"v": 1}, {"v": "1"}, {"v": 2}, {"v": 2.0}, {"v": False},
+                {"v": 0}, {"v": {"$in": [1, "b"]}}, {"v": {"$in": [True, 2]}},
+                {"v": {"$in": []}}, {"v": {"$gte": 1}}, {"v": {"$lt": 2.5}},
+                {"v": {"$gt": 0, "$lte": 3.5}}, {"v": {"$eq": 3.5}}, {"w": 1}]:
+        want = sorted(d.id for d in typed if matches(d.metadata, parse_filter(flt)))
+        got = sorted(h.id for h in store.search(queries.index[0], k=50, filter=flt))
+        assert got == want, flt
+
+
+def test_string_range_and_native_filter(pair, data):
+    _, store = pair
+    _, vec, _ = data
+    with pytest.raises(FilterError, match="no range on strings"):
+        store.search(vec.index[0], k=3, filter={"title": {"$gt": "A"}})
+    native = models.Filter(must=[models.FieldCondition(
+        key="metadata.title", match=models.MatchValue(value="Amazzonia"))])
+    a = store.search(vec.index[0], k=5, filter=native)
+    b = store.search(vec.index[0], k=5, filter={"title": "Amazzonia"})
+    assert [h.id for h in a] == [h.id for h in b] and a
+    with pytest.raises(TypeError, match="models.Filter"):
+        store.search(vec.index[0], k=3, filter=[("title", "Amazzonia")])
