@@ -1,0 +1,683 @@
+"""Milvus store: embedded Milvus Lite (a ``.db`` path) or a Milvus server, on the store contract.
+
+Schema of a collection (one entity per document):
+
+- ``id``: VARCHAR primary key, the document id (at most 512 UTF-8 bytes);
+- ``vector``: FLOAT_VECTOR of ``index_dim``, the searched (truncated) vectors, with the chosen
+  index and metric IP (COSINE when the stamp says vectors are not normalized);
+- ``full_vector`` (only with ``stamp.full_vectors``): the full vectors, FLOAT16_VECTOR where the
+  engine has it, else FLOAT_VECTOR holding float16-rounded values (Milvus Lite 3.2 has no
+  float16 vectors). Rescoring therefore uses float16 full vectors everywhere, as MemoryStore
+  does. Servers index it with FLAT (needed to load); Milvus Lite needs no index on it;
+- ``text``: VARCHAR (at most 65,535 UTF-8 bytes; longer texts are rejected before writing:
+  split them, the encoder would embed only their beginning anyway);
+- ``metadata``: JSON, returned as stored;
+- ``filter_keys``: JSON, a typed copy of the scalar metadata that filters read
+  (see :mod:`~bertino_rag.adapters.milvus_filters`);
+- ``id_hex``: VARCHAR, the hex of the id, for id lookups on engines without filter templating.
+
+The :class:`~bertino_rag.types.Stamp` lives in the collection's properties (and description)
+and is checked on open. Values from users never enter an expression: filters and id lookups use
+filter templating, or closed-alphabet literals on Milvus Lite, which has no templating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from .._deps import require
+from ..types import Document, Hit, Stamp
+from .base import StoreError, VectorStore, rescore
+from .filters import Condition
+from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
+
+__all__ = ["IndexFallbackWarning", "MilvusStore"]
+
+logger = logging.getLogger(__name__)
+
+STAMP_KEY = "bertino.stamp"
+ID_MAX_BYTES = 512
+TEXT_MAX_BYTES = 65_535
+MAX_LIMIT = 16_384  # Milvus returns at most this many hits per query
+_LOOKUP_CHUNK = 1_000  # ids per get/delete expression
+_DESCRIPTION = "bertino-rag collection; stamp: "
+
+#: index types a request may name, and where each falls back to when the engine cannot build it
+FALLBACKS: dict[str, tuple[str, ...]] = {
+    "AUTOINDEX": ("HNSW", "FLAT"),
+    "HNSW": ("FLAT",),
+    "HNSW_SQ": ("HNSW", "FLAT"),
+    "HNSW_PQ": ("HNSW_SQ", "HNSW", "FLAT"),
+    "HNSW_PRQ": ("HNSW_SQ", "HNSW", "FLAT"),
+    "DISKANN": ("HNSW", "FLAT"),
+    "IVF_FLAT": ("FLAT",),
+    "IVF_SQ8": ("IVF_FLAT", "FLAT"),
+    "IVF_PQ": ("IVF_SQ8", "IVF_FLAT", "FLAT"),
+    "IVF_RABITQ": ("IVF_SQ8", "IVF_FLAT", "FLAT"),
+    "SCANN": ("IVF_SQ8", "IVF_FLAT", "FLAT"),
+    "FLAT": ("BRUTE_FORCE",),
+}
+_LITE_FALLBACK = {"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "BRUTE_FORCE", "AUTOINDEX"}
+
+
+class IndexFallbackWarning(UserWarning):
+    """The engine cannot build the requested index; a near one is used instead."""
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without user info (credentials never appear in messages)."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def _is_local(uri: str) -> bool:
+    return uri.endswith(".db") and not re.match(r"^[a-z]+://", uri)
+
+
+def _index_params(index: str, dim: int, ef_construction: int, nlist: int) -> dict[str, Any]:
+    if index.startswith("HNSW"):
+        params: dict[str, Any] = {"M": 16, "efConstruction": ef_construction}
+        if index == "HNSW_SQ":
+            params["sq_type"] = "SQ8"
+        if index in ("HNSW_PQ", "HNSW_PRQ"):
+            params.update(m=max(1, dim // 4), nbits=8)
+        return params
+    if index.startswith("IVF") or index == "SCANN":
+        params = {"nlist": nlist}
+        if index == "IVF_PQ":
+            params.update(m=max(1, dim // 4), nbits=8)
+        if index == "SCANN":
+            params["with_raw_data"] = True
+        return params
+    return {}
+
+
+@contextmanager
+def _quiet_pymilvus() -> Iterator[None]:
+    """Mute pymilvus' error log for a call whose failure is expected and handled."""
+    log = logging.getLogger("pymilvus")
+    previous = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
+
+
+def _decode_full(value: Any) -> np.ndarray:
+    if isinstance(value, (bytes, bytearray)):
+        return np.frombuffer(value, dtype=np.float16).astype(np.float32)
+    if isinstance(value, list) and value and isinstance(value[0], (bytes, bytearray)):
+        return np.frombuffer(value[0], dtype=np.float16).astype(np.float32)
+    return np.asarray(value, dtype=np.float32)
+
+
+class MilvusStore(VectorStore):
+    """Milvus Lite (embedded, a ``.db`` path) or a Milvus server.
+
+    Args:
+        uri: a ``.db`` file for Milvus Lite, or ``http(s)://host:19530`` for a server.
+        token: server token (``user:password`` or an API key); default ``$MILVUS_TOKEN``.
+            Never logged.
+        client: an existing ``pymilvus.MilvusClient`` to use instead of ``uri`` (not closed
+            by :meth:`close`).
+        index: ``AUTOINDEX``, ``HNSW``, ``HNSW_SQ``, ``IVF_FLAT``, ``IVF_SQ8``, ``FLAT`` (and
+            the server-only ``DISKANN``, ``IVF_PQ``, ``SCANN``, ``HNSW_PQ``...). An index the
+            engine cannot build falls back to the nearest one it can, with one
+            :class:`IndexFallbackWarning`.
+        index_params: build parameters merged over the defaults (HNSW: ``M=16``,
+            ``efConstruction``; IVF: ``nlist``).
+        ef: HNSW search breadth (raised to the number of hits asked for when lower).
+        nprobe: IVF cells searched.
+        ef_construction: HNSW build breadth. nlist: IVF cells (Milvus Lite clamps it to the
+            rows of a small segment, so small collections work).
+        metric: ``IP`` or ``COSINE``; default IP for normalized vectors, else COSINE.
+        batch_size: entities per upsert request.
+        timeout: seconds per request (``None``: pymilvus' default).
+
+    Example:
+        >>> store = MilvusStore(uri="./bertino.db")  # doctest: +SKIP
+        >>> store = MilvusStore(uri="http://localhost:19530", index="HNSW")  # doctest: +SKIP
+    """
+
+    backend = "milvus"
+
+    def __init__(
+        self,
+        uri: str = "./bertino_milvus.db",
+        *,
+        token: str | None = None,
+        client: Any = None,
+        index: str = "AUTOINDEX",
+        index_params: dict[str, Any] | None = None,
+        ef: int = 128,
+        nprobe: int = 32,
+        ef_construction: int = 200,
+        nlist: int = 128,
+        metric: str | None = None,
+        batch_size: int = 512,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        pymilvus = require("pymilvus", "milvus")
+        self._DataType = pymilvus.DataType
+        self._MilvusException = pymilvus.MilvusException
+        index = str(index).upper()
+        if index.startswith("BIN_"):
+            raise ValueError(f"index {index!r} is for binary vectors; these vectors are float")
+        if index not in FALLBACKS:
+            raise ValueError(f"unknown index {index!r}; use one of {sorted(FALLBACKS)}")
+        if metric is not None and metric.upper() not in ("IP", "COSINE"):
+            raise ValueError(f"metric must be 'IP' or 'COSINE', got {metric!r}")
+        for name, value in (("ef", ef), ("nprobe", nprobe), ("batch_size", batch_size),
+                            ("ef_construction", ef_construction), ("nlist", nlist)):
+            self._check_k(value, name)
+        self.index = index
+        self.index_params = dict(index_params or {})
+        self.ef, self.nprobe = ef, nprobe
+        self.ef_construction, self.nlist = ef_construction, nlist
+        self.metric = None if metric is None else metric.upper()
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self._token = token if token is not None else os.environ.get("MILVUS_TOKEN", "")
+        self._owns_client = client is None
+        if client is None:
+            self.uri = str(uri)
+            self.where = _safe_uri(self.uri)
+            if _is_local(self.uri):
+                require("milvus_lite", "milvus")
+                folder = os.path.dirname(os.path.abspath(self.uri))
+                os.makedirs(folder, exist_ok=True)
+            client = self._connect(pymilvus)
+        else:
+            self.uri = ""
+            self.where = "the given MilvusClient"
+        self.client = client
+        try:
+            self.server_version = str(client.get_server_version())
+        except Exception as err:
+            raise StoreError(f"cannot reach Milvus at {self.where}: {self._clean(err)}") from err
+        self.is_lite = self.server_version.startswith("milvus_lite")
+        self._templating: bool | None = None
+        self._async: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        # per open collection
+        self._index_type = ""
+        self._metric = "IP"
+        self._full_dtype: Any = None
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ connection
+    def _clean(self, err: BaseException) -> str:
+        text = str(err)
+        return text.replace(self._token, "***") if self._token else text
+
+    def _connect(self, pymilvus: Any) -> Any:
+        kwargs: dict[str, Any] = {"uri": self.uri}
+        if self._token and not _is_local(self.uri):
+            kwargs["token"] = self._token
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        try:
+            return pymilvus.MilvusClient(**kwargs)
+        except Exception as err:
+            raise StoreError(
+                f"cannot connect to Milvus at {self.where}: {self._clean(err)}"
+            ) from err
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a client call; engine errors become StoreError naming the URI and collection."""
+        try:
+            return fn(*args, **kwargs)
+        except self._MilvusException as err:
+            raise StoreError(
+                f"Milvus at {self.where}, collection {self._collection!r}: {what} failed: "
+                f"{self._clean(err)}"
+            ) from err
+
+    def _supports_templating(self) -> bool:
+        """Whether the engine reads ``filter_params`` (Milvus >= 2.5; Milvus Lite 3.2 does not)."""
+        if self._templating is None:
+            if self.is_lite:
+                self._templating = False
+            else:
+                try:
+                    with _quiet_pymilvus():
+                        self.client.query(self.collection, filter="id == {p}",
+                                          filter_params={"p": ""}, output_fields=["id"], limit=1)
+                    self._templating = True
+                except self._MilvusException:
+                    self._templating = False
+        return self._templating
+
+    # ------------------------------------------------------------------ index choice
+    def _engine_builds(self, index: str, dim: int) -> bool | None:
+        """Whether the engine builds ``index``; ``None`` when only trying can tell (servers)."""
+        if not self.is_lite:
+            return None
+        try:
+            from milvus_lite.index.factory import build_index_from_spec
+            from milvus_lite.index.spec import IndexSpec
+        except ImportError:  # a Milvus Lite server reached over the network
+            return index in _LITE_FALLBACK
+        try:
+            rows = np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32)
+            build_index_from_spec(IndexSpec("vector", index, "IP", {}), rows)
+        except (ValueError, NotImplementedError, RuntimeError):
+            return False
+        return True
+
+    def _candidates(self, dim: int) -> list[str]:
+        chain = [self.index, *FALLBACKS[self.index]]
+        if self.is_lite:
+            chain = [c for c in chain if self._engine_builds(c, dim)]
+        return chain
+
+    def _warn_fallback(self, chosen: str, why: str) -> None:
+        if chosen != self.index and chosen not in self._warned:
+            self._warned.add(chosen)
+            warnings.warn(
+                f"{self.where} cannot build index {self.index!r} ({why}); "
+                f"using {chosen!r} instead",
+                IndexFallbackWarning,
+                stacklevel=4,
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+    def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
+        if self.client is None:  # closed before: connect again
+            self.client = self._connect(require("pymilvus", "milvus"))
+        exists = self._call("has_collection", self.client.has_collection, collection)
+        if exists and not recreate:
+            desc = self._call("describe_collection", self.client.describe_collection, collection)
+            found = self._read_stamp(desc, collection)
+            stamp.check(found, collection)
+            fields = {f["name"]: f for f in desc.get("fields", [])}
+            full_dtype = fields["full_vector"]["type"] if "full_vector" in fields else None
+            index_type = self._index_type_of(collection)
+            metric = self._metric_of(collection, stamp)
+        else:
+            if exists:
+                self._call("drop_collection", self.client.drop_collection, collection)
+            index_type, full_dtype = self._create(collection, stamp)
+            metric = self.metric or ("IP" if stamp.normalized else "COSINE")
+        self._call("load_collection", self.client.load_collection, collection)
+        self._index_type, self._full_dtype, self._metric = index_type, full_dtype, metric
+
+    def _read_stamp(self, desc: dict[str, Any], collection: str) -> Stamp:
+        raw = (desc.get("properties") or {}).get(STAMP_KEY)
+        description = str(desc.get("description") or "")
+        if raw is None and description.startswith(_DESCRIPTION):
+            raw = description[len(_DESCRIPTION):]
+        if raw is None:
+            raise StoreError(
+                f"collection {collection!r} in {self.where} was not created by bertino-rag "
+                "(it has no model stamp); use another collection name, or recreate=True to "
+                "drop it"
+            )
+        return Stamp.from_dict(json.loads(raw))
+
+    def _index_type_of(self, collection: str) -> str:
+        try:
+            info = self.client.describe_index(collection, "vector")
+        except self._MilvusException:
+            return "FLAT"
+        return str((info or {}).get("index_type") or "FLAT").upper()
+
+    def _metric_of(self, collection: str, stamp: Stamp) -> str:
+        try:
+            info = self.client.describe_index(collection, "vector") or {}
+        except self._MilvusException:
+            info = {}
+        return str(info.get("metric_type") or ("IP" if stamp.normalized else "COSINE")).upper()
+
+    def _schema(self, stamp: Stamp, full_dtype: Any) -> Any:
+        dt = self._DataType
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", dt.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
+        schema.add_field("vector", dt.FLOAT_VECTOR, dim=stamp.index_dim)
+        if stamp.full_vectors:
+            schema.add_field("full_vector", full_dtype, dim=stamp.full_dim)
+        schema.add_field("text", dt.VARCHAR, max_length=TEXT_MAX_BYTES)
+        schema.add_field("metadata", dt.JSON)
+        schema.add_field(FILTER_FIELD, dt.JSON)
+        schema.add_field("id_hex", dt.VARCHAR, max_length=2 * ID_MAX_BYTES)
+        return schema
+
+    def _create(self, collection: str, stamp: Stamp) -> tuple[str, Any]:
+        dt = self._DataType
+        metric = self.metric or ("IP" if stamp.normalized else "COSINE")
+        stamp_json = json.dumps(stamp.to_dict(), sort_keys=True)
+        full_types = [None]
+        if stamp.full_vectors:
+            full_types = [dt.FLOAT_VECTOR] if self.is_lite else [dt.FLOAT16_VECTOR, dt.FLOAT_VECTOR]
+        candidates = self._candidates(stamp.index_dim)
+        last: BaseException | None = None
+        for full_dtype in full_types:
+            for index in candidates:
+                params = {**_index_params(index, stamp.index_dim, self.ef_construction,
+                                          self.nlist), **self.index_params}
+                index_params = self.client.prepare_index_params()
+                index_params.add_index("vector", index_type=index, metric_type=metric,
+                                       params=params)
+                if stamp.full_vectors and not self.is_lite:
+                    index_params.add_index("full_vector", index_type="FLAT", metric_type="IP")
+                try:
+                    with _quiet_pymilvus():
+                        self.client.create_collection(
+                            collection,
+                            schema=self._schema(stamp, full_dtype),
+                            index_params=index_params,
+                            consistency_level="Strong",
+                            properties={STAMP_KEY: stamp_json},
+                            description=_DESCRIPTION + stamp_json,
+                        )
+                except self._MilvusException as err:
+                    last = err
+                    if self.client.has_collection(collection):
+                        self.client.drop_collection(collection)
+                    continue
+                self._warn_fallback(index, "not supported by this engine" if last is None
+                                    else self._clean(last))
+                return index, full_dtype
+        raise StoreError(
+            f"Milvus at {self.where} could not create collection {collection!r} with any of "
+            f"the indexes {candidates}: {self._clean(last) if last else 'no index available'}"
+        )
+
+    def close(self) -> None:
+        """Close the client (when this store created it); :meth:`open` connects again."""
+        if self._owns_client and self.client is not None:
+            self.client.close()
+            self.client = None
+        self._async = weakref.WeakKeyDictionary()
+        super().close()
+
+    def _drop(self) -> None:
+        self._call("drop_collection", self.client.drop_collection, self.collection)
+
+    # ------------------------------------------------------------------ filters and ids
+    def _native_filter(self, filter: Any) -> Any:
+        raise TypeError(
+            "MilvusStore takes filters as a dict ({'field': value}, $in, ranges); Milvus "
+            f"expression strings ({type(filter).__name__}) are refused because a value pasted "
+            "into one can change what it matches"
+        )
+
+    def _expr(self, compiled: MilvusFilter) -> dict[str, Any]:
+        """Search/query keyword arguments for a compiled filter."""
+        if not compiled.expr:
+            return {}
+        if self._supports_templating():
+            return {"filter": compiled.expr, "filter_params": compiled.params}
+        return {"filter": render_inline(compiled)}
+
+    def _ids_filter(self, ids: list[str]) -> dict[str, Any]:
+        if self._supports_templating():
+            return {"filter": "id in {ids}", "filter_params": {"ids": ids}}
+        return {"filter": "id_hex in " + render_inline(
+            MilvusFilter("[" + ", ".join(f"{{p{i}}}" for i in range(len(ids))) + "]",
+                         {f"p{i}": i_.encode("utf-8").hex() for i, i_ in enumerate(ids)}))}
+
+    def _lookup(self, ids: list[str], fields: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = list(dict.fromkeys(ids[start : start + _LOOKUP_CHUNK]))
+            rows = self._call("query", self.client.query, self.collection,
+                              output_fields=["id", *fields], **self._ids_filter(chunk))
+            found.update({row["id"]: row for row in rows})
+        return found
+
+    # ------------------------------------------------------------------ writes
+    def _rows(
+        self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
+    ) -> list[dict[str, Any]]:
+        """Validate every document against the schema's limits, then build the entities."""
+        for d in documents:
+            if len(d.id.encode("utf-8")) > ID_MAX_BYTES:
+                raise ValueError(f"document id {d.id[:40]!r}... is longer than "
+                                 f"{ID_MAX_BYTES} UTF-8 bytes")
+            if len(d.text.encode("utf-8")) > TEXT_MAX_BYTES:
+                raise ValueError(
+                    f"document {d.id!r} has {len(d.text.encode('utf-8'))} bytes of text; Milvus "
+                    f"stores at most {TEXT_MAX_BYTES}: split it into chunks"
+                )
+            try:
+                json.dumps(d.metadata, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"document {d.id!r} has metadata that is not JSON: {err}") from err
+        full = None
+        if full_vectors is not None:
+            half = np.asarray(full_vectors, dtype=np.float16)
+            full = half if self._full_dtype == self._DataType.FLOAT16_VECTOR else (
+                half.astype(np.float32))
+        rows = []
+        for i, d in enumerate(documents):
+            row = {"id": d.id, "vector": vectors[i], "text": d.text, "metadata": d.metadata,
+                   FILTER_FIELD: filter_keys(d.metadata),
+                   "id_hex": d.id.encode("utf-8").hex()}
+            if full is not None:
+                row["full_vector"] = full[i]
+            rows.append(row)
+        return rows
+
+    def _upsert(
+        self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
+    ) -> None:
+        rows = self._rows(documents, vectors, full_vectors)
+        for start in range(0, len(rows), self.batch_size):
+            self._call(f"upsert (entities {start}..{min(len(rows), start + self.batch_size)} of "
+                       f"{len(rows)}; earlier batches are stored)",
+                       self.client.upsert, self.collection, rows[start : start + self.batch_size])
+
+    def _delete(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = list(dict.fromkeys(ids[start : start + _LOOKUP_CHUNK]))
+            self._call("delete", self.client.delete, self.collection, **self._ids_filter(chunk))
+
+    def flush(self) -> None:
+        """Seal written data into segments (Milvus builds their indexes then)."""
+        self._call("flush", self.client.flush, self.collection)
+
+    # ------------------------------------------------------------------ reads
+    def _count(self) -> int:
+        rows = self._call("count", self.client.query, self.collection, filter="",
+                          output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def _get(self, ids: list[str]) -> list[Document]:
+        found = self._lookup(ids, ["text", "metadata"])
+        return [Document(text=found[i]["text"], id=i, metadata=found[i]["metadata"] or {})
+                for i in ids if i in found]
+
+    def _fetch_full(self, ids: list[str]) -> np.ndarray:
+        found = self._lookup(ids, ["full_vector"])
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+        return np.stack([_decode_full(found[i]["full_vector"]) for i in ids])
+
+    def _search_params(self, limit: int) -> dict[str, Any]:
+        index = self._index_type
+        if index.startswith("HNSW") or (index == "AUTOINDEX" and self.is_lite):
+            params: dict[str, Any] = {"ef": max(self.ef, limit)}
+        elif index.startswith("IVF") or index == "SCANN":
+            params = {"nprobe": self.nprobe}
+        elif index == "DISKANN":
+            params = {"search_list": max(self.ef, limit)}
+        else:
+            params = {}
+        return {"metric_type": self._metric, "params": params}
+
+    def _request(
+        self, vectors: np.ndarray, limit: int, conditions: Any, full: bool
+    ) -> dict[str, Any] | None:
+        """The keyword arguments of one search call; ``None`` when the filter matches nothing."""
+        if limit > MAX_LIMIT:
+            raise ValueError(f"Milvus returns at most {MAX_LIMIT} hits per query, asked {limit}")
+        compiled = compile_filter(conditions)
+        if compiled is None:
+            return None
+        fields = ["text", "metadata"] + (["full_vector"] if full else [])
+        return {
+            "collection_name": self.collection,
+            "data": [np.ascontiguousarray(v, dtype=np.float32) for v in vectors],
+            "anns_field": "vector",
+            "limit": limit,
+            "output_fields": fields,
+            "search_params": self._search_params(limit),
+            **self._expr(compiled),
+        }
+
+    @staticmethod
+    def _hits(result: Any) -> list[Hit]:
+        hits = [
+            Hit(id=h["id"], text=h["entity"]["text"], score=float(h["distance"]),
+                metadata=h["entity"].get("metadata") or {})
+            for h in result
+        ]
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits
+
+    def _finish(
+        self, results: Any, k: int, full_queries: np.ndarray | None
+    ) -> list[list[Hit]]:
+        if full_queries is None:
+            return [self._hits(r)[:k] for r in results]
+        out = []
+        for result, fq in zip(results, full_queries, strict=True):
+            hits = self._hits(result)
+            by_id = {h["id"]: h["entity"]["full_vector"] for h in result}
+            full = (np.stack([_decode_full(by_id[h.id]) for h in hits]) if hits
+                    else np.zeros((0, len(fq)), dtype=np.float32))
+            out.append(rescore(hits, full, fq, k))
+        return out
+
+    def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
+        request = self._request(vectors, k, conditions, full=False)
+        if request is None:
+            return [[] for _ in vectors]
+        return self._finish(self._call("search", self.client.search, **request), k, None)
+
+    def _search_two_stage(
+        self,
+        vectors: np.ndarray,
+        full_vectors: np.ndarray,
+        k: int,
+        rerank_k: int,
+        conditions: list[Condition] | Any,
+    ) -> list[list[Hit]]:
+        """Candidates with their full vectors in one call, rescored in one numpy step each."""
+        request = self._request(vectors, rerank_k, conditions, full=True)
+        if request is None:
+            return [[] for _ in vectors]
+        results = self._call("search", self.client.search, **request)
+        return self._finish(results, k, full_vectors)
+
+    # ------------------------------------------------------------------ async
+    def _aclient(self) -> Any:
+        """An ``AsyncMilvusClient`` bound to the running event loop."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            pymilvus = require("pymilvus", "milvus")
+            kwargs: dict[str, Any] = {"uri": self.uri}
+            if self._token and not _is_local(self.uri):
+                kwargs["token"] = self._token
+            client = pymilvus.AsyncMilvusClient(**kwargs)
+            self._async[loop] = client
+        return client
+
+    async def _acall(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except self._MilvusException as err:
+            raise StoreError(
+                f"Milvus at {self.where}, collection {self._collection!r}: {what} failed: "
+                f"{self._clean(err)}"
+            ) from err
+
+    async def asearch(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        full_vector: np.ndarray | None = None,
+        rerank_k: int | None = None,
+    ) -> list[Hit]:
+        """Async :meth:`search` through ``AsyncMilvusClient`` (the thread default with
+        ``client=``, whose connection settings are not known)."""
+        if not self._owns_client:
+            return await super().asearch(vector, k, filter, full_vector=full_vector,
+                                         rerank_k=rerank_k)
+        stamp = self.stamp
+        k = self._check_k(k)
+        vec = self._check_matrix(vector, stamp.index_dim, "query vectors")[:1]
+        conditions = self._parse_filter(filter)
+        full = None
+        limit = k
+        if full_vector is not None:
+            if not stamp.full_vectors:
+                raise StoreError(
+                    f"collection {self.collection!r} stores no full vectors (built with rerank "
+                    "off); search without full_vector, or re-index with rerank on"
+                )
+            full = self._check_matrix(full_vector, stamp.full_dim, "full query vectors", 1)
+            limit = max(k, self._check_k(rerank_k if rerank_k is not None else 100, "rerank_k"))
+        request = self._request(vec, limit, conditions, full=full is not None)
+        if request is None:
+            return []
+        results = await self._acall("search", self._aclient().search(**request))
+        return self._finish(results, k, full)[0]
+
+    async def aupsert(
+        self,
+        documents: Sequence[Document],
+        vectors: np.ndarray,
+        full_vectors: np.ndarray | None = None,
+    ) -> None:
+        """Async :meth:`upsert` through ``AsyncMilvusClient`` (validated like upsert)."""
+        if not self._owns_client:
+            return await super().aupsert(documents, vectors, full_vectors)
+        stamp = self.stamp
+        n = len(documents)
+        if n == 0:
+            return None
+        if len({d.id for d in documents}) != n:
+            raise ValueError("upsert: ids must be unique within one call")
+        vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", n)
+        full = None
+        if stamp.full_vectors:
+            if full_vectors is None:
+                raise ValueError(
+                    f"collection {self.collection!r} stores full vectors for rescoring: "
+                    "pass full_vectors"
+                )
+            full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors", n)
+        rows = self._rows(list(documents), vec, full)
+        client = self._aclient()
+        for start in range(0, n, self.batch_size):
+            await self._acall("upsert", client.upsert(self.collection,
+                                                      rows[start : start + self.batch_size]))
+        return None
+
+    def __repr__(self) -> str:
+        where = f"collection={self._collection!r}" if self._collection else "not open"
+        return f"MilvusStore({self.where}, index={self.index}, {where})"

@@ -1,0 +1,157 @@
+"""Plain-dict filters compiled to Milvus boolean expressions, safely.
+
+Milvus compares JSON values loosely (``true == 1`` holds on Milvus Lite), while the filter
+semantics of :func:`~bertino_rag.adapters.filters.matches` are strict: a bool is not 1 and
+``"1"`` is not 1. So each document also stores a typed copy of its top-level scalar metadata,
+the ``filter_keys`` JSON field, with one key per value type::
+
+    {"title": "Roma", "para": 3, "draft": False}
+    -> {"s:title": "526f6d61", "n:para": 3, "b:draft": false}
+
+Strings are stored as the hex of their UTF-8 bytes (hex preserves the byte order, which is the
+code point order, so string ranges keep their meaning). A filter on ``title`` only reads
+``"s:title"``, so values of another type, and missing fields, never match.
+
+Values never enter the expression text. The compiler writes placeholders (``{p0}``) and returns
+the values apart, for Milvus' filter templating (``filter_params``). Engines without templating
+(Milvus Lite 3.2 ignores ``filter_params``) get :func:`render_inline`: every placeholder becomes
+a literal over a closed alphabet (hex digits in quotes, the ``repr`` of a finite number,
+``true``/``false``), which cannot change the structure of the expression whatever the user wrote.
+Field names are validated by :func:`~bertino_rag.adapters.filters.parse_filter` (letters, digits,
+``_`` and ``-``), so they are safe inside the quoted JSON key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .filters import Condition, FilterError
+
+__all__ = ["FILTER_FIELD", "MilvusFilter", "compile_filter", "filter_keys", "render_inline"]
+
+FILTER_FIELD = "filter_keys"
+_HEX = re.compile(r"^[0-9a-f]*$")
+_PLACEHOLDER = re.compile(r"\{(p\d+)\}")
+_RANGE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class MilvusFilter:
+    """A compiled filter: an expression with placeholders, and the values for them."""
+
+    expr: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _hex(text: str) -> str:
+    return text.encode("utf-8").hex()
+
+
+def _number(value: int | float) -> int | float:
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        return float(value)
+    return value
+
+
+def filter_keys(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The typed, filterable copy of a document's top-level scalar metadata."""
+    keys: dict[str, Any] = {}
+    for name, value in metadata.items():
+        if not isinstance(name, str):
+            continue
+        if isinstance(value, bool):
+            keys[f"b:{name}"] = value
+        elif isinstance(value, str):
+            keys[f"s:{name}"] = _hex(value)
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            keys[f"n:{name}"] = _number(value)
+    return keys
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, str):
+        return "s"
+    return "n"
+
+
+def _encode(value: Any, c: Condition) -> Any:
+    if isinstance(value, str):
+        return _hex(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"filter on {c.field!r}: non-finite numbers ({value!r}) are not supported")
+    return value if isinstance(value, bool) else _number(value)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def param(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return "{" + name + "}"
+
+    def key(self, kind: str, c: Condition) -> str:
+        return f'{FILTER_FIELD}["{kind}:{c.field}"]'
+
+    def eq(self, c: Condition, value: Any) -> str:
+        return f"{self.key(_kind(value), c)} == {self.param(_encode(value, c))}"
+
+    def condition(self, c: Condition) -> str | None:
+        """One condition as an expression; ``None`` when nothing can match it."""
+        if c.op == "$eq":
+            return self.eq(c, c.value)
+        if c.op == "$in":
+            if not c.value:
+                return None
+            # Milvus Lite takes `in` only on plain fields, so $in is an OR of equalities.
+            values = list(dict.fromkeys((_kind(v), v) for v in c.value))
+            parts = [self.eq(c, v) for _, v in values]
+            return "(" + " or ".join(parts) + ")"
+        op = _RANGE[c.op]
+        kind = _kind(c.value)
+        bound = self.param(_encode(c.value, c))
+        return f"{self.key(kind, c)} {op} {bound}"
+
+
+def compile_filter(conditions: list[Condition]) -> MilvusFilter | None:
+    """Compile parsed conditions (AND) into a templated expression.
+
+    Returns:
+        ``MilvusFilter("", {})`` for no conditions, ``None`` when no document can match
+        (an empty ``$in``).
+    """
+    builder = _Builder()
+    parts: list[str] = []
+    for c in conditions:
+        part = builder.condition(c)
+        if part is None:
+            return None
+        parts.append(f"({part})")
+    return MilvusFilter(" and ".join(parts), builder.params)
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        if not _HEX.match(value):  # only hex strings are ever produced by the compiler
+            raise FilterError("internal error: a non-hex string reached the expression")
+        return f'"{value}"'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    raise FilterError(f"internal error: cannot render {type(value).__name__} in an expression")
+
+
+def render_inline(compiled: MilvusFilter) -> str:
+    """The expression with each placeholder replaced by a closed-alphabet literal."""
+    return _PLACEHOLDER.sub(lambda m: _literal(compiled.params[m.group(1)]), compiled.expr)

@@ -1,0 +1,244 @@
+"""MilvusStore on Milvus Lite: the conformance suite, index choice, writes and async.
+
+One Milvus Lite file serves the whole module (starting Milvus Lite costs seconds); every test
+uses its own collection. Filters are in ``test_milvus_filters.py``, congruence with the other
+stores in ``test_milvus_congruence.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')")
+pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
+
+from bertino_rag.adapters import StoreError  # noqa: E402
+from bertino_rag.adapters.milvus import IndexFallbackWarning, MilvusStore  # noqa: E402
+from bertino_rag.types import Document, Stamp  # noqa: E402
+
+from .conformance import StoreConformance  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lite_uri(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("milvus") / "bertino.db")
+
+
+class TestMilvusLite(StoreConformance):
+    persistent = True
+    full_tol = 1e-4  # full vectors are float16-rounded exactly as in the oracle
+
+    @pytest.fixture
+    def make_store(self, lite_uri):
+        return lambda: MilvusStore(uri=lite_uri)
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not os.environ.get("MILVUS_URI"),
+                    reason="MILVUS_URI is not set: no Milvus server to test against")
+class TestMilvusServer(StoreConformance):
+    persistent = True
+    full_tol = 1e-4
+
+    @pytest.fixture
+    def make_store(self):
+        return lambda: MilvusStore(uri=os.environ["MILVUS_URI"])
+
+
+# ---------------------------------------------------------------------- helpers
+@pytest.fixture
+def stamp(encoder) -> Stamp:
+    return Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128)
+
+
+@pytest.fixture
+def docs_vectors(squad_slice, slice_vectors):
+    docs = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])
+            for d in squad_slice["docs"]]
+    return docs, slice_vectors["docs"], slice_vectors["queries"]
+
+
+def _open(uri, name, stamp, **kw) -> MilvusStore:
+    store = MilvusStore(uri=uri, **kw)
+    store.open(name, stamp)
+    return store
+
+
+# ---------------------------------------------------------------------- index choice
+@pytest.mark.parametrize("index", ["HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"])
+def test_lite_builds_each_index_and_small_collections_work(lite_uri, stamp, docs_vectors, index):
+    docs, vec, queries = docs_vectors
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IndexFallbackWarning)
+        store = _open(lite_uri, f"idx_{index.lower()}", stamp, index=index, nlist=64)
+    try:
+        assert store._index_type == index
+        store.upsert(docs[:5], vec.index[:5], vec.full[:5])  # fewer rows than nlist
+        store.flush()  # seals a segment: Milvus Lite builds the index now
+        hits = store.search(vec.index[3], k=2)
+        assert hits[0].id == docs[3].id
+        two = store.search(queries.index[0], k=3, full_vector=queries.full[0], rerank_k=5)
+        assert len(two) == 3
+    finally:
+        store.drop()
+        store.close()
+
+
+@pytest.mark.parametrize(("index", "nearest"),
+                         [("DISKANN", "HNSW"), ("IVF_PQ", "IVF_SQ8"), ("SCANN", "IVF_SQ8")])
+def test_unbuildable_index_falls_back_with_one_warning(lite_uri, stamp, index, nearest):
+    with pytest.warns(IndexFallbackWarning, match=f"{index}.*{nearest}") as record:
+        store = _open(lite_uri, f"fb_{index.lower()}", stamp, index=index)
+    try:
+        assert len([w for w in record if w.category is IndexFallbackWarning]) == 1
+        assert store._index_type == nearest
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_bad_index_names():
+    with pytest.raises(ValueError, match="binary vectors"):
+        MilvusStore(uri="unused.db", index="BIN_FLAT")
+    with pytest.raises(ValueError, match="unknown index 'FOO'"):
+        MilvusStore(uri="unused.db", index="foo")
+
+
+# ---------------------------------------------------------------------- connection
+def test_unreachable_server_names_the_uri_and_hides_the_token():
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:9") as err:
+        MilvusStore(uri="http://alice:s3cret@127.0.0.1:9", token="tok-123", timeout=2)
+    assert "s3cret" not in str(err.value) and "tok-123" not in str(err.value)
+
+
+def test_token_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MILVUS_TOKEN", "env-token-xyz")
+    with pytest.raises(StoreError) as err:
+        MilvusStore(uri="http://127.0.0.1:9", timeout=2)
+    assert "env-token-xyz" not in str(err.value) and "env-token-xyz" not in repr(err.value)
+
+
+def test_existing_client_is_used(lite_uri, stamp, docs_vectors):
+    from pymilvus import MilvusClient
+
+    docs, vec, _ = docs_vectors
+    client = MilvusClient(lite_uri)
+    store = MilvusStore(client=client)
+    store.open("given_client", stamp)
+    try:
+        store.upsert(docs[:3], vec.index[:3], vec.full[:3])
+        assert client.query("given_client", filter="", output_fields=["count(*)"])[0][
+            "count(*)"] == 3
+        assert "given MilvusClient" in repr(store)
+    finally:
+        store.drop()
+        store.close()
+    assert client.list_collections() is not None  # not closed by the store
+
+
+def test_foreign_collection_is_refused(lite_uri, stamp):
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(lite_uri)
+    client.create_collection("foreign", dimension=4)
+    client.insert("foreign", [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}])
+    with pytest.raises(StoreError, match="not created by bertino-rag"):
+        _open(lite_uri, "foreign", stamp)
+    assert client.query("foreign", filter="", output_fields=["count(*)"])[0]["count(*)"] == 1
+    client.drop_collection("foreign")
+
+
+# ---------------------------------------------------------------------- writes
+def test_schema_limits_are_checked_before_writing(lite_uri, stamp, docs_vectors):
+    docs, vec, _ = docs_vectors
+    store = _open(lite_uri, "limits", stamp)
+    try:
+        for bad, msg in [
+            (Document(text="x" * 70_000, id="long"), "split it into chunks"),
+            (Document(text="ok", id="i" * 600), "longer than 512"),
+            (Document(text="ok", id="nan", metadata={"x": float("nan")}), "not JSON"),
+        ]:
+            with pytest.raises(ValueError, match=msg):
+                store.upsert([docs[0], bad], vec.index[:2], vec.full[:2])
+        assert store.count() == 0
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_crash_mid_index_then_same_index_leaves_no_duplicates(lite_uri, minilm_path, encoder,
+                                                             squad_slice, monkeypatch):
+    from bertino_rag import Retriever
+
+    texts = [q for q in squad_slice["queries"][:12]]  # short texts: fast to encode
+    store = MilvusStore(uri=lite_uri, batch_size=2)
+    retriever = Retriever(dim=128, store=store, encoder=encoder, collection="crash",
+                          write_batch_size=4, recreate=True)
+    calls = {"n": 0}
+    real = store.client.upsert
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "upsert", failing)
+    with pytest.raises(Exception, match="simulated crash"):
+        retriever.index(texts)
+    assert 0 < store.count() < len(texts)
+    monkeypatch.setattr(store.client, "upsert", real)
+    ids = retriever.index(texts)
+    assert store.count() == len(set(ids)) == len(texts)
+    store.drop()
+    store.close()
+
+
+def test_full_vectors_are_float16_rounded(lite_uri, stamp, docs_vectors):
+    docs, vec, _ = docs_vectors
+    store = _open(lite_uri, "f16", stamp)
+    try:
+        store.upsert(docs[:4], vec.index[:4], vec.full[:4])
+        got = store.fetch_full([d.id for d in docs[:4]])
+        np.testing.assert_array_equal(got, vec.full[:4].astype(np.float16).astype(np.float32))
+    finally:
+        store.drop()
+        store.close()
+
+
+# ---------------------------------------------------------------------- async
+def test_async_client_upsert_and_search(lite_uri, stamp, docs_vectors):
+    docs, vec, queries = docs_vectors
+    store = _open(lite_uri, "async_api", stamp)
+
+    async def run():
+        await store.aupsert(docs[:20], vec.index[:20], vec.full[:20])
+        return await asyncio.gather(*(
+            store.asearch(queries.index[i], k=3, full_vector=queries.full[i], rerank_k=10,
+                          filter={"para": {"$lt": 15}})
+            for i in range(3)
+        ))
+
+    try:
+        results = asyncio.run(run())
+        assert store.count() == 20
+        for i, hits in enumerate(results):
+            want = store.search(queries.index[i], k=3, full_vector=queries.full[i], rerank_k=10,
+                                filter={"para": {"$lt": 15}})
+            assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in want]
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_missing_pymilvus_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # makes "import pymilvus" fail
+    with pytest.raises(ImportError, match=r"pip install 'bertino-rag\[milvus\]'"):
+        MilvusStore(uri="x.db")
