@@ -47,18 +47,19 @@ def model_id_of(name_or_path: str) -> str:
         return name_or_path
     folder = os.path.normpath(os.path.abspath(name_or_path))
     digest = hashlib.sha256()
-    for root, _, files in sorted(os.walk(folder)):
-        for name in sorted(files):
-            if not name.endswith((".safetensors", ".bin", ".onnx", ".pt")):
-                continue
-            path = os.path.join(root, name)
-            size = os.path.getsize(path)
-            digest.update(f"{os.path.relpath(path, folder)}:{size}".encode())
-            with open(path, "rb") as fh:
+    # The torch weights at the top of the folder identify the model; exported ONNX/OpenVINO
+    # copies (in subfolders) are the same model and must not change its id.
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.endswith((".safetensors", ".bin")) or not os.path.isfile(path):
+            continue
+        size = os.path.getsize(path)
+        digest.update(f"{name}:{size}".encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 1 << 20:
+                fh.seek(max(size - (1 << 20), 1 << 20))
                 digest.update(fh.read(1 << 20))
-                if size > 1 << 20:
-                    fh.seek(max(size - (1 << 20), 1 << 20))
-                    digest.update(fh.read(1 << 20))
     return f"{os.path.basename(folder)}@{digest.hexdigest()[:12]}"
 
 

@@ -7,13 +7,14 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .adapters import VectorStore, make_store
 from .encoder import Encoder, TruncationWarning
-from .types import Document, Hit, Stamp, dedupe, to_documents
+from .pipeline import index_pipelined
+from .types import Document, Hit, Stamp
 
 __all__ = ["IndexReport", "Retriever"]
 
@@ -28,6 +29,12 @@ class IndexReport:
     n_written: int
     n_truncated: int
     seconds: float
+    #: time spent encoding, in the caller's thread
+    encode_seconds: float = 0.0
+    #: time spent in store writes, in the writer thread (overlapped with encoding)
+    write_seconds: float = 0.0
+    #: time encoding waited for the writer: the part of writing not hidden behind encoding
+    wait_seconds: float = 0.0
 
 
 class Retriever:
@@ -51,6 +58,8 @@ class Retriever:
         encoder: an existing :class:`Encoder` to share (its model is used; ``model`` ignored).
         batch_size: texts per forward pass.
         write_batch_size: documents encoded and written per store call while indexing.
+        backend: encoder backend, ``"torch"``, ``"onnx"`` or ``"openvino"``.
+        quantize: ``"int8"`` (with ``backend="onnx"``) for dynamically quantized weights.
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -74,13 +83,15 @@ class Retriever:
         write_batch_size: int = 512,
         device: str | None = None,
         backend: str = "torch",
+        quantize: str | None = None,
     ) -> None:
         if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
         if write_batch_size <= 0:
             raise ValueError(f"write_batch_size must be positive, got {write_batch_size}")
         self.encoder = encoder or Encoder(
-            model, dim=dim, device=device, batch_size=batch_size, backend=backend
+            model, dim=dim, device=device, batch_size=batch_size, backend=backend,
+            quantize=quantize,
         )
         self.dim = self.encoder._check_dim(dim)
         self.rerank = bool(rerank)
@@ -102,10 +113,9 @@ class Retriever:
         self.last_index_report: IndexReport | None = None
 
     # ------------------------------------------------------------------ indexing
-    def _vectors(self, docs: Sequence[Document]) -> tuple[Any, Any]:
+    def _vectors(self, texts: list[str]) -> tuple[Any, Any]:
         out = self.encoder.encode(
-            [d.text for d in docs], kind="document", warn_truncation=False,
-            show_progress_bar=False, dim=self.dim,
+            texts, kind="document", warn_truncation=False, show_progress_bar=False, dim=self.dim,
         )
         return out.index, (out.full if self.rerank else None)
 
@@ -115,6 +125,7 @@ class Retriever:
         *,
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
+        window: int | None = None,
     ) -> list[str]:
         """Embed and store documents; returns their ids, in input order.
 
@@ -122,42 +133,69 @@ class Retriever:
         objects with ``page_content``/``metadata``. Ids default to a hash of the text, so
         indexing the same text twice stores it once.
 
+        Encoding and writing overlap: batch n is written while batch n+1 is encoded, through a
+        bounded queue, so any iterable (a generator over millions of documents) is indexed in
+        flat memory. Within a window, texts are sorted by length before batching.
+
+        Args:
+            docs: a list, or any iterable (read window by window, never materialized).
+            batch_size: documents per store write (default ``write_batch_size``).
+            show_progress_bar: ``None`` shows one for long lists.
+            window: documents sorted by length together (default 8 write batches).
+
         Raises:
-            ValueError: an invalid document (named by position); nothing of the call is written.
+            ValueError: an invalid document in a list (named by position); nothing of the call
+                is written.
+            StreamValidationError: an invalid document in a non-list iterable; it names the
+                position and how many documents were already written (they stay written).
+            IndexWriteError: a store write failed; it names the failed and unwritten ids, and
+                what was written before stays.
         """
         started = time.perf_counter()
-        documents = to_documents(docs)
-        unique = dedupe(documents)
-        step = batch_size or self.write_batch_size
-        n_truncated = self.encoder.count_truncated([d.text for d in unique])
-        if n_truncated:
+        step = self.write_batch_size if batch_size is None else batch_size
+        if isinstance(step, bool) or not isinstance(step, int) or step <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        span = 8 * step if window is None else window
+        if isinstance(span, bool) or not isinstance(span, int) or span <= 0:
+            raise ValueError(f"window must be a positive int, got {window!r}")
+        if isinstance(docs, (str, bytes)) or isinstance(docs, Mapping):
+            docs = [docs]
+        total = len(docs) if isinstance(docs, Sequence) else None
+        if show_progress_bar is None:
+            show_progress_bar = total is not None and total > 4 * self.encoder.batch_size
+        bar = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="Indexing", unit="doc")
+        try:
+            stats = index_pipelined(
+                docs,
+                encode=self._vectors,
+                write=self.store.upsert,
+                lengths=self.encoder.token_lengths,
+                max_length=self.encoder.max_seq_length,
+                batch_size=step,
+                window=span,
+                on_progress=bar.update if bar is not None else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        if stats.n_truncated:
             warnings.warn(
-                f"{n_truncated} of {len(unique)} documents are longer than the model's "
+                f"{stats.n_truncated} of {stats.n_written} documents are longer than the model's "
                 f"max_seq_length ({self.encoder.max_seq_length} tokens) and were embedded from "
                 "their beginning only; split long documents into chunks to embed all of them.",
                 TruncationWarning,
                 stacklevel=2,
             )
-        if show_progress_bar is None:
-            show_progress_bar = len(unique) > 4 * self.encoder.batch_size
-        batches = range(0, len(unique), step)
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(unique), desc="Indexing", unit="doc")
-        for start in batches:
-            chunk = unique[start : start + step]
-            vectors, full = self._vectors(chunk)
-            self.store.upsert(chunk, vectors, full)
-            if show_progress_bar:
-                bar.update(len(chunk))
-        if show_progress_bar:
-            bar.close()
         self.last_index_report = IndexReport(
-            n_input=len(documents), n_written=len(unique), n_truncated=n_truncated,
-            seconds=time.perf_counter() - started,
+            n_input=stats.n_input, n_written=stats.n_written, n_truncated=stats.n_truncated,
+            seconds=time.perf_counter() - started, encode_seconds=stats.encode_seconds,
+            write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
         )
-        return [d.id for d in documents]
+        return stats.ids
 
     async def aindex(self, docs: Iterable[Any], **kwargs: Any) -> list[str]:
         """Async :meth:`index` (encoding runs in a worker thread)."""

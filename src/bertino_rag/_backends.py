@@ -1,0 +1,290 @@
+"""Loading a SentenceTransformer on the torch, ONNX or OpenVINO backend, exports cached.
+
+ONNX and OpenVINO models are exported once, through sentence-transformers' own backend support,
+and cached:
+
+- next to the model (``<model>/onnx/model.onnx``, the sentence-transformers layout) when the
+  model is a local folder we may write to;
+- otherwise (a hub id, a folder inside site-packages or the Hugging Face cache, a read-only
+  folder) in ``$BERTINO_RAG_CACHE/<backend>/<model-key>`` (default ``~/.cache/bertino-rag``),
+  a complete, loadable copy of the model.
+
+int8 ONNX models are made with ``export_dynamic_quantized_onnx_model`` (dynamic quantization,
+no calibration data) and cached beside the fp32 export as ``onnx/model_qint8_<config>.onnx``.
+
+Environment knobs:
+    BERTINO_RAG_THREADS: intra-op threads of the encoder (default: the CPUs this process may
+        run on, ``os.sched_getaffinity``). For torch this calls ``torch.set_num_threads``,
+        which is process-wide, and only when set (here or with ``threads=``).
+    BERTINO_RAG_CACHE: where exported models are cached when the model folder is read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "QUANTIZE_CONFIGS",
+    "available_cpus",
+    "backend_cache_dir",
+    "cpu_quantize_config",
+    "load_sentence_transformer",
+    "resolve_threads",
+]
+
+logger = logging.getLogger("bertino_rag.encoder")
+
+THREADS_ENV = "BERTINO_RAG_THREADS"
+CACHE_ENV = "BERTINO_RAG_CACHE"
+BACKENDS = ("torch", "onnx", "openvino")
+#: dynamic-quantization presets of optimum's ``AutoQuantizationConfig``
+QUANTIZE_CONFIGS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity-aware), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | None) -> int | None:
+    """``threads``, else ``$BERTINO_RAG_THREADS``, else ``None`` (the runtime's default)."""
+    if threads is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if not env:
+            return None
+        try:
+            threads = int(env)
+        except ValueError as err:
+            raise ValueError(f"${THREADS_ENV} must be a positive int, got {env!r}") from err
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    return threads
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_quantize_config() -> str:
+    """The int8 preset for this CPU: avx512_vnni > avx512 > avx2; arm64 on ARM."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    flags = _cpu_flags()
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags and "avx512bw" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def resolve_quantize(quantize: str | None, backend: str) -> str | None:
+    """Map the ``quantize`` argument to an optimum preset name (``None``: no quantization)."""
+    if quantize is None:
+        return None
+    if backend != "onnx":
+        raise ValueError(
+            f"quantize={quantize!r} needs backend='onnx' (dynamic int8 quantization is an "
+            f"ONNX Runtime feature), got backend={backend!r}"
+        )
+    if quantize == "int8":
+        return cpu_quantize_config()
+    if quantize in QUANTIZE_CONFIGS:
+        return quantize
+    raise ValueError(
+        f"quantize must be None, 'int8' (preset picked for this CPU) or one of "
+        f"{', '.join(QUANTIZE_CONFIGS)}; got {quantize!r}"
+    )
+
+
+def _protected(path: Path) -> bool:
+    """Folders we never write into: installed packages and the Hugging Face cache."""
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    roots |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    hf_home = os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface")
+    roots.add(hf_home)
+    resolved = str(path.resolve())
+    return any(resolved.startswith(str(Path(r).resolve()) + os.sep) for r in roots if r)
+
+
+def _model_key(name: str) -> str:
+    """A folder name for a model: hub ids as ``owner--name``; local folders by name and path."""
+    if os.path.isdir(name):
+        full = str(Path(name).resolve())
+        digest = hashlib.sha256(full.encode("utf-8")).hexdigest()[:10]
+        return f"{Path(full).name}-{digest}"
+    return name.replace("/", "--")
+
+
+def backend_cache_dir(name: str, backend: str) -> tuple[Path, bool]:
+    """Where the exported model of ``name`` lives, and whether that is the model folder itself.
+
+    Returns ``(folder, in_place)``: ``in_place`` means ``folder`` is the local model folder
+    (the export goes to its ``<backend>/`` subfolder).
+    """
+    if os.path.isdir(name):
+        path = Path(name)
+        if os.access(path, os.W_OK) and not _protected(path):
+            return path, True
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bertino-rag")
+    return root / backend / _model_key(name), False
+
+
+def _local_source(name: str) -> str:
+    """A local folder holding the model: ``name`` itself, or its (offline-aware) hub snapshot."""
+    if os.path.isdir(name):
+        return name
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name)
+
+
+def _session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or available_cpus()
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def _require_backend(backend: str) -> None:
+    if backend == "onnx":
+        missing = [m for m in ("onnxruntime", "optimum.onnxruntime") if not _has(m)]
+        if missing:
+            raise ImportError(
+                f"backend='onnx' needs {' and '.join(missing)}: pip install 'bertino-rag[onnx]' "
+                "(installs sentence-transformers[onnx]: optimum-onnx and onnxruntime)"
+            )
+    elif backend == "openvino":
+        if not (_has("openvino") and _has("optimum.intel")):
+            raise ImportError(
+                "backend='openvino' needs openvino and optimum-intel: "
+                "pip install 'sentence-transformers[openvino]' (optimum-intel also needs a "
+                "torchvision that matches your torch)"
+            )
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _export(name: str, backend: str, folder: Path, in_place: bool, device: str | None) -> None:
+    """Export ``name`` to ``backend`` and move the result into ``folder`` atomically."""
+    from sentence_transformers import SentenceTransformer
+
+    source = _local_source(name)
+    logger.warning(
+        "exporting %s to %s once; cached in %s%s", name, backend, folder,
+        "" if in_place else " (the model folder is read-only or not local)",
+    )
+    model = SentenceTransformer(source, device=device, backend=backend)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent if not in_place else folder))
+    try:
+        model.save_pretrained(str(tmp))
+        if in_place:
+            (folder / backend).mkdir(exist_ok=True)
+            for f in (tmp / backend).iterdir():
+                os.replace(f, folder / backend / f.name)
+        else:
+            try:
+                os.rename(tmp, folder)  # atomic; fails if another process won the race
+                return
+            except OSError:
+                if not (folder / backend).is_dir():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quantize(folder: Path, preset: str, target: Path, load_kwargs: dict[str, Any]) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    logger.warning("quantizing %s to int8 (%s) once; cached as %s", folder, preset, target)
+    model = SentenceTransformer(
+        str(folder), backend="onnx", model_kwargs={"file_name": "onnx/model.onnx", **load_kwargs}
+    )
+    tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=folder))
+    try:
+        export_dynamic_quantized_onnx_model(model, preset, str(tmp))
+        os.replace(tmp / "onnx" / target.name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_sentence_transformer(
+    name: str,
+    *,
+    backend: str = "torch",
+    quantize: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, Path | None]:
+    """Load ``name`` on ``backend``; returns the model and the exported file (``None`` for torch).
+
+    Raises:
+        ValueError: an unknown backend or quantize value.
+        ImportError: the backend's runtime is not installed (names what to install).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    preset = resolve_quantize(quantize, backend)
+    threads = resolve_threads(threads)
+    kwargs = dict(model_kwargs or {})
+    if backend == "torch":
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        return SentenceTransformer(name, device=device, model_kwargs=kwargs or None), None
+
+    _require_backend(backend)
+    folder, in_place = backend_cache_dir(name, backend)
+    if backend == "onnx":
+        kwargs.setdefault("session_options", _session_options(threads))
+        if device in (None, "cpu"):
+            kwargs.setdefault("provider", "CPUExecutionProvider")
+        base = folder / "onnx" / "model.onnx"
+        if not base.exists():
+            _export(name, backend, folder, in_place, device)
+        target = base
+        if preset is not None:
+            target = folder / "onnx" / f"model_qint8_{preset}.onnx"
+            if not target.exists():
+                _quantize(folder, preset, target, {"provider": "CPUExecutionProvider"})
+    else:
+        kwargs.setdefault("ov_config", {"INFERENCE_NUM_THREADS": threads or available_cpus()})
+        target = folder / "openvino" / "openvino_model.xml"
+        if not target.exists():
+            _export(name, backend, folder, in_place, device)
+    kwargs["file_name"] = str(target.relative_to(folder))
+    model = SentenceTransformer(str(folder), device=device, backend=backend, model_kwargs=kwargs)
+    return model, target

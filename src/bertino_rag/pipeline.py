@@ -1,0 +1,235 @@
+"""Pipelined indexing: batch n is written to the store while batch n+1 is encoded.
+
+The caller's thread validates and encodes; one writer thread upserts, in order, through a
+bounded queue, so memory stays flat however long the input is. Inside a window of documents
+texts are sorted by token length before they are cut into write batches, so that the
+encoder's batches hold texts of similar length and little compute goes to padding.
+
+Failure semantics:
+
+- a list (or any :class:`~collections.abc.Sequence`) is validated whole before anything is
+  written: a bad document means nothing of the call is written;
+- any other iterable (a generator, a file reader) is validated window by window: a bad
+  document raises :class:`StreamValidationError`, naming its position and how many documents
+  were already written (those stay written; re-running the call is idempotent, ids being
+  stable);
+- a failed write stops the pipeline: batches acknowledged before it stay written, and
+  :class:`IndexWriteError` names the ids of the failed batch and of the documents never written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters.base import StoreError
+from .types import Document, _coerce, dedupe
+
+__all__ = ["IndexWriteError", "PipelineStats", "StreamValidationError", "index_pipelined"]
+
+_DONE = object()
+
+
+class StreamValidationError(ValueError):
+    """An invalid document in a streamed (non-list) input; earlier windows were written.
+
+    Attributes:
+        position: position of the invalid document in the input.
+        n_written: documents of this call already written (they stay written).
+    """
+
+    def __init__(self, message: str, position: int, n_written: int) -> None:
+        self.position = position
+        self.n_written = n_written
+        super().__init__(
+            f"{message}. The input is a stream, validated window by window: {n_written} "
+            "documents before it were already written and stay written (indexing them again "
+            "is harmless). Pass a list to validate everything before writing."
+        )
+
+
+class IndexWriteError(StoreError):
+    """A store write failed; nothing acknowledged before it is lost.
+
+    Attributes:
+        failed_ids: ids of the batch whose write failed.
+        unwritten_ids: ids of every document of the call that was not written (the failed batch
+            included), as far as the input was read.
+        n_written: documents acknowledged by the store before the failure.
+    """
+
+    def __init__(
+        self, cause: BaseException, failed_ids: list[str], unwritten_ids: list[str], n_written: int
+    ) -> None:
+        self.failed_ids = failed_ids
+        self.unwritten_ids = unwritten_ids
+        self.n_written = n_written
+        shown = ", ".join(failed_ids[:5]) + (", ..." if len(failed_ids) > 5 else "")
+        super().__init__(
+            f"writing a batch of {len(failed_ids)} documents failed ({type(cause).__name__}: "
+            f"{cause}); failed ids: {shown}. {n_written} documents were written before it and "
+            f"are kept; {len(unwritten_ids)} documents were not written."
+        )
+
+
+@dataclass
+class PipelineStats:
+    """Counters of one pipelined indexing run."""
+
+    n_input: int = 0
+    n_written: int = 0
+    n_truncated: int = 0
+    encode_seconds: float = 0.0
+    write_seconds: float = 0.0
+    #: time the encoder waited on the writer (a full queue, or the last write): not hidden
+    wait_seconds: float = 0.0
+    ids: list[str] = field(default_factory=list)
+
+
+class _Writer(threading.Thread):
+    """Upserts queued batches in order; after an error it drains the queue without writing."""
+
+    def __init__(self, write: Callable[[list[Document], Any, Any], None], depth: int) -> None:
+        super().__init__(name="bertino-rag-writer", daemon=True)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.write = write
+        self.error: BaseException | None = None
+        self.failed: list[str] = []
+        self.skipped: list[str] = []
+        self.n_written = 0
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            docs, vectors, full = item
+            if self.error is not None:
+                self.skipped.extend(d.id for d in docs)
+                continue
+            started = time.perf_counter()
+            try:
+                self.write(docs, vectors, full)
+            except BaseException as err:  # noqa: BLE001 - reported to the caller's thread
+                self.error = err
+                self.failed = [d.id for d in docs]
+            else:
+                self.n_written += len(docs)
+            self.seconds += time.perf_counter() - started
+
+
+class _BadItem(Exception):
+    def __init__(self, err: ValueError, position: int) -> None:
+        self.err = err
+        self.position = position
+
+
+def _windows(docs: Iterable[Any], window: int, stats: PipelineStats) -> Iterator[list[Document]]:
+    """Validated, de-duplicated windows of documents; records every id in input order."""
+    if isinstance(docs, Sequence) and not isinstance(docs, (str, bytes)):
+        items = [_coerce(item, i) for i, item in enumerate(docs)]  # all before any write
+        stats.ids.extend(d.id for d in items)
+        stats.n_input = len(items)
+        unique = dedupe(items)
+        for start in range(0, len(unique), window):
+            yield unique[start : start + window]
+        return
+    position = 0
+    iterator = iter(docs)
+    while True:
+        chunk = list(itertools.islice(iterator, window))
+        if not chunk:
+            return
+        out = []
+        for item in chunk:
+            try:
+                out.append(_coerce(item, position))
+            except ValueError as err:
+                raise _BadItem(err, position) from err
+            position += 1
+        stats.ids.extend(d.id for d in out)
+        stats.n_input += len(out)
+        yield dedupe(out)
+
+
+def index_pipelined(
+    docs: Iterable[Any],
+    *,
+    encode: Callable[[list[str]], tuple[Any, Any]],
+    write: Callable[[list[Document], Any, Any], None],
+    lengths: Callable[[list[str]], list[int]],
+    max_length: int,
+    batch_size: int,
+    window: int,
+    depth: int = 2,
+    on_progress: Callable[[int], None] | None = None,
+) -> PipelineStats:
+    """Encode and write ``docs`` with encoding and writing overlapped.
+
+    Args:
+        docs: the documents (see :func:`bertino_rag.types.to_documents` for accepted forms).
+        encode: texts -> (index vectors, full vectors or ``None``).
+        write: (documents, index vectors, full vectors) -> None; the store's upsert.
+        lengths: texts -> token lengths (sort key, and counts truncated texts).
+        max_length: the model's max sequence length (longer texts are counted as truncated).
+        batch_size: documents per write.
+        window: documents sorted by length together (a multiple of ``batch_size`` works best).
+        depth: encoded batches that may wait for the writer (bounds memory).
+        on_progress: called with the number of documents of each written batch.
+
+    Raises:
+        ValueError: an invalid document in a list input; nothing was written.
+        StreamValidationError: an invalid document in a streamed input.
+        IndexWriteError: a write failed.
+    """
+    stats = PipelineStats()
+    writer = _Writer(write, depth)
+    writer.start()
+    never_sent: list[str] = []
+    windows = _windows(docs, window, stats)
+    bad: _BadItem | None = None
+    try:
+        for win in windows:
+            sizes = lengths([d.text for d in win])
+            stats.n_truncated += sum(1 for n in sizes if n > max_length)
+            order = sorted(range(len(win)), key=lambda i: -sizes[i])
+            for start in range(0, len(win), batch_size):
+                if writer.error is not None:
+                    never_sent.extend(win[i].id for i in order[start:])
+                    break
+                batch = [win[i] for i in order[start : start + batch_size]]
+                began = time.perf_counter()
+                vectors, full = encode([d.text for d in batch])
+                waited = time.perf_counter()
+                stats.encode_seconds += waited - began
+                writer.queue.put((batch, vectors, full))
+                stats.wait_seconds += time.perf_counter() - waited
+                if on_progress is not None:
+                    on_progress(len(batch))
+            if writer.error is not None:
+                if isinstance(docs, Sequence):  # a list: name everything not written
+                    never_sent.extend(d.id for w in windows for d in w)
+                break
+    except _BadItem as err:
+        bad = err
+    finally:
+        began = time.perf_counter()
+        writer.queue.put(_DONE)
+        writer.join()
+        stats.wait_seconds += time.perf_counter() - began
+        stats.write_seconds = writer.seconds
+        stats.n_written = writer.n_written
+    if bad is not None:
+        raise StreamValidationError(str(bad.err), bad.position, writer.n_written) from bad.err
+    if writer.error is not None:
+        unwritten = list(dict.fromkeys(writer.failed + writer.skipped + never_sent))
+        raise IndexWriteError(
+            writer.error, writer.failed, unwritten, writer.n_written
+        ) from writer.error
+    return stats
