@@ -265,3 +265,120 @@ def test_string_range_and_native_filter(pair, data):
     assert [h.id for h in a] == [h.id for h in b] and a
     with pytest.raises(TypeError, match="models.Filter"):
         store.search(vec.index[0], k=3, filter=[("title", "Amazzonia")])
+
+
+# --------------------------------------------------------------------------- bulk writes
+def _timeout():
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    return ResponseHandlingException(httpx.ReadTimeout("timed out"))
+
+
+def test_transient_errors_are_retried(stamp, data, monkeypatch):
+    docs, vec, _ = data
+    store = QdrantStore(batch_size=16)
+    store._retry_base = 0.001
+    store.open(_name(), stamp)
+    real, calls = store.client.upsert, []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs.get("wait"))
+        if len(calls) in (2, 3):
+            raise _timeout()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "upsert", flaky)
+    store.upsert(docs, vec.index, vec.full)
+    assert store.count() == len(docs)
+    assert len(calls) == -(-len(docs) // 16) + 2 and calls[-1] is True
+
+
+def test_failed_batch_names_its_ids_and_a_rerun_completes(stamp, data, monkeypatch):
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    docs, vec, _ = data
+    store = QdrantStore(batch_size=10, max_retries=2)
+    store._retry_base = 0.001
+    store.open(_name(), stamp)
+    real = store.client.upsert
+    doomed = {point_id(d.id) for d in docs[10:20]}
+
+    def broken(name, points, wait):
+        if doomed & set(points.ids):
+            raise UnexpectedResponse(503, "Service Unavailable", b"", None)
+        return real(name, points=points, wait=wait)
+
+    monkeypatch.setattr(store.client, "upsert", broken)
+    with pytest.raises(StoreError, match="failed for 10 of") as err:
+        store.upsert(docs, vec.index, vec.full)
+    assert err.value.failed_ids == [d.id for d in docs[10:20]]
+    assert docs[10].id in str(err.value)
+    assert store.count() == len(docs) - 10  # the other batches were written
+    monkeypatch.setattr(store.client, "upsert", real)
+    store.upsert(docs, vec.index, vec.full)  # the same call again
+    assert store.count() == len(docs)
+
+
+def test_client_errors_are_not_retried(stamp, data, monkeypatch):
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    docs, vec, _ = data
+    store = QdrantStore()
+    store.open(_name(), stamp)
+    calls = []
+
+    def bad_request(*args, **kwargs):
+        calls.append(1)
+        raise UnexpectedResponse(400, "Bad Request", b"wrong vector", None)
+
+    monkeypatch.setattr(store.client, "upsert", bad_request)
+    with pytest.raises(StoreError, match=docs[0].id):
+        store.upsert(docs[:3], vec.index[:3], vec.full[:3])
+    assert calls == [1]
+
+
+@pytest.mark.filterwarnings("ignore::bertino_rag.encoder.TruncationWarning")
+def test_retriever_index_rerun_after_a_crash(encoder, squad_slice, monkeypatch):
+    from bertino_rag import Retriever
+
+    texts = [d["text"] for d in squad_slice["docs"][:12]]
+    store = QdrantStore()
+    r = Retriever(dim=128, encoder=encoder, store=store, write_batch_size=4)
+    real, calls = store.client.upsert, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("process killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "upsert", crash_on_third)
+    with pytest.raises(StoreError):
+        r.index(texts)
+    assert r.count() == 8
+    r.index(texts)
+    assert r.count() == len(texts)
+    hits = r.search(texts[5], k=len(texts))
+    assert len({h.id for h in hits}) == len(texts)  # no duplicates
+    assert hits[0].text == texts[5]
+
+
+# --------------------------------------------------------------------------- async
+async def test_async_on_a_local_folder(fast_dir, stamp, data):
+    """Local mode runs the sync client in a worker thread: one engine, one set of data."""
+    docs, vec, queries = data
+    store = QdrantStore(path=fast_dir)
+    store.open(_name(), stamp)
+    try:
+        await store.aupsert(docs[:30], vec.index[:30], vec.full[:30])
+        assert store.count() == 30
+        got = await asyncio.gather(*(
+            store.asearch(queries.index[i], k=5, full_vector=queries.full[i], rerank_k=20)
+            for i in range(4)))
+        for i, hits in enumerate(got):
+            sync = store.search(queries.index[i], k=5, full_vector=queries.full[i], rerank_k=20)
+            assert [h.id for h in hits] == [h.id for h in sync]
+    finally:
+        store.drop()
+        store.close()
