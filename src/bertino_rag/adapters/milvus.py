@@ -374,8 +374,10 @@ class MilvusStore(VectorStore):
                 params = {**_index_params(index, stamp.index_dim, self.ef_construction,
                                           self.nlist), **self.index_params}
                 index_params = self.client.prepare_index_params()
+                # Milvus Lite reads build parameters from one JSON "params" entry only;
+                # pymilvus 3 sends them flat, which servers read.
                 index_params.add_index("vector", index_type=index, metric_type=metric,
-                                       params=params)
+                                       params={"params": params} if self.is_lite else params)
                 if stamp.full_vectors and not self.is_lite:
                     index_params.add_index("full_vector", index_type="FLAT", metric_type="IP")
                 try:
