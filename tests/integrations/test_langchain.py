@@ -13,7 +13,7 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
-from langchain_core.indexing import InMemoryRecordManager, index  # noqa: E402
+from langchain_core.indexing import InMemoryRecordManager, aindex, index  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 
@@ -308,8 +308,10 @@ async def test_async_add_and_search_match_sync(embeddings):
 def test_delete_all_then_reuse(embeddings):
     vs = BertinoVectorStore.from_texts(["Napoli è sul mare.", "Torino è in Piemonte."],
                                        embeddings, ids=["na", "to"])
+    core = Retriever(dim=128, encoder=minilm_encoder(), store=vs.store, collection="langchain")
+    assert core.count() == 2
     assert vs.delete() is True
-    assert vs.similarity_search("Napoli", k=2) == []
+    assert vs.similarity_search("Napoli", k=2) == [] and core.count() == 0
     vs.add_texts(["Bari è in Puglia."], ids=["ba"])
     assert [d.id for d in vs.similarity_search("Puglia", k=2)] == ["ba"]
 
@@ -361,4 +363,7 @@ def test_index_api_incremental_replaces_an_edited_chunk(embeddings):
     texts = {d.page_content for d in vs.get_by_ids(rm.list_keys())}
     assert edited[1].page_content in texts and docs[1].page_content not in texts
     assert vs.store.count() == len(docs)
+    again = asyncio.run(aindex(edited, rm, vs, **kw))
+    assert again == {"num_added": 0, "num_updated": 0, "num_skipped": len(docs),
+                     "num_deleted": 0}
 

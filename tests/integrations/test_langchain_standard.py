@@ -1,8 +1,9 @@
 """LangChain's standard test suites (langchain-tests) on the bertino-rag integration.
 
 Embeddings and retriever run the real MiniLM on squad-it-dev paragraphs. The vector-store suite
-uses the suite's own fake embeddings (6-d) on three stores: in memory, on disk, and with
-Matryoshka truncation to 4 dims plus full-vector rescoring (the two-stage path).
+uses the suite's own fake embeddings (6-d) on five stores: in memory, on disk, with
+Matryoshka truncation to 4 dims plus full-vector rescoring (the two-stage path), and the same
+two-stage layout on Qdrant (local mode) and Milvus Lite.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from langchain_tests.integration_tests import (  # noqa: E402
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
-from bertino_rag.adapters import MemoryStore  # noqa: E402
+from bertino_rag.adapters import MemoryStore, make_store  # noqa: E402
 from bertino_rag.integrations.langchain import (  # noqa: E402
     BertinoEmbeddings,
     BertinoRetriever,
@@ -86,3 +87,26 @@ class TestBertinoVectorStoreTwoStage(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self) -> BertinoVectorStore:
         return BertinoVectorStore(self.get_embeddings(), dim=4, rerank=True)
+
+
+class TestBertinoVectorStoreQdrantLocal(VectorStoreIntegrationTests):
+    """The same suite over Qdrant's local mode (in memory), two-stage."""
+
+    @pytest.fixture
+    def vectorstore(self) -> BertinoVectorStore:
+        pytest.importorskip("qdrant_client")
+        return BertinoVectorStore(self.get_embeddings(), make_store("qdrant"), dim=4, rerank=True)
+
+
+@pytest.mark.slow
+class TestBertinoVectorStoreMilvusLite(VectorStoreIntegrationTests):
+    """The same suite over Milvus Lite (a local file), two-stage (slow: a server per test)."""
+
+    @pytest.fixture
+    def vectorstore(self, tmp_path) -> BertinoVectorStore:
+        pytest.importorskip("pymilvus")
+        pytest.importorskip("milvus_lite")
+        store = make_store(f"milvus:{tmp_path / 'lc.db'}")
+        vs = BertinoVectorStore(self.get_embeddings(), store, dim=4, rerank=True)
+        yield vs
+        store.close()

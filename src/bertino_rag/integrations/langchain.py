@@ -417,11 +417,11 @@ class BertinoVectorStore(VectorStore):
         """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes them all."""
         if kwargs:
             raise TypeError(f"delete got unknown arguments {sorted(kwargs)}")
-        self._ensure_open()
-        if ids is None:
-            self.store.drop()
+        stamp = self._ensure_open()
+        if ids is None:  # empty the collection, keeping it open for a Retriever sharing it
             with self._lock:
-                self._stamp = None
+                self.store.drop()
+                self.store.open(self.collection, stamp)
             return True
         if isinstance(ids, str):
             ids = [ids]
