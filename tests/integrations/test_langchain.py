@@ -123,6 +123,10 @@ def test_retriever_fields_and_per_call_overrides():
         lc.invoke(QUESTION, top_k=2)
     with pytest.raises(ValueError):
         BertinoRetriever(retriever=r, k=0)
+    with pytest.raises(ValueError, match="top_k"):
+        r.as_langchain(top_k=3)
+    tagged = r.as_langchain(k=1, tags=["it"], metadata={"corpus": "squad-it"})
+    assert tagged.tags == ["it"] and len(tagged.invoke(QUESTION)) == 1
 
 
 async def test_ainvoke_awaits_retriever_asearch(monkeypatch):

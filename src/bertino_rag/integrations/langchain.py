@@ -142,7 +142,7 @@ class BertinoRetriever(BaseRetriever):
         score_key: metadata key of the score.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     retriever: Retriever
     k: int = Field(default=4, gt=0)
