@@ -1,0 +1,153 @@
+"""Encoder backends: ONNX fp32 and int8 against torch, export caching, threads, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertino_rag import Encoder
+from bertino_rag import _backends
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("optimum.onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bertino-rag-cache")
+
+
+@pytest.fixture(scope="module")
+def onnx_encoders(minilm_path, cache_root):
+    """fp32 and int8 ONNX encoders of the packaged MiniLM, exported offline into a temp cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTINO_RAG_CACHE", str(cache_root))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        fp32 = Encoder(minilm_path, dim=128, backend="onnx", threads=1)
+        int8 = Encoder(minilm_path, dim=128, backend="onnx", quantize="int8")
+    finally:
+        mp.undo()
+    return fp32, int8
+
+
+@pytest.fixture(scope="module")
+def texts(squad_slice) -> list[str]:
+    return [d["text"] for d in squad_slice["docs"]][:32]
+
+
+def test_site_packages_model_is_cached_in_user_dir(minilm_path, onnx_encoders, cache_root):
+    fp32, int8 = onnx_encoders
+    if "site-packages" not in minilm_path:
+        pytest.skip("the packaged MiniLM is not installed in site-packages here")
+    assert not (Path(minilm_path) / "onnx").exists()  # installed packages are never written
+    for enc in (fp32, int8):
+        assert enc.backend_file is not None
+        assert Path(enc.backend_file).is_relative_to(cache_root / "onnx")
+        assert Path(enc.backend_file).exists()
+    assert Path(int8.backend_file).name == f"model_qint8_{_backends.cpu_quantize_config()}.onnx"
+
+
+def test_model_id_is_the_source_models(minilm_path, onnx_encoders, encoder):
+    fp32, int8 = onnx_encoders
+    assert fp32.model_id == int8.model_id == encoder.model_id
+    assert fp32.name == minilm_path
+
+
+def test_fp32_onnx_matches_torch(encoder, onnx_encoders, texts):
+    fp32, _ = onnx_encoders
+    ref = encoder.encode(texts[:16], warn_truncation=False)
+    got = fp32.encode(texts[:16], warn_truncation=False)
+    cos = np.sum(ref.full * got.full, axis=1)
+    assert cos.min() > 0.99, cos.min()
+    assert np.sum(ref.index * got.index, axis=1).min() > 0.99
+
+
+def test_int8_keeps_the_top_k(encoder, onnx_encoders, squad_slice, texts):
+    _, int8 = onnx_encoders
+    docs = texts  # 32 paragraphs of one article: close neighbours, a demanding ranking
+    queries = squad_slice["queries"][:40]
+    ref_d, q_d = encoder.encode(docs, warn_truncation=False), int8.encode(docs, warn_truncation=False)
+    ref_q, q_q = encoder.encode(queries, kind="query"), int8.encode(queries, kind="query")
+    cos = np.sum(ref_d.full * q_d.full, axis=1)
+    assert cos.mean() > 0.97, cos.mean()  # int8 is an approximation, not a copy
+    k = 10
+    ref_top = np.argsort(-(ref_q.index @ ref_d.index.T), axis=1)[:, :k]
+    int8_top = np.argsort(-(q_q.index @ q_d.index.T), axis=1)[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, int8_top)])
+    assert overlap >= 0.8, overlap
+
+
+def test_cached_export_is_reused_offline(minilm_path, onnx_encoders, cache_root, monkeypatch):
+    fp32, int8 = onnx_encoders
+    before = {p: Path(p).stat().st_mtime_ns for p in (fp32.backend_file, int8.backend_file)}
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(cache_root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the cached export should have been loaded")
+
+    monkeypatch.setattr(_backends, "_export", no_export)
+    monkeypatch.setattr(_backends, "_quantize", no_export)
+    again = Encoder(minilm_path, dim=128, backend="onnx", quantize="int8")
+    assert again.backend_file == int8.backend_file
+    assert {p: Path(p).stat().st_mtime_ns for p in before} == before
+    out = again.encode(["Il Colosseo si trova a Roma."])
+    np.testing.assert_allclose(out.full, int8.encode(["Il Colosseo si trova a Roma."]).full)
+
+
+def test_cache_goes_next_to_a_writable_local_model(tmp_path, minilm_path, monkeypatch):
+    writable = tmp_path / "my-model"
+    writable.mkdir()
+    folder, in_place = _backends.backend_cache_dir(str(writable), "onnx")
+    assert (folder, in_place) == (writable, True)
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(tmp_path / "cache"))
+    folder, in_place = _backends.backend_cache_dir(minilm_path, "onnx")
+    assert not in_place and folder.parent == tmp_path / "cache" / "onnx"
+    folder, in_place = _backends.backend_cache_dir("nickprock/multi-sentence-BERTino", "onnx")
+    assert folder == tmp_path / "cache" / "onnx" / "nickprock--multi-sentence-BERTino"
+
+
+def test_onnx_threads_reach_the_session(onnx_encoders):
+    fp32, _ = onnx_encoders
+    session = fp32.model.transformers_model.model
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        ({"backend": "torch", "quantize": "int8"}, "quantize='int8' needs backend='onnx'"),
+        ({"backend": "onnx", "quantize": "int4"}, "quantize must be None, 'int8'"),
+        ({"backend": "tensorrt"}, "backend must be one of torch, onnx, openvino"),
+        ({"threads": 0}, "threads must be a positive int"),
+    ],
+)
+def test_bad_backend_arguments(minilm_path, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        Encoder(minilm_path, **kwargs)
+
+
+def test_bad_threads_env(minilm_path, monkeypatch):
+    monkeypatch.setenv("BERTINO_RAG_THREADS", "many")
+    with pytest.raises(ValueError, match=r"\$BERTINO_RAG_THREADS must be a positive int"):
+        Encoder(minilm_path, backend="onnx")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is not None, reason="openvino is installed here"
+)
+def test_openvino_missing_names_what_to_install(minilm_path):
+    with pytest.raises(ImportError, match=r"sentence-transformers\[openvino\]"):
+        Encoder(minilm_path, backend="openvino")
+
+
+def test_quantize_preset_matches_this_cpu():
+    preset = _backends.cpu_quantize_config()
+    assert preset in _backends.QUANTIZE_CONFIGS
+    flags = _backends._cpu_flags()
+    if "avx512_vnni" in flags:
+        assert preset == "avx512_vnni"
