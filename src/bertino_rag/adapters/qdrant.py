@@ -2,8 +2,9 @@
 
 Collection layout (one point per document, id ``uuid5(doc_id)``):
 
-- vector ``dim<D>`` (e.g. ``dim128``): the truncated vector, cosine, HNSW-indexed, in RAM,
-  optionally scalar-int8 or binary quantized;
+- vector ``dim<D>`` (e.g. ``dim128``): the truncated vector, cosine, HNSW-indexed, in RAM;
+  optionally scalar-int8 or binary quantized, and then the codes stay in RAM and the float32
+  originals go to disk (read only to rescore the oversampled candidates);
 - vector ``full`` (only when the stamp keeps full vectors): the full vector, cosine, on disk,
   ``float16``, with no HNSW graph (``m=0``): it is only read to rescore candidates;
 - payload ``{"doc_id": original id, "text": ..., "metadata": {...}}``; filters apply to
@@ -357,7 +358,8 @@ class QdrantStore(VectorStore):
                 binary=models.BinaryQuantizationConfig(always_ram=True))
         config = {
             f"dim{stamp.index_dim}": models.VectorParams(
-                size=stamp.index_dim, distance=models.Distance.COSINE, on_disk=False,
+                # quantized: the codes stay in RAM, the originals (read only to rescore) on disk
+                size=stamp.index_dim, distance=models.Distance.COSINE, on_disk=quant is not None,
                 hnsw_config=self.hnsw_config, quantization_config=quant,
             )
         }
