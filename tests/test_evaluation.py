@@ -14,6 +14,7 @@ from bertino_rag.evaluation import (
     IR_KEYS,
     encode_inputs,
     evaluate,
+    from_json,
     ir_metrics,
     load_eval_set,
     load_sts_set,
@@ -240,6 +241,7 @@ def test_report_json_markdown_plot(report, tmp_path):
     assert data["document_text"] == "text"
     md = to_markdown(report)
     assert "text alone" in md and "| **NDCG@10** |" in md and "128 → 384 rerank@10" in md
+    assert to_json(from_json(json.loads(json.dumps(data)))) == data
     write_plot(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

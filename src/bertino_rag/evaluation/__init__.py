@@ -13,8 +13,15 @@ from __future__ import annotations
 from .cli import register_cli
 from .dataset import EvalSet, StsSet, load_eval_set, load_sts_set, prepare_beir
 from .metrics import IR_KEYS, STS_KEYS, exact_search, ir_metrics, sts_correlations
-from .report import to_json, to_markdown, write_json, write_plot
-from .runner import ConfigResult, EncodedInputs, EvalReport, encode_inputs, evaluate
+from .report import from_json, to_json, to_markdown, write_json, write_plot
+from .runner import (
+    ConfigResult,
+    EncodedInputs,
+    EvalReport,
+    PrecomputedEncoder,
+    encode_inputs,
+    evaluate,
+)
 
 __all__ = [
     "IR_KEYS",
@@ -23,9 +30,11 @@ __all__ = [
     "EncodedInputs",
     "EvalReport",
     "EvalSet",
+    "PrecomputedEncoder",
     "StsSet",
     "encode_inputs",
     "evaluate",
+    "from_json",
     "exact_search",
     "ir_metrics",
     "load_eval_set",

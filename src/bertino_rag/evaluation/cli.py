@@ -1,4 +1,4 @@
-"""``bertino-rag eval``: quality per Matryoshka dim, what the rerank buys, what each layout costs."""
+"""``bertino-rag eval``: quality per Matryoshka dim, what the rerank buys, what layouts cost."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
     if any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
     return values

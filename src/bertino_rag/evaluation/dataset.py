@@ -199,7 +199,8 @@ def load_eval_set(
             if path == qrels_path and (folder / "qrels").is_dir():
                 splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
                 hint = f" (splits found: {', '.join(splits) or 'none'}; choose one with --split)"
-            raise FileNotFoundError(f"{folder} is not a complete BEIR folder: {path} is missing{hint}")
+            raise FileNotFoundError(
+                f"{folder} is not a complete BEIR folder: {path} is missing{hint}")
     data = load_beir(folder, split=split)
     if not data.qrels:
         raise ValueError(

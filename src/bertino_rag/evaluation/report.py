@@ -10,7 +10,7 @@ from .cost import full_layouts, index_layouts
 from .metrics import IR_KEYS, STS_KEYS
 from .runner import ConfigResult, EvalReport
 
-__all__ = ["to_json", "to_markdown", "write_json", "write_plot"]
+__all__ = ["from_json", "to_json", "to_markdown", "write_json", "write_plot"]
 
 _ROWS = ("accuracy@1", "accuracy@10", "recall@100", "ndcg@10", "mrr@10", "map@100",
          "spearman", "pearson")
@@ -56,6 +56,31 @@ def to_json(report: EvalReport) -> dict[str, Any]:
         "query_encode_ms": report.query_encode_ms,
         "notes": report.notes,
     }
+
+
+def from_json(data: dict[str, Any]) -> EvalReport:
+    """Rebuild a report from :func:`to_json` output (to re-render tables or the plot)."""
+    configs = [
+        ConfigResult(
+            name=name, dim=c["dim"], rerank_k=c["rerank_k"],
+            metrics={k: c.get(k) for k in IR_KEYS + STS_KEYS},
+            ram_bytes=c["bytes_per_doc"]["index_ram"], cold_bytes=c["bytes_per_doc"]["cold"],
+            returned=c.get("returned"), latency_ms=c.get("latency_ms"),
+        )
+        for name, c in data["configurations"].items()
+    ]
+    src = data.get("data", {})
+    return EvalReport(
+        model=data["model"], full_dim=data["full_dim"],
+        dims=[c.dim for c in configs if c.rerank_k is None],
+        document_text=data["document_text"], store=data["store"], backend="",
+        full_dtype=data["full_vectors_dtype"], configs=configs,
+        beir_source=src.get("beir") or "", sts_source=src.get("sts") or "",
+        n_docs=src.get("documents", 0), n_queries=src.get("queries", 0),
+        n_sts=src.get("sts_pairs", 0), encode_seconds=data.get("encode_seconds", 0.0),
+        query_encode_ms=data.get("query_encode_ms"), notes=list(data.get("notes", [])),
+        model_path=data.get("model_path", ""),
+    )
 
 
 def write_json(report: EvalReport, path: str | Path) -> None:
@@ -203,10 +228,11 @@ def write_plot(report: EvalReport, path: str | Path, metric: str = "ndcg@10") ->
                        color="white", edgecolor="black", label=f"rerank@{k} candidates")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ticks))
-        ax.set_xticklabels([str(t) for t in sorted(ticks)], rotation=45, ha="right", fontsize=8)
+        ax.set_xticklabels([str(t) for t in sorted(ticks)], rotation=45, ha="right", fontsize=9)
         ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
+        ax.margins(x=0.06, y=0.08)
         ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     axes[0].set_ylabel(metric.upper())
     title = f"{report.model}: {metric.upper()} against bytes per document"

@@ -21,7 +21,10 @@ from .cost import full_bytes_per_doc, percentiles_ms, time_calls
 from .dataset import EvalSet, StsSet
 from .metrics import DEPTH, IR_KEYS, STS_KEYS, exact_search, ir_metrics, sts_correlations
 
-__all__ = ["ConfigResult", "EncodedInputs", "EvalReport", "encode_inputs", "evaluate"]
+__all__ = [
+    "ConfigResult", "EncodedInputs", "EvalReport", "PrecomputedEncoder", "encode_inputs",
+    "evaluate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +90,25 @@ class EvalReport:
         raise KeyError(name)
 
 
-class _PrecomputedEncoder(Encoder):
+class PrecomputedEncoder(Encoder):
     """The same model, answering texts already encoded from a table (one pass for everything).
 
     The Retriever runs its real code path (validation, slicing, store calls); only the forward
     pass of texts encoded before is skipped. Unknown texts go through the model.
     """
+
+    @classmethod
+    def for_inputs(
+        cls, base: Encoder, evalset: EvalSet, encoded: EncodedInputs
+    ) -> PrecomputedEncoder:
+        """An encoder answering the documents and queries of ``evalset`` from ``encoded``."""
+        assert encoded.docs is not None and encoded.queries is not None
+        table: dict[tuple[str, str], np.ndarray] = {}
+        for t, v in zip(evalset.doc_texts, encoded.docs, strict=True):
+            table[("document", t)] = v
+        for t, v in zip(evalset.query_texts, encoded.queries, strict=True):
+            table[("query", t)] = v
+        return cls(base, table)
 
     def __init__(self, base: Encoder, table: dict[tuple[str, str], np.ndarray]) -> None:
         super().__init__(base.name, dim=base.dim, batch_size=base.batch_size,
@@ -100,7 +116,8 @@ class _PrecomputedEncoder(Encoder):
         self._table = table
 
     def encode_full(
-        self, texts: Sequence[str], *, kind: Kind = "document", show_progress_bar: bool | None = None
+        self, texts: Sequence[str], *, kind: Kind = "document",
+        show_progress_bar: bool | None = None,
     ) -> np.ndarray:
         try:
             rows = [self._table[(kind, t)] for t in texts]
@@ -154,7 +171,8 @@ def _check_dims(dims: Sequence[int] | None, encoder: Encoder, what: str) -> list
         return list(encoder.matryoshka_dims)
     out: list[int] = []
     for d in dims:
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 0 < d <= encoder.full_dim:
+        valid = not isinstance(d, bool) and isinstance(d, (int, np.integer))
+        if not valid or not 0 < d <= encoder.full_dim:
             raise ValueError(
                 f"{what}: {d!r} is not a dimension of {encoder.model_id!r} "
                 f"(1..{encoder.full_dim})"
@@ -282,12 +300,7 @@ def _run_store(report: EvalReport, encoder: Encoder, evalset: EvalSet, encoded: 
                store: VectorStore, dims: list[int], fdims: list[int], ks: list[int],
                full_cold: int, latency_queries: int, show_progress_bar: bool | None) -> None:
     assert encoded.docs is not None and encoded.queries is not None
-    table: dict[tuple[str, str], np.ndarray] = {}
-    for t, v in zip(evalset.doc_texts, encoded.docs, strict=True):
-        table[("document", t)] = v
-    for t, v in zip(evalset.query_texts, encoded.queries, strict=True):
-        table[("query", t)] = v
-    cached = _PrecomputedEncoder(encoder, table)
+    cached = PrecomputedEncoder.for_inputs(encoder, evalset, encoded)
     n_lat = min(max(0, latency_queries), len(evalset.query_ids))
     full_q = matryoshka_slice(encoded.queries, encoder.full_dim)
     tag = uuid.uuid4().hex[:8]
