@@ -383,3 +383,49 @@ async def test_async_on_a_local_folder(fast_dir, stamp, data):
     finally:
         store.drop()
         store.close()
+
+
+# --------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_squad_two_stage_keeps_99_percent_of_full_dim_ndcg(encoder, squad):
+    """Whole squad-it-dev corpus, 1,000 questions: rerank_k=100 on 128-d vs exact full-dim."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    doc_ids = list(squad.corpus)
+    qids = [q for q in squad.qrels if q in squad.queries][:1000]
+    docs = [Document(text=squad.corpus[d]["text"], id=d) for d in doc_ids]
+    dv = encoder.encode([d.text for d in docs], warn_truncation=False)
+    qv = encoder.encode([squad.queries[q] for q in qids], kind="query")
+    exact = MemoryStore()
+    exact.open("exact", Stamp("m", encoder.full_dim, encoder.full_dim, full_vectors=False))
+    exact.upsert(docs, dv.full)
+    store = QdrantStore()
+    store.open("squad", Stamp("m", encoder.full_dim, 128))
+    store.upsert(docs, dv.index, dv.full)
+
+    def ndcg(hits):
+        run = {q: {h.id: h.score for h in hs} for q, hs in zip(qids, hits, strict=True)}
+        ev = pytrec_eval.RelevanceEvaluator({q: squad.qrels[q] for q in qids}, {"ndcg_cut.10"})
+        return float(np.mean([v["ndcg_cut_10"] for v in ev.evaluate(run).values()]))
+
+    base = ndcg(exact.search_batch(qv.full, 10))
+    two = ndcg(store.search_batch(qv.index, 10, full_vectors=qv.full, rerank_k=100))
+    assert two >= 0.99 * base, (two, base)
+
+
+@pytest.mark.slow
+def test_example_runs_on_local_mode(minilm_path, squad_slice, tmp_path):
+    import subprocess
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(2):
+        texts = [d["text"] for d in squad_slice["docs"][i * 3:(i + 1) * 3]]
+        (folder / f"doc{i}.txt").write_text("\n\n".join(texts), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "QDRANT_URL"}
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "qdrant_server.py")
+    out = subprocess.run(
+        [sys.executable, example, str(folder), "--model", minilm_path, "--path",
+         str(tmp_path / "q"), "-q", squad_slice["docs"][4]["text"][:200]],
+        capture_output=True, text=True, env=env, timeout=600, check=True)
+    assert "local mode" in out.stderr
+    assert "6 paragraphs" in out.stdout and "doc1.txt#1" in out.stdout
