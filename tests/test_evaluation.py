@@ -211,6 +211,17 @@ def test_user_collections_survive(encoder, evalset, encoded):
     assert store.count() == 3
 
 
+def test_funnel_through_qdrant_local_matches_memory(encoder, evalset, encoded, report):
+    pytest.importorskip("qdrant_client")
+    rep = evaluate(encoder, evalset, dims=[128], rerank_k=[10], store="qdrant",
+                   latency_queries=2, encoded=encoded, show_progress_bar=False)
+    got = rep.config("dim_128+rerank@10")
+    ref = report.config("dim_128+rerank@10")
+    for key in IR_KEYS:  # both stores rescore with the same float16-rounded full vectors
+        assert got.metrics[key] == pytest.approx(ref.metrics[key], abs=1e-6), key
+    assert got.cold_bytes == 4 * 384  # local mode holds them as float32
+
+
 def test_sts_matches_sentence_transformers(encoder):
     if not (STSB / "dev.csv").exists():
         pytest.skip(f"stsb-it not found at {STSB}")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = ["full_bytes_per_doc", "index_layouts", "percentiles_ms", "time_calls"]
-
-#: bytes per component of the full vectors each store keeps for rescoring
-_FULL_BYTES = {"memory": 2}  # MemoryStore keeps them float16; others are counted as float32
 
 
 def index_layouts(dim: int) -> dict[str, int]:
@@ -24,10 +22,18 @@ def full_layouts(full_dim: int) -> dict[str, int]:
     return {"float32": 4 * full_dim, "float16": 2 * full_dim}
 
 
-def full_bytes_per_doc(backend: str, full_dim: int) -> tuple[int, str]:
-    """Bytes of one full vector as ``backend`` keeps it, and the dtype counted."""
-    width = _FULL_BYTES.get(backend, 4)
-    return width * full_dim, "float16" if width == 2 else "float32"
+def full_bytes_per_doc(store: Any, full_dim: int) -> tuple[int, str]:
+    """Bytes of one full vector as ``store`` holds it, and the dtype counted.
+
+    Every store rescores with float16 values. ``MemoryStore``, a Qdrant server and a Milvus
+    server store them as float16; Qdrant local mode and Milvus Lite hold the same values in
+    float32 (and any store this function does not know is counted float32).
+    """
+    backend = getattr(store, "backend", "")
+    half = (backend == "memory"
+            or (backend == "qdrant" and getattr(store, "local", True) is False)
+            or (backend == "milvus" and getattr(store, "is_lite", True) is False))
+    return (2 * full_dim, "float16") if half else (4 * full_dim, "float32")
 
 
 def time_calls(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> list[float]:

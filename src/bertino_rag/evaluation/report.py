@@ -133,7 +133,8 @@ def to_markdown(report: EvalReport) -> str:
     lines.append("Columns: a number is exact search over the vectors truncated to that dim; "
                  f"`d → {report.full_dim} rerank@k` is the two-stage funnel through `Retriever` "
                  f"and the `{report.store}` store: the top k on the d-dim index, rescored with "
-                 f"the full vectors ({report.full_dtype} as the store keeps them). Metric "
+                 f"the full vectors (float16 values, held as {report.full_dtype} by this "
+                 "store). Metric "
                  "definitions: sentence-transformers' InformationRetrievalEvaluator.")
     if any(c.returned is not None and c.returned < 100 for c in cols):
         lines.append("\n\\* the configuration returns fewer than 100 documents per query "

@@ -249,7 +249,7 @@ def evaluate(
 
     store_obj = make_store(store)
     own_store = not isinstance(store, VectorStore)
-    full_cold, full_dtype = full_bytes_per_doc(store_obj.backend, encoder.full_dim)
+    full_cold, full_dtype = full_bytes_per_doc(store_obj, encoder.full_dim)
     notes = list(evalset.notes if evalset else []) + list(sts.notes if sts else [])
     report = EvalReport(
         model=_display_name(encoder.name), full_dim=encoder.full_dim, dims=dims,
