@@ -106,7 +106,7 @@ def test_one_location_only(tmp_path):
 
 def test_api_key_from_environment_is_never_shown(monkeypatch):
     monkeypatch.setenv("QDRANT_API_KEY", "s3cret-key-xyz")
-    store = QdrantStore(url="http://127.0.0.1:9")  # nothing listens there: not contacted
+    store = QdrantStore(url="https://127.0.0.1:9")  # nothing listens there: not contacted
     assert store.client.init_options["api_key"] == "s3cret-key-xyz"
     assert not store.local and store.two_stage == "prefetch"
     assert "s3cret" not in repr(store)
