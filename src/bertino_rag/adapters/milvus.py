@@ -52,6 +52,7 @@ ID_MAX_BYTES = 512
 TEXT_MAX_BYTES = 65_535
 MAX_LIMIT = 16_384  # Milvus returns at most this many hits per query
 _LOOKUP_CHUNK = 1_000  # ids per get/delete expression
+_RESPONSE_BUDGET = 32 << 20  # bytes of hits per search call (gRPC messages are capped)
 _DESCRIPTION = "bertino-rag collection; stamp: "
 
 #: index types a request may name, and where each falls back to when the engine cannot build it
@@ -571,11 +572,29 @@ class MilvusStore(VectorStore):
             out.append(rescore(hits, full, fq, k))
         return out
 
+    def _query_chunks(self, n: int, limit: int, full: bool) -> Iterator[slice]:
+        """Query slices whose hits fit in one response (Milvus caps gRPC messages)."""
+        per_hit = 2048 + (4 * self.stamp.full_dim if full else 0)
+        step = max(1, _RESPONSE_BUDGET // (limit * per_hit))
+        for start in range(0, n, step):
+            yield slice(start, start + step)
+
+    def _run(
+        self, vectors: np.ndarray, limit: int, conditions: Any, full: bool
+    ) -> list[Any] | None:
+        results: list[Any] = []
+        for part in self._query_chunks(len(vectors), limit, full):
+            request = self._request(vectors[part], limit, conditions, full=full)
+            if request is None:
+                return None
+            results.extend(self._call("search", self.client.search, **request))
+        return results
+
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
-        request = self._request(vectors, k, conditions, full=False)
-        if request is None:
+        results = self._run(vectors, k, conditions, full=False)
+        if results is None:
             return [[] for _ in vectors]
-        return self._finish(self._call("search", self.client.search, **request), k, None)
+        return self._finish(results, k, None)
 
     def _search_two_stage(
         self,
@@ -586,10 +605,9 @@ class MilvusStore(VectorStore):
         conditions: list[Condition] | Any,
     ) -> list[list[Hit]]:
         """Candidates with their full vectors in one call, rescored in one numpy step each."""
-        request = self._request(vectors, rerank_k, conditions, full=True)
-        if request is None:
+        results = self._run(vectors, rerank_k, conditions, full=True)
+        if results is None:
             return [[] for _ in vectors]
-        results = self._call("search", self.client.search, **request)
         return self._finish(results, k, full_vectors)
 
     # ------------------------------------------------------------------ async
