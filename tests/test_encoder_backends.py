@@ -114,7 +114,10 @@ def test_cache_goes_next_to_a_writable_local_model(tmp_path, minilm_path, monkey
 def test_onnx_threads_reach_the_session(onnx_encoders):
     fp32, _ = onnx_encoders
     session = fp32.model.transformers_model.model
-    assert session.get_session_options().intra_op_num_threads == 1
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # idle threads sleep rather than spin unless $BERTINO_RAG_ORT_SPIN=1 (shared CPUs)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,9 @@ Environment knobs:
         run on, ``os.sched_getaffinity``). For torch this calls ``torch.set_num_threads``,
         which is process-wide, and only when set (here or with ``threads=``).
     BERTINO_RAG_CACHE: where exported models are cached when the model folder is read-only.
+    BERTINO_RAG_ORT_SPIN: ``1`` lets ONNX Runtime's idle threads spin-wait (its default, a
+        little faster on a dedicated machine); unset, they sleep, which is much faster when
+        the CPUs are shared with other busy processes.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ logger = logging.getLogger("bertino_rag.encoder")
 
 THREADS_ENV = "BERTINO_RAG_THREADS"
 CACHE_ENV = "BERTINO_RAG_CACHE"
+SPIN_ENV = "BERTINO_RAG_ORT_SPIN"
 BACKENDS = ("torch", "onnx", "openvino")
 #: dynamic-quantization presets of optimum's ``AutoQuantizationConfig``
 QUANTIZE_CONFIGS = ("avx512_vnni", "avx512", "avx2", "arm64")
@@ -163,6 +167,8 @@ def _session_options(threads: int | None) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or available_cpus()
     opts.inter_op_num_threads = 1
+    if os.environ.get(SPIN_ENV, "").strip() != "1":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

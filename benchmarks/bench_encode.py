@@ -1,0 +1,134 @@
+"""Encode throughput and quality of the Encoder backends against plain SentenceTransformer.encode.
+
+Usage:
+    python benchmarks/bench_encode.py throughput [--n 192] [--rounds 3]
+    python benchmarks/bench_encode.py windowing [--n 1024] [--rounds 3]
+    python benchmarks/bench_encode.py quality [--queries N]
+
+throughput: squad-it-dev paragraphs/s of plain ``SentenceTransformer.encode`` (torch, the
+baseline) and of ``Encoder`` on torch, ONNX fp32 and ONNX int8, interleaved round by round.
+windowing: what sorting a window of documents by token length adds over calling encode() per
+write batch (encode() already sorts within one call).
+quality: NDCG@10 on squad-it-dev (all 1,128 paragraphs, ``--queries`` questions) per backend
+at each Matryoshka dim. Results are printed as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from _indexing_common import SQUAD, interleave, machine, median, minilm, squad_paragraphs
+
+BACKENDS = {"torch": {}, "onnx": {"backend": "onnx"},
+            "onnx-int8": {"backend": "onnx", "quantize": "int8"}}
+
+
+def encoders(dim: int = 128, names: list[str] | None = None) -> dict:
+    from bertino_rag import Encoder
+
+    return {name: Encoder(minilm(), dim=dim, device="cpu", **kw)
+            for name, kw in BACKENDS.items() if names is None or name in names}
+
+
+def throughput(n: int, rounds: int) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    texts = [d["text"] for d in squad_paragraphs(n)]
+    plain = SentenceTransformer(minilm(), device="cpu")
+    encs = encoders()
+    runs = {"plain-torch": lambda: plain.encode(texts, batch_size=32)}
+    for name, enc in encs.items():
+        runs[f"Encoder-{name}"] = lambda enc=enc: enc.encode(texts, show_progress_bar=False)
+    plain.encode(texts[:32])  # warm-up
+    for enc in encs.values():
+        enc.encode(texts[:32], warn_truncation=False)
+    secs = interleave(runs, rounds)
+    base = median(secs["plain-torch"])
+    for name, s in secs.items():
+        print(json.dumps({"bench": "encode", "name": name, "n": n, "median_s": round(median(s), 3),
+                          "docs_per_s": round(n / median(s), 2),
+                          "speedup_vs_plain": round(base / median(s), 3),
+                          "runs_s": [round(x, 3) for x in s]}), flush=True)
+
+
+def windowing(n: int, rounds: int, write_batch: int, window: int) -> None:
+    from bertino_rag import Encoder
+
+    enc = Encoder(minilm(), dim=128, device="cpu", backend="onnx", quantize="int8")
+    texts = [d["text"] for d in squad_paragraphs(n)]
+
+    def per_write_batch() -> None:
+        for s in range(0, len(texts), write_batch):
+            enc.encode_full(texts[s : s + write_batch], show_progress_bar=False)
+
+    def windowed() -> None:
+        for w in range(0, len(texts), window):
+            win = texts[w : w + window]
+            lens = enc.token_lengths(win)
+            order = sorted(range(len(win)), key=lambda i: -lens[i])
+            for s in range(0, len(win), write_batch):
+                enc.encode_full([win[i] for i in order[s : s + write_batch]],
+                                show_progress_bar=False)
+
+    enc.encode_full(texts[:32])
+    secs = interleave({"per-write-batch": per_write_batch, "windowed": windowed}, rounds)
+    base = median(secs["per-write-batch"])
+    for name, s in secs.items():
+        print(json.dumps({"bench": "windowing", "name": name, "n": n, "write_batch": write_batch,
+                          "window": window, "median_s": round(median(s), 3),
+                          "speedup": round(base / median(s), 3)}), flush=True)
+
+
+def ndcg_at_10(qrels: dict, run: dict) -> float:
+    import pytrec_eval
+
+    scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
+    return float(np.mean([s["ndcg_cut_10"] for s in scores.values()]))
+
+
+def quality(n_queries: int | None, names: list[str]) -> None:
+    from bertino_rag.data import load_beir
+    from bertino_rag.encoder import matryoshka_slice
+
+    data = load_beir(SQUAD)
+    doc_ids = list(data.corpus)
+    qids = [q for q in data.qrels if q in data.queries][: n_queries or None]
+    qrels = {q: {d: int(v) for d, v in data.qrels[q].items()} for q in qids}
+    for name, enc in encoders(names=names).items():
+        d = enc.encode_full([data.corpus[i]["text"] for i in doc_ids], show_progress_bar=False)
+        q = enc.encode_full([data.queries[i] for i in qids], kind="query",
+                            show_progress_bar=False)
+        for dim in (384, 256, 128, 64):
+            scores = matryoshka_slice(q, dim) @ matryoshka_slice(d, dim).T
+            top = np.argsort(-scores, axis=1)[:, :10]
+            run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]}
+                   for i, qid in enumerate(qids)}
+            print(json.dumps({"bench": "quality", "backend": name, "dim": dim,
+                              "queries": len(qids), "ndcg@10": round(ndcg_at_10(qrels, run), 4)}),
+                  flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["throughput", "windowing", "quality"])
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=None)
+    ap.add_argument("--write-batch", type=int, default=64)
+    ap.add_argument("--window", type=int, default=512)
+    ap.add_argument("--backends", default="torch,onnx,onnx-int8", help="for quality")
+    args = ap.parse_args()
+    print(json.dumps({"machine": machine()}), flush=True)
+    if args.what == "throughput":
+        throughput(args.n or 192, args.rounds)
+    elif args.what == "windowing":
+        windowing(args.n or 1024, args.rounds, args.write_batch, args.window)
+    else:
+        quality(args.queries, args.backends.split(","))
+
+
+if __name__ == "__main__":
+    main()
