@@ -217,6 +217,10 @@ def train(config: TrainConfig) -> Path:
     cfg.validate()
     if not cfg.train_data:
         raise ValueError("train_data is required (a BEIR folder, .jsonl or .csv)")
+    for name in ("train_data", "sts_data", "sts_dev_data"):
+        path = getattr(cfg, name)
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{name} {path} does not exist")
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     device = resolve_device(cfg.device)
