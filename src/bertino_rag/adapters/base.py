@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,18 @@ import numpy as np
 from ..types import Document, Hit, Stamp
 from .filters import Condition, parse_filter
 
-__all__ = ["StoreError", "VectorStore", "rescore"]
+__all__ = ["SearchQuery", "StoreError", "VectorStore", "rescore"]
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search: query vectors, k, parsed filter and, for two-stage, full vectors."""
+
+    vectors: np.ndarray
+    k: int
+    conditions: Any
+    full: np.ndarray | None = None
+    rerank_k: int | None = None
 
 
 class StoreError(RuntimeError):
@@ -245,12 +257,24 @@ class VectorStore(ABC):
         rerank_k: int | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for many query vectors at once."""
+        query = self._prepare_search(vectors, k, filter, full_vectors, rerank_k)
+        return self._run_search(query)
+
+    def _prepare_search(
+        self,
+        vectors: Any,
+        k: int,
+        filter: Any,
+        full_vectors: Any | None,
+        rerank_k: int | None,
+    ) -> SearchQuery:
+        """Validate a search once, for the sync and async paths alike."""
         stamp = self.stamp
         k = self._check_k(k)
         vec = self._check_matrix(vectors, stamp.index_dim, "query vectors")
         conditions = self._parse_filter(filter)
         if full_vectors is None:
-            return self._search(vec, k, conditions)
+            return SearchQuery(vec, k, conditions)
         if not stamp.full_vectors:
             raise StoreError(
                 f"collection {self.collection!r} stores no full vectors (built with rerank off); "
@@ -258,7 +282,15 @@ class VectorStore(ABC):
             )
         full = self._check_matrix(full_vectors, stamp.full_dim, "full query vectors", len(vec))
         rerank_k = max(k, self._check_k(rerank_k if rerank_k is not None else 100, "rerank_k"))
-        return self._search_two_stage(vec, full, k, rerank_k, conditions)
+        return SearchQuery(vec, k, conditions, full, rerank_k)
+
+    def _run_search(self, query: SearchQuery) -> list[list[Hit]]:
+        if query.full is None:
+            return self._search(query.vectors, query.k, query.conditions)
+        assert query.rerank_k is not None
+        return self._search_two_stage(
+            query.vectors, query.full, query.k, query.rerank_k, query.conditions
+        )
 
     # ------------------------------------------------------------------ async
     async def aupsert(
@@ -279,10 +311,18 @@ class VectorStore(ABC):
         full_vector: np.ndarray | None = None,
         rerank_k: int | None = None,
     ) -> list[Hit]:
-        """Async :meth:`search`; runs in a worker thread unless the backend has an async client."""
-        return await asyncio.to_thread(
-            self.search, vector, k, filter, full_vector=full_vector, rerank_k=rerank_k
+        """Async :meth:`search`: the backend's async client where it has one (``_asearch``),
+        else a worker thread."""
+        full = None if full_vector is None else np.asarray(full_vector)[None, ...]
+        query = self._prepare_search(
+            np.asarray(vector)[None, ...] if np.ndim(vector) == 1 else vector,
+            k, filter, full, rerank_k,
         )
+        return (await self._asearch(query))[0]
+
+    async def _asearch(self, query: SearchQuery) -> list[list[Hit]]:
+        """Backend hook for async search of a validated query; default: a worker thread."""
+        return await asyncio.to_thread(self._run_search, query)
 
     # ------------------------------------------------------------------ backend hooks
     @abstractmethod

@@ -39,7 +39,7 @@ import numpy as np
 
 from .._deps import require
 from ..types import Document, Hit, Stamp
-from .base import StoreError, VectorStore, rescore
+from .base import SearchQuery, StoreError, VectorStore, rescore
 from .filters import Condition
 from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
 
@@ -633,39 +633,18 @@ class MilvusStore(VectorStore):
                 f"{self._clean(err)}"
             ) from err
 
-    async def asearch(
-        self,
-        vector: np.ndarray,
-        k: int = 10,
-        filter: Any = None,
-        *,
-        full_vector: np.ndarray | None = None,
-        rerank_k: int | None = None,
-    ) -> list[Hit]:
-        """Async :meth:`search` through ``AsyncMilvusClient`` (the thread default with
-        ``client=``, whose connection settings are not known)."""
+    async def _asearch(self, query: SearchQuery) -> list[list[Hit]]:
+        """Async search through ``AsyncMilvusClient`` (the thread default with ``client=``,
+        whose connection settings are not known)."""
         if not self._owns_client:
-            return await super().asearch(vector, k, filter, full_vector=full_vector,
-                                         rerank_k=rerank_k)
-        stamp = self.stamp
-        k = self._check_k(k)
-        vec = self._check_matrix(vector, stamp.index_dim, "query vectors")[:1]
-        conditions = self._parse_filter(filter)
-        full = None
-        limit = k
-        if full_vector is not None:
-            if not stamp.full_vectors:
-                raise StoreError(
-                    f"collection {self.collection!r} stores no full vectors (built with rerank "
-                    "off); search without full_vector, or re-index with rerank on"
-                )
-            full = self._check_matrix(full_vector, stamp.full_dim, "full query vectors", 1)
-            limit = max(k, self._check_k(rerank_k if rerank_k is not None else 100, "rerank_k"))
-        request = self._request(vec, limit, conditions, full=full is not None)
+            return await super()._asearch(query)
+        full = query.full is not None
+        limit = query.rerank_k if full and query.rerank_k is not None else query.k
+        request = self._request(query.vectors, limit, query.conditions, full=full)
         if request is None:
-            return []
+            return [[] for _ in query.vectors]
         results = await self._acall("search", self._aclient().search(**request))
-        return self._finish(results, k, full)[0]
+        return self._finish(results, query.k, query.full)
 
     async def aupsert(
         self,

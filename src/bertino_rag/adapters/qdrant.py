@@ -51,7 +51,7 @@ import numpy as np
 
 from .._deps import require
 from ..types import Document, Hit, Stamp
-from .base import StoreError, VectorStore
+from .base import SearchQuery, StoreError, VectorStore
 from .filters import Condition, FilterError
 
 require("qdrant_client", "qdrant")
@@ -665,35 +665,24 @@ class QdrantStore(VectorStore):
         self._raise_failed(documents, parts, errors)
         return None
 
-    async def asearch(self, vector: np.ndarray, k: int = 10, filter: Any = None, *,
-                      full_vector: np.ndarray | None = None,
-                      rerank_k: int | None = None) -> list[Hit]:
-        """Async :meth:`search`: ``AsyncQdrantClient`` on a server; a worker thread in local
-        mode."""
+    async def _asearch(self, query: SearchQuery) -> list[list[Hit]]:
+        """Async search: ``AsyncQdrantClient`` on a server; a worker thread in local mode."""
         if self.local:
-            return await super().asearch(vector, k, filter, full_vector=full_vector,
-                                         rerank_k=rerank_k)
-        stamp = self.stamp
-        k = self._check_k(k)
-        vec = self._check_matrix(vector, stamp.index_dim, "query vectors")
-        flt = self._compile(self._parse_filter(filter))
+            return await super()._asearch(query)
+        flt = self._compile(query.conditions)
         if flt is False:
-            return []
+            return [[] for _ in query.vectors]
         client, name = self._aclient(), self.collection
-        if full_vector is None:
-            requests = self._first_stage(vec, k, flt)
+        if query.full is None:
+            requests = self._first_stage(query.vectors, query.k, flt)
         else:
-            if not stamp.full_vectors:
-                raise StoreError(f"collection {self.collection!r} stores no full vectors "
-                                 "(built with rerank off); search without full_vector")
-            full = self._check_matrix(full_vector, stamp.full_dim, "full query vectors", 1)
-            rk = max(k, self._check_k(rerank_k if rerank_k is not None else 100, "rerank_k"))
+            assert query.rerank_k is not None
             if self.two_stage == "rescore":
-                return await asyncio.to_thread(self._search_two_stage, vec, full, k, rk, flt)
-            requests = self._prefetch(vec, full, k, rk, flt)
+                return await super()._asearch(query)
+            requests = self._prefetch(query.vectors, query.full, query.k, query.rerank_k, flt)
         responses = await self._acall(lambda: client.query_batch_points(name, requests),
                                       "query")
-        return _hits(responses[0].points)
+        return [_hits(r.points) for r in responses]
 
     def __repr__(self) -> str:
         where = self.url or self.path or ("client" if not self.local else ":memory:")
