@@ -5,6 +5,7 @@ from __future__ import annotations
 from .adapters import MemoryStore, StoreError, VectorStore, make_store
 from .adapters.filters import FilterError
 from .encoder import DEFAULT_MODEL, Encoded, Encoder, TruncationWarning
+from .pipeline import IndexWriteError, StreamValidationError
 from .retriever import IndexReport, Retriever
 from .types import Document, Hit, Stamp, StampMismatchError
 
@@ -18,11 +19,13 @@ __all__ = [
     "FilterError",
     "Hit",
     "IndexReport",
+    "IndexWriteError",
     "MemoryStore",
     "Retriever",
     "Stamp",
     "StampMismatchError",
     "StoreError",
+    "StreamValidationError",
     "TruncationWarning",
     "VectorStore",
     "__version__",
