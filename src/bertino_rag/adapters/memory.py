@@ -530,6 +530,7 @@ class MemoryStore(VectorStore):
                 Hit(id=doc_id, text=found[doc_id][2], score=score,
                     metadata=json.loads(found[doc_id][3]))
                 for doc_id, score in pairs
+                if doc_id in found  # deleted by another process since the scores were taken
             ]
             for pairs in results
         ]
