@@ -141,3 +141,20 @@ def test_no_pickle_in_the_folder(tmp_path, stamp, docs, vectors):
     for p in (tmp_path / "c").glob("*.npy"):
         arr = np.load(p, allow_pickle=False)  # raises if the file needed pickle
         assert arr.dtype in (np.float32, np.float16)
+
+
+def test_index_fields_serve_filters(tmp_path, stamp, docs, vectors):
+    plain = _fill(tmp_path / "plain", stamp, docs, vectors, 120)
+    indexed = MemoryStore(path=tmp_path / "indexed", index_fields=["para", "title"])
+    indexed.open("c", stamp)
+    indexed.upsert(docs[:120], vectors.index[:120], vectors.full[:120])
+    plan = " ".join(str(r) for r in indexed.db.execute(
+        "EXPLAIN QUERY PLAN SELECT seg, row FROM docs WHERE "
+        "json_extract(metadata, '$.\"para\"') >= 3"))
+    assert "docs_meta_para" in plan
+    for flt in ({"para": {"$gte": 3, "$lt": 9}}, {"title": "Amazzonia"},
+                {"para": {"$in": [1, 2, 40]}}, {"para": 2, "title": {"$in": ["x"]}}):
+        want = [h.id for h in plain.search(vectors.index[5], k=20, filter=flt)]
+        assert [h.id for h in indexed.search(vectors.index[5], k=20, filter=flt)] == want
+    with pytest.raises(ValueError, match="invalid metadata field name"):
+        MemoryStore(index_fields=['a"b'])

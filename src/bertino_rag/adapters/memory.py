@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import numpy as np
 
 from ..types import Document, Hit, Stamp
 from .base import StoreError, VectorStore
-from .filters import Condition
+from .filters import _FIELD, Condition
 
 __all__ = ["MemoryStore"]
 
@@ -63,18 +63,29 @@ class _Segment:
         self.ids = np.empty(n, dtype=object)
 
 
+def _json_path(field: str) -> str:
+    """``json_extract`` of a metadata field, as a SQL expression.
+
+    The path is written literally (not bound) so that SQLite can use an expression index built
+    by ``index_fields``; field names are validated by ``parse_filter`` (letters, digits, ``_``
+    and ``-``), so they cannot close the quotes. Values are always bound parameters.
+    """
+    if not _FIELD.match(field):
+        raise ValueError(f"invalid metadata field name {field!r}")
+    return f"json_extract(metadata, '$.\"{field}\"')"
+
+
 def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
-    """One condition as SQL over the JSON metadata, fully parameterized."""
-    path = '$."' + c.field + '"'  # field names are validated by parse_filter: no quotes
+    """One condition as SQL over the JSON metadata; values are bound parameters."""
+    value_of = _json_path(c.field)
+    type_of = value_of.replace("json_extract", "json_type", 1)
 
     def eq(value: Any) -> tuple[str, list[Any]]:
         if isinstance(value, bool):
-            return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+            return f"{type_of} = ?", ["true" if value else "false"]
         if isinstance(value, str):
-            return "(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)", [
-                path, path, value]
-        return "(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)", [
-            path, path, value]
+            return f"({type_of} = 'text' AND {value_of} = ?)", [value]
+        return f"({type_of} IN ('integer', 'real') AND {value_of} = ?)", [value]
 
     if c.op == "$eq":
         return eq(c.value)
@@ -85,8 +96,7 @@ def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
         return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
     sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[c.op]
     kind = "= 'text'" if isinstance(c.value, str) else "IN ('integer', 'real')"
-    return f"(json_type(metadata, ?) {kind} AND json_extract(metadata, ?) {sql_op} ?)", [
-        path, path, c.value]
+    return f"({type_of} {kind} AND {value_of} {sql_op} ?)", [c.value]
 
 
 class MemoryStore(VectorStore):
@@ -96,6 +106,8 @@ class MemoryStore(VectorStore):
         path: folder to persist collections in (one subfolder each); ``None`` keeps everything
             in memory.
         lock_timeout: seconds to wait for another process's write to finish.
+        index_fields: metadata fields to build SQLite expression indexes on, so that filters on
+            them do not scan every document's metadata (worth it from ~100k documents).
 
     Example:
         >>> store = MemoryStore(path="./bertino_index")  # doctest: +SKIP
@@ -103,10 +115,19 @@ class MemoryStore(VectorStore):
 
     backend = "memory"
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float = 60.0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = 60.0,
+        index_fields: Sequence[str] = (),
+    ):
         super().__init__()
         self.root = None if path is None else Path(path)
         self.lock_timeout = lock_timeout
+        self.index_fields = tuple(index_fields)
+        for name in self.index_fields:
+            _json_path(name)  # validates the name now rather than at open()
         self._db: sqlite3.Connection | None = None
         self._dir: Path | None = None
         self._segments: dict[int, _Segment] = {}
@@ -270,6 +291,11 @@ class MemoryStore(VectorStore):
                         self._bump_generation()
                     self._segments.clear()
                     self._remove_orphans()
+                for name in self.index_fields:
+                    self.db.execute(
+                        f'CREATE INDEX IF NOT EXISTS "docs_meta_{name}" ON docs ({_json_path(name)})'
+                    )
+                self.db.commit()
                 self._generation = None
                 self._refresh()
         except BaseException:
