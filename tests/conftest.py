@@ -31,6 +31,12 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def backend_cache(tmp_path_factory) -> Path:
+    """One cache of ONNX/OpenVINO exports for the whole run ($BERTINO_RAG_CACHE in tests)."""
+    return tmp_path_factory.mktemp("bertino-rag-cache")
+
+
+@pytest.fixture(scope="session")
 def encoder(minilm_path: str):
     from bertino_rag import Encoder
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,8 @@ pytest.importorskip("optimum.onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def cache_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("bertino-rag-cache")
+def cache_root(backend_cache) -> Path:
+    return backend_cache
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +137,6 @@ def test_bad_threads_env(minilm_path, monkeypatch):
     monkeypatch.setenv("BERTINO_RAG_THREADS", "many")
     with pytest.raises(ValueError, match=r"\$BERTINO_RAG_THREADS must be a positive int"):
         Encoder(minilm_path, backend="onnx")
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("openvino") is not None, reason="openvino is installed here"
-)
-def test_openvino_missing_names_what_to_install(minilm_path):
-    with pytest.raises(ImportError, match=r"sentence-transformers\[openvino\]"):
-        Encoder(minilm_path, backend="openvino")
 
 
 def test_quantize_preset_matches_this_cpu():

@@ -59,7 +59,9 @@ class Retriever:
         batch_size: texts per forward pass.
         write_batch_size: documents encoded and written per store call while indexing.
         backend: encoder backend, ``"torch"``, ``"onnx"`` or ``"openvino"``.
-        quantize: ``"int8"`` (with ``backend="onnx"``) for dynamically quantized weights.
+        quantize: ``"int8"``: dynamic int8 with ``backend="onnx"``, static int8 with
+            ``backend="openvino"`` (see :class:`Encoder`).
+        calibration: texts calibrating OpenVINO's static int8 (see :class:`Encoder`).
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -84,6 +86,7 @@ class Retriever:
         device: str | None = None,
         backend: str = "torch",
         quantize: str | None = None,
+        calibration: Sequence[str] | None = None,
     ) -> None:
         if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
@@ -91,7 +94,7 @@ class Retriever:
             raise ValueError(f"write_batch_size must be positive, got {write_batch_size}")
         self.encoder = encoder or Encoder(
             model, dim=dim, device=device, batch_size=batch_size, backend=backend,
-            quantize=quantize,
+            quantize=quantize, calibration=calibration,
         )
         self.dim = self.encoder._check_dim(dim)
         self.rerank = bool(rerank)

@@ -1,0 +1,196 @@
+"""OpenVINO backend: float and static int8 against torch, calibration, caching, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertino_rag import Encoder, Retriever, _backends
+
+HAS_OPENVINO = all(
+    importlib.util.find_spec(m) is not None for m in ("openvino", "nncf", "optimum.intel")
+)
+needs_openvino = pytest.mark.skipif(
+    not HAS_OPENVINO, reason="openvino, nncf or optimum-intel not installed (bertino-rag[openvino])"
+)
+
+
+@pytest.fixture(scope="module")
+def cache_root(backend_cache) -> Path:
+    return backend_cache
+
+
+@pytest.fixture(scope="module")
+def ov_encoders(minilm_path, cache_root):
+    """Float and int8 OpenVINO encoders of the packaged MiniLM, exported offline to a temp cache."""
+    if not HAS_OPENVINO:
+        pytest.skip("openvino, nncf or optimum-intel not installed (bertino-rag[openvino])")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTINO_RAG_CACHE", str(cache_root))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        fp = Encoder(minilm_path, dim=128, backend="openvino", threads=1)
+        int8 = Encoder(minilm_path, dim=128, backend="openvino", quantize="int8")
+    finally:
+        mp.undo()
+    return fp, int8
+
+
+@pytest.fixture(scope="module")
+def texts(squad_slice) -> list[str]:
+    return [d["text"] for d in squad_slice["docs"]][:32]
+
+
+@needs_openvino
+def test_float_openvino_matches_torch(encoder, ov_encoders, texts):
+    fp, _ = ov_encoders
+    ref = encoder.encode(texts[:16], warn_truncation=False)
+    got = fp.encode(texts[:16], warn_truncation=False)
+    assert np.sum(ref.full * got.full, axis=1).min() > 0.99
+    assert np.sum(ref.index * got.index, axis=1).min() > 0.99
+    assert fp.model_id == encoder.model_id  # same model, so the same collections
+
+
+@needs_openvino
+def test_int8_is_close_and_keeps_the_top_k(encoder, ov_encoders, squad_slice, texts):
+    _, int8 = ov_encoders
+    ref_d, q_d = encoder.encode(texts, warn_truncation=False), int8.encode(texts, warn_truncation=False)
+    cos = np.sum(ref_d.full * q_d.full, axis=1)
+    assert 0.98 < cos.mean() < 1.0, cos.mean()  # quantized, and close
+    queries = squad_slice["queries"][:40]
+    ref_q, q_q = encoder.encode(queries, kind="query"), int8.encode(queries, kind="query")
+    k = 10
+    ref_top = np.argsort(-(ref_q.index @ ref_d.index.T), axis=1)[:, :k]
+    int8_top = np.argsort(-(q_q.index @ q_d.index.T), axis=1)[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, int8_top)])
+    assert overlap >= 0.85, overlap
+
+
+@needs_openvino
+def test_int8_graph_quantizes_all_but_the_ffn_down_projections(ov_encoders):
+    import openvino as ov
+
+    fp, int8 = ov_encoders
+    assert Path(int8.backend_file).name.startswith("openvino_model_qint8_")
+    assert Path(int8.backend_file).with_suffix(".bin").exists()
+    model = ov.Core().read_model(int8.backend_file)
+    matmuls = [op for op in model.get_ops() if op.get_type_name() == "MatMul"]
+    assert len(matmuls) == 36  # 6 layers x (Q, K, V, attention output, FFN up, FFN down)
+
+    def weight_type(op) -> str:
+        node = op.input(1).get_source_output().get_node()
+        while node.get_type_name() != "Constant":  # int8 weights: Constant -> Convert -> Multiply
+            node = node.input(0).get_source_output().get_node()
+        return str(node.get_element_type())
+
+    def reads_int8_activations(op) -> bool:
+        return op.input(0).get_source_output().get_node().get_type_name() == "FakeQuantize"
+
+    float_names = set(_backends._gelu_fed_matmuls(ov.Core().read_model(fp.backend_file)))
+    assert len(float_names) == 6  # the FFN down-projection of each layer
+    for op in matmuls:
+        name = op.get_friendly_name()
+        if name in float_names:
+            assert weight_type(op) == "<Type: 'float32'>" and not reads_int8_activations(op), name
+        else:
+            assert weight_type(op) == "<Type: 'int8_t'>" and reads_int8_activations(op), name
+    # float parts run in fp32 next to int8 ones (bf16 there distorted short texts)
+    assert int8.model.transformers_model.ov_config["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+@needs_openvino
+def test_calibration_set_names_its_own_cached_model(minilm_path, ov_encoders, cache_root, monkeypatch):
+    _, default = ov_encoders
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(cache_root))
+    calibration = [
+        "Quanti abitanti ha Torino?",
+        "Il Po attraversa la Pianura Padana da ovest a est prima di sfociare nell'Adriatico.",
+        "La garanzia copre i difetti di fabbricazione per ventiquattro mesi dalla consegna.",
+        "Come si rinnova il passaporto?",
+    ]
+    custom = Encoder(minilm_path, dim=128, backend="openvino", quantize="int8",
+                     calibration=calibration)
+    assert custom.backend_file != default.backend_file
+    assert Path(custom.backend_file).parent == Path(default.backend_file).parent
+    mtime = Path(custom.backend_file).stat().st_mtime_ns
+
+    def no_quantize(*args, **kwargs):
+        raise AssertionError("the cached int8 model should have been loaded")
+
+    monkeypatch.setattr(_backends, "_quantize_openvino", no_quantize)
+    again = Encoder(minilm_path, dim=128, backend="openvino", quantize="int8",
+                    calibration=tuple(calibration))
+    assert again.backend_file == custom.backend_file
+    assert Path(again.backend_file).stat().st_mtime_ns == mtime
+    text = ["La pizza margherita nasce a Napoli."]
+    np.testing.assert_allclose(again.encode(text).full, custom.encode(text).full, atol=1e-6)
+    with pytest.raises(AssertionError, match="cached int8 model"):  # a new set is quantized
+        Encoder(minilm_path, backend="openvino", quantize="int8", calibration=calibration[:2])
+
+
+@needs_openvino
+def test_threads_and_precision_reach_openvino(minilm_path, ov_encoders, cache_root, monkeypatch):
+    fp, _ = ov_encoders
+    assert fp.model.transformers_model.ov_config["INFERENCE_NUM_THREADS"] == 1
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(cache_root))
+    f32 = Encoder(minilm_path, backend="openvino", threads=1,
+                  model_kwargs={"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}})
+    config = f32.model.transformers_model.ov_config
+    assert config["INFERENCE_NUM_THREADS"] == 1 and config["INFERENCE_PRECISION_HINT"] == "f32"
+    text = ["Il Colosseo si trova a Roma."]
+    assert float(np.sum(f32.encode(text).full * fp.encode(text).full)) > 0.999
+
+
+def test_default_calibration_set_is_shipped():
+    texts = _backends.default_calibration_texts()
+    assert len(texts) >= 100
+    assert all(t == t.strip() and t for t in texts)
+    assert any(len(t.split()) > 120 for t in texts)  # passages, not only short sentences
+    assert any(t.endswith("?") for t in texts)  # and questions
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        ({"backend": "openvino", "quantize": "int8", "calibration": "un testo"},
+         "calibration must be a sequence of texts"),
+        ({"backend": "openvino", "quantize": "int8", "calibration": []}, "calibration is empty"),
+        ({"backend": "openvino", "quantize": "int8", "calibration": ["ok", "  "]},
+         "calibration text at position 1 is empty"),
+        ({"backend": "openvino", "calibration": ["ok"]}, "calibration is only used with"),
+        ({"backend": "onnx", "quantize": "int8", "calibration": ["ok"]},
+         "calibration is only used with"),
+        ({"backend": "openvino", "quantize": "avx2"}, "quantize must be None or 'int8'"),
+    ],
+)
+def test_bad_openvino_arguments(minilm_path, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        Encoder(minilm_path, **kwargs)
+
+
+def test_retriever_passes_calibration_on(minilm_path):
+    with pytest.raises(ValueError, match="calibration is only used with"):
+        Retriever(dim=128, model=minilm_path, calibration=["Roma è la capitale d'Italia."])
+
+
+def test_missing_openvino_names_what_to_install(minilm_path, monkeypatch):
+    real = _backends._has
+    monkeypatch.setattr(_backends, "_has", lambda m: False if m == "nncf" else real(m))
+    with pytest.raises(ImportError, match=r"bertino-rag\[openvino\]"):
+        Encoder(minilm_path, backend="openvino")
+
+
+def test_long_calibration_is_sampled_evenly():
+    texts = [f"testo numero {i}" for i in range(1000)]
+    kept = _backends.check_calibration(iter(texts))
+    assert len(kept) == _backends.MAX_CALIBRATION
+    assert kept[0] == texts[0] and kept[-1] != texts[299]  # spread over the whole list
+    assert len(set(kept)) == len(kept)
+    assert _backends.check_calibration(texts[:5]) == texts[:5]
+    digest = _backends.calibration_digest(kept, 256)
+    assert digest == _backends.calibration_digest(list(kept), 256)
+    assert digest != _backends.calibration_digest(kept, 128)
+    assert digest != _backends.calibration_digest(kept[:-1], 256)
