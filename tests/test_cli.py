@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -73,3 +74,28 @@ def test_mismatch_is_a_clear_error(tmp_path, corpus, minilm_path, capsys):
     code, _, err = run(capsys, "index", tmp_path / "missing.txt", "--model", minilm_path,
                        "--store", store)
     assert code == 2 and "missing.txt" in err
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("openvino", "nncf", "optimum.intel")),
+    reason="openvino, nncf or optimum-intel not installed (bertino-rag[openvino])",
+)
+def test_search_with_an_int8_openvino_encoder(tmp_path, corpus, minilm_path, backend_cache,
+                                              monkeypatch, capsys):
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(backend_cache))
+    store = f"memory:{tmp_path / 'idx'}"
+    code, _, _ = run(capsys, "index", corpus[0], "--model", minilm_path, "--store", store,
+                     "--quiet")
+    assert code == 0
+    # the index was built on torch; the int8 OpenVINO encoder of the same model searches it
+    code, out, _ = run(capsys, "search", "Chi ha dipinto la Gioconda?", "--model", minilm_path,
+                       "--store", store, "-k", "1", "--json", "--backend", "openvino",
+                       "--quantize", "int8")
+    assert code == 0
+    assert "Gioconda" in json.loads(out)[0]["text"]
+
+
+def test_quantize_needs_a_backend(tmp_path, corpus, minilm_path, capsys):
+    code, _, err = run(capsys, "search", "pizza", "--model", minilm_path,
+                       "--store", f"memory:{tmp_path / 'idx'}", "--quantize", "int8")
+    assert code == 2 and "quantize='int8' needs backend='onnx'" in err

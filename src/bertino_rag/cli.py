@@ -22,6 +22,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rerank", action="store_true",
                    help="store and search the truncated vectors only")
     p.add_argument("--rerank-k", type=int, default=100)
+    p.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="encoder backend; onnx/openvino export the model once and cache it")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
 
 
 def _retriever(args: argparse.Namespace, recreate: bool = False):
@@ -29,7 +33,8 @@ def _retriever(args: argparse.Namespace, recreate: bool = False):
 
     return Retriever(dim=args.dim, model=args.model, store=args.store,
                      rerank=not args.no_rerank, rerank_k=args.rerank_k,
-                     collection=args.collection, recreate=recreate)
+                     collection=args.collection, recreate=recreate,
+                     backend=args.backend, quantize=args.quantize)
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
