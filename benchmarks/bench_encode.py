@@ -6,7 +6,9 @@ Usage:
     python benchmarks/bench_encode.py quality [--queries N]
 
 throughput: squad-it-dev paragraphs/s of plain ``SentenceTransformer.encode`` (torch, the
-baseline) and of ``Encoder`` on torch, ONNX fp32 and ONNX int8, interleaved round by round.
+baseline) and of ``Encoder`` on each backend (``--backends``; default all: torch, ONNX fp32 and
+int8, OpenVINO float (bf16 where the CPU has it, and forced to fp32) and int8), interleaved
+round by round.
 windowing: what sorting a window of documents by token length adds over calling encode() per
 write batch (encode() already sorts within one call).
 quality: NDCG@10 on squad-it-dev (all 1,128 paragraphs, ``--queries`` questions) per backend
@@ -22,8 +24,16 @@ import numpy as np
 
 from _indexing_common import SQUAD, interleave, machine, median, minilm, squad_paragraphs
 
+F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
+BF16 = {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}}
 BACKENDS = {"torch": {}, "onnx": {"backend": "onnx"},
-            "onnx-int8": {"backend": "onnx", "quantize": "int8"}}
+            "onnx-int8": {"backend": "onnx", "quantize": "int8"},
+            "openvino": {"backend": "openvino"},
+            "openvino-int8": {"backend": "openvino", "quantize": "int8"},
+            # OpenVINO runs float models in bf16 where the CPU has it; fp32 as on other CPUs
+            "openvino-f32": {"backend": "openvino", "model_kwargs": F32},
+            # int8 with bf16 float parts: not the default (see _backends), measured for the record
+            "openvino-int8-bf16": {"backend": "openvino", "quantize": "int8", "model_kwargs": BF16}}
 
 
 def encoders(dim: int = 128, names: list[str] | None = None) -> dict:
@@ -33,12 +43,12 @@ def encoders(dim: int = 128, names: list[str] | None = None) -> dict:
             for name, kw in BACKENDS.items() if names is None or name in names}
 
 
-def throughput(n: int, rounds: int) -> None:
+def throughput(n: int, rounds: int, names: list[str] | None) -> None:
     from sentence_transformers import SentenceTransformer
 
     texts = [d["text"] for d in squad_paragraphs(n)]
     plain = SentenceTransformer(minilm(), device="cpu")
-    encs = encoders()
+    encs = encoders(names=names or [b for b in BACKENDS if b != "openvino-int8-bf16"])
     runs = {"plain-torch": lambda: plain.encode(texts, batch_size=32)}
     for name, enc in encs.items():
         runs[f"Encoder-{name}"] = lambda enc=enc: enc.encode(texts, show_progress_bar=False)
@@ -119,15 +129,19 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=None)
     ap.add_argument("--write-batch", type=int, default=64)
     ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--backends", default="torch,onnx,onnx-int8", help="for quality")
+    ap.add_argument("--backends", default=None,
+                    help=f"comma-separated, of {', '.join(BACKENDS)} (quality default: "
+                    "torch,onnx-int8,openvino,openvino-int8; throughput default: all but openvino-int8-bf16)")
     args = ap.parse_args()
     print(json.dumps({"machine": machine()}), flush=True)
     if args.what == "throughput":
-        throughput(args.n or 192, args.rounds)
+        throughput(args.n or 192, args.rounds,
+                   args.backends.split(",") if args.backends else None)
     elif args.what == "windowing":
         windowing(args.n or 1024, args.rounds, args.write_batch, args.window)
     else:
-        quality(args.queries, args.backends.split(","))
+        quality(args.queries,
+                (args.backends or "torch,onnx-int8,openvino,openvino-int8").split(","))
 
 
 if __name__ == "__main__":
