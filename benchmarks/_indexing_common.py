@@ -84,12 +84,19 @@ def median(xs: list[float]) -> float:
 
 
 def interleave(candidates: dict, rounds: int) -> dict[str, list[float]]:
-    """Run each ``name -> fn()`` once per round, in rotating order; seconds per run."""
+    """Run each ``name -> fn()`` once per round, in rotating order; seconds per run.
+
+    A candidate may be a ``(setup, fn)`` pair: ``setup()`` runs untimed before each ``fn()``.
+    """
     names = list(candidates)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            seconds, _ = timed(candidates[name])
+            fn = candidates[name]
+            if isinstance(fn, tuple):
+                setup, fn = fn
+                setup()
+            seconds, _ = timed(fn)
             out[name].append(seconds)
             print(f"  round {r + 1} {name}: {seconds:.2f} s", flush=True)
     return out
