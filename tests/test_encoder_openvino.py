@@ -194,3 +194,41 @@ def test_long_calibration_is_sampled_evenly():
     assert digest == _backends.calibration_digest(list(kept), 256)
     assert digest != _backends.calibration_digest(kept, 128)
     assert digest != _backends.calibration_digest(kept[:-1], 256)
+
+
+@pytest.fixture(scope="module")
+def tiny_distilbert(tmp_path_factory, minilm_path) -> str:
+    """A 2-layer DistilBERT (BERTino's architecture) with random weights, as a
+    sentence-transformers folder (mean pooling)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+
+    raw = tmp_path_factory.mktemp("tiny-distilbert-raw")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2,
+                              hidden_dim=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    DistilBertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    word = models.Transformer(str(raw), max_seq_length=128)
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    folder = tmp_path_factory.mktemp("tiny-distilbert")
+    SentenceTransformer(modules=[word, pooling], device="cpu").save(str(folder))
+    return str(folder)
+
+
+@needs_openvino
+def test_int8_on_a_distilbert(tiny_distilbert, backend_cache, monkeypatch):
+    import openvino as ov
+
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(backend_cache))
+    fp = Encoder(tiny_distilbert, dim=16, backend="openvino")
+    int8 = Encoder(tiny_distilbert, dim=16, backend="openvino", quantize="int8")
+    assert Path(fp.backend_file).is_relative_to(tiny_distilbert)  # a writable local model
+    float_names = _backends._gelu_fed_matmuls(ov.Core().read_model(fp.backend_file))
+    assert len(float_names) == 2 and all("lin2" in n for n in float_names)  # ffn.lin2
+    texts = ["Il Colosseo si trova a Roma.", "La pizza margherita nasce a Napoli nel 1889."]
+    ref, got = fp.encode(texts), int8.encode(texts)
+    assert got.index.shape == (2, 16) and got.full.shape == (2, 32)
+    assert np.sum(ref.full * got.full, axis=1).min() > 0.9
