@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -277,6 +278,33 @@ def test_cli_end_to_end(minilm_path, tmp_path, capsys):
     assert data["data"]["queries"] == 12 and data["data"]["documents"] == 20
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| **NDCG@10** |" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("openvino", "nncf", "optimum.intel")),
+    reason="openvino, nncf or optimum-intel not installed (bertino-rag[openvino])",
+)
+def test_cli_measures_an_int8_encoder(minilm_path, tmp_path, backend_cache, monkeypatch, capsys):
+    from bertino_rag.cli import main
+
+    if not SQUAD.exists():
+        pytest.skip(f"squad-it-dev not found at {SQUAD}")
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(backend_cache))
+    calibration = tmp_path / "calib.txt"
+    calibration.write_text("Dove si trova Venezia?\n\nVenezia sorge su una laguna.\n",
+                           encoding="utf-8")
+    out = tmp_path / "out.json"
+    args = ["eval", str(SQUAD), "--model", minilm_path, "--dims", "128", "--rerank-k", "none",
+            "--max-queries", "8", "--max-docs", "16", "--latency-queries", "0", "--quiet"]
+    assert main([*args, "--json", str(out)]) == 0
+    torch_ndcg = json.loads(out.read_text())["configurations"]["dim_128"]["ndcg@10"]
+    capsys.readouterr()
+    assert main([*args, "--json", str(out), "--backend", "openvino", "--quantize", "int8",
+                 "--calibration", str(calibration)]) == 0
+    data = json.loads(out.read_text())
+    assert data["encoder"] == "openvino+int8"
+    assert "encoder: openvino+int8" in capsys.readouterr().out
+    assert abs(data["configurations"]["dim_128"]["ndcg@10"] - torch_ndcg) < 0.2
 
 
 def test_cli_errors_are_clear(tmp_path, tiny, capsys):

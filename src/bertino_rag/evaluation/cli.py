@@ -68,6 +68,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the slice (default: 0)")
     p.add_argument("--latency-queries", type=int, default=100,
                    help="queries timed one by one per configuration (0: no timing)")
+    p.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
+                   help="encoder backend, to measure what a faster runtime costs in quality")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
+    p.add_argument("--calibration", default=None, metavar="FILE.txt",
+                   help="openvino int8: calibration texts, one per line (default: the "
+                        "shipped Italian set)")
     p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--device", default=None)
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
@@ -112,7 +119,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     sts = load_sts_set(sts_path, max_pairs=args.max_pairs) if sts_path else None
     for note in (evalset.notes if evalset else []) + (sts.notes if sts else []):
         print(f"note: {note}", file=sys.stderr)
-    encoder = Encoder(args.model, device=args.device, batch_size=args.batch_size)
+    calibration = None
+    if args.calibration:
+        with open(args.calibration, encoding="utf-8") as fh:
+            calibration = [line.strip() for line in fh if line.strip()]
+    encoder = Encoder(args.model, device=args.device, batch_size=args.batch_size,
+                      backend=args.backend, quantize=args.quantize, calibration=calibration)
     report = evaluate(encoder, evalset, sts, dims=args.dims, rerank_k=args.rerank_k,
                       funnel_dims=args.funnel_dims, store=args.store,
                       latency_queries=max(0, args.latency_queries),

@@ -41,6 +41,7 @@ def to_json(report: EvalReport) -> dict[str, Any]:
         }
     return {
         "model": report.model, "model_path": report.model_path, "full_dim": report.full_dim,
+        "encoder": report.encoder,
         "document_text": report.document_text,
         "store": report.store, "full_vectors_dtype": report.full_dtype,
         "data": {"beir": report.beir_source or None, "documents": report.n_docs,
@@ -79,7 +80,7 @@ def from_json(data: dict[str, Any]) -> EvalReport:
         n_docs=src.get("documents", 0), n_queries=src.get("queries", 0),
         n_sts=src.get("sts_pairs", 0), encode_seconds=data.get("encode_seconds", 0.0),
         query_encode_ms=data.get("query_encode_ms"), notes=list(data.get("notes", [])),
-        model_path=data.get("model_path", ""),
+        model_path=data.get("model_path", ""), encoder=data.get("encoder", "torch"),
     )
 
 
@@ -105,7 +106,8 @@ def to_markdown(report: EvalReport) -> str:
                     f"{report.n_queries} queries")
     if report.n_sts:
         what.append(f"{report.sts_source}: {report.n_sts} STS pairs")
-    lines.append(f"## Evaluation of `{report.model}` ({report.full_dim} dims)")
+    runtime = "" if report.encoder == "torch" else f", encoder: {report.encoder}"
+    lines.append(f"## Evaluation of `{report.model}` ({report.full_dim} dims{runtime})")
     lines.append("")
     lines.append("Data: " + "; ".join(what) + ".")
     if report.n_queries:

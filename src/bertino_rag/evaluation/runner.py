@@ -82,6 +82,8 @@ class EvalReport:
     query_encode_ms: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     model_path: str = ""
+    #: the encoder's runtime: "torch", "onnx", "openvino", with "+int8" when quantized
+    encoder: str = "torch"
 
     def config(self, name: str) -> ConfigResult:
         for c in self.configs:
@@ -260,6 +262,7 @@ def evaluate(
         n_docs=len(evalset.doc_ids) if evalset else 0,
         n_queries=len(evalset.query_ids) if evalset else 0,
         n_sts=len(sts.scores) if sts else 0, encode_seconds=encoded.seconds, notes=notes,
+        encoder=encoder.backend + ("+int8" if encoder.quantize else ""),
         model_path=encoder.name,
     )
     if evalset is not None:
