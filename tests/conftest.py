@@ -36,6 +36,21 @@ def backend_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bertino-rag-cache")
 
 
+def float_and_int8(model: str, cache: Path, backend: str):
+    """A float (1 thread) and an int8 encoder of ``model`` on ``backend``, exported offline
+    into ``cache``."""
+    from bertino_rag import Encoder
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTINO_RAG_CACHE", str(cache))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        return (Encoder(model, dim=128, backend=backend, threads=1),
+                Encoder(model, dim=128, backend=backend, quantize="int8"))
+    finally:
+        mp.undo()
+
+
 @pytest.fixture(scope="session")
 def encoder(minilm_path: str):
     from bertino_rag import Encoder

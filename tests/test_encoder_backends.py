@@ -10,6 +10,8 @@ import pytest
 from bertino_rag import Encoder
 from bertino_rag import _backends
 
+from .conftest import float_and_int8
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.onnxruntime")
 
@@ -22,15 +24,7 @@ def cache_root(backend_cache) -> Path:
 @pytest.fixture(scope="module")
 def onnx_encoders(minilm_path, cache_root):
     """fp32 and int8 ONNX encoders of the packaged MiniLM, exported offline into a temp cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTINO_RAG_CACHE", str(cache_root))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    try:
-        fp32 = Encoder(minilm_path, dim=128, backend="onnx", threads=1)
-        int8 = Encoder(minilm_path, dim=128, backend="onnx", quantize="int8")
-    finally:
-        mp.undo()
-    return fp32, int8
+    return float_and_int8(minilm_path, cache_root, "onnx")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import pytest
 
 from bertino_rag import Encoder, Retriever, _backends
 
+from .conftest import float_and_int8
+
 HAS_OPENVINO = all(
     importlib.util.find_spec(m) is not None for m in ("openvino", "nncf", "optimum.intel")
 )
@@ -28,15 +30,7 @@ def ov_encoders(minilm_path, cache_root):
     """Float and int8 OpenVINO encoders of the packaged MiniLM, exported offline to a temp cache."""
     if not HAS_OPENVINO:
         pytest.skip("openvino, nncf or optimum-intel not installed (bertino-rag[openvino])")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTINO_RAG_CACHE", str(cache_root))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    try:
-        fp = Encoder(minilm_path, dim=128, backend="openvino", threads=1)
-        int8 = Encoder(minilm_path, dim=128, backend="openvino", quantize="int8")
-    finally:
-        mp.undo()
-    return fp, int8
+    return float_and_int8(minilm_path, cache_root, "openvino")
 
 
 @pytest.fixture(scope="module")
