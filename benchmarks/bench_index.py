@@ -25,8 +25,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-from _indexing_common import interleave, machine, median, minilm, squad_paragraphs
+from _indexing_common import (
+    add_encoder_args,
+    encoder_from,
+    interleave,
+    machine,
+    median,
+    squad_paragraphs,
+)
 
 
 def plain_writer(kind: str, where: Path, dim: int):
@@ -83,18 +89,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stores", default="memory,qdrant,milvus")
-    ap.add_argument("--backend", default="onnx")
-    ap.add_argument("--quantize", default="int8")
+    add_encoder_args(ap)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--write-batch", type=int, default=32,
                     help="documents per store write (several writes per run: overlap shows)")
     args = ap.parse_args()
-    from bertino_rag import Encoder, Retriever, TruncationWarning
+    from bertino_rag import Retriever, TruncationWarning
 
     warnings.simplefilter("ignore", TruncationWarning)
     print(json.dumps({"machine": machine(), "args": vars(args)}), flush=True)
-    enc = Encoder(minilm(), dim=args.dim, device="cpu", backend=args.backend,
-                  quantize=args.quantize or None)
+    enc = encoder_from(args, args.dim)
     docs = squad_paragraphs(args.n)
     texts, ids = [d["text"] for d in docs], [d["id"] for d in docs]
     enc.encode(texts[:32], warn_truncation=False)  # warm-up

@@ -25,7 +25,7 @@ import tempfile
 import time
 import warnings
 
-from _indexing_common import machine, minilm, synthetic_docs
+from _indexing_common import add_encoder_args, encoder_from, machine, synthetic_docs
 
 
 def memory() -> dict:
@@ -49,14 +49,12 @@ def main() -> None:
     ap.add_argument("mode", choices=["bertino", "plain"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dir", default=None, help="keep the index here (default: a temp dir)")
-    ap.add_argument("--backend", default="onnx")
-    ap.add_argument("--quantize", default="int8")
+    add_encoder_args(ap)
     args = ap.parse_args()
-    from bertino_rag import Encoder, Retriever
+    from bertino_rag import Retriever
 
     warnings.simplefilter("ignore")
-    enc = Encoder(minilm(), dim=128, device="cpu", backend=args.backend,
-                  quantize=args.quantize or None)
+    enc = encoder_from(args)
     enc.encode(["Riscaldamento del modello."])
     print(json.dumps({"machine": machine(), "args": vars(args), "after_load": memory()}),
           flush=True)

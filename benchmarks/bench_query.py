@@ -21,8 +21,7 @@ import time
 import warnings
 
 import numpy as np
-
-from _indexing_common import SQUAD, machine, minilm
+from _indexing_common import SQUAD, add_encoder_args, encoder_from, machine
 
 
 def percentiles(xs: list[float]) -> dict:
@@ -36,16 +35,14 @@ def main() -> None:
     ap.add_argument("--dir", required=True)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--backend", default="onnx")
-    ap.add_argument("--quantize", default="int8")
+    add_encoder_args(ap)
     args = ap.parse_args()
-    from bertino_rag import Encoder, MemoryStore, Retriever
+    from bertino_rag import MemoryStore, Retriever
     from bertino_rag.data import load_beir
     from bertino_rag.encoder import matryoshka_slice
 
     warnings.simplefilter("ignore")
-    enc = Encoder(minilm(), dim=128, device="cpu", backend=args.backend,
-                  quantize=args.quantize or None)
+    enc = encoder_from(args)
     queries = list(load_beir(SQUAD).queries.values())[: args.queries]
     source = MemoryStore(path=args.dir)
     src = Retriever(dim=128, encoder=enc, store=source, collection="synthetic")
