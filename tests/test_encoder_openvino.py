@@ -241,3 +241,13 @@ def test_int8_on_a_distilbert(tiny_distilbert, backend_cache, monkeypatch):
     ref, got = fp.encode(texts), int8.encode(texts)
     assert got.index.shape == (2, 16) and got.full.shape == (2, 32)
     assert np.sum(ref.full * got.full, axis=1).min() > 0.9
+
+
+@needs_openvino
+def test_bad_calibration_fails_before_any_export(minilm_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="calibration is empty"):
+        _backends.load_sentence_transformer(
+            minilm_path, backend="openvino", quantize="int8", calibration=[]
+        )
+    assert not (tmp_path / "cache").exists()

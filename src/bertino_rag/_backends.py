@@ -446,14 +446,15 @@ def load_sentence_transformer(
         if preset is not None:
             ov_config["INFERENCE_PRECISION_HINT"] = "f32"
         kwargs["ov_config"] = {**ov_config, **(kwargs.get("ov_config") or {})}
+        # bad calibration texts fail before anything is exported
+        texts = None if preset is None else check_calibration(
+            default_calibration_texts() if calibration is None else calibration
+        )
         base = folder / "openvino" / "openvino_model.xml"
         if not base.exists():
             _export(name, backend, folder, in_place, device)
         target = base
-        if preset is not None:
-            texts = check_calibration(
-                default_calibration_texts() if calibration is None else calibration
-            )
+        if texts is not None:
             max_length = _max_seq_length(folder)
             target = base.with_name(
                 f"openvino_model_qint8_{calibration_digest(texts, max_length)}.xml"
