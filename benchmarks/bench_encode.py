@@ -21,7 +21,6 @@ import argparse
 import json
 
 import numpy as np
-
 from _indexing_common import SQUAD, interleave, machine, median, minilm, squad_paragraphs
 
 F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
@@ -99,7 +98,16 @@ def ndcg_at_10(qrels: dict, run: dict) -> float:
     return float(np.mean([s["ndcg_cut_10"] for s in scores.values()]))
 
 
-def quality(n_queries: int | None, names: list[str]) -> None:
+DIMS = (384, 256, 128, 64)
+
+
+def ndcg_per_dim(encode_docs, encode_queries=None,
+                 n_queries: int | None = None) -> tuple[dict, int]:
+    """NDCG@10 on squad-it-dev (all paragraphs, ``n_queries`` questions) per Matryoshka dim,
+    and the number of questions evaluated.
+
+    ``encode_docs(texts)`` / ``encode_queries(texts)`` return raw full vectors.
+    """
     from bertino_rag.data import load_beir
     from bertino_rag.encoder import matryoshka_slice
 
@@ -107,18 +115,27 @@ def quality(n_queries: int | None, names: list[str]) -> None:
     doc_ids = list(data.corpus)
     qids = [q for q in data.qrels if q in data.queries][: n_queries or None]
     qrels = {q: {d: int(v) for d, v in data.qrels[q].items()} for q in qids}
+    d = encode_docs([data.corpus[i]["text"] for i in doc_ids])
+    q = (encode_queries or encode_docs)([data.queries[i] for i in qids])
+    out = {}
+    for dim in DIMS:
+        scores = matryoshka_slice(q, dim) @ matryoshka_slice(d, dim).T
+        top = np.argsort(-scores, axis=1)[:, :10]
+        run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]}
+               for i, qid in enumerate(qids)}
+        out[dim] = round(ndcg_at_10(qrels, run), 4)
+    return out, len(qids)
+
+
+def quality(n_queries: int | None, names: list[str]) -> None:
     for name, enc in encoders(names=names).items():
-        d = enc.encode_full([data.corpus[i]["text"] for i in doc_ids], show_progress_bar=False)
-        q = enc.encode_full([data.queries[i] for i in qids], kind="query",
-                            show_progress_bar=False)
-        for dim in (384, 256, 128, 64):
-            scores = matryoshka_slice(q, dim) @ matryoshka_slice(d, dim).T
-            top = np.argsort(-scores, axis=1)[:, :10]
-            run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]}
-                   for i, qid in enumerate(qids)}
+        scores, n = ndcg_per_dim(
+            lambda t, enc=enc: enc.encode_full(t, show_progress_bar=False),
+            lambda t, enc=enc: enc.encode_full(t, kind="query", show_progress_bar=False),
+            n_queries)
+        for dim, value in scores.items():
             print(json.dumps({"bench": "quality", "backend": name, "dim": dim,
-                              "queries": len(qids), "ndcg@10": round(ndcg_at_10(qrels, run), 4)}),
-                  flush=True)
+                              "queries": n, "ndcg@10": value}), flush=True)
 
 
 def main() -> None:
@@ -131,7 +148,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--backends", default=None,
                     help=f"comma-separated, of {', '.join(BACKENDS)} (quality default: "
-                    "torch,onnx-int8,openvino,openvino-int8; throughput default: all but openvino-int8-bf16)")
+                    "torch,onnx-int8,openvino,openvino-int8; throughput default: all but "
+                    "openvino-int8-bf16)")
     args = ap.parse_args()
     print(json.dumps({"machine": machine()}), flush=True)
     if args.what == "throughput":
