@@ -167,7 +167,7 @@ def _document_delete(retriever: Retriever) -> Callable[[list[str]], Any] | None:
     """The retriever's delete-by-document-id, when this version has one."""
     method = getattr(retriever, "delete_documents", None)
     if callable(method):
-        return method  # type: ignore[no-any-return]
+        return method
     if "document_ids" in inspect.signature(retriever.delete).parameters:
         return lambda ids: retriever.delete(document_ids=ids)  # type: ignore[call-arg]
     return None
