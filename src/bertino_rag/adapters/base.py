@@ -346,21 +346,30 @@ class VectorStore(ABC):
         """Whether the open collection keeps a lexical index."""
         return self.stamp.lexical is not None
 
-    def _query_terms(self, queries: Sequence[str], mode: str) -> list[list[str]]:
-        """Analyze queries with the collection's analyzer; distinct terms, first-seen order."""
-        stamp = self.stamp
-        if stamp.lexical is None:
+    def require_lexical(self, mode: str) -> str:
+        """The collection's lexical spec; raises when it was built without a lexical index.
+
+        Raises:
+            LexicalUnavailableError: naming how to build one.
+        """
+        lexical = self.stamp.lexical
+        if lexical is None:
             raise LexicalUnavailableError(
                 f"mode={mode!r} needs a lexical index, and collection {self.collection!r} was "
                 "built without one: build it with Retriever(..., hybrid=True, recreate=True) "
                 "(or a Stamp with lexical=...) and index the documents again"
             )
+        return lexical
+
+    def _query_terms(self, queries: Sequence[str], mode: str) -> list[list[str]]:
+        """Analyze queries with the collection's analyzer; distinct terms, first-seen order."""
+        lexical = self.require_lexical(mode)
         if isinstance(queries, str):
             raise ValueError("pass a list of query texts (use the single-query method for one)")
         for i, q in enumerate(queries):
             if not isinstance(q, str):
                 raise ValueError(f"query at position {i} is {type(q).__name__}, expected str")
-        analyzer = lexical_config(stamp.lexical)[0]
+        analyzer = lexical_config(lexical)[0]
         return [list(dict.fromkeys(analyzer.terms(q))) for q in queries]
 
     def lexical_search(self, query: str, k: int = 10, filter: Any = None) -> list[Hit]:

@@ -233,10 +233,10 @@ class MemoryStore(VectorStore):
             s.alive[:] = False
             s.ids[:] = None
         for doc_id, seg, row in self.db.execute("SELECT id, seg, row FROM docs"):
-            s = self._segments.get(seg)
-            if s is not None:
-                s.alive[row] = True
-                s.ids[row] = doc_id
+            target = self._segments.get(seg)
+            if target is not None:
+                target.alive[row] = True
+                target.ids[row] = doc_id
         self._refresh_vocab()
         self._generation = gen
 
@@ -647,9 +647,11 @@ class MemoryStore(VectorStore):
             allowed = self._candidate_rows(conditions)
             segs = [s for _, s in sorted(self._segments.items()) if s.lex is not None]
             if self._lex_stats is None or self._lex_stats[0] != self._generation:
-                n_docs = sum(int(s.alive.sum()) for s in segs)
-                total = sum(int(np.asarray(s.lex.length)[s.alive].sum())  # type: ignore[union-attr]
-                            for s in segs)
+                n_docs = total = 0
+                for part in segs:
+                    assert part.lex is not None
+                    n_docs += int(part.alive.sum())
+                    total += int(np.asarray(part.lex.length)[part.alive].sum())
                 self._lex_stats = (self._generation or 0, n_docs, total / max(n_docs, 1))
             _, n_docs, avg_len = self._lex_stats
             results: list[list[tuple[str, float]]] = []
