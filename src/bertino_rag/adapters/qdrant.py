@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import os
 import random
@@ -45,7 +46,6 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -428,8 +428,9 @@ class QdrantStore(VectorStore):
                         "are used on a server only", sorted(self.index_fields))
             return
         for field, schema in self.index_fields.items():
-            self._call(lambda f=field, s=schema: self.client.create_payload_index(
-                collection, f"metadata.{f}", field_schema=s, wait=True), "payload index")
+            self._call(functools.partial(
+                self.client.create_payload_index, collection, f"metadata.{field}",
+                field_schema=models.PayloadSchemaType(schema), wait=True), "payload index")
 
     def _delete_collection(self, collection: str) -> None:
         self._call(lambda: self.client.delete_collection(collection), "drop")
@@ -558,8 +559,9 @@ class QdrantStore(VectorStore):
         found: dict[str, Any] = {}
         for part in self._batches(len(ids)):
             pids = [point_id(i) for i in ids[part]]
-            records = self._call(lambda p=pids: self.client.retrieve(
-                self.collection, p, with_payload=["doc_id"] if with_full else True,
+            records = self._call(functools.partial(
+                self.client.retrieve, self.collection, pids,
+                with_payload=["doc_id"] if with_full else True,
                 with_vectors=[FULL] if with_full else False), "retrieve")
             for r in records:
                 found[(r.payload or {}).get("doc_id", str(r.id))] = r
@@ -630,8 +632,8 @@ class QdrantStore(VectorStore):
         for start in range(0, len(vectors), step):
             part = slice(start, start + step)
             requests = self._first_stage(vectors[part], rerank_k, flt, with_payload=False)
-            responses: list[models.QueryResponse] = self._call(
-                partial(self.client.query_batch_points, self.collection, requests), "query")
+            responses: list[models.QueryResponse] = self._call(functools.partial(
+                self.client.query_batch_points, self.collection, requests), "query")
             pids = list(dict.fromkeys(str(p.id) for r in responses for p in r.points))
             if not pids:
                 out.extend([] for _ in responses)
@@ -663,7 +665,7 @@ class QdrantStore(VectorStore):
         full = np.zeros((len(pids), self.stamp.full_dim), dtype=np.float32)
         at = {pid: i for i, pid in enumerate(pids)}
         for part in self._batches(len(pids)):
-            records: list[models.Record] = self._call(partial(
+            records: list[models.Record] = self._call(functools.partial(
                 self.client.retrieve, self.collection, pids[part], with_payload=["doc_id"],
                 with_vectors=[FULL]), "retrieve")
             for r in records:
