@@ -136,6 +136,31 @@ class StoreConformance:
             same_ranking([h.id for h in hits], [h.score for h in hits], want_ids, want_scores,
                          tol=self.full_tol)
 
+    @pytest.mark.parametrize("flt", [None, {"para": {"$lt": 12}}])
+    def test_two_stage_batch_equals_rescoring_each_query(self, filled, data, flt):
+        """A two-stage batch returns exactly what rescoring each query on its own gives: the
+        first stage's hits (ids, texts, metadata), their full vectors, one float32 product
+        per query in first-stage order and ties by id; also across candidate blocks and for
+        queries the filter leaves fewer candidates than rerank_k."""
+        _, _, queries = data
+        rerank_k, k = 25, 6
+        first = filled.search_batch(queries.index, rerank_k, flt)
+        wanted = list(dict.fromkeys(h.id for hits in first for h in hits))
+        full = dict(zip(wanted, filled.fetch_full(wanted), strict=True))
+        want = []
+        for hits, fq in zip(first, queries.full, strict=True):
+            scores = np.stack([full[h.id] for h in hits]).astype(np.float32) @ fq
+            order = sorted(range(len(hits)), key=lambda i: (-float(scores[i]), hits[i].id))
+            want.append([(hits[i].id, float(scores[i]), hits[i].text, hits[i].metadata)
+                         for i in order[:k]])
+        filled.candidate_block = 3 * rerank_k  # 3 queries per block
+        got = filled.search_batch(queries.index, k, flt, full_vectors=queries.full,
+                                  rerank_k=rerank_k)
+        assert [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in got] == want
+        one = filled.search(queries.index[4], k, flt, full_vector=queries.full[4],
+                            rerank_k=rerank_k)
+        assert [(h.id, h.score, h.text, h.metadata) for h in one] == want[4]
+
     def test_fetch_full(self, filled, data):
         docs, vec, _ = data
         got = filled.fetch_full([docs[2].id, docs[0].id])

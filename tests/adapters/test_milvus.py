@@ -244,3 +244,32 @@ def test_missing_pymilvus_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # makes "import pymilvus" fail
     with pytest.raises(ImportError, match=r"pip install 'bertino-rag\[milvus\]'"):
         MilvusStore(uri="x.db")
+
+
+_IDLE_CLIENT = """
+import sys, time
+import numpy as np
+from bertino_rag.adapters.milvus import MilvusStore
+from bertino_rag.types import Document, Stamp
+
+store = MilvusStore(uri=sys.argv[1])
+store.open("idle", Stamp(model="m", full_dim=8, index_dim=4))
+store.upsert([Document(text="uno", id="a")], np.eye(4, dtype=np.float32)[:1],
+             np.eye(8, dtype=np.float32)[:1])
+time.sleep(45)  # idle: pymilvus' default keepalive pings every 10 s
+assert [h.id for h in store.search(np.eye(4, dtype=np.float32)[0], k=1)] == ["a"]
+store.close()
+"""
+
+
+@pytest.mark.slow
+def test_lite_connection_is_not_dropped_for_pinging(tmp_path):
+    """An idle Milvus Lite client is not sent GOAWAY "too_many_pings" (it is with pymilvus'
+    default 10 s keepalive, after about 40 s idle)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IDLE_CLIENT, str(tmp_path / "idle.db")],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "too_many_pings" not in out.stderr and "GOAWAY" not in out.stderr, out.stderr[-2000:]

@@ -49,8 +49,11 @@ __all__ = [
     "UpsertBatch",
     "VectorStore",
     "check_found",
+    "id_ranks",
     "ranking_key",
     "rescore",
+    "rescore_hits",
+    "rescore_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,25 +118,120 @@ def check_found(ids: Sequence[str], found: Container[str], collection: str) -> N
     missing = [i for i in ids if i not in found]
     if missing:
         raise KeyError(f"ids not in collection {collection!r}: {missing[:10]}")
+#: floats of full vectors gathered per rescoring block (64 MiB): bounds the memory of a batch
+_RESCORE_BLOCK = 1 << 24
+
+
+def id_ranks(ids: Sequence[str]) -> np.ndarray:
+    """Position of each id in ascending id order: the tie-break of rescoring as an int key."""
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    ranks = np.empty(len(ids), dtype=np.int64)
+    ranks[order] = np.arange(len(ids), dtype=np.int64)
+    return ranks
+
+
+def rescore_rows(
+    candidates: np.ndarray, full: np.ndarray, full_queries: np.ndarray, k: int,
+    ranks: np.ndarray, first_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore the candidates of many queries with full vectors, vectorized in bounded blocks.
+
+    Args:
+        candidates: ``(m, c)`` rows of ``full`` per query, in first-stage order (best first);
+            ``-1`` marks no candidate (a query with fewer than ``c``).
+        full: ``(u, d)`` full vectors of the distinct candidates (float16 or float32).
+        full_queries: ``(m, d)`` full query vectors.
+        k: results kept per query.
+        ranks: ``(u,)`` tie-break key of each row of ``full`` (:func:`id_ranks` of their ids).
+        first_scores: ``(m, c)`` first-stage scores, when ``candidates`` are not yet in
+            first-stage order (by score, ties by id); they are sorted so first.
+
+    Returns:
+        ``(rows, scores)``, each ``(m, min(k, c))``, best first: by score, ties by id. Past a
+        query's candidates, rows are ``-1`` and scores ``-inf``.
+
+    Scores are float32 ``full[rows] @ query`` products computed exactly as rescoring one
+    query at a time does (BLAS matrix-vector products of each query's candidates, in
+    first-stage order): queries are grouped by their number of candidates and stacked, so
+    the vectorized scores are bit for bit the per-query ones.
+    """
+    m, c = candidates.shape
+    keep = min(k, c)
+    rows = np.full((m, keep), -1, dtype=np.int64)
+    scores = np.full((m, keep), -np.inf, dtype=np.float32)
+    if m == 0 or keep == 0 or len(full) == 0:
+        return rows, scores
+    valid = candidates >= 0
+    last = np.iinfo(np.int64).max
+    if first_scores is not None:
+        keys = np.where(valid, ranks[np.where(valid, candidates, 0)], last)
+        first = np.where(valid, -np.asarray(first_scores, dtype=np.float64), np.inf)
+        order = np.lexsort((keys, first), axis=-1)
+    else:  # keep the given order, the missing candidates last
+        order = np.argsort(~valid, axis=-1, kind="stable")
+    candidates = np.take_along_axis(candidates, order, axis=1)
+    counts = valid.sum(axis=1)
+    full32 = full.astype(np.float32, copy=False)
+    queries32 = np.ascontiguousarray(full_queries, dtype=np.float32)
+    for n in np.unique(counts).tolist():
+        if n == 0:
+            continue
+        group = np.flatnonzero(counts == n)
+        step = max(1, _RESCORE_BLOCK // (n * full32.shape[1]))
+        for start in range(0, len(group), step):
+            sel = group[start : start + step]
+            block = candidates[sel, :n]
+            got = np.matmul(full32[block], queries32[sel, :, None])[..., 0]
+            best = np.lexsort((ranks[block], -got), axis=-1)[:, :keep]
+            rows[sel, : best.shape[1]] = np.take_along_axis(block, best, axis=1)
+            scores[sel, : best.shape[1]] = np.take_along_axis(got, best, axis=1)
+    return rows, scores
+
+
+def rescore_hits(
+    candidates: Sequence[Sequence[Hit]], ids: Sequence[str], full: np.ndarray,
+    full_queries: np.ndarray, k: int,
+) -> list[list[Hit]]:
+    """Rescore each query's candidate hits with full vectors; the top ``k`` hits per query.
+
+    ``full`` row i is the full vector of ``ids[i]``; every candidate's id is among ``ids``
+    (the distinct candidates of the batch, each fetched once).
+    """
+    width = max((len(hits) for hits in candidates), default=0)
+    if width == 0:
+        return [[] for _ in candidates]
+    row = {doc_id: i for i, doc_id in enumerate(ids)}
+    matrix = np.full((len(candidates), width), -1, dtype=np.int64)
+    for qi, hits in enumerate(candidates):
+        matrix[qi, : len(hits)] = [row[h.id] for h in hits]
+    top, scores = rescore_rows(matrix, full, full_queries, k, id_ranks(ids))
+    out = []
+    for hits, picked, got in zip(candidates, top.tolist(), scores.tolist(), strict=True):
+        by_row = {row[h.id]: h for h in hits}
+        out.append([
+            Hit(id=by_row[r].id, text=by_row[r].text, score=s, metadata=by_row[r].metadata)
+            for r, s in zip(picked, got, strict=True) if r >= 0
+        ])
+    return out
 
 
 def rescore(
     candidates: Sequence[Hit], full: np.ndarray, full_query: np.ndarray, k: int
 ) -> list[Hit]:
-    """Rescore candidates with full-dim vectors in one vectorized step; return the top ``k``.
+    """Rescore one query's candidates with full-dim vectors; return the top ``k``.
 
     ``full`` holds the candidates' full vectors, row i for ``candidates[i]``. Ties are broken
     by id so that every store returns the same order for the same vectors.
     """
     if not candidates:
         return []
-    scores = full.astype(np.float32, copy=False) @ full_query.astype(np.float32, copy=False)
     ids = [h.id for h in candidates]
-    order = sorted(range(len(candidates)), key=lambda i: ranking_key(float(scores[i]), ids[i]))[:k]
+    top, scores = rescore_rows(np.arange(len(ids), dtype=np.int64)[None, :], full,
+                               np.asarray(full_query)[None, :], k, id_ranks(ids))
     return [
-        Hit(id=candidates[i].id, text=candidates[i].text, score=float(scores[i]),
+        Hit(id=candidates[i].id, text=candidates[i].text, score=s,
             metadata=candidates[i].metadata)
-        for i in order
+        for i, s in zip(top[0].tolist(), scores[0].tolist(), strict=True) if i >= 0
     ]
 
 
@@ -151,6 +249,9 @@ class VectorStore(ABC):
 
     #: short backend name, used in messages and reports
     backend: str = "abstract"
+    #: candidates a two-stage batch holds at once (queries x rerank_k): bounds its memory, so
+    #: that a batch of any number of queries runs in flat memory
+    candidate_block: int = 1 << 16
     #: whether the store can keep a lexical index beside the vectors (``Stamp.lexical``)
     supports_lexical: ClassVar[bool] = False
 
@@ -675,6 +776,9 @@ class VectorStore(ABC):
     @abstractmethod
     def _drop(self) -> None: ...
 
+    def _queries_per_block(self, rerank_k: int) -> int:
+        """Queries of a two-stage batch searched and rescored together."""
+        return max(1, self.candidate_block // rerank_k)
     def _upsert_lexical(
         self,
         documents: list[Document],
@@ -701,17 +805,23 @@ class VectorStore(ABC):
         rerank_k: int,
         conditions: list[Condition] | Any,
     ) -> list[list[Hit]]:
-        """Generic two-stage search: candidates on index vectors, rescored with full vectors."""
-        candidates = self._search(vectors, rerank_k, conditions)
-        wanted = list(dict.fromkeys(h.id for hits in candidates for h in hits))
-        if not wanted:
-            return [[] for _ in candidates]
-        full = self._fetch_full(wanted)
-        row = {doc_id: i for i, doc_id in enumerate(wanted)}
-        return [
-            rescore(hits, full[[row[h.id] for h in hits]], fq, k)
-            for hits, fq in zip(candidates, full_vectors, strict=True)
-        ]
+        """Generic two-stage search: candidates on index vectors, rescored with full vectors.
+
+        Queries go in blocks of at most ``candidate_block`` candidates: per block, one batched
+        search, one fetch of the distinct candidates' full vectors, one vectorized rescoring.
+        """
+        out: list[list[Hit]] = []
+        step = self._queries_per_block(rerank_k)
+        for start in range(0, len(vectors), step):
+            part = slice(start, start + step)
+            candidates = self._search(vectors[part], rerank_k, conditions)
+            wanted = list(dict.fromkeys(h.id for hits in candidates for h in hits))
+            if not wanted:
+                out.extend([] for _ in candidates)
+                continue
+            out.extend(rescore_hits(candidates, wanted, self._fetch_full(wanted),
+                                    full_vectors[part], k))
+        return out
 
     def __repr__(self) -> str:
         where = f"collection={self._collection!r}" if self._collection else "not open"

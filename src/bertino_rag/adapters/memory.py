@@ -36,7 +36,15 @@ import numpy as np
 
 from ..types import Document, Hit, Stamp
 from . import _postings
-from .base import StoreError, VectorStore, check_found, lexical_config, ranking_key
+from .base import (
+    StoreError,
+    VectorStore,
+    check_found,
+    id_ranks,
+    lexical_config,
+    ranking_key,
+    rescore_rows,
+)
 from .filters import _FIELD, Condition
 
 __all__ = ["MemoryStore"]
@@ -575,58 +583,57 @@ class MemoryStore(VectorStore):
             per_seg[seg].append(row)
         return {seg: np.asarray(rows, dtype=np.int64) for seg, rows in per_seg.items()}
 
-    def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
-        with self._mutex:
-            self._refresh()
-            allowed = self._candidate_rows(conditions)
-            m = vectors.shape[0]
-            best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
-            best_keys = np.zeros((m, 0, 2), dtype=np.int64)  # (segment, row)
-            for seg, s in sorted(self._segments.items()):
-                if allowed is None:
-                    rows = None
-                    n = int(s.index.shape[0])
+    def _top_keys(
+        self, vectors: np.ndarray, k: int, allowed: dict[int, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` scores per query and their (segment, row), in no order.
+
+        Returns ``(scores (m, <=k), keys (m, <=k, 2))``; a score is ``-inf`` where a query has
+        fewer than ``k`` live rows. The caller holds the mutex and has refreshed.
+        """
+        m = vectors.shape[0]
+        best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
+        best_keys = np.zeros((m, 0, 2), dtype=np.int64)  # (segment, row)
+        for seg, s in sorted(self._segments.items()):
+            if allowed is None:
+                rows = None
+                n = int(s.index.shape[0])
+            else:
+                rows = allowed.get(seg)
+                if rows is None or len(rows) == 0:
+                    continue
+                n = len(rows)
+            block = max(1, _SCORE_BLOCK // max(m, 1))
+            for start in range(0, n, block):
+                stop = min(n, start + block)
+                if rows is None:
+                    mat = np.asarray(s.index[start:stop], dtype=np.float32)
+                    local = np.arange(start, stop)
+                    alive = s.alive[start:stop]
                 else:
-                    rows = allowed.get(seg)
-                    if rows is None or len(rows) == 0:
-                        continue
-                    n = len(rows)
-                block = max(1, _SCORE_BLOCK // max(m, 1))
-                for start in range(0, n, block):
-                    stop = min(n, start + block)
-                    if rows is None:
-                        mat = np.asarray(s.index[start:stop], dtype=np.float32)
-                        local = np.arange(start, stop)
-                        alive = s.alive[start:stop]
-                    else:
-                        local = rows[start:stop]
-                        mat = np.asarray(s.index[local], dtype=np.float32)
-                        alive = s.alive[local]
-                    scores = vectors @ mat.T
-                    scores[:, ~alive] = -np.inf
-                    take = min(k, scores.shape[1])
-                    top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-                    top_scores = np.take_along_axis(scores, top, axis=1)
-                    keys = np.stack(
-                        [np.full_like(top, seg), local[top]], axis=-1
-                    )
-                    best_scores = np.concatenate([best_scores, top_scores], axis=1)
-                    best_keys = np.concatenate([best_keys, keys], axis=1)
-                    if best_scores.shape[1] > k:
-                        sel = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
-                        best_scores = np.take_along_axis(best_scores, sel, axis=1)
-                        best_keys = np.take_along_axis(best_keys, sel[..., None], axis=1)
-            results: list[list[tuple[str, float]]] = []
-            for qi in range(m):
-                pairs = [
-                    (self._segments[int(seg)].ids[int(row)], float(score))
-                    for score, (seg, row) in zip(best_scores[qi], best_keys[qi], strict=True)
-                    if np.isfinite(score)
-                ]
-                pairs.sort(key=lambda p: ranking_key(p[1], p[0]))
-                results.append(pairs[:k])
-            wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
-            found = self._rows_of(wanted)
+                    local = rows[start:stop]
+                    mat = np.asarray(s.index[local], dtype=np.float32)
+                    alive = s.alive[local]
+                scores = vectors @ mat.T
+                scores[:, ~alive] = -np.inf
+                take = min(k, scores.shape[1])
+                top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+                top_scores = np.take_along_axis(scores, top, axis=1)
+                keys = np.stack(
+                    [np.full_like(top, seg), local[top]], axis=-1
+                )
+                best_scores = np.concatenate([best_scores, top_scores], axis=1)
+                best_keys = np.concatenate([best_keys, keys], axis=1)
+                if best_scores.shape[1] > k:
+                    sel = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
+                    best_scores = np.take_along_axis(best_scores, sel, axis=1)
+                    best_keys = np.take_along_axis(best_keys, sel[..., None], axis=1)
+        return best_scores, best_keys
+
+    def _hits_of(self, results: list[list[tuple[str, float]]]) -> list[list[Hit]]:
+        """Hits with text and metadata for (id, score) pairs; holds the mutex."""
+        wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
+        found = self._rows_of(wanted)
         return [
             [
                 Hit(id=doc_id, text=found[doc_id][2], score=score,
@@ -636,6 +643,61 @@ class MemoryStore(VectorStore):
             ]
             for pairs in results
         ]
+
+    def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
+        with self._mutex:
+            self._refresh()
+            best_scores, best_keys = self._top_keys(vectors, k, self._candidate_rows(conditions))
+            results: list[list[tuple[str, float]]] = []
+            for qi in range(vectors.shape[0]):
+                pairs = [
+                    (self._segments[int(seg)].ids[int(row)], float(score))
+                    for score, (seg, row) in zip(best_scores[qi], best_keys[qi], strict=True)
+                    if np.isfinite(score)
+                ]
+                pairs.sort(key=lambda p: ranking_key(p[1], p[0]))
+                results.append(pairs[:k])
+            return self._hits_of(results)
+
+    def _search_two_stage(
+        self, vectors: np.ndarray, full_vectors: np.ndarray, k: int, rerank_k: int,
+        conditions: Any,
+    ) -> list[list[Hit]]:
+        """Two-stage search on the arrays themselves: the candidates' full vectors are gathered
+        from the segments by (segment, row), and only the final hits are read from SQLite.
+
+        Same results as the generic path (same candidates, same :func:`rescore_rows`), without
+        building a hit per candidate. Queries go in blocks of ``candidate_block`` candidates.
+        """
+        results: list[list[tuple[str, float]]] = []
+        with self._mutex:
+            self._refresh()
+            allowed = self._candidate_rows(conditions)
+            step = self._queries_per_block(rerank_k)
+            for start in range(0, vectors.shape[0], step):
+                part = slice(start, start + step)
+                scores, keys = self._top_keys(vectors[part], rerank_k, allowed)
+                valid = np.isfinite(scores)
+                distinct, inverse = np.unique(
+                    (keys[..., 0] << 32 | keys[..., 1])[valid], return_inverse=True
+                )
+                candidates = np.full(scores.shape, -1, dtype=np.int64)
+                candidates[valid] = inverse.ravel()
+                segs, rows = distinct >> 32, distinct & 0xFFFFFFFF
+                full = np.empty((len(distinct), self.stamp.full_dim), dtype=np.float32)
+                ids = np.empty(len(distinct), dtype=object)
+                for seg in np.unique(segs).tolist():
+                    here = segs == seg
+                    s = self._segments[seg]
+                    full[here] = s.full[rows[here]]  # type: ignore[index]
+                    ids[here] = s.ids[rows[here]]
+                names = ids.tolist()
+                top, top_scores = rescore_rows(candidates, full, full_vectors[part], k,
+                                               id_ranks(names), first_scores=scores)
+                for picked, got in zip(top.tolist(), top_scores.tolist(), strict=True):
+                    results.append([(names[r], sc) for r, sc in zip(picked, got, strict=True)
+                                    if r >= 0])
+            return self._hits_of(results)
 
     def _lexical_search(
         self, terms: list[list[str]], k: int, conditions: Any

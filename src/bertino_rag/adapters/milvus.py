@@ -24,13 +24,14 @@ filter templating, or closed-alphabet literals on Milvus Lite, which has no temp
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
 import re
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,8 +46,9 @@ from .base import (
     UpsertBatch,
     VectorStore,
     check_found,
+    id_ranks,
     ranking_key,
-    rescore,
+    rescore_rows,
 )
 from .filters import Condition
 from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
@@ -62,6 +64,11 @@ MAX_LIMIT = 16_384  # Milvus returns at most this many hits per query
 _LOOKUP_CHUNK = 1_000  # ids per get/delete expression
 _RESPONSE_BUDGET = 32 << 20  # bytes of hits per search call (gRPC messages are capped)
 _DESCRIPTION = "bertino-rag collection; stamp: "
+#: gRPC keepalive for Milvus Lite. pymilvus pings every 10 s, even with no call in flight;
+#: Milvus Lite's gRPC server keeps grpc-core's defaults (a ping at most every 5 minutes while no
+#: data flows, none without a call), so it answers such pings with GOAWAY "too_many_pings".
+#: The engine runs in this process: a dead connection is not something to detect.
+LITE_KEEPALIVE = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 
 #: index types a request may name, and where each falls back to when the engine cannot build it
 FALLBACKS: dict[str, tuple[str, ...]] = {
@@ -136,6 +143,52 @@ def _decode_full(value: Any) -> np.ndarray:
     if isinstance(value, list) and value and isinstance(value[0], (bytes, bytearray)):
         return np.frombuffer(value[0], dtype=np.float16).astype(np.float32)
     return np.asarray(value, dtype=np.float32)
+
+
+def _candidate_ids(results: Any) -> list[str]:
+    """The distinct ids among search results, in first-seen order."""
+    return list(dict.fromkeys(h["id"] for result in results for h in result))
+
+
+def _rescored(
+    results: Any, found: dict[str, int], full: np.ndarray, full_queries: np.ndarray, k: int
+) -> list[list[tuple[str, float]]]:
+    """Candidates of search results rescored with their full vectors (rows ``found``)."""
+    names = [""] * len(full)
+    for doc_id, row in found.items():
+        names[row] = doc_id
+    width = max((len(r) for r in results), default=0)
+    candidates = np.full((len(results), width), -1, dtype=np.int64)
+    first = np.zeros((len(results), width))
+    for qi, result in enumerate(results):
+        # a candidate deleted between the two calls has no full vector: it drops out
+        got = [(found[h["id"]], float(h["distance"])) for h in result if h["id"] in found]
+        if got:
+            candidates[qi, : len(got)], first[qi, : len(got)] = zip(*got, strict=True)
+    top, scores = rescore_rows(candidates, full, full_queries, k, id_ranks(names),
+                               first_scores=first)
+    return [[(names[r], sc) for r, sc in zip(rs, ss, strict=True) if r >= 0]
+            for rs, ss in zip(top.tolist(), scores.tolist(), strict=True)]
+
+
+def _texts(
+    results: list[list[tuple[str, float]]], found: dict[str, dict[str, Any]]
+) -> list[list[Hit]]:
+    """Hits from (id, score) pairs and the rows holding their text and metadata."""
+    seen: set[str] = set()
+    out = []
+    for pairs in results:
+        hits = []
+        for doc_id, score in pairs:
+            if doc_id not in found:  # deleted since the candidates were taken
+                continue
+            metadata = found[doc_id].get("metadata") or {}
+            # each hit owns its metadata, as the hits of a plain search do
+            hits.append(Hit(id=doc_id, text=found[doc_id]["text"], score=score,
+                            metadata=copy.deepcopy(metadata) if doc_id in seen else metadata))
+            seen.add(doc_id)
+        out.append(hits)
+    return out
 
 
 class MilvusStore(VectorStore):
@@ -237,10 +290,17 @@ class MilvusStore(VectorStore):
         text = str(err)
         return text.replace(self._token, "***") if self._token else text
 
-    def _connect(self, pymilvus: Any) -> Any:
+    def _client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``MilvusClient`` and ``AsyncMilvusClient`` for ``self.uri``."""
         kwargs: dict[str, Any] = {"uri": self.uri}
-        if self._token and not _is_local(self.uri):
+        if _is_local(self.uri):
+            kwargs["grpc_options"] = dict(LITE_KEEPALIVE)
+        elif self._token:
             kwargs["token"] = self._token
+        return kwargs
+
+    def _connect(self, pymilvus: Any) -> Any:
+        kwargs = self._client_kwargs()
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
         try:
@@ -518,9 +578,39 @@ class MilvusStore(VectorStore):
                 for i in ids if i in found]
 
     def _fetch_full(self, ids: list[str]) -> np.ndarray:
-        found = self._lookup(ids, ["full_vector"])
+        found, full = self._full_rows(self._queried(self._full_chunks(ids)))
         check_found(ids, found, self.collection)
-        return np.stack([_decode_full(found[i]["full_vector"]) for i in ids])
+        return full[[found[i] for i in ids]]
+
+    def _full_chunks(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Query keyword arguments reading the full vectors of ``ids``, in bounded chunks."""
+        distinct = list(dict.fromkeys(ids))
+        return [
+            {"collection_name": self.collection, "output_fields": ["id", "full_vector"],
+             # float vectors come back as one numpy array, not a Python float per value
+             "strict_float32": True, **self._ids_filter(distinct[start : start + _LOOKUP_CHUNK])}
+            for start in range(0, len(distinct), _LOOKUP_CHUNK)
+        ]
+
+    def _queried(self, requests: list[dict[str, Any]]) -> Iterator[Any]:
+        for request in requests:
+            yield self._call("query", self.client.query, **request)
+
+    def _full_rows(self, chunks: Iterable[Any]) -> tuple[dict[str, int], np.ndarray]:
+        """Query results holding full vectors, chunk by chunk, as ``{id: row}`` and one
+        float32 array (each chunk's Python rows are released before the next is read)."""
+        parts: list[np.ndarray] = []
+        found: dict[str, int] = {}
+        offset = 0
+        for rows in chunks:
+            block = np.empty((len(rows), self.stamp.full_dim), dtype=np.float32)
+            for j, row in enumerate(rows):
+                block[j] = _decode_full(row["full_vector"])
+                found[row["id"]] = offset + j
+            parts.append(block)
+            offset += len(rows)
+        full = np.concatenate(parts) if parts else np.zeros((0, self.stamp.full_dim), np.float32)
+        return found, full
 
     def _search_params(self, limit: int) -> dict[str, Any]:
         index = self._index_type
@@ -535,7 +625,7 @@ class MilvusStore(VectorStore):
         return {"metric_type": self._metric, "params": params}
 
     def _request(
-        self, vectors: np.ndarray, limit: int, conditions: Any, full: bool
+        self, vectors: np.ndarray, limit: int, conditions: Any, fields: list[str]
     ) -> dict[str, Any] | None:
         """The keyword arguments of one search call; ``None`` when the filter matches nothing."""
         if limit > MAX_LIMIT:
@@ -543,7 +633,6 @@ class MilvusStore(VectorStore):
         compiled = compile_filter(conditions)
         if compiled is None:
             return None
-        fields = ["text", "metadata"] + (["full_vector"] if full else [])
         return {
             "collection_name": self.collection,
             "data": [np.ascontiguousarray(v, dtype=np.float32) for v in vectors],
@@ -564,43 +653,29 @@ class MilvusStore(VectorStore):
         hits.sort(key=lambda h: ranking_key(h.score, h.id))
         return hits
 
-    def _finish(
-        self, results: Any, k: int, full_queries: np.ndarray | None
-    ) -> list[list[Hit]]:
-        if full_queries is None:
-            return [self._hits(r)[:k] for r in results]
-        out = []
-        for result, fq in zip(results, full_queries, strict=True):
-            hits = self._hits(result)
-            by_id = {h["id"]: h["entity"]["full_vector"] for h in result}
-            full = (np.stack([_decode_full(by_id[h.id]) for h in hits]) if hits
-                    else np.zeros((0, len(fq)), dtype=np.float32))
-            out.append(rescore(hits, full, fq, k))
-        return out
-
-    def _query_chunks(self, n: int, limit: int, full: bool) -> Iterator[slice]:
+    def _query_chunks(self, n: int, limit: int, fields: list[str]) -> Iterator[slice]:
         """Query slices whose hits fit in one response (Milvus caps gRPC messages)."""
-        per_hit = 2048 + (4 * self.stamp.full_dim if full else 0)
+        per_hit = 2048 if "text" in fields else 640
         step = max(1, _RESPONSE_BUDGET // (limit * per_hit))
         for start in range(0, n, step):
             yield slice(start, start + step)
 
     def _run(
-        self, vectors: np.ndarray, limit: int, conditions: Any, full: bool
+        self, vectors: np.ndarray, limit: int, conditions: Any, fields: list[str]
     ) -> list[Any] | None:
         results: list[Any] = []
-        for part in self._query_chunks(len(vectors), limit, full):
-            request = self._request(vectors[part], limit, conditions, full=full)
+        for part in self._query_chunks(len(vectors), limit, fields):
+            request = self._request(vectors[part], limit, conditions, fields)
             if request is None:
                 return None
             results.extend(self._call("search", self.client.search, **request))
         return results
 
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
-        results = self._run(vectors, k, conditions, full=False)
+        results = self._run(vectors, k, conditions, ["text", "metadata"])
         if results is None:
             return [[] for _ in vectors]
-        return self._finish(results, k, None)
+        return [self._hits(r)[:k] for r in results]
 
     def _search_two_stage(
         self,
@@ -610,11 +685,26 @@ class MilvusStore(VectorStore):
         rerank_k: int,
         conditions: list[Condition] | Any,
     ) -> list[list[Hit]]:
-        """Candidates with their full vectors in one call, rescored in one numpy step each."""
-        results = self._run(vectors, rerank_k, conditions, full=True)
-        if results is None:
-            return [[] for _ in vectors]
-        return self._finish(results, k, full_vectors)
+        """Two-stage search in bounded blocks of queries, each with flat memory: the candidates'
+        ids and scores from one batched search (no vectors or texts in the results), the
+        distinct candidates' full vectors read once per block into numpy, one vectorized
+        rescoring; then texts and metadata of the final hits only."""
+        out: list[list[tuple[str, float]]] = []
+        step = self._queries_per_block(rerank_k)
+        for start in range(0, len(vectors), step):
+            part = slice(start, start + step)
+            results = self._run(vectors[part], rerank_k, conditions, ["id"])
+            if results is None:
+                return [[] for _ in vectors]
+            ids = _candidate_ids(results)
+            found, full = self._full_rows(self._queried(self._full_chunks(ids)))
+            out.extend(_rescored(results, found, full, full_vectors[part], k))
+        return self._with_texts(out, self._lookup)
+
+    def _with_texts(self, results: list[list[tuple[str, float]]], lookup: Any) -> list[list[Hit]]:
+        found = lookup(list(dict.fromkeys(i for pairs in results for i, _ in pairs)),
+                       ["text", "metadata"])
+        return _texts(results, found)
 
     # ------------------------------------------------------------------ async
     def _aclient(self) -> Any:
@@ -623,10 +713,7 @@ class MilvusStore(VectorStore):
         client = self._async.get(loop)
         if client is None:
             pymilvus = require("pymilvus", "milvus")
-            kwargs: dict[str, Any] = {"uri": self.uri}
-            if self._token and not _is_local(self.uri):
-                kwargs["token"] = self._token
-            client = pymilvus.AsyncMilvusClient(**kwargs)
+            client = pymilvus.AsyncMilvusClient(**self._client_kwargs())
             self._async[loop] = client
         return client
 
@@ -644,13 +731,31 @@ class MilvusStore(VectorStore):
         whose connection settings are not known)."""
         if not self._owns_client:
             return await super()._asearch(query)
-        full = query.full is not None
-        limit = query.rerank_k if full and query.rerank_k is not None else query.k
-        request = self._request(query.vectors, limit, query.conditions, full=full)
+        client = self._aclient()
+        if query.full is None:
+            request = self._request(query.vectors, query.k, query.conditions,
+                                    ["text", "metadata"])
+            if request is None:
+                return [[] for _ in query.vectors]
+            results = await self._acall("search", client.search(**request))
+            return [self._hits(r)[: query.k] for r in results]
+        assert query.rerank_k is not None
+        request = self._request(query.vectors, query.rerank_k, query.conditions, ["id"])
         if request is None:
             return [[] for _ in query.vectors]
-        results = await self._acall("search", self._aclient().search(**request))
-        return self._finish(results, query.k, query.full)
+        results = await self._acall("search", client.search(**request))
+        chunks = [await self._acall("query", client.query(**kw))
+                  for kw in self._full_chunks(_candidate_ids(results))]
+        found, full = self._full_rows(chunks)
+        pairs = _rescored(results, found, full, query.full, query.k)
+        wanted = list(dict.fromkeys(i for row in pairs for i, _ in row))
+        rows: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            got = await self._acall("query", client.query(
+                self.collection, output_fields=["id", "text", "metadata"],
+                **self._ids_filter(wanted[start : start + _LOOKUP_CHUNK])))
+            rows.update({row["id"]: row for row in got})
+        return _texts(pairs, rows)
 
     async def _aupsert(self, batch: UpsertBatch) -> None:
         """Async upsert through ``AsyncMilvusClient`` (the thread default with ``client=``,

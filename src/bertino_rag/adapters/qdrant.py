@@ -35,6 +35,7 @@ Where it runs, and how two-stage search runs there:
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import os
@@ -58,7 +59,9 @@ from .base import (
     UpsertBatch,
     VectorStore,
     check_found,
+    id_ranks,
     ranking_key,
+    rescore_rows,
 )
 from .filters import Condition, FilterError
 
@@ -566,7 +569,8 @@ class QdrantStore(VectorStore):
         for part in self._batches(len(ids)):
             pids = [point_id(i) for i in ids[part]]
             records = self._call(functools.partial(
-                self.client.retrieve, self.collection, pids, with_payload=True,
+                self.client.retrieve, self.collection, pids,
+                with_payload=["doc_id"] if with_full else True,
                 with_vectors=[FULL] if with_full else False), "retrieve")
             for r in records:
                 found[(r.payload or {}).get("doc_id", str(r.id))] = r
@@ -591,9 +595,10 @@ class QdrantStore(VectorStore):
             quant = models.QuantizationSearchParams(rescore=True, oversampling=self.oversampling)
         return models.SearchParams(hnsw_ef=self.hnsw_ef, quantization=quant)
 
-    def _first_stage(self, vectors: np.ndarray, k: int, flt: Any) -> list[models.QueryRequest]:
+    def _first_stage(self, vectors: np.ndarray, k: int, flt: Any,
+                     with_payload: bool = True) -> list[models.QueryRequest]:
         return [models.QueryRequest(query=v.tolist(), using=self.index_vector, limit=k,
-                                    filter=flt, params=self._params(), with_payload=True)
+                                    filter=flt, params=self._params(), with_payload=with_payload)
                 for v in vectors]
 
     def _prefetch(self, vectors: np.ndarray, full: np.ndarray, k: int, rerank_k: int,
@@ -617,10 +622,89 @@ class QdrantStore(VectorStore):
             return [[] for _ in vectors]
         return self._query(self._first_stage(vectors, k, flt))
 
+    def _search_rescore(self, vectors: np.ndarray, full_vectors: np.ndarray, k: int,
+                        rerank_k: int, conditions: Any) -> list[list[Hit]]:
+        """Two-stage search as search, fetch, rescore in numpy (the local-mode path).
+
+        Per block of queries: one batched search for candidate point ids without payload
+        (local mode builds and deep-copies a payload per returned point), one fetch of the
+        distinct candidates' full vectors and doc ids, one vectorized rescoring; then the
+        payloads of the final hits only. Same results as rescoring hits with payloads.
+        """
+        flt = self._compile(conditions)
+        if flt is False:
+            return [[] for _ in vectors]
+        out: list[list[Hit]] = []
+        step = self._queries_per_block(rerank_k)
+        for start in range(0, len(vectors), step):
+            part = slice(start, start + step)
+            requests = self._first_stage(vectors[part], rerank_k, flt, with_payload=False)
+            responses: list[models.QueryResponse] = self._call(functools.partial(
+                self.client.query_batch_points, self.collection, requests), "query")
+            pids = list(dict.fromkeys(str(p.id) for r in responses for p in r.points))
+            if not pids:
+                out.extend([] for _ in responses)
+                continue
+            doc_ids, full = self._full_by_point(pids)
+            row = {pid: i for i, pid in enumerate(pids)}
+            width = max(len(r.points) for r in responses)
+            candidates = np.full((len(responses), width), -1, dtype=np.int64)
+            first = np.zeros((len(responses), width))
+            for qi, r in enumerate(responses):
+                # a point deleted between the two calls has no full vector: it drops out
+                got = [(row[str(p.id)], p.score) for p in r.points
+                       if doc_ids[row[str(p.id)]] is not None]
+                if got:
+                    candidates[qi, : len(got)], first[qi, : len(got)] = zip(*got, strict=True)
+            names = [d if d is not None else "" for d in doc_ids]
+            top, scores = rescore_rows(candidates, full, full_vectors[part], k, id_ranks(names),
+                                       first_scores=first)
+            out.extend(
+                [Hit(id=names[r], text="", score=sc) for r, sc in zip(rs, ss, strict=True)
+                 if r >= 0]
+                for rs, ss in zip(top.tolist(), scores.tolist(), strict=True)
+            )
+        return self._with_payloads(out)
+
+    def _full_by_point(self, pids: list[str]) -> tuple[list[str | None], np.ndarray]:
+        """Doc ids and full vectors of points (``None`` and zeros for points not found)."""
+        doc_ids: list[str | None] = [None] * len(pids)
+        full = np.zeros((len(pids), self.stamp.full_dim), dtype=np.float32)
+        at = {pid: i for i, pid in enumerate(pids)}
+        for part in self._batches(len(pids)):
+            records: list[models.Record] = self._call(functools.partial(
+                self.client.retrieve, self.collection, pids[part], with_payload=["doc_id"],
+                with_vectors=[FULL]), "retrieve")
+            for r in records:
+                i = at[str(r.id)]
+                doc_ids[i] = (r.payload or {}).get("doc_id", str(r.id))
+                full[i] = r.vector[FULL]  # type: ignore[index,call-overload,assignment]
+        return doc_ids, full
+
+    def _with_payloads(self, results: list[list[Hit]]) -> list[list[Hit]]:
+        """The final hits with their text and metadata, read once per distinct document."""
+        wanted = list(dict.fromkeys(h.id for hits in results for h in hits))
+        found = self._records(wanted, with_full=False)
+        seen: set[str] = set()
+        out = []
+        for hits in results:
+            row = []
+            for h in hits:
+                if h.id not in found:  # deleted since the candidates were taken
+                    continue
+                payload = found[h.id].payload or {}
+                metadata = payload.get("metadata") or {}
+                # each hit owns its metadata, as the hits of a plain search do
+                row.append(Hit(id=h.id, text=payload.get("text", ""), score=h.score,
+                               metadata=copy.deepcopy(metadata) if h.id in seen else metadata))
+                seen.add(h.id)
+            out.append(row)
+        return out
+
     def _search_two_stage(self, vectors: np.ndarray, full_vectors: np.ndarray, k: int,
                           rerank_k: int, conditions: Any) -> list[list[Hit]]:
         if self.two_stage == "rescore":
-            return super()._search_two_stage(vectors, full_vectors, k, rerank_k, conditions)
+            return self._search_rescore(vectors, full_vectors, k, rerank_k, conditions)
         return self._search_prefetch(vectors, full_vectors, k, rerank_k, conditions)
 
     def _search_prefetch(self, vectors: np.ndarray, full_vectors: np.ndarray, k: int,
