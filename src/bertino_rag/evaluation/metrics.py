@@ -22,13 +22,9 @@ Ranking = Sequence[tuple[str, float]]
 
 
 def _ir_evaluator_class() -> type:
-    try:
-        from sentence_transformers.sentence_transformer.evaluation import (
-            InformationRetrievalEvaluator,
-        )
-    except ImportError:  # sentence-transformers < 5.5 layout
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
-    return InformationRetrievalEvaluator
+    from .._deps import st_module
+
+    return st_module("evaluation").InformationRetrievalEvaluator
 
 
 def ir_metrics(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import StsPair, load_beir
+from ..data import StsPair, load_beir, read_jsonl
 
 __all__ = [
     "Pair",
@@ -120,15 +119,7 @@ def _load_beir_pairs(folder: Path, split: str | None, with_title: bool, group_by
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-        return rows
+        return list(read_jsonl(path))
     if path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as fh:
             return list(csv.DictReader(fh))
@@ -252,7 +243,8 @@ def mine_negatives(data: RetrievalSet, model: Any, *, num_negatives: int = 2, ra
     mined = mine_hard_negatives(
         pairs, model, corpus=list(data.corpus.values()), range_min=range_min,
         range_max=range_max, relative_margin=relative_margin, num_negatives=num_negatives,
-        sampling_strategy=sampling_strategy, output_format="n-tuple", batch_size=batch_size,
+        sampling_strategy=sampling_strategy,  # type: ignore[arg-type]  # validated by TrainConfig
+        output_format="n-tuple", batch_size=batch_size,
         verbose=verbose,
     )
     if len(mined) == 0:
@@ -300,7 +292,7 @@ def sts_dataset(pairs: Sequence[StsPair], size: int | None = None, *, max_score:
         full, rest = divmod(size, n)
         idx = np.concatenate([np.tile(np.arange(n), full), rng.choice(n, size=rest, replace=False)])
     return Dataset.from_dict({
-        "sentence1": [pairs[i].sentence1 for i in idx],
-        "sentence2": [pairs[i].sentence2 for i in idx],
+        "sentence1": [pairs[int(i)].sentence1 for i in idx],
+        "sentence2": [pairs[int(i)].sentence2 for i in idx],
         "score": (scores[idx] / max_score).tolist(),
     })
