@@ -103,7 +103,7 @@ def evaluate_dims(model: Any, dev: RetrievalSet | None, sts: Sequence[StsPair] |
 
 
 def _base_evaluator() -> type:
-    return st_module("evaluation").SentenceEvaluator  # type: ignore[no-any-return]
+    return st_module("evaluation").SentenceEvaluator
 
 
 def dev_evaluator(dev: RetrievalSet, dim: int, *, rerank_k: int | None = None,

@@ -212,7 +212,9 @@ def train(config: TrainConfig) -> Path:
     model = SentenceTransformer(cfg.base_model, device=device)
     if cfg.max_seq_length:
         model.max_seq_length = cfg.max_seq_length
-    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    get_dim = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
     full_dim = int(get_dim())
     dims = scale_dims(cfg.matryoshka_dims, full_dim)
     if dims != sorted(cfg.matryoshka_dims, reverse=True):
@@ -308,6 +310,7 @@ def train(config: TrainConfig) -> Path:
     after = evaluate_dims(model, dev, sts_dev, dims, **eval_kw)
     logger.info("after training:\n%s", format_table(after, before))
     test_after = evaluate_dims(model, test, None, dims, **eval_kw) if test is not None else None
+    wall_seconds = round(time.perf_counter() - started, 1)
     metrics = {
         "base_model": cfg.base_model,
         "dims": dims,
@@ -330,7 +333,7 @@ def train(config: TrainConfig) -> Path:
             "examples_per_second": round(sum(c["examples"] for c in tasks.values())
                                          / loop_seconds, 2),
             "peak_gpu_bytes": peak_gpu,
-            "wall_seconds": round(time.perf_counter() - started, 1),
+            "wall_seconds": wall_seconds,
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": state.best_metric,
             "tasks": tasks,
@@ -344,6 +347,5 @@ def train(config: TrainConfig) -> Path:
                                       encoding="utf-8")
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    logger.info("saved %s (matryoshka_dims %s) in %.0fs", out, dims,
-                time.perf_counter() - started)
+    logger.info("saved %s (matryoshka_dims %s) in %.0fs", out, dims, wall_seconds)
     return out
