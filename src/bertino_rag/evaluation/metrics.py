@@ -6,7 +6,6 @@ produces the model card's table) on rankings made here: exact numpy search, or a
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -25,12 +24,9 @@ Ranking = Sequence[tuple[str, float]]
 
 
 def _ir_evaluator_class() -> type:
-    try:
-        module = importlib.import_module("sentence_transformers.sentence_transformer.evaluation")
-    except ImportError:  # sentence-transformers < 5.5 layout
-        module = importlib.import_module("sentence_transformers.evaluation")
-    cls: type = module.InformationRetrievalEvaluator
-    return cls
+    from .._deps import st_module
+
+    return st_module("evaluation").InformationRetrievalEvaluator
 
 
 def ir_metrics(
