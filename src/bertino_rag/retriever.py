@@ -29,6 +29,8 @@ class IndexReport:
     n_written: int
     n_truncated: int
     seconds: float
+    #: documents repeated exactly within the call (same id, text and metadata), written once
+    n_duplicates: int = 0
     #: time spent encoding, in the caller's thread
     encode_seconds: float = 0.0
     #: time spent in store writes, in the writer thread (overlapped with encoding)
@@ -55,6 +57,9 @@ class Retriever:
         rerank_k: candidates fetched on the truncated vectors before rescoring.
         collection: collection name in the store.
         recreate: drop the collection first if it exists.
+        create: ``False`` opens an existing collection only (to search it): nothing is
+            created, and a missing collection raises
+            :class:`~bertino_rag.adapters.CollectionNotFoundError` listing those that exist.
         encoder: an existing :class:`Encoder` to share (its model is used; ``model`` ignored).
         batch_size: texts per forward pass.
         write_batch_size: documents encoded and written per store call while indexing.
@@ -80,6 +85,7 @@ class Retriever:
         collection: str = "bertino",
         *,
         recreate: bool = False,
+        create: bool = True,
         encoder: Encoder | None = None,
         batch_size: int = 32,
         write_batch_size: int = 512,
@@ -111,7 +117,7 @@ class Retriever:
         if self.store.is_open and self.store._collection == collection and not recreate:
             self.stamp.check(self.store.stamp, collection)
         else:
-            self.store.open(collection, self.stamp, recreate=recreate)
+            self.store.open(collection, self.stamp, recreate=recreate, create=create)
         self.collection = collection
         self.last_index_report: IndexReport | None = None
 
@@ -181,6 +187,7 @@ class Retriever:
                 batch_size=step,
                 window=span,
                 on_progress=bar.update if bar is not None else None,
+                validate=lambda docs, at: self.store.check_documents(docs, offset=at),
             )
         finally:
             if bar is not None:
@@ -195,7 +202,8 @@ class Retriever:
             )
         self.last_index_report = IndexReport(
             n_input=stats.n_input, n_written=stats.n_written, n_truncated=stats.n_truncated,
-            seconds=time.perf_counter() - started, encode_seconds=stats.encode_seconds,
+            n_duplicates=stats.n_duplicates, seconds=time.perf_counter() - started,
+            encode_seconds=stats.encode_seconds,
             write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
         )
         return stats.ids

@@ -30,6 +30,12 @@ Where it runs, and how two-stage search runs there:
   suits tests, demos and up to ~20k points; beyond that, or for concurrent writers, HNSW,
   quantization or sub-10 ms latency, run a Qdrant server (``docker run -p 6333:6333
   qdrant/qdrant``) and pass ``url=``.
+
+.. warning::
+   qdrant-client's local mode stores points with Python's ``pickle``: opening a local-mode
+   folder (``QdrantStore(path=DIR)``, ``--store qdrant:DIR``) runs any code planted in it. Open
+   only folders you created or trust. :class:`~bertino_rag.adapters.MemoryStore` uses no
+   pickle (numpy arrays and SQLite), and a Qdrant server does not unpickle its storage either.
 """
 
 from __future__ import annotations
@@ -37,21 +43,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from .._deps import require
 from ..types import Document, Hit, Stamp
-from .base import SearchQuery, StoreError, VectorStore
+from .base import (
+    SearchQuery,
+    StoreConnectionError,
+    StoreError,
+    StoreWriteError,
+    VectorStore,
+    aretry,
+    redact,
+    retry,
+    safe_location,
+)
 from .filters import Condition, FilterError
 
 require("qdrant_client", "qdrant")
@@ -174,12 +189,18 @@ class QdrantStore(VectorStore):
     Raises:
         ValueError: when more than one of ``path``, ``url`` and ``client`` is given.
 
+    .. warning::
+       With ``path=``, qdrant-client's local mode unpickles the folder's points: opening a
+       folder from elsewhere runs any code planted in it. Open only folders you trust.
+
     Example:
         >>> store = QdrantStore(url="http://localhost:6333", quantization="int8")  # doctest: +SKIP
         >>> Retriever(dim=128, store=store)  # doctest: +SKIP
     """
 
     backend = "qdrant"
+    #: first retry delay in seconds (doubles per retry)
+    _retry_base: float = 0.5
 
     def __init__(
         self,
@@ -226,9 +247,9 @@ class QdrantStore(VectorStore):
         self.hnsw_config = hnsw_config
         self.hnsw_ef = hnsw_ef
         self.oversampling = oversampling or (_OVERSAMPLING[quantization] if quantization else None)
-        self.url = url
+        self.url = None if url is None else safe_location(url)  # shown: never credentials
         self.path = None if path is None else str(Path(path).resolve())
-        self._retry_base = 0.5
+        self._secrets: tuple[str, ...] = ()
         self._client: QdrantClient | None = None
         self._lock: threading.RLock = threading.RLock()
         self._async: tuple[asyncio.AbstractEventLoop, AsyncQdrantClient] | None = None
@@ -240,6 +261,11 @@ class QdrantStore(VectorStore):
             self._client = client
         elif url is not None:
             key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY") or None
+            try:
+                password = urlsplit(url).password
+            except ValueError:
+                password = None
+            self._secrets = tuple(x for x in (key, password) if x)
             self._server_options = {"url": url, "api_key": key, "timeout": timeout,
                                     "prefer_grpc": prefer_grpc}
             self._client = QdrantClient(**self._server_options)
@@ -270,35 +296,65 @@ class QdrantStore(VectorStore):
         """Name of the truncated vector, e.g. ``dim128``."""
         return f"dim{self.stamp.index_dim}"
 
-    def _call(self, fn: Callable[[], Any], what: str) -> Any:
-        """Run a client call under the local-mode lock, retrying transient errors."""
-        delay = self._retry_base
-        for attempt in range(self.max_retries + 1):
+    @property
+    def where(self) -> str:
+        """Where the store is, for messages: URL without credentials, folder, or memory."""
+        return self.url or self.path or (":memory:" if self.local else "the given client")
+
+    @property
+    def location(self) -> str:
+        return f"Qdrant at {self.where}"
+
+    def collections(self) -> list[str]:
+        if self._client is None and self.path is not None:
+            if not Path(self.path).exists():
+                return []
+            client, lock = _FOLDERS.acquire(self.path)
             try:
-                with self._lock:
-                    return fn()
-            except Exception as err:
-                if not _is_transient(err) or attempt == self.max_retries:
-                    raise
-                logger.warning("qdrant %s failed (%s); retry %d/%d in %.1fs", what,
-                               type(err).__name__, attempt + 1, self.max_retries, delay)
-                time.sleep(delay * (1 + 0.25 * random.random()))
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+                with lock:
+                    names = [c.name for c in client.get_collections().collections]
+            finally:
+                _FOLDERS.release(self.path)
+        else:
+            if self._client is None:  # a server store after close()
+                self._client = QdrantClient(**self._server_options)
+            names = [c.name for c in
+                     self._call(lambda: self.client.get_collections(), "list").collections]
+        return sorted(n for n in names if not n.endswith(STAMP_SUFFIX))
+
+    def _clean(self, err: BaseException) -> str:
+        return redact(f"{type(err).__name__}: {err}", *self._secrets)
+
+    def _unreachable(self, err: BaseException, what: str) -> StoreConnectionError:
+        return StoreConnectionError(
+            "Qdrant", self.where,
+            f"{what} failed after {self.max_retries} retries ({self._clean(err)}); check that "
+            "the server runs and the URL is right",
+        )
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run a client call under the local-mode lock, retrying transient errors; one that
+        stays transient becomes a :class:`StoreConnectionError`."""
+        def locked() -> Any:
+            with self._lock:
+                return fn()
+
+        try:
+            return retry(locked, transient=_is_transient, attempts=self.max_retries,
+                         what=f"qdrant {what}", base_delay=self._retry_base)
+        except Exception as err:
+            if _is_transient(err):
+                raise self._unreachable(err, what) from None
+            raise
 
     async def _acall(self, fn: Callable[[], Any], what: str) -> Any:
-        delay = self._retry_base
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await fn()
-            except Exception as err:
-                if not _is_transient(err) or attempt == self.max_retries:
-                    raise
-                logger.warning("qdrant %s failed (%s); retry %d/%d in %.1fs", what,
-                               type(err).__name__, attempt + 1, self.max_retries, delay)
-                await asyncio.sleep(delay * (1 + 0.25 * random.random()))
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+        try:
+            return await aretry(fn, transient=_is_transient, attempts=self.max_retries,
+                                what=f"qdrant {what}", base_delay=self._retry_base)
+        except Exception as err:
+            if _is_transient(err):
+                raise self._unreachable(err, what) from None
+            raise
 
     def _aclient(self) -> AsyncQdrantClient:
         """An async client on the same server, one per event loop (httpx pools are per loop)."""
@@ -534,14 +590,13 @@ class QdrantStore(VectorStore):
         if not failed:
             return
         first = next(e for e in errors if e is not None)
-        err = StoreError(
-            f"Qdrant upsert into {self.collection!r} failed for {len(failed)} of "
-            f"{len(documents)} documents (up to {self.max_retries} retries; {first!r}); "
-            f"failed ids: {failed[:20]}{' ...' if len(failed) > 20 else ''}. Writes are "
-            "idempotent: run the same call again to complete it"
-        )
-        err.failed_ids = failed  # type: ignore[attr-defined]
-        raise err from first
+        raise StoreWriteError(
+            f"Qdrant upsert into {self.collection!r} at {self.where} failed for {len(failed)} "
+            f"of {len(documents)} documents (up to {self.max_retries} retries; "
+            f"{self._clean(first)}); failed ids: {failed[:20]}"
+            f"{' ...' if len(failed) > 20 else ''}. Writes are idempotent: run the same call "
+            "again to complete it", failed,
+        ) from first
 
     def _delete(self, ids: list[str]) -> None:
         selector = models.PointIdsList(points=[point_id(i) for i in ids])
@@ -636,8 +691,7 @@ class QdrantStore(VectorStore):
         documents = list(documents)
         if not documents:
             return None
-        if len({d.id for d in documents}) != len(documents):
-            raise ValueError("upsert: ids must be unique within one call")
+        self.check_documents(documents)
         vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", len(documents))
         full = None
         if stamp.full_vectors:
@@ -685,8 +739,7 @@ class QdrantStore(VectorStore):
         return [_hits(r.points) for r in responses]
 
     def __repr__(self) -> str:
-        where = self.url or self.path or ("client" if not self.local else ":memory:")
-        return f"QdrantStore({where}, collection={self._collection!r})"
+        return f"QdrantStore({self.where}, collection={self._collection!r})"
 
 
 def _equal(key: str, value: Any) -> Any:
