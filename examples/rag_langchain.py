@@ -28,6 +28,7 @@ import urllib.request
 from operator import itemgetter
 from typing import Any
 
+from _offline import load_encoder
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     docs = list(iter_documents(args.docs)) if args.docs else DOCUMENTS
-    retriever = Retriever(dim=args.dim, model=args.model)
+    encoder = load_encoder(args.model, args.dim)
+    retriever = Retriever(dim=encoder.dim, encoder=encoder)
     retriever.index(docs)
     lc_retriever = retriever.as_langchain(k=args.k)
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"errore: {err}", file=sys.stderr)
         return 1
-    print(f"Passaggi recuperati ({retriever.encoder.model_id}, {args.dim} dim, "
+    print(f"Passaggi recuperati ({retriever.encoder.model_id}, {encoder.dim} dim, "
           f"{retriever.count()} documenti):")
     for n, doc in enumerate(result["docs"], 1):
         print(f"  [{n}] score={doc.metadata['score']:.3f} id={doc.id}: {doc.page_content}")

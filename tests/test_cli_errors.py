@@ -141,3 +141,40 @@ def test_unreachable_qdrant_server_is_one_line(tmp_path, minilm_path, capsys, mo
     lines = [x for x in err.strip().splitlines() if not x.startswith("warning:")]
     assert code == 2 and len(lines) == 1, err
     assert "cannot reach Qdrant at http://127.0.0.1:1" in lines[0] and "SEKRET" not in err
+
+
+def test_latin1_input_names_file_line_and_fix_then_reads_with_encoding(tmp_path, minilm_path,
+                                                                       capsys):
+    docs = tmp_path / "latino.txt"
+    docs.write_bytes("prima riga\nperché no\n".encode("latin-1"))
+    store = f"memory:{tmp_path / 'i'}"
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store, "--quiet")
+    assert code == 2 and "latino.txt:2: byte 0xe8 at column 5" in err
+    assert "--encoding latin-1" in err
+    code, out, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+                         "--quiet", "--encoding", "latin-1", "--json")
+    assert code == 0 and json.loads(out)["count"] == 2
+
+
+def test_beir_corpus_file_keeps_its_title_for_filters(tmp_path, minilm_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "a", "title": "Roma", "text": "Il Colosseo è a Roma."}\n'
+                      '{"_id": "b", "title": "Napoli", "text": "La pizza nasce a Napoli."}\n',
+                      encoding="utf-8")
+    store = f"memory:{tmp_path / 'i'}"
+    assert run(capsys, "index", corpus, "--model", minilm_path, "--store", store,
+               "--quiet")[0] == 0
+    code, out, _ = run(capsys, "search", "monumento", "--model", minilm_path, "--store", store,
+                       "--filter", '{"title": "Roma"}', "--json")
+    hits = json.loads(out)
+    assert code == 0 and [h["id"] for h in hits] == ["a"]
+    assert hits[0]["metadata"] == {"title": "Roma"}
+
+
+def test_cli_warnings_are_one_line_without_python_source(tmp_path, minilm_path, capsys):
+    docs = tmp_path / "lungo.txt"
+    docs.write_text(" ".join(["parola"] * 600) + "\nbreve\n", encoding="utf-8")
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store",
+                       f"memory:{tmp_path / 'i'}", "--quiet")
+    assert code == 0 and "warning: 1 of 2 documents are longer" in err
+    assert "cli.py" not in err and "retriever.index(" not in err

@@ -80,7 +80,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from .pipeline import check_input
 
     # Everything that can fail fast runs before the model loads and before --recreate drops.
-    docs = list(iter_documents(args.path, with_title=args.with_title))
+    docs = list(iter_documents(args.path, with_title=args.with_title, encoding=args.encoding))
     if not docs:
         print(f"no documents found in {args.path}; nothing was changed", file=sys.stderr)
         return 1
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recreate", action="store_true", help="drop the collection first")
     p.add_argument("--with-title", action="store_true",
                    help="BEIR folders: embed 'title\\ntext' instead of the text alone")
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of .txt/.jsonl input (default utf-8; e.g. latin-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=_cmd_index)

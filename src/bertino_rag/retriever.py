@@ -262,7 +262,8 @@ class Retriever:
         if not queries:
             return []
         use, rk = self._rerank_args(rerank, rerank_k)
-        q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+        q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False,
+                                show_progress_bar=False)
         if use:
             return self.store.search_batch(q.index, k, filter, full_vectors=q.full, rerank_k=rk)
         return self.store.search_batch(q.index, k, filter)

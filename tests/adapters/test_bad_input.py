@@ -267,3 +267,55 @@ def test_milvus_unreachable_is_a_connection_error_without_secrets():
                        ) as err:
         MilvusStore(uri="http://bob:PW@127.0.0.1:1", token="TOK", timeout=2)
     assert "PW" not in str(err.value) and "TOK" not in str(err.value)
+
+
+@pytest.mark.skipif(not HAS_MILVUS, reason="pymilvus / milvus-lite are not installed")
+def test_milvus_lite_close_frees_the_file_for_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    from bertino_rag.adapters import MilvusStore
+
+    path = str(tmp_path / "shared.db")
+    store = MilvusStore(uri=path)
+    store.open("c", STAMP)
+    store.close()
+    code = ("from bertino_rag.adapters.milvus import MilvusStore; "
+            f"s = MilvusStore(uri={path!r}); print(s.collections())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "['c']" in out.stdout
+    store.open("c", STAMP)  # and this process opens it again
+    assert store.count() == 0
+    store.close()
+
+
+@pytest.mark.skipif(not HAS_QDRANT, reason="qdrant-client is not installed")
+def test_qdrant_reports_only_what_is_not_stored(monkeypatch):
+    """A request that failed after it was applied (a timeout on the answer) is not reported."""
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    from bertino_rag.adapters import QdrantStore, StoreWriteError
+
+    store = QdrantStore(batch_size=2, max_retries=0)
+    store.open(f"c_{uuid.uuid4().hex[:8]}", STAMP)
+    real, calls = store.client.upsert, []
+
+    def flaky(name, points, wait):
+        calls.append(1)
+        if len(calls) == 1:  # applied, then the answer is lost
+            real(name, points=points, wait=wait)
+            raise ResponseHandlingException(httpx.ReadTimeout("timed out"))
+        if len(calls) == 2:  # lost before it was applied
+            raise ResponseHandlingException(httpx.ReadTimeout("timed out"))
+        return real(name, points=points, wait=wait)
+
+    monkeypatch.setattr(store.client, "upsert", flaky)
+    index, full = _vectors(6)
+    docs = [Document(text=f"t{i}", id=f"i{i}") for i in range(6)]
+    with pytest.raises(StoreWriteError) as err:
+        store.upsert(docs, index, full)
+    assert err.value.failed_ids == ["i2", "i3"]  # i0, i1 were stored despite the error
+    assert store.count() == 4

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..types import Document, Hit, Stamp
 from .base import StoreCorruptionError, StoreError, StoreWriteError, VectorStore
-from .filters import _FIELD, Condition
+from .filters import _FIELD, Node, Or
 
 __all__ = ["MemoryStore"]
 
@@ -127,8 +127,15 @@ def _json_path(field: str) -> str:
     return f"json_extract(metadata, '$.\"{field}\"')"
 
 
-def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
-    """One condition as SQL over the JSON metadata; values are bound parameters."""
+def _condition_sql(c: Node) -> tuple[str, list[Any]]:
+    """One filter node as SQL over the JSON metadata; values are bound parameters.
+
+    A condition on a missing field is SQL NULL, which WHERE treats as false; negations wrap
+    the positive condition in ``COALESCE(..., 0)`` so that a missing field matches them.
+    """
+    if isinstance(c, Or):
+        parts = [_conjunction_sql(list(branch)) for branch in c.branches]
+        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
     value_of = _json_path(c.field)
     type_of = value_of.replace("json_extract", "json_type", 1)
 
@@ -139,16 +146,49 @@ def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
             return f"({type_of} = 'text' AND {value_of} = ?)", [value]
         return f"({type_of} IN ('integer', 'real') AND {value_of} = ?)", [value]
 
+    def isin(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
+        # One IN list per type (not an OR per value: SQLite caps expression depth at 1000).
+        if not values:
+            return "0", []
+        parts: list[str] = []
+        params: list[Any] = []
+        bools = sorted({"true" if v else "false" for v in values if isinstance(v, bool)})
+        texts = [v for v in values if isinstance(v, str)]
+        numbers = [v for v in values if not isinstance(v, (bool, str))]
+        if bools:
+            parts.append(f"{type_of} IN ({','.join('?' * len(bools))})")
+            params += bools
+        if texts:
+            parts.append(f"({type_of} = 'text' AND {value_of} IN ({','.join('?' * len(texts))}))")
+            params += texts
+        if numbers:
+            parts.append(f"({type_of} IN ('integer', 'real') AND "
+                         f"{value_of} IN ({','.join('?' * len(numbers))}))")
+            params += numbers
+        return "(" + " OR ".join(parts) + ")", params
+
     if c.op == "$eq":
         return eq(c.value)
+    if c.op == "$ne":
+        sql, params = eq(c.value)
+        return f"NOT COALESCE({sql}, 0)", params
     if c.op == "$in":
-        if not c.value:
-            return "0", []
-        parts = [eq(v) for v in c.value]
-        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
+        return isin(c.value)
+    if c.op == "$nin":
+        sql, params = isin(c.value)
+        return f"NOT COALESCE({sql}, 0)", params
+    if c.op == "$exists":
+        present = (f"({type_of} IS NOT NULL AND {type_of} != 'null' AND NOT ({type_of} = "
+                   f"'array' AND json_array_length(metadata, '$.\"{c.field}\"') = 0))")
+        return (present if c.value else f"NOT {present}"), []
     sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[c.op]
     kind = "= 'text'" if isinstance(c.value, str) else "IN ('integer', 'real')"
     return f"({type_of} {kind} AND {value_of} {sql_op} ?)", [c.value]
+
+
+def _conjunction_sql(nodes: list[Node]) -> tuple[str, list[Any]]:
+    parts = [_condition_sql(n) for n in nodes]
+    return "(" + " AND ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
 
 
 class MemoryStore(VectorStore):
@@ -749,14 +789,14 @@ class MemoryStore(VectorStore):
                 out[j] = self._segments[seg].full[row]  # type: ignore[index]
             return out
 
-    def _candidate_rows(self, conditions: list[Condition]) -> dict[int, np.ndarray] | None:
+    def _candidate_rows(self, conditions: list[Node]) -> dict[int, np.ndarray] | None:
         """Rows allowed by a filter, per segment; ``None`` when there is no filter."""
         if not conditions:
             return None
-        clauses, params = zip(*(_condition_sql(c) for c in conditions), strict=True)
-        sql = "SELECT seg, row FROM docs WHERE " + " AND ".join(clauses)
+        where, params = _conjunction_sql(conditions)
+        sql = "SELECT seg, row FROM docs WHERE " + where
         per_seg: dict[int, list[int]] = defaultdict(list)
-        for seg, row in self.db.execute(sql, [p for ps in params for p in ps]):
+        for seg, row in self.db.execute(sql, params):
             per_seg[seg].append(row)
         return {seg: np.asarray(rows, dtype=np.int64) for seg, rows in per_seg.items()}
 

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,32 @@ class IndexFallbackWarning(UserWarning):
 
 
 _SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+# Milvus Lite serves a .db file from one in-process server, which holds the file's lock until
+# it stops; pymilvus' close() leaves it running. Stores count their users per file and stop
+# the server with the last one, so that another process can open the file.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
+
+
+def _lite_acquire(uri: str) -> None:
+    with _LITE_LOCK:
+        path = os.path.abspath(uri)
+        _LITE_USERS[path] = _LITE_USERS.get(path, 0) + 1
+
+
+def _lite_release(uri: str) -> None:
+    path = os.path.abspath(uri)
+    with _LITE_LOCK:
+        left = _LITE_USERS.get(path, 0) - 1
+        if left > 0:
+            _LITE_USERS[path] = left
+            return
+        _LITE_USERS.pop(path, None)
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # an older Milvus Lite: the lock goes with the process
+        return
+    server_manager_instance.release_server(uri)
 
 
 def _is_local(uri: str) -> bool:
@@ -279,7 +306,7 @@ class MilvusStore(VectorStore):
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
         try:
-            return pymilvus.MilvusClient(**kwargs)
+            client = pymilvus.MilvusClient(**kwargs)
         except Exception as err:
             reason = self._clean(err)
             if _is_local(self.uri) and ("open local milvus failed" in reason.lower()
@@ -287,6 +314,9 @@ class MilvusStore(VectorStore):
                 reason += (" (the file is probably in use by another process: Milvus Lite "
                            "opens a .db file in one process at a time)")
             raise StoreConnectionError("Milvus", self.where, reason) from None
+        if _is_local(self.uri):
+            _lite_acquire(self.uri)
+        return client
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a client call, retrying transient errors; engine errors become StoreError
@@ -457,6 +487,8 @@ class MilvusStore(VectorStore):
         if self._owns_client and self.client is not None:
             self.client.close()
             self.client = None
+            if _is_local(self.uri):
+                _lite_release(self.uri)  # the .db file is free for other processes
         self._async = weakref.WeakKeyDictionary()
         super().close()
 

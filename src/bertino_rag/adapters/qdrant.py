@@ -68,7 +68,7 @@ from .base import (
     retry,
     safe_location,
 )
-from .filters import Condition, FilterError
+from .filters import FilterError, Node, Or
 
 require("qdrant_client", "qdrant")
 
@@ -522,30 +522,14 @@ class QdrantStore(VectorStore):
             f"got {type(filter).__name__}"
         )
 
-    def _compile(self, conditions: list[Condition] | models.Filter) -> models.Filter | None | bool:
+    def _compile(self, conditions: list[Node] | models.Filter) -> models.Filter | None | bool:
         """A ``models.Filter``, ``None`` (no filter) or ``False`` (matches nothing)."""
         if isinstance(conditions, models.Filter):
             return conditions
         if not conditions:
             return None
-        must: list[Any] = []
-        for c in conditions:
-            key = f"metadata.{c.field}"
-            if c.op == "$eq":
-                must.append(_equal(key, c.value))
-            elif c.op == "$in":
-                if not c.value:
-                    return False  # an empty should is "no constraint" in Qdrant
-                must.append(models.Filter(should=[_equal(key, v) for v in c.value]))
-            else:
-                if isinstance(c.value, str):
-                    raise FilterError(
-                        f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
-                        f"{c.value!r}); use $eq/$in, or store the field as a number"
-                    )
-                bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
-                must.append(models.FieldCondition(key=key, range=models.Range(**{bound: c.value})))
-        return models.Filter(must=must)
+        compiled = _conjunction(conditions)
+        return None if compiled is True else compiled
 
     # ------------------------------------------------------------------ writes
     def _points(self, documents: Sequence[Document], vectors: np.ndarray,
@@ -592,6 +576,9 @@ class QdrantStore(VectorStore):
         if not failed:
             return
         first = next(e for e in errors if e is not None)
+        failed = self._not_stored(documents, failed)
+        if not failed:  # every "failed" request was applied after all
+            return
         raise StoreWriteError(
             f"Qdrant upsert into {self.collection!r} at {self.where} failed for {len(failed)} "
             f"of {len(documents)} documents (up to {self.max_retries} retries; "
@@ -599,6 +586,18 @@ class QdrantStore(VectorStore):
             f"{' ...' if len(failed) > 20 else ''}. Writes are idempotent: run the same call "
             "again to complete it", failed,
         ) from first
+
+    def _not_stored(self, documents: list[Document], failed: list[str]) -> list[str]:
+        """The ids among ``failed`` whose document is not stored as given: a request that
+        timed out may have been applied. Unchecked (all of ``failed``) when reading fails."""
+        wanted = {d.id: d for d in documents if d.id in set(failed)}
+        try:
+            found = self._records(list(wanted), with_full=False)
+        except Exception:  # noqa: BLE001 - the store is unreachable: nothing is confirmed
+            return failed
+        return [i for i in failed if i not in found
+                or (found[i].payload or {}).get("text") != wanted[i].text
+                or (found[i].payload or {}).get("metadata") != wanted[i].metadata]
 
     def _delete(self, ids: list[str]) -> None:
         selector = models.PointIdsList(points=[point_id(i) for i in ids])
@@ -742,6 +741,64 @@ class QdrantStore(VectorStore):
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.where}, collection={self._collection!r})"
+
+
+def _conjunction(nodes: Sequence[Node]) -> models.Filter | bool:
+    """Nodes that must all hold: a ``models.Filter``, ``True`` (no constraint) or ``False``
+    (nothing matches)."""
+    must: list[Any] = []
+    must_not: list[Any] = []
+    for node in nodes:
+        part = _node(node)
+        if part is False:
+            return False
+        if part is True:
+            continue
+        negate, condition = part
+        (must_not if negate else must).append(condition)
+    if not must and not must_not:
+        return True
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _node(c: Node) -> tuple[bool, Any] | bool:
+    """One node as (negated?, condition), or True/False when it is decided already."""
+    if isinstance(c, Or):
+        branches = [_conjunction(b) for b in c.branches]
+        if any(b is True for b in branches):
+            return True
+        live: list[Any] = [b for b in branches if isinstance(b, models.Filter)]
+        if not live:
+            return False
+        return False, models.Filter(should=live)
+    key = f"metadata.{c.field}"
+    if c.op in ("$eq", "$ne"):
+        return c.op == "$ne", _equal(key, c.value)
+    if c.op in ("$in", "$nin"):
+        if not c.value:  # an empty should is "no constraint" in Qdrant
+            return c.op == "$nin"
+        return c.op == "$nin", _any_of(key, c.value)
+    if c.op == "$exists":
+        # is_empty: missing, null or [] -- the $exists semantics of filters.exists
+        return c.value, models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+    if isinstance(c.value, str):
+        raise FilterError(
+            f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
+            f"{c.value!r}); use $eq/$in, or store the field as a number"
+        )
+    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
+    return False, models.FieldCondition(key=key, range=models.Range(**{bound: c.value}))
+
+
+def _any_of(key: str, values: Sequence[Any]) -> Any:
+    """``$in``: one MatchAny for the strings (fast on long lists), equalities for the rest."""
+    texts = list(dict.fromkeys(v for v in values if isinstance(v, str)))
+    rest = list(dict.fromkeys((type(v), v) for v in values if not isinstance(v, str)))
+    parts: list[Any] = []
+    if texts:
+        parts.append(models.FieldCondition(key=key, match=models.MatchAny(any=texts)))
+    parts += [_equal(key, v) for _, v in rest]
+    return parts[0] if len(parts) == 1 else models.Filter(should=parts)
 
 
 def _equal(key: str, value: Any) -> Any:
