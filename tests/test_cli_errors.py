@@ -149,7 +149,7 @@ def test_latin1_input_names_file_line_and_fix_then_reads_with_encoding(tmp_path,
     docs.write_bytes("prima riga\nperché no\n".encode("latin-1"))
     store = f"memory:{tmp_path / 'i'}"
     code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store, "--quiet")
-    assert code == 2 and "latino.txt:2: byte 0xe8 at column 5" in err
+    assert code == 2 and "latino.txt:2: byte 0xe9 at column 6" in err
     assert "--encoding latin-1" in err
     code, out, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store,
                          "--quiet", "--encoding", "latin-1", "--json")
