@@ -6,19 +6,10 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
 - ``seg-NNNNNN.full.npy``: full vectors, float16 (only when the collection keeps them);
 - ``meta.sqlite``: the stamp, the list of live segments with their sizes and CRC-32
   checksums, the segments whose files may be deleted, and, per document, its id, segment, row,
-  text and metadata (JSON). No pickle anywhere.
-
-Writes are atomic: a segment is first recorded as garbage (so a crash leaves nothing that is
-not accounted for), its arrays are written to temporary files, fsynced and renamed, and only
-then does one SQLite transaction make them live (and retire replaced or deleted rows). A crash
-at any point leaves the previous contents readable; the files of a crashed write are removed by
-the next write. Files are deleted only when the metadata lists them as garbage: opening a
-folder whose ``meta.sqlite`` is missing or empty, or that holds segment files the metadata does
-not account for, raises :class:`~bertino_rag.adapters.StoreCorruptionError` naming the file and
-deletes nothing. Each segment file is checked against its size and checksum when a process
-first loads it; a damaged or missing file raises the same error, naming it. After each write
-the WAL is checkpointed into ``meta.sqlite``, so a lost or damaged WAL file loses nothing that
-was acknowledged. A lock file keeps two processes from writing at once; readers in other processes
+  text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id). No
+  pickle anywhere;
+- ``seg-NNNNNN.lex*.npy``: a hybrid collection's postings of the segment's rows
+  (:mod:`._postings`), written and made live with the vectors.
 see new data at their next call. Segments are memory-mapped and searched in chunks, so a
 million vectors need no more RAM than the page cache gives them; small segments are merged
 in size tiers, which keeps the number of files logarithmic in the corpus size.
@@ -44,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..types import Document, Hit, Stamp
-from .base import StoreCorruptionError, StoreError, StoreWriteError, VectorStore
+from . import _postings
+from .base import StoreCorruptionError, StoreError, StoreWriteError, VectorStore, lexical_config
 from .filters import _FIELD, Node, Or
 
 __all__ = ["MemoryStore"]
@@ -60,6 +52,7 @@ CREATE TABLE IF NOT EXISTS docs (
     text TEXT NOT NULL, metadata TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS docs_seg ON docs (seg, row);
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
 """
 _SQL_CHUNK = 500  # ids per "IN (...)" query
 _SCORE_BLOCK = 1 << 24  # floats per score block (64 MiB): bounds memory of a search
@@ -102,13 +95,20 @@ def _disk_full(err: BaseException, folder: Path | None) -> bool:
     return False
 
 
-class _Segment:
-    __slots__ = ("seg", "index", "full", "alive", "ids", "sums")
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
-    def __init__(self, seg: int, index: np.ndarray, full: np.ndarray | None) -> None:
+
+class _Segment:
+    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums")
+
+    def __init__(
+        self, seg: int, index: np.ndarray, full: np.ndarray | None,
+        lex: _postings.Postings | None = None,
+    ) -> None:
         self.seg = seg
         self.index = index
         self.full = full
+        self.lex = lex
         n = index.shape[0]
         self.alive = np.zeros(n, dtype=bool)
         self.ids = np.empty(n, dtype=object)
@@ -209,6 +209,7 @@ class MemoryStore(VectorStore):
     """
 
     backend = "memory"
+    supports_lexical = True
 
     def __init__(
         self,
@@ -232,6 +233,8 @@ class MemoryStore(VectorStore):
         self._mutex = threading.RLock()
         self._file_lock: Any = None
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
+        self._vocab: dict[str, int] = {}
+        self._lex_stats: tuple[int, int, float] | None = None  # (generation, live docs, avgdl)
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self, collection: str) -> sqlite3.Connection:
@@ -354,7 +357,18 @@ class MemoryStore(VectorStore):
             if found is not None:
                 found.alive[row] = True
                 found.ids[row] = doc_id
+        self._refresh_vocab()
         self._generation = gen
+
+    def _refresh_vocab(self) -> None:
+        """Load the terms added since the last look (ids only grow, until a drop/recreate)."""
+        n = int(self.db.execute("SELECT COUNT(*) FROM terms").fetchone()[0])
+        if n < len(self._vocab):
+            self._vocab = {}
+        if n > len(self._vocab):
+            self._vocab.update(self.db.execute(
+                "SELECT term, id FROM terms WHERE id >= ?", (len(self._vocab),)
+            ))
 
     def _load_segment(self, row: tuple[Any, ...], stamp: Stamp | None) -> _Segment:
         seg, nrows, index_crc, index_size, full_crc, full_size = row
@@ -364,7 +378,18 @@ class MemoryStore(VectorStore):
         if full_size is not None or (stamp is not None and stamp.full_vectors):
             full = self._load_array(seg, "full", int(nrows), full_crc, full_size,
                                     None if stamp is None else stamp.full_dim)
-        return _Segment(seg, index, full)
+        lex = None
+        if self._seg_path(seg, "lexlength").exists():
+            try:
+                lex = _postings.Postings(**{
+                    kind.removeprefix("lex"): np.load(self._seg_path(seg, kind), mmap_mode="r")
+                    for kind in _postings.KINDS
+                })
+            except (OSError, ValueError) as err:
+                raise StoreCorruptionError(
+                    self._seg_path(seg, "lexlength"), f"the lexical postings of segment {seg} "
+                    f"in {self._dir} cannot be read ({err}). {_RESTORE}.") from err
+        return _Segment(seg, index, full, lex)
 
     def _load_array(self, seg: int, kind: str, nrows: int, crc: int | None, size: int | None,
                     dim: int | None) -> np.ndarray:
@@ -513,12 +538,14 @@ class MemoryStore(VectorStore):
                                 [(seg,) for seg, _ in self._segment_files()])
                         self.db.execute("DELETE FROM docs")
                         self.db.execute("DELETE FROM segments")
+                        self.db.execute("DELETE FROM terms")
                         self.db.execute(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES ('stamp', ?)",
                             (json.dumps(stamp.to_dict()),),
                         )
                         self._bump_generation()
                     self._segments.clear()
+                    self._vocab = {}
                 with self.db:
                     self.db.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('layout', ?)", (_LAYOUT,))
@@ -573,9 +600,14 @@ class MemoryStore(VectorStore):
             self._file_lock = None
             self._segments = {}
             self._generation = None
+            self._vocab = {}
+            self._lex_stats = None
         super().close()
 
-    def _new_segment(self, index: np.ndarray, full: np.ndarray | None) -> _Segment:
+    def _new_segment(
+        self, index: np.ndarray, full: np.ndarray | None,
+        lex: _postings.Postings | None = None,
+    ) -> _Segment:
         seg = self._allocate()
         index, icrc, isize = self._write_array(
             seg, "index", np.ascontiguousarray(index, dtype=np.float32))
@@ -583,8 +615,14 @@ class MemoryStore(VectorStore):
         if full is not None:
             full, fcrc, fsize = self._write_array(
                 seg, "full", np.ascontiguousarray(full, dtype=np.float16))
+        if lex is not None:
+            lex = _postings.Postings(**{
+                kind.removeprefix("lex"): self._write_array(seg, kind,
+                                                            np.ascontiguousarray(arr))[0]
+                for kind, arr in lex.arrays().items()
+            })
         self._fsync_dir()
-        segment = _Segment(seg, index, full)
+        segment = _Segment(seg, index, full, lex)
         segment.sums = (icrc, isize, fcrc, fsize)
         return segment
 
@@ -631,10 +669,14 @@ class MemoryStore(VectorStore):
 
     def _commit_segment(
         self, segment: _Segment, rows: list[tuple[str, int, str, str]],
-        replaced: list[tuple[int, int]],
+        replaced: list[tuple[int, int]], new_terms: dict[str, int] | None = None,
     ) -> None:
-        """Make a written segment live and point ``rows`` (id, row, text, metadata) at it."""
+        """Make a written segment live and point ``rows`` (id, row, text, metadata) at it;
+        ``new_terms`` join the lexical vocabulary in the same transaction."""
         with self.db:
+            if new_terms:
+                self.db.executemany("INSERT INTO terms (id, term) VALUES (?, ?)",
+                                    [(i, t) for t, i in new_terms.items()])
             self._insert_segment(segment, int(segment.index.shape[0]))
             self.db.executemany(
                 "INSERT OR REPLACE INTO docs (id, seg, row, text, metadata) VALUES (?, ?, ?, ?, ?)",
@@ -643,6 +685,8 @@ class MemoryStore(VectorStore):
             self._drop_empty_segments({seg for seg, _ in replaced})
             self._bump_generation()
         # RAM follows only once the transaction is committed
+        if new_terms:
+            self._vocab.update(new_terms)
         self._retire(replaced)
         for doc_id, r, _, _ in rows:
             segment.alive[r] = True
@@ -687,6 +731,30 @@ class MemoryStore(VectorStore):
             "None of them was written and the collection holds what it held before", ids,
         )
 
+    def _upsert_lexical(
+        self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None,
+        terms: list[dict[str, int]],
+    ) -> None:
+        rows = [
+            (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False))
+            for r, d in enumerate(documents)
+        ]
+        with self._writing():
+            new_terms: dict[str, int] = {}
+            doc_terms = []
+            for counts in terms:
+                ids = {}
+                for term, c in counts.items():
+                    tid = self._vocab.get(term)
+                    if tid is None:
+                        tid = new_terms.setdefault(term, len(self._vocab) + len(new_terms))
+                    ids[tid] = c
+                doc_terms.append(ids)
+            replaced = self._locate([d.id for d in documents])
+            segment = self._new_segment(vectors, full_vectors, _postings.build(doc_terms))
+            self._commit_segment(segment, rows, replaced, new_terms)
+            self._merge_tiers()
+
     def _merge_tiers(self) -> None:
         """Size-tiered merging: _TIER_BASE segments of one size tier become one segment."""
         while True:
@@ -709,7 +777,10 @@ class MemoryStore(VectorStore):
                 [np.asarray(p.full[k]) for p, k in zip(parts, keep, strict=True)]  # type: ignore[index]
             )
         ids = [doc_id for p, k in zip(parts, keep, strict=True) for doc_id in p.ids[k]]
-        merged = self._new_segment(index, full)
+        lex = None
+        if parts[0].lex is not None:
+            lex = _postings.merge([p.lex for p in parts], keep)  # type: ignore[misc]
+        merged = self._new_segment(index, full, lex)
         with self.db:
             self._insert_segment(merged, len(ids))
             self.db.executemany(
@@ -750,7 +821,9 @@ class MemoryStore(VectorStore):
                 self.db.execute("DELETE FROM docs")
                 self.db.execute("DELETE FROM segments")
                 self.db.execute("DELETE FROM meta WHERE key != 'last_seg'")
+                self.db.execute("DELETE FROM terms")
             self._segments.clear()
+            self._vocab = {}
             self._collect_garbage()
         if self.root is None and self._collection in self._ram:
             self._ram.pop(self._collection)[0].close()
@@ -858,6 +931,54 @@ class MemoryStore(VectorStore):
                     metadata=json.loads(found[doc_id][3]))
                 for doc_id, score in pairs
                 if doc_id in found  # deleted by another process since the scores were taken
+            ]
+            for pairs in results
+        ]
+
+    def _lexical_search(
+        self, terms: list[list[str]], k: int, conditions: Any
+    ) -> list[list[Hit]]:
+        bm25 = lexical_config(self.stamp.lexical or "")[1]
+        with self._mutex:
+            self._refresh()
+            allowed = self._candidate_rows(conditions)
+            segs = [s for _, s in sorted(self._segments.items()) if s.lex is not None]
+            if self._lex_stats is None or self._lex_stats[0] != self._generation:
+                n_docs = total = 0
+                for part in segs:
+                    assert part.lex is not None
+                    n_docs += int(part.alive.sum())
+                    total += int(np.asarray(part.lex.length)[part.alive].sum())
+                self._lex_stats = (self._generation or 0, n_docs, total / max(n_docs, 1))
+            _, n_docs, avg_len = self._lex_stats
+            results: list[list[tuple[str, float]]] = []
+            for query in terms:
+                tids = [self._vocab[t] for t in query if t in self._vocab]
+                if not tids:
+                    results.append([])
+                    continue
+                parts = [
+                    (s.lex, s.alive, None if allowed is None else allowed.get(s.seg, _NO_ROWS))
+                    for s in segs
+                ]
+                scored = _postings.score(parts, tids, bm25, n_docs, avg_len)  # type: ignore[arg-type]
+                pairs: list[tuple[str, float]] = []
+                for s, (rows, scores) in zip(segs, scored, strict=True):
+                    if len(rows) > k:  # keep the top k and everything tied with the k-th
+                        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+                        sel = scores >= kth
+                        rows, scores = rows[sel], scores[sel]
+                    pairs.extend(zip(s.ids[rows], scores.tolist(), strict=True))
+                pairs.sort(key=lambda p: (-p[1], p[0]))
+                results.append(pairs[:k])
+            wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
+            found = self._rows_of(wanted)
+        return [
+            [
+                Hit(id=doc_id, text=found[doc_id][2], score=float(score),
+                    metadata=json.loads(found[doc_id][3]))
+                for doc_id, score in pairs
+                if doc_id in found
             ]
             for pairs in results
         ]
