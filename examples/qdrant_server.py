@@ -20,10 +20,12 @@ import os
 import sys
 from pathlib import Path
 
-from _offline import load_encoder
-
 from bertino_rag import Retriever
 from bertino_rag.adapters.qdrant import QdrantStore
+
+# examples/_offline.py, found also when the script is run by runpy or from elsewhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _offline import load_encoder  # noqa: E402
 
 
 def paragraphs(folder: Path) -> list[dict]:

@@ -11,10 +11,14 @@ notice (``examples/_offline.py``). The library itself never swaps models.
 from __future__ import annotations
 
 import argparse
-
-from _offline import load_encoder
+import os
+import sys
 
 from bertino_rag import Retriever
+
+# examples/_offline.py, found also when the script is run by runpy or from elsewhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _offline import load_encoder  # noqa: E402
 
 DOCS = [
     {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre "

@@ -28,7 +28,6 @@ import urllib.request
 from operator import itemgetter
 from typing import Any
 
-from _offline import load_encoder
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -42,6 +41,10 @@ from langchain_core.runnables import (
 
 from bertino_rag import Retriever
 from bertino_rag.data import iter_documents
+
+# examples/_offline.py, found also when the script is run by runpy or from elsewhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _offline import load_encoder  # noqa: E402
 
 DOCUMENTS = [
     {"id": "gioconda", "metadata": {"fonte": "arte"},
