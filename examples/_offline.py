@@ -30,3 +30,11 @@ def load_encoder(model: str | None, dim: int) -> Encoder:
               "English model, so Italian results are weaker than with multi-sentence-BERTino.",
               file=sys.stderr)
         return Encoder(path, dim=min(dim, 384))
+
+
+def default_model_unavailable() -> str | None:
+    """Why the default model cannot be loaded now (not cached, hub offline), found in seconds;
+    ``None`` when it may load."""
+    from bertino_rag.encoder import model_unavailable, resolve_model
+
+    return model_unavailable(resolve_model(None))

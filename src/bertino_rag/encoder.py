@@ -64,7 +64,7 @@ def how_to_point_at_a_local_model() -> str:
     return advice
 
 
-def _hub_unavailable(name: str) -> str | None:
+def model_unavailable(name: str) -> str | None:
     """Why the hub model ``name`` cannot be loaded now (not cached, and the hub offline or
     unreachable), found in at most ~3 s; ``None`` when loading may work."""
     if os.path.isdir(name):
@@ -251,7 +251,7 @@ class Encoder:
                 )
             calibration = check_calibration(calibration)
         # Offline, the hub client retries for about a minute before failing: check first.
-        reason = _hub_unavailable(self.name)
+        reason = model_unavailable(self.name)
         if reason is not None:
             raise OSError(f"could not load the model: {reason}. To work offline, "
                           f"{how_to_point_at_a_local_model()}.")
