@@ -31,7 +31,7 @@ import re
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +46,10 @@ from .base import (
     StoreError,
     StoreLimits,
     StoreWriteError,
+    UpsertBatch,
     VectorStore,
+    check_found,
+    ranking_key,
     redact,
     rescore,
     retry,
@@ -582,9 +585,7 @@ class MilvusStore(VectorStore):
 
     def _fetch_full(self, ids: list[str]) -> np.ndarray:
         found = self._lookup(ids, ["full_vector"])
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+        check_found(ids, found, self.collection)
         return np.stack([_decode_full(found[i]["full_vector"]) for i in ids])
 
     def _search_params(self, limit: int) -> dict[str, Any]:
@@ -626,7 +627,7 @@ class MilvusStore(VectorStore):
                 metadata=h["entity"].get("metadata") or {})
             for h in result
         ]
-        hits.sort(key=lambda h: (-h.score, h.id))
+        hits.sort(key=lambda h: ranking_key(h.score, h.id))
         return hits
 
     def _finish(
@@ -717,32 +718,14 @@ class MilvusStore(VectorStore):
         results = await self._acall("search", self._aclient().search(**request))
         return self._finish(results, query.k, query.full)
 
-    async def aupsert(
-        self,
-        documents: Sequence[Document],
-        vectors: np.ndarray,
-        full_vectors: np.ndarray | None = None,
-    ) -> None:
-        """Async :meth:`upsert` through ``AsyncMilvusClient`` (validated like upsert)."""
+    async def _aupsert(self, batch: UpsertBatch) -> None:
+        """Async upsert through ``AsyncMilvusClient`` (the thread default with ``client=``,
+        whose connection settings are not known)."""
         if not self._owns_client:
-            return await super().aupsert(documents, vectors, full_vectors)
-        stamp = self.stamp
-        n = len(documents)
-        if n == 0:
-            return None
-        self.check_documents(documents)
-        vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", n)
-        full = None
-        if stamp.full_vectors:
-            if full_vectors is None:
-                raise ValueError(
-                    f"collection {self.collection!r} stores full vectors for rescoring: "
-                    "pass full_vectors"
-                )
-            full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors", n)
-        rows = self._rows(list(documents), vec, full)
+            return await super()._aupsert(batch)
+        rows = self._rows(batch.documents, batch.vectors, batch.full)
         client = self._aclient()
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(rows), self.batch_size):
             await self._acall("upsert", client.upsert(self.collection,
                                                       rows[start : start + self.batch_size]))
         return None

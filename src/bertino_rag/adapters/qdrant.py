@@ -62,8 +62,11 @@ from .base import (
     StoreConnectionError,
     StoreError,
     StoreWriteError,
+    UpsertBatch,
     VectorStore,
     aretry,
+    check_found,
+    ranking_key,
     redact,
     retry,
     safe_location,
@@ -627,9 +630,7 @@ class QdrantStore(VectorStore):
 
     def _fetch_full(self, ids: list[str]) -> np.ndarray:
         found = self._records(ids, with_full=True)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+        check_found(ids, found, self.collection)
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
     def _params(self) -> models.SearchParams | None:
@@ -682,25 +683,12 @@ class QdrantStore(VectorStore):
         return self._query(self._prefetch(vectors, full_vectors, k, rerank_k, flt))
 
     # ------------------------------------------------------------------ async
-    async def aupsert(self, documents: Sequence[Document], vectors: np.ndarray,
-                      full_vectors: np.ndarray | None = None) -> None:
-        """Async :meth:`upsert`: ``AsyncQdrantClient`` on a server; a worker thread in local
-        mode (an async local client would be a second engine on other data)."""
+    async def _aupsert(self, batch: UpsertBatch) -> None:
+        """Async upsert: ``AsyncQdrantClient`` on a server; a worker thread in local mode (an
+        async local client would be a second engine on other data)."""
         if self.local:
-            return await super().aupsert(documents, vectors, full_vectors)
-        stamp = self.stamp
-        documents = list(documents)
-        if not documents:
-            return None
-        self.check_documents(documents)
-        vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", len(documents))
-        full = None
-        if stamp.full_vectors:
-            if full_vectors is None:
-                raise ValueError(f"collection {self.collection!r} stores full vectors for "
-                                 "rescoring: pass full_vectors")
-            full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors",
-                                      len(documents))
+            return await super()._aupsert(batch)
+        documents, vec, full = batch.documents, batch.vectors, batch.full
         client, name = self._aclient(), self.collection
         parts = self._batches(len(documents))
         gate = asyncio.Semaphore(self.parallel)
@@ -817,7 +805,7 @@ def _hits(points: Sequence[models.ScoredPoint]) -> list[Hit]:
         payload = p.payload or {}
         hits.append(Hit(id=payload.get("doc_id", str(p.id)), text=payload.get("text", ""),
                         score=float(p.score), metadata=payload.get("metadata") or {}))
-    hits.sort(key=lambda h: (-h.score, h.id))
+    hits.sort(key=lambda h: ranking_key(h.score, h.id))
     return hits
 
 
