@@ -374,8 +374,8 @@ def check_documents(
         if d.id in first:
             raise ValueError(
                 f"documents at positions {offset + first[d.id]} and {offset + i} have the same "
-                f"id {d.id!r} (ids are strings: 7 and '7' are one id); give each document its "
-                "own id, or leave ids out to derive them from the text"
+                f"id {d.id!r}: ids must be unique within a call (ids are strings: 7 and '7' are "
+                "one id); give each document its own id, or leave ids out to derive them"
             )
         first[d.id] = i
         n_text = _utf8(d.text, f"{where} (id {d.id!r}): the text")
