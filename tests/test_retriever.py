@@ -145,3 +145,10 @@ def test_batch_equals_single(indexed, squad_slice):
 def test_full_vectors_slice_consistently(slice_vectors):
     docs = slice_vectors["docs"]
     np.testing.assert_allclose(matryoshka_slice(docs.full, 128), docs.index, atol=1e-5)
+
+
+def test_search_batch_shows_no_progress_bar(indexed, squad_slice, capfd):
+    queries = squad_slice["queries"][:4 * indexed.encoder.batch_size + 8]
+    results = indexed.search_batch(queries, k=1)
+    assert len(results) == len(queries)
+    assert "Batches" not in capfd.readouterr().err

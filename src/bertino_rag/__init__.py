@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .adapters import MemoryStore, StoreError, VectorStore, make_store
+from .adapters import (
+    CollectionNotFoundError,
+    MemoryStore,
+    StoreConnectionError,
+    StoreCorruptionError,
+    StoreError,
+    StoreWriteError,
+    VectorStore,
+    make_store,
+)
 from .adapters.filters import FilterError
 from .encoder import DEFAULT_MODEL, Encoded, Encoder, TruncationWarning
 from .pipeline import IndexWriteError, StreamValidationError
@@ -13,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "CollectionNotFoundError",
     "Document",
     "Encoded",
     "Encoder",
@@ -24,7 +34,10 @@ __all__ = [
     "Retriever",
     "Stamp",
     "StampMismatchError",
+    "StoreConnectionError",
+    "StoreCorruptionError",
     "StoreError",
+    "StoreWriteError",
     "StreamValidationError",
     "TruncationWarning",
     "VectorStore",

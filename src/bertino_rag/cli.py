@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_STORE = "memory:./bertino_index"
 
@@ -28,23 +30,63 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
 
 
-def _retriever(args: argparse.Namespace, recreate: bool = False):
-    from .retriever import Retriever
+class _CliError(Exception):
+    """A mistake on the command line, reported as one line."""
 
-    return Retriever(dim=args.dim, model=args.model, store=args.store,
-                     rerank=not args.no_rerank, rerank_k=args.rerank_k,
-                     collection=args.collection, recreate=recreate,
-                     backend=args.backend, quantize=args.quantize)
+
+def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = False,
+               create: bool = True):
+    from .retriever import Retriever
+    from .types import StampMismatchError
+
+    try:
+        return Retriever(dim=args.dim, model=args.model, store=store or args.store,
+                         rerank=not args.no_rerank, rerank_k=args.rerank_k,
+                         collection=args.collection, recreate=recreate, create=create,
+                         backend=args.backend, quantize=args.quantize)
+    except StampMismatchError as err:
+        raise _CliError(_mismatch_advice(err, args)) from err
+
+
+def _mismatch_advice(err: Any, args: argparse.Namespace) -> str:
+    """A stamp mismatch in command-line terms: the options the collection was built with."""
+    found = err.found
+    built = ""
+    if found is not None:
+        options = [f"--model {found.model}", f"--dim {found.index_dim}"]
+        if not found.full_vectors:
+            options.append("--no-rerank")
+        built = f" was built with {' '.join(options)}"
+    advice = (f"collection {err.collection!r} in {args.store}{built} ("
+              + "; ".join(err.diffs) + "): search it with those options")
+    if args.command == "index":
+        advice += (", index into another --collection, or pass --recreate to drop it and "
+                   "index again")
+    return advice
+
+
+def _store_for(args: argparse.Namespace) -> Any:
+    from .adapters import make_store
+
+    store = make_store(args.store)
+    if args.store.strip().lower() in ("memory", "memory:") and args.command == "index":
+        print("warning: --store memory keeps the index in RAM and throws it away when the "
+              "command ends; use --store memory:DIR to keep it", file=sys.stderr)
+    return store
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
     from .data import iter_documents
+    from .pipeline import check_input
 
-    retriever = _retriever(args, recreate=args.recreate)
-    docs = list(iter_documents(args.path, with_title=args.with_title))
+    # Everything that can fail fast runs before the model loads and before --recreate drops.
+    docs = list(iter_documents(args.path, with_title=args.with_title, encoding=args.encoding))
     if not docs:
-        print(f"no documents found in {args.path}", file=sys.stderr)
+        print(f"no documents found in {args.path}; nothing was changed", file=sys.stderr)
         return 1
+    store = _store_for(args)
+    check_input(docs, lambda batch, at: store.check_documents(batch, offset=at))
+    retriever = _retriever(args, store, recreate=args.recreate)
     ids = retriever.index(docs, show_progress_bar=not args.quiet)
     report = retriever.last_index_report
     assert report is not None
@@ -63,9 +105,26 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _filter_arg(text: str | None) -> dict[str, Any] | None:
+    from .adapters.filters import parse_filter
+
+    if not text:
+        return None
+    try:
+        flt = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _CliError(f"--filter is not valid JSON ({err.msg} at character {err.pos}); "
+                        """write a JSON object, e.g. --filter '{"lang": "it"}'""") from err
+    if not isinstance(flt, dict):
+        raise _CliError(f"--filter must be a JSON object, got a JSON {type(flt).__name__}; "
+                        """e.g. --filter '{"lang": "it", "year": {"$gte": 2000}}'""")
+    parse_filter(flt)  # operators and value types, before the model loads
+    return flt
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
-    retriever = _retriever(args)
-    flt = json.loads(args.filter) if args.filter else None
+    flt = _filter_arg(args.filter)
+    retriever = _retriever(args, _store_for(args), create=False)
     hits = retriever.search(args.query, k=args.k, filter=flt)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text,
@@ -93,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recreate", action="store_true", help="drop the collection first")
     p.add_argument("--with-title", action="store_true",
                    help="BEIR folders: embed 'title\\ntext' instead of the text alone")
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of .txt/.jsonl input (default utf-8; e.g. latin-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=_cmd_index)
@@ -119,14 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Any, category: Any, filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one line with their message, not the Python source that raised them."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .adapters.base import StoreError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, ImportError) as err:
+    except (_CliError, StoreError, ValueError, OSError, ImportError) as err:
         print(f"bertino-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

@@ -34,23 +34,48 @@ class BeirData:
         return doc["text"]
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+def _lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
+    """The lines of a text file, streamed; a byte that is not ``encoding`` names the file, the
+    line and the fix. A leading UTF-8 byte-order mark is dropped. (Line-by-line decoding: for
+    encodings where a newline is the byte 0x0a, i.e. UTF-8 and the 8-bit ones.)"""
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if n == 1 and utf8 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}:{n}: byte 0x{raw[err.start]:02x} at column {err.start + 1} is not "
+                    f"valid {encoding}; the file is probably in another encoding (Latin-1 or "
+                    "Windows-1252 for Italian with accents): pass --encoding latin-1 "
+                    "(encoding= in Python), or convert it: iconv -f latin1 -t utf-8"
+                ) from None
+            yield line.rstrip("\n").rstrip("\r")
+
+
+def read_jsonl(path: str | Path, encoding: str = "utf-8") -> Iterator[dict[str, Any]]:
     """The JSON objects of a ``.jsonl`` file, one a line (blank lines skipped).
 
     Raises:
-        ValueError: a line that is not a JSON object (file and line number named).
+        ValueError: a line that is not a JSON object, or not ``encoding`` (file and line named).
     """
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object")
-            yield row
+    path = Path(path)
+    for n, line in enumerate(_lines(path, encoding), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected a JSON object")
+        yield row
 
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirData:
@@ -115,10 +140,21 @@ def load_sts(path: str | Path) -> list[StsPair]:
     return pairs
 
 
-def iter_documents(path: str | Path, *, with_title: bool = False) -> Iterator[dict[str, Any]]:
+def iter_documents(
+    path: str | Path, *, with_title: bool = False, encoding: str = "utf-8"
+) -> Iterator[dict[str, Any]]:
     """Documents from a ``.txt`` file (one per non-empty line), a ``.jsonl`` file (``text``,
-    optional ``id``/``metadata``) or a BEIR folder (id, text, and the title as metadata)."""
+    optional ``id`` or ``_id``, ``metadata``; every other field, such as a BEIR ``title``, is
+    kept as metadata too) or a BEIR folder (id, text, and the title as metadata).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: a line that is not valid JSON, or not valid ``encoding`` (file and line
+            named, with the fix).
+    """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
         data = load_beir(path)
         for doc_id, doc in data.corpus.items():
@@ -128,15 +164,18 @@ def iter_documents(path: str | Path, *, with_title: bool = False) -> Iterator[di
                 "metadata": {"title": doc["title"]} if doc.get("title") else {},
             }
     elif path.suffix == ".jsonl":
-        for n, row in enumerate(read_jsonl(path), 1):
+        for n, row in enumerate(read_jsonl(path, encoding), 1):
             if "text" not in row:
                 raise ValueError(f"{path}:{n}: missing 'text'")
+            metadata = row.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise ValueError(f"{path}:{n}: 'metadata' must be a JSON object")
+            extra = {k: v for k, v in row.items() if k not in ("text", "id", "_id", "metadata")}
             yield {"text": row["text"], "id": row.get("id", row.get("_id")),
-                   "metadata": row.get("metadata") or {}}
+                   "metadata": {**extra, **metadata}}
     elif path.suffix in (".txt", ".md", ""):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield {"text": line.rstrip("\n")}
+        for line in _lines(path, encoding):
+            if line.strip():
+                yield {"text": line}
     else:
         raise ValueError(f"{path}: unsupported input (use a .txt, a .jsonl or a BEIR folder)")

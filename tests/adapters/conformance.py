@@ -262,6 +262,9 @@ class StoreConformance:
             {"title": {"$eq": "no-such-title"}},
             {"missing_field": "x"},
             {"missing_field": {"$gte": 0}},
+            {"para": {"$ne": 3}, "title": {"$nin": ["Amazzonia"]}},
+            {"$or": [{"title": "Amazzonia"}, {"para": {"$gte": 30}}]},
+            {"missing_field": {"$exists": False}, "para": {"$exists": True, "$lt": 4}},
         ],
     )
     def test_filters_match_reference(self, filled, data, flt):

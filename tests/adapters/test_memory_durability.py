@@ -57,7 +57,7 @@ def test_crash_mid_write_keeps_previous_contents(tmp_path, stamp, docs, vectors,
             return real_save(fh, arr, *a, **k)
         monkeypatch.setattr(memory_module.np, "save", save)
 
-    with pytest.raises((KeyboardInterrupt, OSError)):
+    with pytest.raises((KeyboardInterrupt, StoreError)):
         store.upsert(docs[40:80], vectors.index[40:80], vectors.full[40:80])
     monkeypatch.undo()
 

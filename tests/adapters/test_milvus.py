@@ -162,8 +162,8 @@ def test_schema_limits_are_checked_before_writing(lite_uri, stamp, docs_vectors)
     try:
         for bad, msg in [
             (Document(text="x" * 70_000, id="long"), "split it into chunks"),
-            (Document(text="ok", id="i" * 600), "longer than 512"),
-            (Document(text="ok", id="nan", metadata={"x": float("nan")}), "not JSON"),
+            (Document(text="ok", id="i" * 600), "at most 512 bytes"),
+            (Document(text="ok", id="nan", metadata={"x": float("nan")}), "only finite numbers"),
         ]:
             with pytest.raises(ValueError, match=msg):
                 store.upsert([docs[0], bad], vec.index[:2], vec.full[:2])

@@ -112,7 +112,7 @@ def test_values_never_enter_the_expression():
     inline = render_inline(compiled)
     literals = re.findall(r'"([^"]*)"', inline)
     # every quoted literal is a JSON key we wrote or a hex string
-    assert all(re.fullmatch(r"[sbn]:\w+|[0-9a-f]*", lit) or lit == "filter_keys"
+    assert all(re.fullmatch(r"[sbne]:\w+|[0-9a-f]*", lit) or lit == "filter_keys"
                for lit in literals), literals
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import StoreError, VectorStore, rescore
+from .base import (
+    CollectionNotFoundError,
+    StoreConnectionError,
+    StoreCorruptionError,
+    StoreError,
+    StoreWriteError,
+    VectorStore,
+    rescore,
+)
 from .filters import FilterError
 from .memory import MemoryStore
 
@@ -17,11 +25,15 @@ if TYPE_CHECKING:
     from .qdrant import QdrantStore
 
 __all__ = [
+    "CollectionNotFoundError",
     "FilterError",
     "MemoryStore",
     "MilvusStore",
     "QdrantStore",
+    "StoreConnectionError",
+    "StoreCorruptionError",
     "StoreError",
+    "StoreWriteError",
     "VectorStore",
     "make_store",
     "rescore",
@@ -67,8 +79,9 @@ def make_store(spec: str | VectorStore | None = None) -> VectorStore:
             return QdrantStore(url=where)
         return QdrantStore(path=where) if where else QdrantStore()
     if kind == "milvus":
-        from .milvus import MilvusStore
+        from .milvus import MilvusStore, check_uri
 
+        check_uri(where or "./bertino_milvus.db")  # before the import cost of a client
         return MilvusStore(uri=where or "./bertino_milvus.db")
     raise ValueError(
         f"unknown store {spec!r}: use 'memory[:DIR]', 'qdrant[:DIR|:URL]' or 'milvus:FILE|URL'"

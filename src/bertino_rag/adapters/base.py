@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+import re
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -43,6 +48,22 @@ from ..types import Document, Hit, Stamp
 from .filters import Condition, parse_filter
 
 __all__ = [
+    "COLLECTION_NAME",
+    "CollectionNotFoundError",
+    "HybridQuery",
+    "SearchQuery",
+    "StoreConnectionError",
+    "StoreCorruptionError",
+    "StoreError",
+    "StoreLimits",
+    "StoreWriteError",
+    "VectorStore",
+    "check_collection_name",
+    "check_documents",
+    "redact",
+    "rescore",
+    "retry",
+    "safe_location",
     "HybridQuery",
     "SearchQuery",
     "StoreError",
@@ -57,6 +78,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=16)
@@ -101,7 +123,274 @@ class HybridQuery:
 
 
 class StoreError(RuntimeError):
-    """A store operation failed (unreachable server, failed write, closed store)."""
+    """A store operation failed (unreachable server, failed write, closed store).
+
+    Every store raises this family for its own failures, so callers catch one type:
+
+    - :class:`StoreConnectionError`: the store cannot be reached or opened (names its kind and
+      location, never a key, token or password);
+    - :class:`StoreWriteError`: a write failed (``failed_ids``: the ids not stored);
+    - :class:`StoreCorruptionError`: a file of a store folder is missing or damaged (``path``).
+    """
+
+
+class StoreConnectionError(StoreError):
+    """The store at ``location`` (of ``kind``: "Qdrant", "Milvus"...) cannot be reached."""
+
+    def __init__(self, kind: str, location: str, reason: str) -> None:
+        self.kind = kind
+        self.location = location
+        super().__init__(f"cannot reach {kind} at {location}: {reason}")
+
+
+class CollectionNotFoundError(StoreError):
+    """``open(..., create=False)`` on a collection that does not exist; ``existing`` lists
+    the collections that do."""
+
+    def __init__(self, collection: str, where: str, existing: Sequence[str]) -> None:
+        self.collection = collection
+        self.existing = list(existing)
+        listed = ", ".join(repr(c) for c in self.existing) if self.existing else "none"
+        super().__init__(
+            f"collection {collection!r} does not exist in {where} (nothing was created); "
+            f"existing collections: {listed}"
+        )
+
+
+class StoreWriteError(StoreError):
+    """A write failed. ``failed_ids``: ids of the call that are not stored because of it."""
+
+    def __init__(self, message: str, failed_ids: Sequence[str] = ()) -> None:
+        self.failed_ids = list(failed_ids)
+        super().__init__(message)
+
+
+class StoreCorruptionError(StoreError):
+    """A file of a store folder is missing, truncated or fails its checksum (``path``)."""
+
+    def __init__(self, path: Any, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+# ---------------------------------------------------------------------- locations and secrets
+def safe_location(uri: str) -> str:
+    """``uri`` without user info and without secret-looking query parameters.
+
+    ``http://admin:SECRET@host:6333/?api_key=K`` -> ``http://host:6333/``. Used in every repr
+    and error message of a store, so that credentials never reach a log.
+    """
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if not parts.scheme or not parts.netloc:
+        return uri
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port:
+        host += f":{port}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not _SECRET_PARAM.search(k)])
+    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+
+
+_SECRET_PARAM = re.compile(r"key|token|pass|secret|auth|cred", re.IGNORECASE)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every given secret (and the user info of any URL in it) replaced."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return re.sub(r"(?<=://)[^/\s@]+@", "***@", text)
+
+
+# ---------------------------------------------------------------------- retries
+def retry(
+    fn: Callable[[], T],
+    *,
+    transient: Callable[[BaseException], bool],
+    attempts: int,
+    what: str,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+) -> T:
+    """Call ``fn``, retrying up to ``attempts`` more times while ``transient(error)`` holds.
+
+    Delays double from ``base_delay`` (with 25% jitter) up to ``max_delay``. Each store passes
+    its own ``transient`` test (timeouts, 5xx, 429, "unavailable"); any other error, or the
+    last transient one, is raised as is.
+    """
+    delay = base_delay
+    for attempt in range(attempts + 1):
+        try:
+            return fn()
+        except Exception as err:
+            if attempt == attempts or not transient(err):
+                raise
+            logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, type(err).__name__,
+                           attempt + 1, attempts, delay)
+            time.sleep(delay * (1 + 0.25 * random.random()))
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")
+
+
+async def aretry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    transient: Callable[[BaseException], bool],
+    attempts: int,
+    what: str,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+) -> T:
+    """Async :func:`retry`."""
+    delay = base_delay
+    for attempt in range(attempts + 1):
+        try:
+            return await fn()
+        except Exception as err:
+            if attempt == attempts or not transient(err):
+                raise
+            logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, type(err).__name__,
+                           attempt + 1, attempts, delay)
+            await asyncio.sleep(delay * (1 + 0.25 * random.random()))
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------- validation rules
+#: Collection names every store accepts: Milvus' rule (letters, digits, ``_``; not starting with
+#: a digit), the strictest of the three; at most 200 characters, leaving room for Qdrant's
+#: ``__bertino_stamp`` companion within its 255. No ``/``, ``.`` or ``..``: a name never
+#: leaves its store's folder.
+COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+_INT64 = (-(2**63), 2**63 - 1)
+_MAX_DEPTH = 32
+
+
+def check_collection_name(name: Any) -> str:
+    """Return ``name`` if every store accepts it as a collection name, else raise ValueError."""
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: use 1-200 letters, digits and '_', not starting "
+            "with a digit (e.g. 'bertino' or 'wiki_2024'); the same rule holds on every store"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """Per-store limits checked by :func:`check_documents` (``None``: no limit)."""
+
+    max_id_bytes: int | None = None
+    max_text_bytes: int | None = None
+
+
+def _utf8(value: str, what: str) -> int:
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{what} is not valid Unicode (a lone surrogate {value[err.start]!r} at character "
+            f"{err.start}); decode the source with errors='replace' or fix its encoding"
+        ) from None
+
+
+def _check_json(value: Any, where: str, what: str, depth: int, seen: set[int]) -> None:
+    """Metadata values that mean the same on every store: JSON, finite numbers, str keys."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _utf8(value, f"{where}: {what}")
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"{where}: {what} = {value} does not fit in 64 bits "
+                             "(stores keep integers as int64); store it as a string")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {what} is {value!r}; only finite numbers are "
+                             "stored (JSON has no NaN or infinity): use null or drop the field")
+        return
+    if depth > _MAX_DEPTH or id(value) in seen:
+        raise ValueError(f"{where}: {what} is nested too deep or refers to itself")
+    if isinstance(value, Mapping):
+        seen.add(id(value))
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(
+                    f"{where}: {what} has a key of type {type(key).__name__} "
+                    f"({key!r}); keys must be strings (stores would turn {key!r} into "
+                    f"{str(key)!r} or 'null')"
+                )
+            _utf8(key, f"{where}: a key of {what}")
+            _check_json(item, where, f"{what}[{key!r}]", depth + 1, seen)
+        seen.discard(id(value))
+        return
+    if isinstance(value, (list, tuple)):
+        seen.add(id(value))
+        for i, item in enumerate(value):
+            _check_json(item, where, f"{what}[{i}]", depth + 1, seen)
+        seen.discard(id(value))
+        return
+    hint = {
+        "set": "a list", "frozenset": "a list", "datetime": "value.isoformat()",
+        "date": "value.isoformat()", "bytes": "a str (e.g. base64)", "Decimal": "a float or str",
+    }.get(type(value).__name__, "value.item()" if isinstance(value, np.generic) else
+          "a str, number, bool, None, list or dict")
+    raise ValueError(
+        f"{where}: {what} is a {type(value).__name__}, which is not JSON; store "
+        f"{hint} instead"
+    )
+
+
+def check_documents(
+    documents: Sequence[Document], limits: StoreLimits | None = None, *, offset: int = 0
+) -> None:
+    """Validate documents against the rules of every store (and ``limits``) before any write.
+
+    One place for the rules: ids and texts are valid Unicode and within the store's byte
+    limits; metadata is a dict with string keys whose values are JSON (str, finite numbers
+    within int64, bool, None, lists and dicts of those). Ids must be unique within the call.
+
+    Raises:
+        ValueError: naming the position (``offset`` + index) of the first bad document.
+    """
+    limits = limits or StoreLimits()
+    first: dict[str, int] = {}
+    for i, d in enumerate(documents):
+        where = f"document at position {offset + i}"
+        if not isinstance(d.id, str):
+            raise ValueError(f"{where} has an id of type {type(d.id).__name__}; expected str")
+        n_id = _utf8(d.id, f"{where}: the id")
+        if limits.max_id_bytes is not None and n_id > limits.max_id_bytes:
+            raise ValueError(f"{where} has an id of {n_id} UTF-8 bytes ({d.id[:40]!r}...); this "
+                             f"store keeps ids of at most {limits.max_id_bytes} bytes")
+        if d.id in first:
+            raise ValueError(
+                f"documents at positions {offset + first[d.id]} and {offset + i} have the same "
+                f"id {d.id!r}: ids must be unique within a call (ids are strings: 7 and '7' are "
+                "one id); give each document its own id, or leave ids out to derive them"
+            )
+        first[d.id] = i
+        n_text = _utf8(d.text, f"{where} (id {d.id!r}): the text")
+        if limits.max_text_bytes is not None and n_text > limits.max_text_bytes:
+            raise ValueError(
+                f"{where} (id {d.id!r}) has {n_text} bytes of text; this store keeps at most "
+                f"{limits.max_text_bytes}: split it into chunks"
+            )
+        if not isinstance(d.metadata, Mapping):
+            raise ValueError(f"{where} has metadata of type {type(d.metadata).__name__}; "
+                             "expected a dict")
+        _check_json(d.metadata, f"{where} (id {d.id!r})", "metadata", 0, set())
 
 
 def ranking_key(score: float, doc_id: str) -> tuple[float, str]:
@@ -252,6 +541,8 @@ class VectorStore(ABC):
     #: candidates a two-stage batch holds at once (queries x rerank_k): bounds its memory, so
     #: that a batch of any number of queries runs in flat memory
     candidate_block: int = 1 << 16
+    #: this store's limits on ids and texts, checked with the rules of :func:`check_documents`
+    limits: StoreLimits = StoreLimits()
     #: whether the store can keep a lexical index beside the vectors (``Stamp.lexical``)
     supports_lexical: ClassVar[bool] = False
 
@@ -260,15 +551,27 @@ class VectorStore(ABC):
         self._collection: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def open(self, collection: str, stamp: Stamp, *, recreate: bool = False) -> None:
+    def open(
+        self, collection: str, stamp: Stamp, *, recreate: bool = False, create: bool = True
+    ) -> None:
         """Create the collection, or open it and check that its stamp equals ``stamp``.
 
+        Args:
+            create: ``False`` opens an existing collection only (for searching): nothing is
+                created, and a missing one raises :class:`CollectionNotFoundError`.
+
         Raises:
+            ValueError: a collection name that not every store accepts (see
+                :data:`COLLECTION_NAME`).
             StampMismatchError: the collection exists with another model, dim or layout
                 (and ``recreate`` is False). Nothing is changed in that case.
+            CollectionNotFoundError: ``create=False`` and the collection does not exist.
         """
-        if not isinstance(collection, str) or not collection.strip():
-            raise ValueError("collection name must be a non-empty string")
+        check_collection_name(collection)
+        if not create:
+            existing = self.collections()
+            if collection not in existing:
+                raise CollectionNotFoundError(collection, self.location, existing)
         if stamp.index_dim <= 0 or stamp.index_dim > stamp.full_dim:
             raise ValueError(
                 f"index_dim must be in 1..{stamp.full_dim}, got {stamp.index_dim}"
@@ -284,7 +587,17 @@ class VectorStore(ABC):
         self._collection = collection
         self._stamp = stamp
 
-    def ensure_open(self, collection: str, stamp: Stamp, *, recreate: bool = False) -> None:
+    def collections(self) -> list[str]:
+        """Names of the bertino-rag collections in this store, sorted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its collections")
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (never with credentials)."""
+        return type(self).__name__
+
+    def ensure_open(self, collection: str, stamp: Stamp, *, recreate: bool = False,
+                    create: bool = True) -> None:
         """Make ``collection`` the open one, built with ``stamp``.
 
         When it is already open here (a store shared by several retrievers), only its stamp
@@ -296,7 +609,7 @@ class VectorStore(ABC):
         if not recreate and self.is_open and self._collection == collection:
             stamp.check(self.stamp, collection)
         else:
-            self.open(collection, stamp, recreate=recreate)
+            self.open(collection, stamp, recreate=recreate, create=create)
 
     @property
     def stamp(self) -> Stamp:
@@ -333,6 +646,11 @@ class VectorStore(ABC):
         self.close()
 
     # ------------------------------------------------------------------ validation
+    def check_documents(self, documents: Sequence[Document], *, offset: int = 0) -> None:
+        """Raise ValueError, naming the position, for a document this store would not keep
+        exactly (see :func:`check_documents`); nothing is written."""
+        check_documents(documents, self.limits, offset=offset)
+
     def _check_matrix(self, vectors: Any, dim: int, what: str, n: int | None = None) -> np.ndarray:
         arr = np.asarray(vectors, dtype=np.float32)
         if arr.ndim == 1:
@@ -390,9 +708,7 @@ class VectorStore(ABC):
         n = len(documents)
         if n == 0:
             return None
-        ids = [d.id for d in documents]
-        if len(set(ids)) != n:
-            raise ValueError("upsert: ids must be unique within one call")
+        self.check_documents(documents)
         vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", n)
         full: np.ndarray | None = None
         if stamp.full_vectors:

@@ -4,16 +4,12 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
 
 - ``seg-NNNNNN.index.npy``: index vectors, float32, one file per written segment;
 - ``seg-NNNNNN.full.npy``: full vectors, float16 (only when the collection keeps them);
-- ``meta.sqlite``: the stamp, the list of live segments and, per document, its id, segment,
-  row, text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id).
-  No pickle anywhere;
+- ``meta.sqlite``: the stamp, the list of live segments with their sizes and CRC-32
+  checksums, the segments whose files may be deleted, and, per document, its id, segment, row,
+  text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id). No
+  pickle anywhere;
 - ``seg-NNNNNN.lex*.npy``: a hybrid collection's postings of the segment's rows
   (:mod:`._postings`), written and made live with the vectors.
-
-Writes are atomic: a segment's arrays are written to temporary files, fsynced and renamed, and
-only then does one SQLite transaction make them live (and retire replaced or deleted rows). A
-crash at any point leaves the previous contents readable; leftover files are removed by the
-next write. A lock file keeps two processes from writing at once; readers in other processes
 see new data at their next call. Segments are memory-mapped and searched in chunks, so a
 million vectors need no more RAM than the page cache gives them; small segments are merged
 in size tiers, which keeps the number of files logarithmic in the corpus size.
@@ -21,11 +17,15 @@ in size tiers, which keeps the number of files logarithmic in the corpus size.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
 import os
+import shutil
 import sqlite3
 import threading
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +37,9 @@ import numpy as np
 from ..types import Document, Hit, Stamp
 from . import _postings
 from .base import (
+    StoreCorruptionError,
     StoreError,
+    StoreWriteError,
     VectorStore,
     check_found,
     id_ranks,
@@ -45,13 +47,16 @@ from .base import (
     ranking_key,
     rescore_rows,
 )
-from .filters import _FIELD, Condition
+from .filters import _FIELD, Node, Or
 
 __all__ = ["MemoryStore"]
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments (seg INTEGER PRIMARY KEY, nrows INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS garbage (seg INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS docs (
     id TEXT PRIMARY KEY, seg INTEGER NOT NULL, row INTEGER NOT NULL,
     text TEXT NOT NULL, metadata TEXT NOT NULL
@@ -62,11 +67,49 @@ CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNI
 _SQL_CHUNK = 500  # ids per "IN (...)" query
 _SCORE_BLOCK = 1 << 24  # floats per score block (64 MiB): bounds memory of a search
 _TIER_BASE = 4  # segments of the same size tier merged when this many accumulate
+#: 2: files are deleted only when listed in ``garbage``; segments carry checksums
+_LAYOUT = "2"
+_CRC_BLOCK = 1 << 22
+_RESTORE = (
+    "Nothing was deleted. Restore the folder (meta.sqlite with its -wal file, and the seg-* "
+    "files) from a backup; or move the folder away and index the documents again"
+)
+
+
+def _crc32(path: Path) -> tuple[int, int]:
+    """CRC-32 and size of a file, read in blocks."""
+    crc = 0
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(_CRC_BLOCK):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return crc, size
+
+
+def _disk_full(err: BaseException, folder: Path | None) -> bool:
+    """Whether a failed write ran out of space (ENOSPC, a short numpy write, SQLite's
+    "database or disk is full", or almost no space left)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return True
+    text = str(err)
+    if "requested and" in text and "written" in text:  # numpy's short write
+        return True
+    if isinstance(err, sqlite3.Error) and "disk is full" in text:
+        return True
+    if folder is not None and isinstance(err, (OSError, sqlite3.Error)):
+        try:
+            return shutil.disk_usage(folder).free < (1 << 20)
+        except OSError:
+            return False
+    return False
+
+
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Segment:
-    __slots__ = ("seg", "index", "full", "alive", "ids", "lex")
+    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums")
 
     def __init__(
         self, seg: int, index: np.ndarray, full: np.ndarray | None,
@@ -79,6 +122,7 @@ class _Segment:
         n = index.shape[0]
         self.alive = np.zeros(n, dtype=bool)
         self.ids = np.empty(n, dtype=object)
+        self.sums: tuple[int | None, ...] = (None, None, None, None)
 
 
 def _json_path(field: str) -> str:
@@ -93,8 +137,15 @@ def _json_path(field: str) -> str:
     return f"json_extract(metadata, '$.\"{field}\"')"
 
 
-def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
-    """One condition as SQL over the JSON metadata; values are bound parameters."""
+def _condition_sql(c: Node) -> tuple[str, list[Any]]:
+    """One filter node as SQL over the JSON metadata; values are bound parameters.
+
+    A condition on a missing field is SQL NULL, which WHERE treats as false; negations wrap
+    the positive condition in ``COALESCE(..., 0)`` so that a missing field matches them.
+    """
+    if isinstance(c, Or):
+        parts = [_conjunction_sql(list(branch)) for branch in c.branches]
+        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
     value_of = _json_path(c.field)
     type_of = value_of.replace("json_extract", "json_type", 1)
 
@@ -105,16 +156,49 @@ def _condition_sql(c: Condition) -> tuple[str, list[Any]]:
             return f"({type_of} = 'text' AND {value_of} = ?)", [value]
         return f"({type_of} IN ('integer', 'real') AND {value_of} = ?)", [value]
 
+    def isin(values: tuple[Any, ...]) -> tuple[str, list[Any]]:
+        # One IN list per type (not an OR per value: SQLite caps expression depth at 1000).
+        if not values:
+            return "0", []
+        parts: list[str] = []
+        params: list[Any] = []
+        bools = sorted({"true" if v else "false" for v in values if isinstance(v, bool)})
+        texts = [v for v in values if isinstance(v, str)]
+        numbers = [v for v in values if not isinstance(v, (bool, str))]
+        if bools:
+            parts.append(f"{type_of} IN ({','.join('?' * len(bools))})")
+            params += bools
+        if texts:
+            parts.append(f"({type_of} = 'text' AND {value_of} IN ({','.join('?' * len(texts))}))")
+            params += texts
+        if numbers:
+            parts.append(f"({type_of} IN ('integer', 'real') AND "
+                         f"{value_of} IN ({','.join('?' * len(numbers))}))")
+            params += numbers
+        return "(" + " OR ".join(parts) + ")", params
+
     if c.op == "$eq":
         return eq(c.value)
+    if c.op == "$ne":
+        sql, params = eq(c.value)
+        return f"NOT COALESCE({sql}, 0)", params
     if c.op == "$in":
-        if not c.value:
-            return "0", []
-        parts = [eq(v) for v in c.value]
-        return "(" + " OR ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
+        return isin(c.value)
+    if c.op == "$nin":
+        sql, params = isin(c.value)
+        return f"NOT COALESCE({sql}, 0)", params
+    if c.op == "$exists":
+        present = (f"({type_of} IS NOT NULL AND {type_of} != 'null' AND NOT ({type_of} = "
+                   f"'array' AND json_array_length(metadata, '$.\"{c.field}\"') = 0))")
+        return (present if c.value else f"NOT {present}"), []
     sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[c.op]
     kind = "= 'text'" if isinstance(c.value, str) else "IN ('integer', 'real')"
     return f"({type_of} {kind} AND {value_of} {sql_op} ?)", [c.value]
+
+
+def _conjunction_sql(nodes: list[Node]) -> tuple[str, list[Any]]:
+    parts = [_condition_sql(n) for n in nodes]
+    return "(" + " AND ".join(p for p, _ in parts) + ")", [x for _, ps in parts for x in ps]
 
 
 class MemoryStore(VectorStore):
@@ -126,6 +210,9 @@ class MemoryStore(VectorStore):
         lock_timeout: seconds to wait for another process's write to finish.
         index_fields: metadata fields to build SQLite expression indexes on, so that filters on
             them do not scan every document's metadata (worth it from ~100k documents).
+        verify_checksums: check each segment file against its CRC-32 when this process first
+            loads it (reads the file once: about 1 s per GB); sizes and shapes are always
+            checked.
 
     Example:
         >>> store = MemoryStore(path="./bertino_index")  # doctest: +SKIP
@@ -140,10 +227,12 @@ class MemoryStore(VectorStore):
         *,
         lock_timeout: float = 60.0,
         index_fields: Sequence[str] = (),
+        verify_checksums: bool = True,
     ):
         super().__init__()
         self.root = None if path is None else Path(path)
         self.lock_timeout = lock_timeout
+        self.verify_checksums = verify_checksums
         self.index_fields = tuple(index_fields)
         for name in self.index_fields:
             _json_path(name)  # validates the name now rather than at open()
@@ -169,14 +258,35 @@ class MemoryStore(VectorStore):
         else:
             from filelock import FileLock  # installed with sentence-transformers (huggingface-hub)
 
-            self._dir = self.root / collection
+            folder = self.root / collection
+            if folder.resolve().parent != self.root.resolve():  # names are validated; belt
+                raise ValueError(f"collection {collection!r} would leave the folder {self.root}")
+            _check_metadata_present(folder)
+            self._dir = folder
             self._dir.mkdir(parents=True, exist_ok=True)
             self._file_lock = FileLock(str(self._dir / ".lock"))
             db = sqlite3.connect(str(self._dir / "meta.sqlite"), check_same_thread=False,
                                  timeout=self.lock_timeout)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
+        try:
+            if self.root is not None:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(segments)")}
+            for column in ("index_crc", "index_size", "full_crc", "full_size"):
+                if column not in columns:  # written before checksums: NULL, not verified
+                    db.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER")
+            db.commit()
+        except sqlite3.DatabaseError as err:
+            if self.root is None or isinstance(err, sqlite3.OperationalError) and (
+                    "locked" in str(err)):
+                raise
+            db.close()
+            path = folder / "meta.sqlite"
+            raise StoreCorruptionError(
+                path, f"{path} cannot be read ({err}): the metadata of the collection is "
+                f"damaged. {_RESTORE}."
+            ) from err
         return db
 
     @property
@@ -186,8 +296,9 @@ class MemoryStore(VectorStore):
         return self._db
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the in-process mutex and, when persisted, the folder's lock file."""
+    def _writing(self, refresh: bool = True) -> Iterator[None]:
+        """Hold the in-process mutex and, when persisted, the folder's lock file; after the
+        write, checkpoint the WAL into ``meta.sqlite``."""
         with self._mutex:
             if self._file_lock is None:
                 yield
@@ -202,9 +313,14 @@ class MemoryStore(VectorStore):
                     f"{self.lock_timeout:.0f}s); try again when it finishes"
                 ) from err
             try:
-                self._refresh()
-                self._remove_orphans()
+                if refresh:
+                    self._refresh()
+                    self._collect_garbage()
                 yield
+                try:
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as err:  # the write is durable in the WAL already
+                    logger.warning("MemoryStore: checkpoint of %s failed: %s", self._dir, err)
             finally:
                 self._file_lock.release()
 
@@ -218,25 +334,31 @@ class MemoryStore(VectorStore):
 
     def _refresh(self) -> None:
         """Reload segments when another process (or a rollback) changed the collection."""
-        gen = int(self._meta("generation") or 0)
-        if gen == self._generation:
-            return
-        live = {s for (s,) in self.db.execute("SELECT seg FROM segments")}
+        for _ in range(3):
+            gen = int(self._meta("generation") or 0)
+            if gen == self._generation:
+                return
+            try:
+                self._reload(gen)
+                return
+            except StoreCorruptionError:
+                # a writer may have retired the segment meanwhile: a changed generation says so
+                if int(self._meta("generation") or 0) == gen:
+                    raise
+        self._reload(int(self._meta("generation") or 0))
+
+    def _reload(self, gen: int) -> None:
+        rows = {r[0]: r for r in self.db.execute(
+            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size FROM segments")}
+        live = set(rows)
         for seg in list(self._segments):
             if seg not in live:
                 del self._segments[seg]
-        if self._dir is not None:
+        if self._dir is not None and live - set(self._segments):
+            raw = self._meta("stamp")
+            stamp = None if raw is None else Stamp.from_dict(json.loads(raw))
             for seg in sorted(live - set(self._segments)):
-                index = np.load(self._seg_path(seg, "index"), mmap_mode="r")
-                full_path = self._seg_path(seg, "full")
-                full = np.load(full_path, mmap_mode="r") if full_path.exists() else None
-                lex = None
-                if self._seg_path(seg, "lexlength").exists():
-                    lex = _postings.Postings(**{
-                        kind.removeprefix("lex"): np.load(self._seg_path(seg, kind), mmap_mode="r")
-                        for kind in _postings.KINDS
-                    })
-                self._segments[seg] = _Segment(seg, index, full, lex)
+                self._segments[seg] = self._load_segment(rows[seg], stamp)
         for s in self._segments.values():
             s.alive[:] = False
             s.ids[:] = None
@@ -258,30 +380,124 @@ class MemoryStore(VectorStore):
                 "SELECT term, id FROM terms WHERE id >= ?", (len(self._vocab),)
             ))
 
-    def _remove_orphans(self) -> None:
-        """Delete segment files that no committed transaction refers to (a crashed write)."""
-        if self._dir is None:
-            return
-        live = {s for (s,) in self.db.execute("SELECT seg FROM segments")}
+    def _load_segment(self, row: tuple[Any, ...], stamp: Stamp | None) -> _Segment:
+        seg, nrows, index_crc, index_size, full_crc, full_size = row
+        index = self._load_array(seg, "index", int(nrows), index_crc, index_size,
+                                 None if stamp is None else stamp.index_dim)
+        full = None
+        if full_size is not None or (stamp is not None and stamp.full_vectors):
+            full = self._load_array(seg, "full", int(nrows), full_crc, full_size,
+                                    None if stamp is None else stamp.full_dim)
+        lex = None
+        if self._seg_path(seg, "lexlength").exists():
+            try:
+                lex = _postings.Postings(**{
+                    kind.removeprefix("lex"): np.load(self._seg_path(seg, kind), mmap_mode="r")
+                    for kind in _postings.KINDS
+                })
+            except (OSError, ValueError) as err:
+                raise StoreCorruptionError(
+                    self._seg_path(seg, "lexlength"), f"the lexical postings of segment {seg} "
+                    f"in {self._dir} cannot be read ({err}). {_RESTORE}.") from err
+        return _Segment(seg, index, full, lex)
+
+    def _load_array(self, seg: int, kind: str, nrows: int, crc: int | None, size: int | None,
+                    dim: int | None) -> np.ndarray:
+        """Memory-map one segment file after checking its size, checksum and shape."""
+        path = self._seg_path(seg, kind)
+        what = "index vectors" if kind == "index" else "full vectors (for rescoring)"
+        if not path.exists():
+            raise StoreCorruptionError(
+                path, f"{path} is missing: it holds the {what} of {nrows} documents listed in "
+                f"meta.sqlite. {_RESTORE}."
+            )
+        problem = None
+        if size is not None and path.stat().st_size != size:
+            problem = f"has {path.stat().st_size} bytes where {size} were written (truncated?)"
+        elif crc is not None and self.verify_checksums and _crc32(path)[0] != crc:
+            problem = "fails its checksum (it was changed after it was written)"
+        if problem is None:
+            try:
+                arr: np.ndarray = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                problem = f"cannot be read ({err})"
+            else:
+                if arr.ndim != 2 or arr.shape[0] != nrows or (dim is not None
+                                                               and arr.shape[1] != dim):
+                    problem = (f"holds an array of shape {arr.shape} where ({nrows}, "
+                               f"{dim if dim is not None else '?'}) is expected")
+                else:
+                    return arr
+        raise StoreCorruptionError(
+            path, f"{path} {problem}: the {what} of {nrows} documents cannot be trusted. "
+            f"{_RESTORE}."
+        )
+
+    def _segment_files(self) -> Iterator[tuple[int, Path]]:
+        assert self._dir is not None
         for p in self._dir.glob("seg-*.npy*"):
             try:
-                seg = int(p.name.split(".")[0].split("-")[1])
+                yield int(p.name.split(".")[0].split("-")[1]), p
             except (IndexError, ValueError):
                 continue
-            if seg not in live or p.name.endswith(".tmp"):
-                p.unlink(missing_ok=True)
 
-    def _write_array(self, seg: int, kind: str, arr: np.ndarray) -> np.ndarray:
+    def _check_accounted(self) -> None:
+        """Refuse a folder holding segment files that the metadata does not list."""
         if self._dir is None:
-            return arr
+            return
+        known = {s for (s,) in self.db.execute("SELECT seg FROM segments UNION "
+                                               "SELECT seg FROM garbage")}
+        unknown = sorted(p for seg, p in self._segment_files()
+                         if seg not in known and not p.name.endswith(".tmp"))
+        if unknown:
+            raise StoreCorruptionError(
+                unknown[0],
+                f"{unknown[0]} ({len(unknown)} segment file(s) in all) is not listed in "
+                f"{self._dir / 'meta.sqlite'}: the metadata was lost or rolled back (a missing "
+                f"or damaged meta.sqlite-wal?), and opening would hide these vectors. "
+                f"{_RESTORE}; if the listed files are leftovers you do not need, delete them."
+            )
+
+    def _collect_garbage(self) -> None:
+        """Delete the files of segments listed as garbage (retired, or a crashed write)."""
+        if self._dir is None:
+            return
+        garbage = {s for (s,) in self.db.execute("SELECT seg FROM garbage")}
+        if not garbage:
+            return
+        for seg, p in self._segment_files():
+            if seg in garbage or (p.name.endswith(".tmp") and seg not in self._segments):
+                p.unlink(missing_ok=True)
+        with self.db:
+            self.db.executemany("DELETE FROM garbage WHERE seg = ?", [(g,) for g in garbage])
+
+    def _allocate(self) -> int:
+        """A new segment number, recorded as garbage until its commit makes it live."""
+        last = self.db.execute(
+            "SELECT MAX(seg) FROM (SELECT seg FROM segments UNION SELECT seg FROM garbage)"
+        ).fetchone()[0]
+        seg = max([int(last or 0), int(self._meta("last_seg") or 0), *self._segments]) + 1
+        if self._dir is not None:
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seg', ?)",
+                                (str(seg),))
+                self.db.execute("INSERT OR IGNORE INTO garbage (seg) VALUES (?)", (seg,))
+        return seg
+
+    def _write_array(self, seg: int, kind: str, arr: np.ndarray
+                     ) -> tuple[np.ndarray, int | None, int | None]:
+        """Write, fsync and rename one segment file; its mmap, CRC-32 and size."""
+        if self._dir is None:
+            return arr, None, None
         final = self._seg_path(seg, kind)
         tmp = final.with_name(final.name + ".tmp")
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
             fh.flush()
             os.fsync(fh.fileno())
+        crc, size = _crc32(tmp)
         os.replace(tmp, final)
-        return np.load(final, mmap_mode="r")
+        return np.load(final, mmap_mode="r"), crc, size
 
     def _bump_generation(self) -> None:
         self._generation = int(self._meta("generation") or 0) + 1
@@ -314,12 +530,22 @@ class MemoryStore(VectorStore):
     def _open_collection(self, collection: str, stamp: Stamp, recreate: bool) -> None:
         self._db = self._connect(collection)
         try:
-            with self._writing():
+            with self._writing(refresh=False):
                 found = self._meta("stamp")
                 if found is not None and not recreate:
                     stamp.check(Stamp.from_dict(json.loads(found)), collection)
+                if found is not None and self._meta("layout") != _LAYOUT and not recreate:
+                    self._adopt_legacy_orphans()
+                if not recreate:
+                    self._check_accounted()
                 if found is None or recreate:
                     with self.db:
+                        if self._dir is not None:  # everything of the old collection goes
+                            self.db.execute("INSERT OR IGNORE INTO garbage (seg) "
+                                            "SELECT seg FROM segments")
+                            self.db.executemany(
+                                "INSERT OR IGNORE INTO garbage (seg) VALUES (?)",
+                                [(seg,) for seg, _ in self._segment_files()])
                         self.db.execute("DELETE FROM docs")
                         self.db.execute("DELETE FROM segments")
                         self.db.execute("DELETE FROM terms")
@@ -330,7 +556,10 @@ class MemoryStore(VectorStore):
                         self._bump_generation()
                     self._segments.clear()
                     self._vocab = {}
-                    self._remove_orphans()
+                with self.db:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('layout', ?)", (_LAYOUT,))
+                self._collect_garbage()
                 for name in self.index_fields:
                     self.db.execute(
                         f'CREATE INDEX IF NOT EXISTS "docs_meta_{name}" '
@@ -342,6 +571,35 @@ class MemoryStore(VectorStore):
         except BaseException:
             self.close()
             raise
+
+    def _adopt_legacy_orphans(self) -> None:
+        """A folder written before the garbage table: files of non-live segments numbered
+        below the newest live one were retired by merges; newer ones are a crashed write's.
+        Both were deleted by the old rule; list them as garbage once."""
+        live = {s for (s,) in self.db.execute("SELECT seg FROM segments")}
+        if not live:
+            return
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO garbage (seg) VALUES (?)",
+                [(seg,) for seg, _ in self._segment_files() if seg not in live],
+            )
+
+    def collections(self) -> list[str]:
+        if self.root is None:
+            return sorted(name for name, (db, _) in self._ram.items()
+                          if db.execute("SELECT 1 FROM meta WHERE key = 'stamp'").fetchone())
+        if not self.root.is_dir():
+            return []
+        found = []
+        for folder in self.root.iterdir():
+            if (folder / "meta.sqlite").is_file() or any(folder.glob("seg-*.npy")):
+                found.append(folder.name)  # a folder with data, even damaged, is listed
+        return sorted(found)
+
+    @property
+    def location(self) -> str:
+        return "memory" if self.root is None else str(self.root)
 
     def close(self) -> None:
         with self._mutex:
@@ -360,18 +618,30 @@ class MemoryStore(VectorStore):
         self, index: np.ndarray, full: np.ndarray | None,
         lex: _postings.Postings | None = None,
     ) -> _Segment:
-        last = self.db.execute("SELECT COALESCE(MAX(seg), 0) FROM segments").fetchone()[0]
-        seg = max([int(last), *self._segments]) + 1
-        index = self._write_array(seg, "index", np.ascontiguousarray(index, dtype=np.float32))
+        seg = self._allocate()
+        index, icrc, isize = self._write_array(
+            seg, "index", np.ascontiguousarray(index, dtype=np.float32))
+        fcrc = fsize = None
         if full is not None:
-            full = self._write_array(seg, "full", np.ascontiguousarray(full, dtype=np.float16))
+            full, fcrc, fsize = self._write_array(
+                seg, "full", np.ascontiguousarray(full, dtype=np.float16))
         if lex is not None:
             lex = _postings.Postings(**{
-                kind.removeprefix("lex"): self._write_array(seg, kind, np.ascontiguousarray(arr))
+                kind.removeprefix("lex"): self._write_array(seg, kind,
+                                                            np.ascontiguousarray(arr))[0]
                 for kind, arr in lex.arrays().items()
             })
         self._fsync_dir()
-        return _Segment(seg, index, full, lex)
+        segment = _Segment(seg, index, full, lex)
+        segment.sums = (icrc, isize, fcrc, fsize)
+        return segment
+
+    def _insert_segment(self, segment: _Segment, nrows: int) -> None:
+        """In a transaction: make ``segment`` live (it stops being garbage)."""
+        self.db.execute(
+            "INSERT INTO segments (seg, nrows, index_crc, index_size, full_crc, full_size) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (segment.seg, nrows, *segment.sums))
+        self.db.execute("DELETE FROM garbage WHERE seg = ?", (segment.seg,))
 
     def _locate(self, ids: list[str]) -> list[tuple[int, int]]:
         """Current (segment, row) of the stored ids among ``ids``."""
@@ -396,6 +666,12 @@ class MemoryStore(VectorStore):
                 del self._segments[seg]
 
     def _drop_empty_segments(self, segs: set[int]) -> None:
+        if self._dir is not None:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO garbage (seg) SELECT seg FROM segments WHERE seg = ? "
+                "AND NOT EXISTS (SELECT 1 FROM docs WHERE seg = ?)",
+                [(seg, seg) for seg in segs],
+            )
         self.db.executemany(
             "DELETE FROM segments WHERE seg = ? AND NOT EXISTS (SELECT 1 FROM docs WHERE seg = ?)",
             [(seg, seg) for seg in segs],
@@ -411,10 +687,7 @@ class MemoryStore(VectorStore):
             if new_terms:
                 self.db.executemany("INSERT INTO terms (id, term) VALUES (?, ?)",
                                     [(i, t) for t, i in new_terms.items()])
-            self.db.execute(
-                "INSERT INTO segments (seg, nrows) VALUES (?, ?)",
-                (segment.seg, int(segment.index.shape[0])),
-            )
+            self._insert_segment(segment, int(segment.index.shape[0]))
             self.db.executemany(
                 "INSERT OR REPLACE INTO docs (id, seg, row, text, metadata) VALUES (?, ?, ?, ?, ?)",
                 [(i, segment.seg, r, t, m) for i, r, t, m in rows],
@@ -434,14 +707,39 @@ class MemoryStore(VectorStore):
         self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
     ) -> None:
         rows = [
-            (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False))
+            (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False, allow_nan=False))
             for r, d in enumerate(documents)
         ]
         with self._writing():
             replaced = self._locate([d.id for d in documents])
-            segment = self._new_segment(vectors, full_vectors)
-            self._commit_segment(segment, rows, replaced)
-            self._merge_tiers()
+            try:
+                segment = self._new_segment(vectors, full_vectors)
+                self._commit_segment(segment, rows, replaced)
+            except (OSError, sqlite3.Error) as err:
+                raise self._write_failed(err, documents) from err
+            try:
+                self._merge_tiers()
+            except (OSError, sqlite3.Error) as err:  # housekeeping: the write is committed
+                logger.warning(
+                    "MemoryStore: merging segments of %s failed (%s%s); the %d documents are "
+                    "written, and the merge is tried again at the next write", self._dir,
+                    "disk full: " if _disk_full(err, self._dir) else "", err, len(documents))
+
+    def _write_failed(self, err: BaseException, documents: list[Document]) -> StoreWriteError:
+        where = "memory" if self._dir is None else str(self._dir)
+        ids = [d.id for d in documents]
+        if _disk_full(err, self._dir):
+            free = shutil.disk_usage(self._dir).free if self._dir is not None else 0
+            return StoreWriteError(
+                f"disk full: writing {len(ids)} documents to {where} failed ({err}; "
+                f"{free // (1 << 20)} MiB free). None of them was written and the collection "
+                "holds what it held before; free some space and run the same call again",
+                ids,
+            )
+        return StoreWriteError(
+            f"writing {len(ids)} documents to {where} failed ({type(err).__name__}: {err}). "
+            "None of them was written and the collection holds what it held before", ids,
+        )
 
     def _upsert_lexical(
         self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None,
@@ -494,9 +792,7 @@ class MemoryStore(VectorStore):
             lex = _postings.merge([p.lex for p in parts], keep)  # type: ignore[misc]
         merged = self._new_segment(index, full, lex)
         with self.db:
-            self.db.execute(
-                "INSERT INTO segments (seg, nrows) VALUES (?, ?)", (merged.seg, len(ids))
-            )
+            self._insert_segment(merged, len(ids))
             self.db.executemany(
                 "UPDATE docs SET seg = ?, row = ? WHERE id = ?",
                 [(merged.seg, r, doc_id) for r, doc_id in enumerate(ids)],
@@ -508,7 +804,7 @@ class MemoryStore(VectorStore):
         merged.alive[:] = True
         merged.ids[:] = ids
         self._segments[merged.seg] = merged
-        self._remove_orphans()
+        self._collect_garbage()
 
     def _delete(self, ids: list[str]) -> None:
         with self._writing():
@@ -521,7 +817,7 @@ class MemoryStore(VectorStore):
                 self._drop_empty_segments({seg for seg, _ in gone})
                 self._bump_generation()
             self._retire(gone)
-            self._remove_orphans()
+            self._collect_garbage()
 
     def _count(self) -> int:
         with self._mutex:
@@ -530,13 +826,15 @@ class MemoryStore(VectorStore):
     def _drop(self) -> None:
         with self._writing():
             with self.db:
+                if self._dir is not None:
+                    self.db.execute("INSERT OR IGNORE INTO garbage (seg) SELECT seg FROM segments")
                 self.db.execute("DELETE FROM docs")
                 self.db.execute("DELETE FROM segments")
-                self.db.execute("DELETE FROM meta")
+                self.db.execute("DELETE FROM meta WHERE key != 'last_seg'")
                 self.db.execute("DELETE FROM terms")
             self._segments.clear()
             self._vocab = {}
-            self._remove_orphans()
+            self._collect_garbage()
         if self.root is None and self._collection in self._ram:
             self._ram.pop(self._collection)[0].close()
             self._db = None
@@ -572,14 +870,14 @@ class MemoryStore(VectorStore):
                 out[j] = self._segments[seg].full[row]  # type: ignore[index]
             return out
 
-    def _candidate_rows(self, conditions: list[Condition]) -> dict[int, np.ndarray] | None:
+    def _candidate_rows(self, conditions: list[Node]) -> dict[int, np.ndarray] | None:
         """Rows allowed by a filter, per segment; ``None`` when there is no filter."""
         if not conditions:
             return None
-        clauses, params = zip(*(_condition_sql(c) for c in conditions), strict=True)
-        sql = "SELECT seg, row FROM docs WHERE " + " AND ".join(clauses)
+        where, params = _conjunction_sql(conditions)
+        sql = "SELECT seg, row FROM docs WHERE " + where
         per_seg: dict[int, list[int]] = defaultdict(list)
-        for seg, row in self.db.execute(sql, [p for ps in params for p in ps]):
+        for seg, row in self.db.execute(sql, params):
             per_seg[seg].append(row)
         return {seg: np.asarray(rows, dtype=np.int64) for seg, rows in per_seg.items()}
 
@@ -750,6 +1048,28 @@ class MemoryStore(VectorStore):
     def __repr__(self) -> str:
         where = "memory" if self.root is None else str(self.root)
         return f"MemoryStore({where}, collection={self._collection!r})"
+
+
+def _check_metadata_present(folder: Path) -> None:
+    """Refuse a collection folder whose metadata is gone while its data is still there."""
+    if not folder.is_dir():
+        return
+    db = folder / "meta.sqlite"
+    wal = folder / "meta.sqlite-wal"
+    if db.exists() and db.stat().st_size > 0:
+        return
+    segments = sorted(folder.glob("seg-*.npy"))
+    if segments:
+        held = f"{len(segments)} segment file(s) such as {segments[0].name}"
+    elif wal.exists() and wal.stat().st_size > 0:
+        held = f"its write-ahead log {wal.name} ({wal.stat().st_size} bytes)"
+    else:
+        return
+    state = "empty" if db.exists() else "missing"
+    raise StoreCorruptionError(
+        db, f"{db} is {state}, but the folder holds {held}: the metadata listing the documents "
+        f"is lost, and opening would discard them. {_RESTORE}."
+    )
 
 
 def _chunks(items: list[str], size: int = _SQL_CHUNK) -> Iterator[list[str]]:

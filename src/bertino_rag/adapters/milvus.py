@@ -29,12 +29,13 @@ import json
 import logging
 import os
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -42,13 +43,19 @@ from .._deps import require
 from ..types import Document, Hit, Stamp
 from .base import (
     SearchQuery,
+    StoreConnectionError,
     StoreError,
+    StoreLimits,
+    StoreWriteError,
     UpsertBatch,
     VectorStore,
     check_found,
     id_ranks,
     ranking_key,
+    redact,
     rescore_rows,
+    retry,
+    safe_location,
 )
 from .filters import Condition
 from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
@@ -92,19 +99,58 @@ class IndexFallbackWarning(UserWarning):
     """The engine cannot build the requested index; a near one is used instead."""
 
 
-def _safe_uri(uri: str) -> str:
-    """The URI without user info (credentials never appear in messages)."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return uri
+_SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+# Milvus Lite serves a .db file from one in-process server, which holds the file's lock until
+# it stops; pymilvus' close() leaves it running. Stores count their users per file and stop
+# the server with the last one, so that another process can open the file.
+_LITE_USERS: dict[str, int] = {}
+_LITE_LOCK = threading.Lock()
+
+
+def _lite_acquire(uri: str) -> None:
+    with _LITE_LOCK:
+        path = os.path.abspath(uri)
+        _LITE_USERS[path] = _LITE_USERS.get(path, 0) + 1
+
+
+def _lite_release(uri: str) -> None:
+    path = os.path.abspath(uri)
+    with _LITE_LOCK:
+        left = _LITE_USERS.get(path, 0) - 1
+        if left > 0:
+            _LITE_USERS[path] = left
+            return
+        _LITE_USERS.pop(path, None)
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # an older Milvus Lite: the lock goes with the process
+        return
+    server_manager_instance.release_server(uri)
 
 
 def _is_local(uri: str) -> bool:
     return uri.endswith(".db") and not re.match(r"^[a-z]+://", uri)
+
+
+def check_uri(uri: str) -> None:
+    """Refuse a URI that is neither a Milvus Lite ``.db`` file nor a server URL."""
+    if _is_local(uri):
+        return
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme not in _SERVER_SCHEMES:
+        raise ValueError(
+            f"Milvus location {safe_location(uri)!r} is neither a Milvus Lite file (a path "
+            "ending in .db, e.g. milvus:./index.db) nor a server URL (http://host:19530)"
+        )
+
+
+def _is_transient(err: BaseException) -> bool:
+    """Milvus errors worth retrying: unavailable, rate limited, or marked retriable."""
+    if getattr(err, "is_input_error", False):
+        return False
+    if type(err).__name__ == "MilvusUnavailableException" or getattr(err, "retriable", False):
+        return True
+    return getattr(err, "code", None) == 8  # ErrorCode.RATE_LIMIT
 
 
 def _index_params(index: str, dim: int, ef_construction: int, nlist: int) -> dict[str, Any]:
@@ -213,6 +259,7 @@ class MilvusStore(VectorStore):
         metric: ``IP`` or ``COSINE``; default IP for normalized vectors, else COSINE.
         batch_size: entities per upsert request.
         timeout: seconds per request (``None``: pymilvus' default).
+        max_retries: retries of a request after a transient error (unavailable, rate limit).
 
     Example:
         >>> store = MilvusStore(uri="./bertino.db")  # doctest: +SKIP
@@ -220,6 +267,7 @@ class MilvusStore(VectorStore):
     """
 
     backend = "milvus"
+    limits = StoreLimits(max_id_bytes=ID_MAX_BYTES, max_text_bytes=TEXT_MAX_BYTES)
 
     def __init__(
         self,
@@ -236,6 +284,7 @@ class MilvusStore(VectorStore):
         metric: str | None = None,
         batch_size: int = 512,
         timeout: float | None = None,
+        max_retries: int = 2,
     ) -> None:
         super().__init__()
         pymilvus = require("pymilvus", "milvus")
@@ -258,11 +307,18 @@ class MilvusStore(VectorStore):
         self.metric = None if metric is None else metric.upper()
         self.batch_size = batch_size
         self.timeout = timeout
+        self.max_retries = max(0, int(max_retries))
         self._token = token if token is not None else os.environ.get("MILVUS_TOKEN", "")
         self._owns_client = client is None
         if client is None:
             self.uri = str(uri)
-            self.where = _safe_uri(self.uri)
+            check_uri(self.uri)
+            self.where = safe_location(self.uri)
+            try:
+                password = urlsplit(self.uri).password
+            except ValueError:
+                password = None
+            self._secrets = tuple(x for x in (self._token, password) if x)
             if _is_local(self.uri):
                 require("milvus_lite", "milvus")
                 folder = os.path.dirname(os.path.abspath(self.uri))
@@ -271,11 +327,12 @@ class MilvusStore(VectorStore):
         else:
             self.uri = ""
             self.where = "the given MilvusClient"
+            self._secrets = (self._token,) if self._token else ()
         self.client = client
         try:
             self.server_version = str(client.get_server_version())
         except Exception as err:
-            raise StoreError(f"cannot reach Milvus at {self.where}: {self._clean(err)}") from err
+            raise StoreConnectionError("Milvus", self.where, self._clean(err)) from None
         self.is_lite = self.server_version.startswith("milvus_lite")
         self._templating: bool | None = None
         self._async: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -286,9 +343,17 @@ class MilvusStore(VectorStore):
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ connection
+    @property
+    def location(self) -> str:
+        return f"Milvus at {self.where}"
+
+    def collections(self) -> list[str]:
+        if self.client is None:
+            self.client = self._connect(require("pymilvus", "milvus"))
+        return sorted(self._call("list_collections", self.client.list_collections))
+
     def _clean(self, err: BaseException) -> str:
-        text = str(err)
-        return text.replace(self._token, "***") if self._token else text
+        return redact(str(err), *self._secrets)
 
     def _client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``MilvusClient`` and ``AsyncMilvusClient`` for ``self.uri``."""
@@ -304,16 +369,24 @@ class MilvusStore(VectorStore):
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
         try:
-            return pymilvus.MilvusClient(**kwargs)
+            client = pymilvus.MilvusClient(**kwargs)
         except Exception as err:
-            raise StoreError(
-                f"cannot connect to Milvus at {self.where}: {self._clean(err)}"
-            ) from err
+            reason = self._clean(err)
+            if _is_local(self.uri) and ("open local milvus failed" in reason.lower()
+                                        or "lock" in reason.lower()):
+                reason += (" (the file is probably in use by another process: Milvus Lite "
+                           "opens a .db file in one process at a time)")
+            raise StoreConnectionError("Milvus", self.where, reason) from None
+        if _is_local(self.uri):
+            _lite_acquire(self.uri)
+        return client
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a client call; engine errors become StoreError naming the URI and collection."""
+        """Run a client call, retrying transient errors; engine errors become StoreError
+        naming the URI and collection."""
         try:
-            return fn(*args, **kwargs)
+            return retry(lambda: fn(*args, **kwargs), transient=_is_transient,
+                         attempts=self.max_retries, what=f"milvus {what}")
         except self._MilvusException as err:
             raise StoreError(
                 f"Milvus at {self.where}, collection {self._collection!r}: {what} failed: "
@@ -477,6 +550,8 @@ class MilvusStore(VectorStore):
         if self._owns_client and self.client is not None:
             self.client.close()
             self.client = None
+            if _is_local(self.uri):
+                _lite_release(self.uri)  # the .db file is free for other processes
         self._async = weakref.WeakKeyDictionary()
         super().close()
 
@@ -519,20 +594,7 @@ class MilvusStore(VectorStore):
     def _rows(
         self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
     ) -> list[dict[str, Any]]:
-        """Validate every document against the schema's limits, then build the entities."""
-        for d in documents:
-            if len(d.id.encode("utf-8")) > ID_MAX_BYTES:
-                raise ValueError(f"document id {d.id[:40]!r}... is longer than "
-                                 f"{ID_MAX_BYTES} UTF-8 bytes")
-            if len(d.text.encode("utf-8")) > TEXT_MAX_BYTES:
-                raise ValueError(
-                    f"document {d.id!r} has {len(d.text.encode('utf-8'))} bytes of text; Milvus "
-                    f"stores at most {TEXT_MAX_BYTES}: split it into chunks"
-                )
-            try:
-                json.dumps(d.metadata, allow_nan=False)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"document {d.id!r} has metadata that is not JSON: {err}") from err
+        """The entities of validated documents (see :meth:`check_documents`)."""
         full = None
         if full_vectors is not None:
             half = np.asarray(full_vectors, dtype=np.float16)
@@ -553,9 +615,13 @@ class MilvusStore(VectorStore):
     ) -> None:
         rows = self._rows(documents, vectors, full_vectors)
         for start in range(0, len(rows), self.batch_size):
-            self._call(f"upsert (entities {start}..{min(len(rows), start + self.batch_size)} of "
-                       f"{len(rows)}; earlier batches are stored)",
-                       self.client.upsert, self.collection, rows[start : start + self.batch_size])
+            try:
+                self._call(
+                    f"upsert (entities {start}..{min(len(rows), start + self.batch_size)} of "
+                    f"{len(rows)}; earlier batches are stored)",
+                    self.client.upsert, self.collection, rows[start : start + self.batch_size])
+            except StoreError as err:
+                raise StoreWriteError(str(err), [d.id for d in documents[start:]]) from err
 
     def _delete(self, ids: list[str]) -> None:
         for start in range(0, len(ids), _LOOKUP_CHUNK):

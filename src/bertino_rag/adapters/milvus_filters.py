@@ -6,11 +6,16 @@ semantics of :func:`~bertino_rag.adapters.filters.matches` are strict: a bool is
 the ``filter_keys`` JSON field, with one key per value type::
 
     {"title": "Roma", "para": 3, "draft": False}
-    -> {"s:title": "526f6d61", "n:para": 3, "b:draft": false}
+    -> {"s:title": "526f6d61", "n:para": 3, "b:draft": false,
+        "e:title": true, "e:para": true, "e:draft": true}
 
 Strings are stored as the hex of their UTF-8 bytes (hex preserves the byte order, which is the
 code point order, so string ranges keep their meaning). A filter on ``title`` only reads
-``"s:title"``, so values of another type, and missing fields, never match.
+``"s:title"``, so values of another type, and missing fields, never match. ``"e:<field>"``
+marks the fields that ``$exists`` (present, not null, not ``[]``); collections written before
+it was added answer ``$exists`` as if no field existed: re-index them to use it.
+Negations (``$ne``, ``$nin``) are written ``(not exists key or not (key == v))``: a
+comparison with a missing key is null in Milvus, and ``not null`` would not match.
 
 Values never enter the expression text. The compiler writes placeholders (``{p0}``) and returns
 the values apart, for Milvus' filter templating (``filter_params``). Engines without templating
@@ -29,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .filters import Condition, FilterError
+from .filters import Condition, FilterError, Node, Or
 
 __all__ = ["FILTER_FIELD", "MilvusFilter", "compile_filter", "filter_keys", "render_inline"]
 
@@ -38,6 +43,7 @@ _HEX = re.compile(r"^[0-9a-f]*$")
 _PLACEHOLDER = re.compile(r"\{(p\d+)\}")
 _RANGE = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _INT64 = (-(2**63), 2**63 - 1)
+_ALL = 'id != ""'  # matches every document (ids are never empty)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ def filter_keys(metadata: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in metadata.items():
         if not isinstance(name, str):
             continue
+        if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 0):
+            keys[f"e:{name}"] = True
         if isinstance(value, bool):
             keys[f"b:{name}"] = value
         elif isinstance(value, str):
@@ -106,38 +114,69 @@ class _Builder:
     def eq(self, c: Condition, value: Any) -> str:
         return f"{self.key(_kind(value), c)} == {self.param(_encode(value, c))}"
 
+    def not_eq(self, c: Condition, value: Any) -> str:
+        """Not equal, a missing key included (``not (missing == v)`` is null in Milvus)."""
+        key = self.key(_kind(value), c)
+        return f"(not exists {key} or not ({self.eq(c, value)}))"
+
+    def exists(self, c: Condition) -> str:
+        return f"exists {self.key('e', c)}"
+
+    def node(self, c: Node) -> str | None:
+        """One node as an expression; ``None`` when nothing can match it."""
+        if isinstance(c, Or):
+            parts = [self.conjunction(list(b)) for b in c.branches]
+            live = [p for p in parts if p is not None]
+            if not live:
+                return None
+            return "(" + " or ".join(f"({p})" for p in live) + ")"
+        return self.condition(c)
+
+    def conjunction(self, nodes: list[Node]) -> str | None:
+        parts = []
+        for n in nodes:
+            part = self.node(n)
+            if part is None:
+                return None
+            parts.append(f"({part})")
+        return " and ".join(parts) if parts else _ALL
+
     def condition(self, c: Condition) -> str | None:
         """One condition as an expression; ``None`` when nothing can match it."""
         if c.op == "$eq":
             return self.eq(c, c.value)
-        if c.op == "$in":
+        if c.op == "$ne":
+            return self.not_eq(c, c.value)
+        if c.op in ("$in", "$nin"):
             if not c.value:
-                return None
+                return None if c.op == "$in" else _ALL
             # Milvus Lite takes `in` only on plain fields, so $in is an OR of equalities.
-            values = list(dict.fromkeys((_kind(v), v) for v in c.value))
-            parts = [self.eq(c, v) for _, v in values]
-            return "(" + " or ".join(parts) + ")"
+            values = [v for _, v in dict.fromkeys((_kind(v), v) for v in c.value)]
+            if c.op == "$in":
+                return "(" + " or ".join(self.eq(c, v) for v in values) + ")"
+            return "(" + " and ".join(self.not_eq(c, v) for v in values) + ")"
+        if c.op == "$exists":
+            return self.exists(c) if c.value else f"not {self.exists(c)}"
         op = _RANGE[c.op]
         kind = _kind(c.value)
         bound = self.param(_encode(c.value, c))
         return f"{self.key(kind, c)} {op} {bound}"
 
 
-def compile_filter(conditions: list[Condition]) -> MilvusFilter | None:
-    """Compile parsed conditions (AND) into a templated expression.
+def compile_filter(conditions: list[Node]) -> MilvusFilter | None:
+    """Compile parsed nodes (AND) into a templated expression.
 
     Returns:
         ``MilvusFilter("", {})`` for no conditions, ``None`` when no document can match
         (an empty ``$in``).
     """
+    if not conditions:
+        return MilvusFilter("", {})
     builder = _Builder()
-    parts: list[str] = []
-    for c in conditions:
-        part = builder.condition(c)
-        if part is None:
-            return None
-        parts.append(f"({part})")
-    return MilvusFilter(" and ".join(parts), builder.params)
+    expr = builder.conjunction(conditions)
+    if expr is None:
+        return None
+    return MilvusFilter("" if expr == _ALL else expr, builder.params)
 
 
 def _literal(value: Any) -> str:

@@ -30,6 +30,12 @@ Where it runs, and how two-stage search runs there:
   suits tests, demos and up to ~20k points; beyond that, or for concurrent writers, HNSW,
   quantization or sub-10 ms latency, run a Qdrant server (``docker run -p 6333:6333
   qdrant/qdrant``) and pass ``url=``.
+
+.. warning::
+   qdrant-client's local mode stores points with Python's ``pickle``: opening a local-mode
+   folder (``QdrantStore(path=DIR)``, ``--store qdrant:DIR``) runs any code planted in it. Open
+   only folders you created or trust. :class:`~bertino_rag.adapters.MemoryStore` uses no
+   pickle (numpy arrays and SQLite), and a Qdrant server does not unpickle its storage either.
 """
 
 from __future__ import annotations
@@ -39,15 +45,14 @@ import copy
 import functools
 import logging
 import os
-import random
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -55,15 +60,21 @@ from .._deps import require
 from ..types import Document, Hit, Stamp
 from .base import (
     SearchQuery,
+    StoreConnectionError,
     StoreError,
+    StoreWriteError,
     UpsertBatch,
     VectorStore,
+    aretry,
     check_found,
     id_ranks,
     ranking_key,
+    redact,
     rescore_rows,
+    retry,
+    safe_location,
 )
-from .filters import Condition, FilterError
+from .filters import FilterError, Node, Or
 
 require("qdrant_client", "qdrant")
 
@@ -185,12 +196,18 @@ class QdrantStore(VectorStore):
     Raises:
         ValueError: when more than one of ``path``, ``url`` and ``client`` is given.
 
+    .. warning::
+       With ``path=``, qdrant-client's local mode unpickles the folder's points: opening a
+       folder from elsewhere runs any code planted in it. Open only folders you trust.
+
     Example:
         >>> store = QdrantStore(url="http://localhost:6333", quantization="int8")  # doctest: +SKIP
         >>> Retriever(dim=128, store=store)  # doctest: +SKIP
     """
 
     backend = "qdrant"
+    #: first retry delay in seconds (doubles per retry)
+    _retry_base: float = 0.5
 
     def __init__(
         self,
@@ -237,9 +254,9 @@ class QdrantStore(VectorStore):
         self.hnsw_config = hnsw_config
         self.hnsw_ef = hnsw_ef
         self.oversampling = oversampling or (_OVERSAMPLING[quantization] if quantization else None)
-        self.url = url
+        self.url = None if url is None else safe_location(url)  # shown: never credentials
         self.path = None if path is None else str(Path(path).resolve())
-        self._retry_base = 0.5
+        self._secrets: tuple[str, ...] = ()
         self._client: QdrantClient | None = None
         self._lock: threading.RLock = threading.RLock()
         self._async: tuple[asyncio.AbstractEventLoop, AsyncQdrantClient] | None = None
@@ -251,6 +268,11 @@ class QdrantStore(VectorStore):
             self._client = client
         elif url is not None:
             key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY") or None
+            try:
+                password = urlsplit(url).password
+            except ValueError:
+                password = None
+            self._secrets = tuple(x for x in (key, password) if x)
             self._server_options = {"url": url, "api_key": key, "timeout": timeout,
                                     "prefer_grpc": prefer_grpc}
             self._client = QdrantClient(**self._server_options)
@@ -281,35 +303,65 @@ class QdrantStore(VectorStore):
         """Name of the truncated vector, e.g. ``dim128``."""
         return f"dim{self.stamp.index_dim}"
 
-    def _call(self, fn: Callable[[], Any], what: str) -> Any:
-        """Run a client call under the local-mode lock, retrying transient errors."""
-        delay = self._retry_base
-        for attempt in range(self.max_retries + 1):
+    @property
+    def where(self) -> str:
+        """Where the store is, for messages: URL without credentials, folder, or memory."""
+        return self.url or self.path or (":memory:" if self.local else "the given client")
+
+    @property
+    def location(self) -> str:
+        return f"Qdrant at {self.where}"
+
+    def collections(self) -> list[str]:
+        if self._client is None and self.path is not None:
+            if not Path(self.path).exists():
+                return []
+            client, lock = _FOLDERS.acquire(self.path)
             try:
-                with self._lock:
-                    return fn()
-            except Exception as err:
-                if not _is_transient(err) or attempt == self.max_retries:
-                    raise
-                logger.warning("qdrant %s failed (%s); retry %d/%d in %.1fs", what,
-                               type(err).__name__, attempt + 1, self.max_retries, delay)
-                time.sleep(delay * (1 + 0.25 * random.random()))
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+                with lock:
+                    names = [c.name for c in client.get_collections().collections]
+            finally:
+                _FOLDERS.release(self.path)
+        else:
+            if self._client is None:  # a server store after close()
+                self._client = QdrantClient(**self._server_options)
+            names = [c.name for c in
+                     self._call(lambda: self.client.get_collections(), "list").collections]
+        return sorted(n for n in names if not n.endswith(STAMP_SUFFIX))
+
+    def _clean(self, err: BaseException) -> str:
+        return redact(f"{type(err).__name__}: {err}", *self._secrets)
+
+    def _unreachable(self, err: BaseException, what: str) -> StoreConnectionError:
+        return StoreConnectionError(
+            "Qdrant", self.where,
+            f"{what} failed after {self.max_retries} retries ({self._clean(err)}); check that "
+            "the server runs and the URL is right",
+        )
+
+    def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run a client call under the local-mode lock, retrying transient errors; one that
+        stays transient becomes a :class:`StoreConnectionError`."""
+        def locked() -> Any:
+            with self._lock:
+                return fn()
+
+        try:
+            return retry(locked, transient=_is_transient, attempts=self.max_retries,
+                         what=f"qdrant {what}", base_delay=self._retry_base)
+        except Exception as err:
+            if _is_transient(err):
+                raise self._unreachable(err, what) from None
+            raise
 
     async def _acall(self, fn: Callable[[], Any], what: str) -> Any:
-        delay = self._retry_base
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await fn()
-            except Exception as err:
-                if not _is_transient(err) or attempt == self.max_retries:
-                    raise
-                logger.warning("qdrant %s failed (%s); retry %d/%d in %.1fs", what,
-                               type(err).__name__, attempt + 1, self.max_retries, delay)
-                await asyncio.sleep(delay * (1 + 0.25 * random.random()))
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+        try:
+            return await aretry(fn, transient=_is_transient, attempts=self.max_retries,
+                                what=f"qdrant {what}", base_delay=self._retry_base)
+        except Exception as err:
+            if _is_transient(err):
+                raise self._unreachable(err, what) from None
+            raise
 
     def _aclient(self) -> AsyncQdrantClient:
         """An async client on the same server, one per event loop (httpx pools are per loop)."""
@@ -476,30 +528,14 @@ class QdrantStore(VectorStore):
             f"got {type(filter).__name__}"
         )
 
-    def _compile(self, conditions: list[Condition] | models.Filter) -> models.Filter | None | bool:
+    def _compile(self, conditions: list[Node] | models.Filter) -> models.Filter | None | bool:
         """A ``models.Filter``, ``None`` (no filter) or ``False`` (matches nothing)."""
         if isinstance(conditions, models.Filter):
             return conditions
         if not conditions:
             return None
-        must: list[Any] = []
-        for c in conditions:
-            key = f"metadata.{c.field}"
-            if c.op == "$eq":
-                must.append(_equal(key, c.value))
-            elif c.op == "$in":
-                if not c.value:
-                    return False  # an empty should is "no constraint" in Qdrant
-                must.append(models.Filter(should=[_equal(key, v) for v in c.value]))
-            else:
-                if isinstance(c.value, str):
-                    raise FilterError(
-                        f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
-                        f"{c.value!r}); use $eq/$in, or store the field as a number"
-                    )
-                bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
-                must.append(models.FieldCondition(key=key, range=models.Range(**{bound: c.value})))
-        return models.Filter(must=must)
+        compiled = _conjunction(conditions)
+        return None if compiled is True else compiled
 
     # ------------------------------------------------------------------ writes
     def _points(self, documents: Sequence[Document], vectors: np.ndarray,
@@ -546,14 +582,28 @@ class QdrantStore(VectorStore):
         if not failed:
             return
         first = next(e for e in errors if e is not None)
-        err = StoreError(
-            f"Qdrant upsert into {self.collection!r} failed for {len(failed)} of "
-            f"{len(documents)} documents (up to {self.max_retries} retries; {first!r}); "
-            f"failed ids: {failed[:20]}{' ...' if len(failed) > 20 else ''}. Writes are "
-            "idempotent: run the same call again to complete it"
-        )
-        err.failed_ids = failed  # type: ignore[attr-defined]
-        raise err from first
+        failed = self._not_stored(documents, failed)
+        if not failed:  # every "failed" request was applied after all
+            return
+        raise StoreWriteError(
+            f"Qdrant upsert into {self.collection!r} at {self.where} failed for {len(failed)} "
+            f"of {len(documents)} documents (up to {self.max_retries} retries; "
+            f"{self._clean(first)}); failed ids: {failed[:20]}"
+            f"{' ...' if len(failed) > 20 else ''}. Writes are idempotent: run the same call "
+            "again to complete it", failed,
+        ) from first
+
+    def _not_stored(self, documents: list[Document], failed: list[str]) -> list[str]:
+        """The ids among ``failed`` whose document is not stored as given: a request that
+        timed out may have been applied. Unchecked (all of ``failed``) when reading fails."""
+        wanted = {d.id: d for d in documents if d.id in set(failed)}
+        try:
+            found = self._records(list(wanted), with_full=False)
+        except Exception:  # noqa: BLE001 - the store is unreachable: nothing is confirmed
+            return failed
+        return [i for i in failed if i not in found
+                or (found[i].payload or {}).get("text") != wanted[i].text
+                or (found[i].payload or {}).get("metadata") != wanted[i].metadata]
 
     def _delete(self, ids: list[str]) -> None:
         selector = models.PointIdsList(points=[point_id(i) for i in ids])
@@ -762,8 +812,65 @@ class QdrantStore(VectorStore):
         return [_hits(r.points) for r in responses]
 
     def __repr__(self) -> str:
-        where = self.url or self.path or ("client" if not self.local else ":memory:")
-        return f"QdrantStore({where}, collection={self._collection!r})"
+        return f"QdrantStore({self.where}, collection={self._collection!r})"
+
+
+def _conjunction(nodes: Sequence[Node]) -> models.Filter | bool:
+    """Nodes that must all hold: a ``models.Filter``, ``True`` (no constraint) or ``False``
+    (nothing matches)."""
+    must: list[Any] = []
+    must_not: list[Any] = []
+    for node in nodes:
+        part = _node(node)
+        if part is False:
+            return False
+        if part is True:
+            continue
+        negate, condition = part
+        (must_not if negate else must).append(condition)
+    if not must and not must_not:
+        return True
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _node(c: Node) -> tuple[bool, Any] | bool:
+    """One node as (negated?, condition), or True/False when it is decided already."""
+    if isinstance(c, Or):
+        branches = [_conjunction(b) for b in c.branches]
+        if any(b is True for b in branches):
+            return True
+        live: list[Any] = [b for b in branches if isinstance(b, models.Filter)]
+        if not live:
+            return False
+        return False, models.Filter(should=live)
+    key = f"metadata.{c.field}"
+    if c.op in ("$eq", "$ne"):
+        return c.op == "$ne", _equal(key, c.value)
+    if c.op in ("$in", "$nin"):
+        if not c.value:  # an empty should is "no constraint" in Qdrant
+            return c.op == "$nin"
+        return c.op == "$nin", _any_of(key, c.value)
+    if c.op == "$exists":
+        # is_empty: missing, null or [] -- the $exists semantics of filters.exists
+        return c.value, models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+    if isinstance(c.value, str):
+        raise FilterError(
+            f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
+            f"{c.value!r}); use $eq/$in, or store the field as a number"
+        )
+    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
+    return False, models.FieldCondition(key=key, range=models.Range(**{bound: c.value}))
+
+
+def _any_of(key: str, values: Sequence[Any]) -> Any:
+    """``$in``: one MatchAny for the strings (fast on long lists), equalities for the rest."""
+    texts = list(dict.fromkeys(v for v in values if isinstance(v, str)))
+    rest = list(dict.fromkeys((type(v), v) for v in values if not isinstance(v, str)))
+    parts: list[Any] = []
+    if texts:
+        parts.append(models.FieldCondition(key=key, match=models.MatchAny(any=texts)))
+    parts += [_equal(key, v) for _, v in rest]
+    return parts[0] if len(parts) == 1 else models.Filter(should=parts)
 
 
 def _equal(key: str, value: Any) -> Any:
