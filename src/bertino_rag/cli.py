@@ -26,15 +26,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="encoder backend; onnx/openvino export the model once and cache it")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
+    p.add_argument("--hybrid", action="store_true",
+                   help="keep (or use) the Italian lexical (BM25) index beside the vectors")
+    p.add_argument("--fusion", default=None,
+                   help="hybrid fusion: 'minmax', 'rrf' or a file written by "
+                        "'bertino-rag eval --tune-fusion' (default: minmax, weight 0.8)")
 
 
 def _retriever(args: argparse.Namespace, recreate: bool = False):
     from .retriever import Retriever
 
+    mode = getattr(args, "mode", None)
+    hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
     return Retriever(dim=args.dim, model=args.model, store=args.store,
                      rerank=not args.no_rerank, rerank_k=args.rerank_k,
                      collection=args.collection, recreate=recreate,
-                     backend=args.backend, quantize=args.quantize)
+                     backend=args.backend, quantize=args.quantize, hybrid=hybrid,
+                     fusion=getattr(args, "fusion", None))
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -66,7 +74,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     retriever = _retriever(args)
     flt = json.loads(args.filter) if args.filter else None
-    hits = retriever.search(args.query, k=args.k, filter=flt)
+    hits = retriever.search(args.query, k=args.k, filter=flt, mode=args.mode)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text,
                            "metadata": h.metadata} for h in hits], ensure_ascii=False))
@@ -104,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "it"}\''
     )
+    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default=None,
+                   help="dense (Matryoshka funnel), lexical (BM25) or hybrid (both fused); "
+                        "default: hybrid on a collection indexed with --hybrid, else dense")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=_cmd_search)
 
