@@ -28,6 +28,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="encoder backend; onnx/openvino export the model once and cache it")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
+    p.add_argument("--hybrid", action="store_true",
+                   help="keep (or use) the Italian lexical (BM25) index beside the vectors")
+    p.add_argument("--fusion", default=None,
+                   help="hybrid fusion: 'minmax', 'rrf' or a file written by "
+                        "'bertino-rag eval --tune-fusion' (default: minmax, weight 0.8)")
 
 
 class _CliError(Exception):
@@ -39,11 +44,14 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
     from .retriever import Retriever
     from .types import StampMismatchError
 
+    mode = getattr(args, "mode", None)
+    hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
     try:
         return Retriever(dim=args.dim, model=args.model, store=store or args.store,
                          rerank=not args.no_rerank, rerank_k=args.rerank_k,
                          collection=args.collection, recreate=recreate, create=create,
-                         backend=args.backend, quantize=args.quantize)
+                         backend=args.backend, quantize=args.quantize, hybrid=hybrid,
+                         fusion=getattr(args, "fusion", None))
     except StampMismatchError as err:
         raise _CliError(_mismatch_advice(err, args)) from err
 
@@ -125,7 +133,7 @@ def _filter_arg(text: str | None) -> dict[str, Any] | None:
 def _cmd_search(args: argparse.Namespace) -> int:
     flt = _filter_arg(args.filter)
     retriever = _retriever(args, _store_for(args), create=False)
-    hits = retriever.search(args.query, k=args.k, filter=flt)
+    hits = retriever.search(args.query, k=args.k, filter=flt, mode=args.mode)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text,
                            "metadata": h.metadata} for h in hits], ensure_ascii=False))
@@ -165,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "it"}\''
     )
+    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"], default=None,
+                   help="dense (Matryoshka funnel), lexical (BM25) or hybrid (both fused); "
+                        "default: hybrid on a collection indexed with --hybrid, else dense")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=_cmd_search)
 

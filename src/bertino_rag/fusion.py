@@ -65,7 +65,7 @@ class Fusion:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fusion:
-        unknown = set(data) - {"method", "weight", "rrf_k", "ndcg@10"}
+        unknown = set(data) - {"method", "weight", "rrf_k", "ndcg@10", "dim"}  # + measured facts
         if unknown:
             raise ValueError(f"unknown fusion settings {sorted(unknown)}")
         return cls(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["register_cli"]
 
@@ -84,6 +85,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", default=None, metavar="FILE.md",
                    help="also write the Markdown report to a file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--modes", default=None, metavar="dense,lexical,hybrid",
+                   help="also report each search mode per dim (--dims, default: 128 and "
+                        "full) on a hybrid collection")
+    p.add_argument("--tune-fusion", default=None, metavar="FILE.json",
+                   help="pick the hybrid fusion (min-max weight, RRF k and weight) with the "
+                        "best NDCG@10 on these qrels at the first --dims value, print it and "
+                        "write it to FILE (Retriever(fusion=FILE), search --fusion FILE)")
+    p.add_argument("--fusion", default=None,
+                   help="fusion of the hybrid mode in --modes ('minmax', 'rrf' or a file)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -110,6 +120,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("nothing to evaluate: give a BEIR folder and/or --sts FILE.csv")
     if args.plot and beir_path is None:
         raise ValueError("--plot shows NDCG@10: it needs a BEIR folder")
+    modes: list[str] = []
+    if args.modes:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in ("dense", "lexical", "hybrid")]
+        if bad or not modes:
+            raise ValueError(f"--modes takes dense,lexical,hybrid; got {args.modes!r}")
+    if (modes or args.tune_fusion) and beir_path is None:
+        raise ValueError("--modes and --tune-fusion need a BEIR folder with qrels")
+    from ..fusion import Fusion
+
+    fusion = Fusion.coerce(args.fusion) if args.fusion else None
 
     evalset = None
     if beir_path is not None:
@@ -139,4 +160,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    if modes or args.tune_fusion:
+        _modes_and_tuning(args, encoder, evalset, modes, fusion)
     return 0
+
+
+def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
+                      modes: list[str], fusion: Any) -> None:
+    from .modes import evaluate_modes, modes_markdown, tune_fusion
+
+    full = encoder.full_dim
+    dims = list(args.dims) if args.dims else sorted({min(128, full), full})
+    if modes:
+        results = evaluate_modes(encoder, evalset, dims, modes=modes, store=args.store,
+                                 fusion=fusion, show_progress_bar=not args.quiet)
+        print("\n## Search modes\n\n" + modes_markdown(results))
+    if args.tune_fusion:
+        best, ndcg, tried = tune_fusion(encoder, evalset, dims[0], store=args.store,
+                                        show_progress_bar=not args.quiet)
+        best.save(args.tune_fusion, **{"ndcg@10": round(ndcg, 4), "dim": dims[0]})
+        print(f"\nbest fusion at dim {dims[0]}: {best.method}, weight {best.weight:g}"
+              + (f", rrf_k {best.rrf_k}" if best.method == "rrf" else "")
+              + f" (NDCG@10 {ndcg:.4f}, {len(tried)} tried); wrote {args.tune_fusion}")

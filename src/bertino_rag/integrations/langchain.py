@@ -46,6 +46,8 @@ from pydantic import ConfigDict, Field  # noqa: E402
 from ..adapters import VectorStore as CoreStore  # noqa: E402
 from ..adapters import make_store  # noqa: E402
 from ..encoder import Encoder, matryoshka_slice  # noqa: E402
+from ..fusion import Fusion  # noqa: E402
+from ..lexical import BM25, Analyzer, lexical_spec  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..types import Hit, Stamp, dedupe, to_documents  # noqa: E402
 
@@ -121,7 +123,7 @@ class BertinoEmbeddings(Embeddings):
         return f"BertinoEmbeddings(model={self.model_name!r}, dim={self.dim})"
 
 
-_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k")
+_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "mode")
 
 
 class BertinoRetriever(BaseRetriever):
@@ -149,6 +151,8 @@ class BertinoRetriever(BaseRetriever):
     filter: Any = None
     rerank: bool | None = None
     rerank_k: int | None = Field(default=None, gt=0)
+    #: ``"dense"``, ``"lexical"`` or ``"hybrid"`` (``None``: hybrid on a hybrid collection)
+    mode: str | None = None
     id_key: str = "id"
     score_key: str = "score"
 
@@ -177,7 +181,8 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = self.retriever.search(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"]
+            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            mode=a["mode"],
         )
         return self._to_documents(hits)
 
@@ -186,7 +191,8 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = await self.retriever.asearch(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"]
+            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            mode=a["mode"],
         )
         return self._to_documents(hits)
 
@@ -239,6 +245,9 @@ class BertinoVectorStore(VectorStore):
         recreate: drop the collection first if it exists.
         model_id: the model id to stamp (default: the embeddings' ``model``/``model_name``,
             else its class name).
+        hybrid: keep the lexical (BM25) index beside the vectors; searches then default to
+            ``mode="hybrid"`` (``mode="dense"`` or ``"lexical"`` per call).
+        fusion: hybrid fusion (see :class:`~bertino_rag.fusion.Fusion`).
     """
 
     def __init__(
@@ -252,6 +261,8 @@ class BertinoVectorStore(VectorStore):
         rerank_k: int = 100,
         recreate: bool = False,
         model_id: str | None = None,
+        hybrid: bool = False,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(embedding, Embeddings):
             raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding)}")
@@ -266,6 +277,8 @@ class BertinoVectorStore(VectorStore):
         self.model_id = model_id or _model_id_of(embedding)
         self._dim = dim
         self._rerank = rerank
+        self._hybrid = bool(hybrid)
+        self.fusion = Fusion.coerce(fusion)
         self._recreate = recreate
         self._stamp: Stamp | None = None
         self._lock = threading.Lock()
@@ -284,6 +297,8 @@ class BertinoVectorStore(VectorStore):
             dim=retriever.dim,
             rerank=retriever.rerank,
             rerank_k=kwargs.pop("rerank_k", retriever.rerank_k),
+            hybrid=kwargs.pop("hybrid", retriever.hybrid),
+            fusion=kwargs.pop("fusion", retriever.fusion),
             **kwargs,
         )
 
@@ -306,7 +321,8 @@ class BertinoVectorStore(VectorStore):
                 )
             rerank = self._rerank if self._rerank is not None else index_dim < full_dim
             stamp = Stamp(model=self.model_id, full_dim=full_dim, index_dim=index_dim,
-                          normalized=True, full_vectors=bool(rerank))
+                          normalized=True, full_vectors=bool(rerank),
+                          lexical=lexical_spec(Analyzer(), BM25()) if self._hybrid else None)
             self.store.ensure_open(self.collection, stamp, recreate=self._recreate)
             self._recreate = False
             self._stamp = stamp
@@ -433,14 +449,30 @@ class BertinoVectorStore(VectorStore):
                 for d in self.store.get([str(i) for i in ids])]
 
     # ------------------------------------------------------------------ search
-    def _search_args(self, kwargs: dict[str, Any]) -> tuple[Any, int]:
+    def _search_args(self, kwargs: dict[str, Any]) -> tuple[Any, int, str]:
         filter_ = kwargs.pop("filter", None)
         rerank_k = kwargs.pop("rerank_k", None) or self.rerank_k
+        mode = kwargs.pop("mode", None)
         if kwargs:
             raise TypeError(
-                f"unknown search arguments {sorted(kwargs)}; allowed: filter, rerank_k"
+                f"unknown search arguments {sorted(kwargs)}; allowed: filter, rerank_k, mode"
             )
-        return filter_, rerank_k
+        if mode is None:
+            mode = "hybrid" if self._hybrid else "dense"
+        if mode not in ("dense", "lexical", "hybrid"):
+            raise ValueError(
+                f"unknown search mode {mode!r}; choose one of ['dense', 'lexical', 'hybrid']")
+        if mode != "dense":
+            self._ensure_open()
+            self.store.require_lexical(mode)
+        return filter_, rerank_k, mode
+
+    @staticmethod
+    def _dense_only(mode: str) -> None:
+        if mode != "dense":
+            raise ValueError(
+                f"mode={mode!r} needs the query text: use similarity_search, not a search by "
+                "vector")
 
     def _two_stage(self) -> bool:
         stamp = self._stamp
@@ -473,17 +505,30 @@ class BertinoVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """The ``k`` best documents with their cosine scores. Takes ``filter``, ``rerank_k``."""
-        filter_, rerank_k = self._search_args(kwargs)
+        """The ``k`` best documents with their scores (cosine; BM25 with ``mode="lexical"``;
+        fused with ``mode="hybrid"``). Takes ``filter``, ``rerank_k``, ``mode``."""
+        filter_, rerank_k, mode = self._search_args(kwargs)
+        if mode == "lexical":
+            return self._with_scores(self.store.lexical_search(query, k, filter_))
         index, full = self._embed([query], "query")
+        if mode == "hybrid":
+            return self._with_scores(self.store.hybrid_search(
+                index[0], query, k, filter_, full_vector=full[0] if self._two_stage() else None,
+                rerank_k=rerank_k, fusion=self.fusion))
         return self._with_scores(self._search(index[0], full[0], k, filter_, rerank_k))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Async :meth:`similarity_search_with_score`, through the store's async path."""
-        filter_, rerank_k = self._search_args(kwargs)
+        filter_, rerank_k, mode = self._search_args(kwargs)
+        if mode == "lexical":
+            return self._with_scores(await self.store.alexical_search(query, k, filter_))
         index, full = await self._aembed([query], "query")
+        if mode == "hybrid":
+            return self._with_scores(await self.store.ahybrid_search(
+                index[0], query, k, filter_, full_vector=full[0] if self._two_stage() else None,
+                rerank_k=rerank_k, fusion=self.fusion))
         if self._two_stage():
             hits = await self.store.asearch(index[0], k, filter_, full_vector=full[0],
                                             rerank_k=rerank_k)
@@ -503,7 +548,8 @@ class BertinoVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[Document]:
         """Search with a query vector, full-dimensional (two-stage) or truncated."""
-        filter_, rerank_k = self._search_args(kwargs)
+        filter_, rerank_k, mode = self._search_args({"mode": "dense", **kwargs})
+        self._dense_only(mode)
         index, full = self._query_vectors(embedding)
         return [doc for doc, _ in self._with_scores(
             self._search(index, full, k, filter_, rerank_k))]
@@ -524,7 +570,8 @@ class BertinoVectorStore(VectorStore):
         Diversity is measured on the full vectors (stored ones, or the candidates re-embedded
         when the collection keeps none).
         """
-        filter_, rerank_k = self._search_args(kwargs)
+        filter_, rerank_k, mode = self._search_args({"mode": "dense", **kwargs})
+        self._dense_only(mode)
         index, full = self._query_vectors(embedding)
         hits = self._search(index, full, max(k, fetch_k), filter_, rerank_k)
         if not hits:
