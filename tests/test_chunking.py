@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -22,8 +23,8 @@ def test_italian_sentences_survive_abbreviations_numbers_and_dates():
         "Costava 3.500 euro, cfr. pag. 12 del rapporto. Davvero? Sì! «Andiamo» disse."
     )
     assert sentences(text) == [
-        "Il sig. Rossi abita in via Roma n. 5, vicino al negozio di frutta, verdura ecc. "
-        "e al bar.",
+        ("Il sig. Rossi abita in via Roma n. 5, vicino al negozio di frutta, verdura ecc. "
+         "e al bar."),
         "Secondo l'art. 3 del d.lgs. 50/2016 la gara è valida.",
         "Il 12.03.2020 è arrivato alle 10.30.",
         "G. Verdi nacque nel 1813.",
@@ -83,10 +84,10 @@ def test_long_paragraph_is_cut_at_sentences_with_overlap(encoder):
     assert all(c.n_tokens <= 64 for c in plain)
     # contiguous, no overlap: each chunk starts right after the previous one
     assert all(b.start > a.end and not text[a.end:b.start].strip()
-               for a, b in zip(plain, plain[1:]))
+               for a, b in itertools.pairwise(plain))
     over = Chunker(tok, 64, overlap=20).split(text)
     assert len(over) > len(plain)
-    for a, b in zip(over, over[1:]):
+    for a, b in itertools.pairwise(over):
         assert b.start < a.end  # the next chunk repeats the previous one's last sentence
         assert a.text.endswith(text[b.start:a.end])
     assert all(c.n_tokens <= 64 for c in over)
@@ -113,7 +114,8 @@ def test_a_50000_character_line_without_punctuation_is_never_truncated(encoder, 
 def test_deterministic_and_the_squad_articles_fit(encoder, chunker):
     if not SQUAD.exists():
         pytest.skip("squad-it-dev not found")
-    rows = [json.loads(line) for line in open(SQUAD / "corpus.jsonl", encoding="utf-8")]
+    with open(SQUAD / "corpus.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
     articles: dict[str, list[str]] = {}
     for row in rows:
         articles.setdefault(row["title"], []).append(row["text"])

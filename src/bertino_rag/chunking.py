@@ -38,18 +38,17 @@ from typing import Any
 __all__ = ["Chunk", "Chunker", "split_sentences"]
 
 #: Italian abbreviations that end with a period inside a sentence (lower case, no final dot)
-ABBREVIATIONS = frozenset(
-    """
-    ecc etc sig sigg sigra sig.ra sig.na sig.ri dott dott.ssa dr prof prof.ssa ing avv arch
-    geom rag mons on egr gent spett ill rev fra sr sra jr mr mrs ms st
-    gen col cap magg ten serg cav comm gr uff
-    art artt n nn nr num pag pagg p pp cfr es ca vol voll fig figg tab tabb cit op ibid
-    sec secc s ss sg sgg v vd vs tel fax cod cost lett par cc c ca cca
-    gen feb mar apr mag giu lug ago set sett ott nov dic
-    lun mar mer gio ven sab dom
-    ca circa fr
-    """.split()
-)
+ABBREVIATIONS = frozenset({
+    "ecc", "etc", "sig", "sigg", "sigra", "sig.ra", "sig.na", "sig.ri", "dott", "dott.ssa",
+    "dr", "prof", "prof.ssa", "ing", "avv", "arch", "geom", "rag", "mons", "on", "egr", "gent",
+    "spett", "ill", "rev", "fra", "sr", "sra", "jr", "mr", "mrs", "ms", "st", "gen", "col",
+    "cap", "magg", "ten", "serg", "cav", "comm", "gr", "uff", "art", "artt", "n", "nn", "nr",
+    "num", "pag", "pagg", "p", "pp", "cfr", "es", "ca", "vol", "voll", "fig", "figg", "tab",
+    "tabb", "cit", "op", "ibid", "sec", "secc", "s", "ss", "sg", "sgg", "v", "vd", "vs", "tel",
+    "fax", "cod", "cost", "lett", "par", "cc", "c", "cca", "feb", "mar", "apr", "mag", "giu",
+    "lug", "ago", "set", "sett", "ott", "nov", "dic", "lun", "mer", "gio", "ven", "sab", "dom",
+    "circa", "fr",
+})
 
 _PARAGRAPH = re.compile(r"\n[ \t\f\v\r]*\n\s*")
 _SENTENCE_END = re.compile(
