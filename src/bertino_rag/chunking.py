@@ -46,8 +46,8 @@ ABBREVIATIONS = frozenset({
     "num", "pag", "pagg", "p", "pp", "cfr", "es", "ca", "vol", "voll", "fig", "figg", "tab",
     "tabb", "cit", "op", "ibid", "sec", "secc", "s", "ss", "sg", "sgg", "v", "vd", "vs", "tel",
     "fax", "cod", "cost", "lett", "par", "cc", "c", "cca", "feb", "mar", "apr", "mag", "giu",
-    "lug", "ago", "set", "sett", "ott", "nov", "dic", "lun", "mer", "gio", "ven", "sab", "dom",
-    "circa", "fr",
+    "lug", "ago", "sett", "ott", "nov", "dic", "lun", "mer", "gio", "ven", "sab", "dom",
+    "fr",
 })
 
 _PARAGRAPH = re.compile(r"\n[ \t\f\v\r]*\n\s*")

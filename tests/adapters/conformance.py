@@ -154,6 +154,69 @@ class StoreConformance:
         assert docs[0].id not in {h.id for h in hits}
         assert len(hits) == len(docs) - 2
 
+    # ------------------------------------------------------------------ documents and chunks
+    @staticmethod
+    def _as_chunks(docs, n_docs: int = 3, per_doc: int = 4):
+        """The first documents of the slice, relabelled as chunks of ``n_docs`` documents."""
+        out = []
+        for i, d in enumerate(docs[: n_docs * per_doc]):
+            meta = {**d.metadata, "doc_id": f"doc-{i // per_doc}", "chunk": i % per_doc}
+            out.append(Document(text=d.text, id=f"doc-{i // per_doc}#{i % per_doc}",
+                                metadata=meta))
+        return out
+
+    def test_ids_where_lists_ids_by_metadata(self, filled, data):
+        docs, _, _ = data
+        title = docs[0].metadata["title"]
+        want = sorted(d.id for d in docs if d.metadata["title"] == title)
+        assert filled.ids_where({"title": title}) == want
+        assert filled.ids_where({"title": {"$in": [title, "nessuno"]}, "para": {"$lt": 3}}) == (
+            sorted(d.id for d in docs if d.metadata["title"] == title
+                   and d.metadata["para"] < 3))
+        assert filled.ids_where({"title": "nessuno"}) == []
+        assert filled.ids_where({"title": {"$in": []}}) == []
+        with pytest.raises(ValueError, match="non-empty filter dict"):
+            filled.ids_where({})
+
+    def test_ids_where_pages_through_many_ids(self, make_store, name, stamp, data):
+        docs, vec, _ = data
+        n = len(docs)
+        reps = -(-2500 // n)  # more than one page of every backend's listing
+        many = [Document(text=docs[i % n].text, id=f"d{j}-{i}", metadata={"doc_id": "big"})
+                for j in range(reps) for i in range(n)]
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            idx = np.tile(vec.index, (reps, 1))
+            full = np.tile(vec.full, (reps, 1))
+            store.upsert(many, idx, full)
+            assert store.ids_where({"doc_id": "big"}) == sorted(d.id for d in many)
+        finally:
+            store.drop()
+            store.close()
+
+    def test_delete_documents_removes_every_chunk(self, make_store, name, stamp, data):
+        docs, vec, _ = data
+        chunks = self._as_chunks(docs)
+        rest = docs[len(chunks):]
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            store.upsert(chunks + rest, vec.index[: len(docs)], vec.full[: len(docs)])
+            assert store.ids_where({"doc_id": "doc-1"}) == [f"doc-1#{i}" for i in range(4)]
+            store.delete_documents(["doc-1", rest[0].id, "no-such-doc"])
+            assert store.count() == len(docs) - 5
+            assert store.ids_where({"doc_id": "doc-1"}) == []
+            assert store.get([rest[0].id]) == []
+            left = {h.id for h in store.search(vec.index[4], k=len(docs))}
+            assert not any(i.startswith("doc-1#") for i in left)
+            assert {"doc-0#0", "doc-2#3", rest[1].id} <= left
+            store.delete_documents([])
+            assert store.count() == len(docs) - 5
+        finally:
+            store.drop()
+            store.close()
+
     def test_wrong_dimension_is_rejected_and_nothing_written(self, filled, data):
         docs, vec, _ = data
         new = [Document(text="nuovo", id="new-doc")]

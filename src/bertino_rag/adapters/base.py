@@ -6,8 +6,12 @@ or dimension are never mixed into it. The public methods validate their input an
 backend's underscore methods, so every backend gets the same errors for the same mistakes.
 
 Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get``,
-``_delete``, ``_count``, ``_drop`` and, when they can do better than the generic
-"search, fetch full vectors, rescore" path, ``_search_two_stage``.
+``_delete``, ``_count``, ``_drop``, ``_ids_where`` and, when they can do better than the
+generic "search, fetch full vectors, rescore" path, ``_search_two_stage``.
+
+Documents cut into chunks carry their document's id in the ``doc_id`` metadata field
+(:mod:`bertino_rag.documents`): :meth:`VectorStore.delete_documents` removes a document with
+all its chunks, on every store, through ``_ids_where``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..documents import DOC_ID
 from ..types import Document, Hit, Stamp
 from .filters import Condition, parse_filter
 
@@ -200,7 +205,28 @@ class VectorStore(ABC):
         if ids:
             self._delete(ids)
 
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents by id together with every chunk of them (the stored documents
+        whose ``doc_id`` metadata is one of ``doc_ids``); unknown ids are ignored."""
+        self.stamp  # noqa: B018
+        doc_ids = list(dict.fromkeys(str(i) for i in doc_ids))
+        if not doc_ids:
+            return
+        chunks = self._ids_where(parse_filter({DOC_ID: {"$in": doc_ids}}))
+        self._delete(list(dict.fromkeys([*doc_ids, *chunks])))
+
     # ------------------------------------------------------------------ reads
+    def ids_where(self, filter: Mapping[str, Any]) -> list[str]:
+        """Ids of every stored document whose metadata matches ``filter`` (a dict, as in
+        :meth:`search`), sorted."""
+        self.stamp  # noqa: B018
+        if not isinstance(filter, Mapping) or not filter:
+            raise ValueError(
+                f"ids_where takes a non-empty filter dict, got {filter!r}; to list every id, "
+                "iterate the collection with the backend's own client"
+            )
+        return sorted(self._ids_where(parse_filter(filter)))
+
     def count(self) -> int:
         """Number of documents in the collection."""
         self.stamp  # noqa: B018
@@ -352,6 +378,13 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _drop(self) -> None: ...
+
+    def _ids_where(self, conditions: list[Condition]) -> list[str]:
+        """Ids of the documents matching parsed ``conditions`` (non-empty), in any order."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot list documents by metadata (needed to delete a "
+            "document's chunks); implement _ids_where"
+        )
 
     def _search_two_stage(
         self,

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..documents import DOC_ID
 from ..types import Document, Hit, Stamp
 from .base import StoreError, VectorStore
 from .filters import _FIELD, Condition
@@ -291,7 +292,7 @@ class MemoryStore(VectorStore):
                         self._bump_generation()
                     self._segments.clear()
                     self._remove_orphans()
-                for name in self.index_fields:
+                for name in dict.fromkeys([*self.index_fields, DOC_ID]):
                     self.db.execute(
                         f'CREATE INDEX IF NOT EXISTS "docs_meta_{name}" ON docs ({_json_path(name)})'
                     )
@@ -487,6 +488,12 @@ class MemoryStore(VectorStore):
                 seg, row = found[doc_id][:2]
                 out[j] = self._segments[seg].full[row]  # type: ignore[index]
             return out
+
+    def _ids_where(self, conditions: list[Condition]) -> list[str]:
+        clauses, params = zip(*(_condition_sql(c) for c in conditions), strict=True)
+        sql = "SELECT id FROM docs WHERE " + " AND ".join(clauses)
+        with self._mutex:
+            return [row[0] for row in self.db.execute(sql, [p for ps in params for p in ps])]
 
     def _candidate_rows(self, conditions: list[Condition]) -> dict[int, np.ndarray] | None:
         """Rows allowed by a filter, per segment; ``None`` when there is no filter."""

@@ -478,7 +478,11 @@ class QdrantStore(VectorStore):
             elif c.op == "$in":
                 if not c.value:
                     return False  # an empty should is "no constraint" in Qdrant
-                must.append(models.Filter(should=[_equal(key, v) for v in c.value]))
+                if all(isinstance(v, str) for v in c.value):
+                    must.append(models.FieldCondition(
+                        key=key, match=models.MatchAny(any=list(c.value))))
+                else:
+                    must.append(models.Filter(should=[_equal(key, v) for v in c.value]))
             else:
                 if isinstance(c.value, str):
                     raise FilterError(
@@ -549,6 +553,20 @@ class QdrantStore(VectorStore):
                                               wait=True), "delete")
 
     # ------------------------------------------------------------------ reads
+    def _ids_where(self, conditions: list[Condition]) -> list[str]:
+        flt = self._compile(conditions)
+        if flt is False:
+            return []
+        ids: list[str] = []
+        offset = None
+        while True:
+            points, offset = self._call(lambda o=offset: self.client.scroll(
+                self.collection, scroll_filter=flt, limit=1024, offset=o,
+                with_payload=["doc_id"], with_vectors=False), "scroll")
+            ids.extend((p.payload or {}).get("doc_id", str(p.id)) for p in points)
+            if offset is None:
+                return ids
+
     def _count(self) -> int:
         return self._call(lambda: self.client.count(self.collection, exact=True), "count").count
 
