@@ -204,7 +204,9 @@ def _read_pdf(path: Path) -> tuple[str, str, list[int]]:
             raise DocumentLoadError(
                 path, f"is an encrypted PDF that cannot be opened ({err}); decrypt it first"
             ) from err
-        raise DocumentLoadError(path, f"is not a readable PDF ({type(err).__name__}: {err})") from err
+        raise DocumentLoadError(
+            path, f"is not a readable PDF ({type(err).__name__}: {err})"
+        ) from err
     if not any(pages):
         raise DocumentLoadError(
             path,
@@ -376,7 +378,9 @@ class DocumentLoader:
                 continue
             except OSError as err:
                 if self.on_error == "raise":
-                    raise DocumentLoadError(path, f"cannot be read ({err.strerror or err})") from err
+                    raise DocumentLoadError(
+                        path, f"cannot be read ({err.strerror or err})"
+                    ) from err
                 self._skip(path, f"cannot be read ({err.strerror or err})")
                 continue
             self.n_files += 1

@@ -555,14 +555,17 @@ class QdrantStore(VectorStore):
     # ------------------------------------------------------------------ reads
     def _ids_where(self, conditions: list[Condition]) -> list[str]:
         flt = self._compile(conditions)
-        if flt is False:
+        if isinstance(flt, bool):
             return []
         ids: list[str] = []
-        offset = None
+        offset: Any = None
+
+        def page() -> tuple[list[Any], Any]:
+            return self.client.scroll(self.collection, scroll_filter=flt, limit=1024,
+                                      offset=offset, with_payload=["doc_id"], with_vectors=False)
+
         while True:
-            points, offset = self._call(lambda o=offset: self.client.scroll(
-                self.collection, scroll_filter=flt, limit=1024, offset=o,
-                with_payload=["doc_id"], with_vectors=False), "scroll")
+            points, offset = self._call(page, "scroll")
             ids.extend((p.payload or {}).get("doc_id", str(p.id)) for p in points)
             if offset is None:
                 return ids
