@@ -199,6 +199,10 @@ class Chunker:
         for text, offsets in zip(texts, enc["offset_mapping"], strict=True):
             starts = [a for a, b in offsets if b > a]
             ends = [b for a, b in offsets if b > a]
+            if len(starts) <= self.max_tokens:  # fits: the whole text, as it was measured
+                a, b = _trim(text, 0, len(text))
+                out.append([Chunk(text[a:b], a, b, 0, len(starts))] if a < b else [])
+                continue
             spans = self._pack(self._pieces(text, starts, ends))
             out.append(self._verified(text, spans))
         return out

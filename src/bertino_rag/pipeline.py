@@ -169,6 +169,7 @@ def index_pipelined(
     window: int,
     depth: int = 2,
     on_progress: Callable[[int], None] | None = None,
+    prepare: Callable[[list[Document]], list[Document]] | None = None,
 ) -> PipelineStats:
     """Encode and write ``docs`` with encoding and writing overlapped.
 
@@ -182,6 +183,8 @@ def index_pipelined(
         window: documents sorted by length together (a multiple of ``batch_size`` works best).
         depth: encoded batches that may wait for the writer (bounds memory).
         on_progress: called with the number of documents of each written batch.
+        prepare: validated window -> the documents to encode and write for it (chunking, and
+            leaving out what the store already holds); default: the window as it is.
 
     Raises:
         ValueError: an invalid document in a list input; nothing was written.
@@ -196,6 +199,8 @@ def index_pipelined(
     bad: _BadItem | None = None
     try:
         for win in windows:
+            if prepare is not None:
+                win = prepare(win)
             sizes = lengths([d.text for d in win])
             stats.n_truncated += sum(1 for n in sizes if n > max_length)
             order = sorted(range(len(win)), key=lambda i: -sizes[i])

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adapters import VectorStore, make_store
+from .chunking import Chunker
+from .documents import plan_writes, split_document
 from .encoder import Encoder, TruncationWarning
 from .pipeline import index_pipelined
 from .types import Document, Hit, Stamp
@@ -35,6 +37,15 @@ class IndexReport:
     write_seconds: float = 0.0
     #: time encoding waited for the writer: the part of writing not hidden behind encoding
     wait_seconds: float = 0.0
+    #: documents stored as chunks (longer than the model reads), and the chunks of the call
+    n_chunked: int = 0
+    n_chunks: int = 0
+    #: stored items left alone because they were already stored unchanged
+    n_unchanged: int = 0
+    #: stored chunks of these documents deleted because the new version no longer has them
+    n_deleted: int = 0
+    #: time spent cutting documents into chunks and comparing them with the store
+    chunk_seconds: float = 0.0
 
 
 class Retriever:
@@ -62,6 +73,8 @@ class Retriever:
         quantize: ``"int8"``: dynamic int8 with ``backend="onnx"``, static int8 with
             ``backend="openvino"`` (see :class:`Encoder`).
         calibration: texts calibrating OpenVINO's static int8 (see :class:`Encoder`).
+        chunking: the default of :meth:`index`'s ``chunking`` (``True``: documents longer than
+            the model reads are cut into chunks).
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -87,6 +100,7 @@ class Retriever:
         backend: str = "torch",
         quantize: str | None = None,
         calibration: Sequence[str] | None = None,
+        chunking: bool | int | Mapping[str, int] | Chunker = True,
     ) -> None:
         if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
@@ -114,6 +128,9 @@ class Retriever:
             self.store.open(collection, self.stamp, recreate=recreate)
         self.collection = collection
         self.last_index_report: IndexReport | None = None
+        self._default_chunker: Chunker | None = None
+        self.chunking = chunking
+        self._chunker(chunking)  # a bad setting fails here, not at the first index()
 
     # ------------------------------------------------------------------ indexing
     def _vectors(self, texts: list[str]) -> tuple[Any, Any]:
@@ -122,6 +139,25 @@ class Retriever:
         )
         return out.index, (out.full if self.rerank else None)
 
+    def _chunker(self, chunking: Any) -> Chunker | None:
+        """The chunker for a ``chunking`` setting (``None`` when chunking is off)."""
+        if chunking is False:
+            return None
+        if chunking is True:
+            if self._default_chunker is None:
+                self._default_chunker = Chunker.for_encoder(self.encoder)
+            return self._default_chunker
+        if isinstance(chunking, Chunker):
+            return chunking
+        if isinstance(chunking, int):
+            return Chunker.for_encoder(self.encoder, max_tokens=chunking)
+        if isinstance(chunking, Mapping) and set(chunking) <= {"max_tokens", "overlap"}:
+            return Chunker.for_encoder(self.encoder, **chunking)
+        raise ValueError(
+            f"chunking must be True, False, a max_tokens int, a dict with max_tokens and/or "
+            f"overlap, or a Chunker; got {chunking!r}"
+        )
+
     def index(
         self,
         docs: Iterable[Any],
@@ -129,12 +165,21 @@ class Retriever:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         window: int | None = None,
+        chunking: bool | int | Mapping[str, int] | Chunker | None = None,
     ) -> list[str]:
         """Embed and store documents; returns their ids, in input order.
 
         Documents are ``str``, dicts with ``text`` (and optional ``id``, ``metadata``), or
         objects with ``page_content``/``metadata``. Ids default to a hash of the text, so
         indexing the same text twice stores it once.
+
+        With chunking on (the default), a document longer than the model reads is stored as
+        chunks that it reads whole (:mod:`bertino_rag.chunking`; their metadata: ``doc_id``,
+        ``chunk``, ``char_start``, ``char_end``, see :mod:`bertino_rag.documents`); shorter
+        documents are stored as they are. What the store already holds unchanged is not written
+        again, and once the call's writes succeed the stored chunks that an edited document no
+        longer has are deleted. With ``chunking=False`` every document is one vector, embedded
+        from its beginning when it is too long (counted, with a :class:`TruncationWarning`).
 
         Encoding and writing overlap: batch n is written while batch n+1 is encoded, through a
         bounded queue, so any iterable (a generator over millions of documents) is indexed in
@@ -145,6 +190,9 @@ class Retriever:
             batch_size: documents per store write (default ``write_batch_size``).
             show_progress_bar: ``None`` shows one for long lists.
             window: documents sorted by length together (default 8 write batches).
+            chunking: ``True`` (chunks of what the model reads), ``False`` (off), an int
+                (``max_tokens`` per chunk), ``{"max_tokens": 200, "overlap": 32}``, or a
+                :class:`~bertino_rag.chunking.Chunker`; default: the retriever's ``chunking``.
 
         Raises:
             ValueError: an invalid document in a list (named by position); nothing of the call
@@ -161,6 +209,7 @@ class Retriever:
         span = 8 * step if window is None else window
         if isinstance(span, bool) or not isinstance(span, int) or span <= 0:
             raise ValueError(f"window must be a positive int, got {window!r}")
+        chunker = self._chunker(self.chunking if chunking is None else chunking)
         if isinstance(docs, (str, bytes)) or isinstance(docs, Mapping):
             docs = [docs]
         total = len(docs) if isinstance(docs, Sequence) else None
@@ -170,7 +219,27 @@ class Retriever:
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc="Indexing", unit="doc")
+            bar = (tqdm(total=total, desc="Indexing", unit="doc") if chunker is None
+                   else tqdm(desc="Indexing", unit="chunk"))
+        counts = {"chunked": 0, "chunks": 0, "unchanged": 0}
+        stale: list[str] = []
+        chunk_seconds = 0.0
+
+        def prepare(window_docs: list[Document]) -> list[Document]:
+            nonlocal chunk_seconds
+            began = time.perf_counter()
+            assert chunker is not None
+            spans = chunker.split_many([d.text for d in window_docs])
+            parts = [(d, split_document(d, [(c.start, c.end, c.text) for c in cs]))
+                     for d, cs in zip(window_docs, spans, strict=True)]
+            plan = plan_writes(parts, self.store.get, self.store.ids_where)
+            counts["chunked"] += sum(1 for _, p in parts if len(p) > 1)
+            counts["chunks"] += sum(len(p) for _, p in parts)
+            counts["unchanged"] += plan.unchanged
+            stale.extend(plan.stale)
+            chunk_seconds += time.perf_counter() - began
+            return plan.write
+
         try:
             stats = index_pipelined(
                 docs,
@@ -181,7 +250,10 @@ class Retriever:
                 batch_size=step,
                 window=span,
                 on_progress=bar.update if bar is not None else None,
+                prepare=prepare if chunker is not None else None,
             )
+            if stale:  # only once everything new is written: nothing is lost on a failure
+                self.store.delete(list(dict.fromkeys(stale)))
         finally:
             if bar is not None:
                 bar.close()
@@ -197,6 +269,9 @@ class Retriever:
             n_input=stats.n_input, n_written=stats.n_written, n_truncated=stats.n_truncated,
             seconds=time.perf_counter() - started, encode_seconds=stats.encode_seconds,
             write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
+            n_chunked=counts["chunked"], n_chunks=counts["chunks"],
+            n_unchanged=counts["unchanged"], n_deleted=len(set(stale)),
+            chunk_seconds=chunk_seconds,
         )
         return stats.ids
 
@@ -279,10 +354,10 @@ class Retriever:
 
     # ------------------------------------------------------------------ management
     def delete(self, ids: Sequence[str]) -> None:
-        """Delete documents by id (unknown ids are ignored)."""
+        """Delete documents by id, with all their chunks (unknown ids are ignored)."""
         if isinstance(ids, str):
             ids = [ids]
-        self.store.delete(list(ids))
+        self.store.delete_documents(list(ids))
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """Stored documents by id (unknown ids are skipped)."""
