@@ -128,6 +128,6 @@ def test_deterministic_and_the_squad_articles_fit(encoder, chunker):
     assert max(lengths) <= encoder.max_seq_length
     # packed: the median chunk fills most of the budget
     assert sorted(lengths)[len(lengths) // 2] > 0.6 * encoder.max_seq_length
-    for doc, cs in zip(docs, first):
+    for doc, cs in zip(docs, first, strict=True):
         assert all(doc[c.start:c.end] == c.text for c in cs)
         assert [c.index for c in cs] == list(range(len(cs)))
