@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .types import Document
+from .types import Document, Hit
 
 __all__ = [
     "CHAR_END",
@@ -38,6 +38,7 @@ __all__ = [
     "WritePlan",
     "chunk_id",
     "document_of",
+    "group_hits",
     "plan_writes",
     "split_document",
 ]
@@ -117,3 +118,18 @@ def plan_writes(
     old_ids = set(chunked) | {i for i in doc_ids if i in present}
     plan.stale = sorted(old_ids - new_ids)
     return plan
+
+
+def group_hits(hits: Sequence[Hit], k: int, group_size: int) -> list[Hit]:
+    """One hit per document from ``hits`` (best first): the document's id, its best chunk's
+    score, text and metadata, and up to ``group_size`` of its chunks attached, best first.
+    Documents are ordered by their best score, ties by id; the first ``k`` are returned."""
+    groups: dict[str, list[Hit]] = {}
+    for h in sorted(hits, key=lambda h: (-h.score, h.id)):
+        groups.setdefault(document_of(h.id, h.metadata), []).append(h)
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1][0].score, kv[0]))[:k]
+    return [
+        Hit(id=doc, text=chunks[0].text, score=chunks[0].score, metadata=chunks[0].metadata,
+            chunks=tuple(chunks[:group_size]))
+        for doc, chunks in ordered
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from .adapters import VectorStore, make_store
 from .chunking import Chunker
-from .documents import plan_writes, split_document
+from .documents import CHAR_END, CHAR_START, CHUNK, DOC_ID, plan_writes, split_document
 from .encoder import Encoder, TruncationWarning
 from .pipeline import index_pipelined
 from .types import Document, Hit, Stamp
@@ -297,21 +297,35 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first.
 
         Args:
             query: the question or text to search with.
-            k: number of hits.
+            k: number of hits (of documents, with ``group_by="document"``).
             filter: metadata filter, e.g. ``{"lang": "it", "year": {"$gte": 2000}}``.
             rerank: override the retriever's rerank setting for this call (off only).
             rerank_k: override the number of candidates rescored.
+            group_by: ``"document"``: one hit per document (its best chunk's score, text and
+                metadata, with up to ``group_size`` matching chunks in ``Hit.chunks``).
+            group_size: chunks attached to each document hit.
+            expand: widen each chunk hit with this many neighbouring chunks of its document
+                on each side (``Hit.text`` becomes the joined text; ``char_start``/``char_end``
+                the span), for a prompt that needs the context around a passage.
         """
+        self._check_expand(expand)
         use, rk = self._rerank_args(rerank, rerank_k)
         q = self.encoder.encode_query(query, dim=self.dim)
         if use:
-            return self.store.search(q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk)
-        return self.store.search(q.index[0], k, filter)
+            hits = self.store.search(q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk,
+                                     group_by=group_by, group_size=group_size)
+        else:
+            hits = self.store.search(q.index[0], k, filter, group_by=group_by,
+                                     group_size=group_size)
+        return self._expand(hits, expand)
 
     def search_batch(
         self,
@@ -321,6 +335,9 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries, encoded in batches."""
         if isinstance(queries, str):
@@ -328,11 +345,17 @@ class Retriever:
         queries = list(queries)
         if not queries:
             return []
+        self._check_expand(expand)
         use, rk = self._rerank_args(rerank, rerank_k)
         q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
         if use:
-            return self.store.search_batch(q.index, k, filter, full_vectors=q.full, rerank_k=rk)
-        return self.store.search_batch(q.index, k, filter)
+            results = self.store.search_batch(q.index, k, filter, full_vectors=q.full,
+                                              rerank_k=rk, group_by=group_by,
+                                              group_size=group_size)
+        else:
+            results = self.store.search_batch(q.index, k, filter, group_by=group_by,
+                                              group_size=group_size)
+        return [self._expand(hits, expand) for hits in results]
 
     async def asearch(
         self,
@@ -342,16 +365,60 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
     ) -> list[Hit]:
         """Async :meth:`search`: the query is encoded in a worker thread, then the store's
         async path is awaited (native async clients where the backend has them)."""
+        self._check_expand(expand)
         use, rk = self._rerank_args(rerank, rerank_k)
         q = await asyncio.to_thread(self.encoder.encode_query, query, dim=self.dim)
         if use:
-            return await self.store.asearch(
-                q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk
+            hits = await self.store.asearch(
+                q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk, group_by=group_by,
+                group_size=group_size,
             )
-        return await self.store.asearch(q.index[0], k, filter)
+        else:
+            hits = await self.store.asearch(q.index[0], k, filter, group_by=group_by,
+                                            group_size=group_size)
+        if expand:
+            return await asyncio.to_thread(self._expand, hits, expand)
+        return hits
+
+    @staticmethod
+    def _check_expand(expand: int) -> None:
+        if isinstance(expand, bool) or not isinstance(expand, int) or expand < 0:
+            raise ValueError(f"expand must be a non-negative int, got {expand!r}")
+
+    def _expand(self, hits: list[Hit], expand: int) -> list[Hit]:
+        """Each chunk hit widened with ``expand`` neighbouring chunks on each side."""
+        if not expand:
+            return hits
+        out = []
+        for h in hits:
+            doc, pos = h.metadata.get(DOC_ID), h.metadata.get(CHUNK)
+            if doc is None or not isinstance(pos, int):
+                out.append(h)  # a document stored whole: nothing around it
+                continue
+            ids = self.store.ids_where({DOC_ID: doc, CHUNK: {"$gte": pos - expand,
+                                                             "$lte": pos + expand}})
+            near = sorted(self.store.get(ids), key=lambda d: d.metadata[CHUNK])
+            if not near:
+                out.append(h)
+                continue
+            text, end = near[0].text, near[0].metadata[CHAR_END]
+            for d in near[1:]:
+                start = d.metadata[CHAR_START]
+                if start < end:  # overlapping chunks: append what is new
+                    text += d.text[end - start:]
+                else:  # the white space between chunks is not stored: a paragraph break
+                    text += ("\n\n" if start - end >= 2 else " ") + d.text
+                end = d.metadata[CHAR_END]
+            meta = {**h.metadata, CHAR_START: near[0].metadata[CHAR_START], CHAR_END: end,
+                    "expanded": [near[0].metadata[CHUNK], near[-1].metadata[CHUNK]]}
+            out.append(Hit(id=h.id, text=text, score=h.score, metadata=meta, chunks=h.chunks))
+        return out
 
     # ------------------------------------------------------------------ management
     def delete(self, ids: Sequence[str]) -> None:
