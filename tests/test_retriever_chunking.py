@@ -190,3 +190,57 @@ def test_bad_chunking_settings(encoder):
     r.index([{"id": "x", "text": ARTICLE}], chunking=custom)
     assert all(n <= 18 for n in encoder.token_lengths(
         [d.text for d in r.get(r.store.ids_where({"doc_id": "x"}))]))
+
+
+def articles() -> list[dict]:
+    """Three short 'articles' of four sentences each, chunked a sentence or two per chunk."""
+    return [
+        {"id": "colosseo", "text": "\n\n".join(SENTENCES[0:4])},
+        {"id": "arte", "text": "\n\n".join(SENTENCES[4:6] + SENTENCES[0:1] + SENTENCES[6:7])},
+        {"id": "luoghi", "text": "\n\n".join(SENTENCES[6:8] + SENTENCES[2:4])},
+        {"id": "breve", "text": "Torino è la città della Mole Antonelliana."},
+    ]
+
+
+def test_group_by_document_and_expand(retriever):
+    retriever.index(articles(), chunking={"max_tokens": 24})  # one sentence per chunk
+    flat = retriever.search("Il Colosseo e gli spettatori", k=12)
+    grouped = retriever.search("Il Colosseo e gli spettatori", k=3, group_by="document")
+    assert len(grouped) == 3 and len({h.id for h in grouped}) == 3
+    owners = [h.metadata.get("doc_id", h.id) for h in flat]
+    assert [h.id for h in grouped] == list(dict.fromkeys(owners))[:3]
+    for g in grouped:
+        mine = [h for h in flat if h.metadata.get("doc_id", h.id) == g.id]
+        assert g.score == pytest.approx(mine[0].score, abs=1e-5)
+        assert [c.id for c in g.chunks] == [h.id for h in mine[:3]]
+    everything = retriever.search("Torino", k=10, group_by="document", group_size=1)
+    assert sorted(h.id for h in everything) == ["arte", "breve", "colosseo", "luoghi"]
+    assert all(len(h.chunks) == 1 for h in everything)
+    batch = retriever.search_batch(["Il Colosseo e gli spettatori"], k=3, group_by="document")
+    assert [h.id for h in batch[0]] == [h.id for h in grouped]
+
+    # expand: the chunk and its neighbours, in document order
+    [hit] = retriever.search("Poteva ospitare decine di migliaia di spettatori.", k=1,
+                             filter={"doc_id": "colosseo"})
+    assert hit.metadata["chunk"] == 2
+    [wide] = retriever.search("Poteva ospitare decine di migliaia di spettatori.", k=1,
+                              filter={"doc_id": "colosseo"}, expand=1)
+    assert wide.text == "\n\n".join(SENTENCES[1:4])
+    assert wide.metadata["expanded"] == [1, 3] and wide.score == hit.score
+    doc = articles()[0]["text"]
+    assert doc[wide.metadata["char_start"]:wide.metadata["char_end"]] == wide.text
+    [short] = retriever.search("la Mole Antonelliana", k=1, expand=2)
+    assert short.id == "breve" and short.text == articles()[3]["text"]
+    with pytest.raises(ValueError, match="expand must be a non-negative int"):
+        retriever.search("Roma", expand=-1)
+
+
+def test_expand_joins_overlapping_chunks(encoder):
+    r = Retriever(dim=128, encoder=encoder, chunking={"max_tokens": 60, "overlap": 19})
+    text = " ".join(SENTENCES)
+    r.index([{"id": "t", "text": text}])
+    chunks = sorted(r.get(r.store.ids_where({"doc_id": "t"})), key=lambda d: d.metadata["chunk"])
+    assert len(chunks) >= 3
+    assert chunks[1].metadata["char_start"] < chunks[0].metadata["char_end"]  # they overlap
+    [wide] = r.search(chunks[1].text, k=1, expand=5)
+    assert wide.text == text

@@ -29,7 +29,7 @@ import os  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable, Iterable, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 from langchain_core.callbacks import (  # noqa: E402
@@ -121,7 +121,7 @@ class BertinoEmbeddings(Embeddings):
         return f"BertinoEmbeddings(model={self.model_name!r}, dim={self.dim})"
 
 
-_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k")
+_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "group_by", "expand")
 
 
 class BertinoRetriever(BaseRetriever):
@@ -138,6 +138,10 @@ class BertinoRetriever(BaseRetriever):
         filter: metadata filter, e.g. ``{"title": "Amazzonia"}``.
         rerank: rescore with full vectors (``None``: the retriever's setting).
         rerank_k: candidates rescored (``None``: the retriever's setting).
+        group_by: ``"document"``: one ``Document`` per indexed document (its best chunk, with
+            the ids of its matching chunks under ``"chunk_ids"`` in the metadata).
+        expand: neighbouring chunks joined to each chunk on each side (see
+            :meth:`Retriever.search`).
         id_key: metadata key of the document id.
         score_key: metadata key of the score.
     """
@@ -149,6 +153,8 @@ class BertinoRetriever(BaseRetriever):
     filter: Any = None
     rerank: bool | None = None
     rerank_k: int | None = Field(default=None, gt=0)
+    group_by: Literal["document"] | None = None
+    expand: int = Field(default=0, ge=0)
     id_key: str = "id"
     score_key: str = "score"
 
@@ -167,7 +173,8 @@ class BertinoRetriever(BaseRetriever):
             Document(
                 id=h.id,
                 page_content=h.text,
-                metadata={**h.metadata, self.id_key: h.id, self.score_key: h.score},
+                metadata={**h.metadata, self.id_key: h.id, self.score_key: h.score,
+                          **({"chunk_ids": [c.id for c in h.chunks]} if h.chunks else {})},
             )
             for h in hits
         ]
@@ -177,7 +184,8 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = self.retriever.search(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"]
+            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)
 
@@ -186,7 +194,8 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = await self.retriever.asearch(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"]
+            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)
 
@@ -451,14 +460,17 @@ class BertinoVectorStore(VectorStore):
         return stamp is not None and stamp.full_vectors and stamp.index_dim < stamp.full_dim
 
     def _search(self, index: np.ndarray, full: np.ndarray | None, k: int,
-                filter_: Any, rerank_k: int) -> list[Hit]:
+                filter_: Any, rerank_k: int, group_by: str | None = None) -> list[Hit]:
         if full is not None and self._two_stage():
-            return self.store.search(index, k, filter_, full_vector=full, rerank_k=rerank_k)
-        return self.store.search(index, k, filter_)
+            return self.store.search(index, k, filter_, full_vector=full, rerank_k=rerank_k,
+                                     group_by=group_by)
+        return self.store.search(index, k, filter_, group_by=group_by)
 
     @staticmethod
     def _with_scores(hits: list[Hit]) -> list[tuple[Document, float]]:
-        return [(Document(id=h.id, page_content=h.text, metadata=h.metadata), h.score)
+        return [(Document(id=h.id, page_content=h.text, metadata=(
+                    {**h.metadata, "chunk_ids": [c.id for c in h.chunks]} if h.chunks
+                    else h.metadata)), h.score)
                 for h in hits]
 
     def _query_vectors(self, embedding: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -477,22 +489,26 @@ class BertinoVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """The ``k`` best documents with their cosine scores. Takes ``filter``, ``rerank_k``."""
+        """The ``k`` best documents with their cosine scores. Takes ``filter``, ``rerank_k``
+        and ``group_by="document"`` (one result per document whose chunks were added)."""
+        group_by = kwargs.pop("group_by", None)
         filter_, rerank_k = self._search_args(kwargs)
         index, full = self._embed([query], "query")
-        return self._with_scores(self._search(index[0], full[0], k, filter_, rerank_k))
+        return self._with_scores(self._search(index[0], full[0], k, filter_, rerank_k,
+                                              group_by))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Async :meth:`similarity_search_with_score`, through the store's async path."""
+        group_by = kwargs.pop("group_by", None)
         filter_, rerank_k = self._search_args(kwargs)
         index, full = await self._aembed([query], "query")
         if self._two_stage():
             hits = await self.store.asearch(index[0], k, filter_, full_vector=full[0],
-                                            rerank_k=rerank_k)
+                                            rerank_k=rerank_k, group_by=group_by)
         else:
-            hits = await self.store.asearch(index[0], k, filter_)
+            hits = await self.store.asearch(index[0], k, filter_, group_by=group_by)
         return self._with_scores(hits)
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
@@ -507,10 +523,11 @@ class BertinoVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[Document]:
         """Search with a query vector, full-dimensional (two-stage) or truncated."""
+        group_by = kwargs.pop("group_by", None)
         filter_, rerank_k = self._search_args(kwargs)
         index, full = self._query_vectors(embedding)
         return [doc for doc, _ in self._with_scores(
-            self._search(index, full, k, filter_, rerank_k))]
+            self._search(index, full, k, filter_, rerank_k, group_by))]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return lambda score: min(1.0, max(0.0, score))
