@@ -299,6 +299,7 @@ class DocumentLoader:
             :class:`SkippedFileWarning` and recorded in :attr:`skipped`; ``"raise"``: it raises
             :class:`DocumentLoadError`.
         lines: read ``.txt``/``.md`` files one document per non-empty line.
+        with_title: BEIR folders: embed "title\\ntext" instead of the text alone.
 
     Attributes:
         skipped: the files left out so far, with the reason.
@@ -319,6 +320,7 @@ class DocumentLoader:
         exclude: Sequence[str] | None = None,
         on_error: str = "skip",
         lines: bool = False,
+        with_title: bool = False,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -332,6 +334,7 @@ class DocumentLoader:
         self.exclude = list(exclude or [])
         self.on_error = on_error
         self.lines = lines
+        self.with_title = with_title
         self.skipped: list[SkippedFile] = []
         self.n_files = 0
 
@@ -349,42 +352,46 @@ class DocumentLoader:
                 out.append(p)
         return out
 
-    def _skip(self, path: Path, reason: str) -> None:
-        self.skipped.append(SkippedFile(str(path), reason))
-        warnings.warn(f"skipped {path}: {reason}", SkippedFileWarning, stacklevel=3)
+    @property
+    def is_beir(self) -> bool:
+        """Whether the path is a BEIR folder (read as one corpus, not file by file)."""
+        return self.path.is_dir() and (self.path / "corpus.jsonl").exists()
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.path.is_dir() and (self.path / "corpus.jsonl").exists():
-            from .data import iter_documents
-
-            yield from iter_documents(self.path)
-            return
-        for path in self.files():
-            if path.is_file() and path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                reason = (
-                    f"unsupported file type {path.suffix!r}; supported: "
-                    + ", ".join(SUPPORTED_SUFFIXES)
-                )
-                if self.on_error == "raise":
-                    raise DocumentLoadError(path, reason)
-                self._skip(path, reason)
-                continue
+    def read_file(self, path: Path) -> list[dict[str, Any]]:
+        """The documents of one file; an unreadable one is skipped (``[]``) or raised, as
+        ``on_error`` says."""
+        reason: str | None = None
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            reason = (f"unsupported file type {path.suffix!r}; supported: "
+                      + ", ".join(SUPPORTED_SUFFIXES))
+            if self.on_error == "raise":
+                raise DocumentLoadError(path, reason)
+        else:
             try:
                 docs = _read_file(path, self.lines)
             except DocumentLoadError as err:
                 if self.on_error == "raise":
                     raise
-                self._skip(path, err.reason)
-                continue
+                reason = err.reason
             except OSError as err:
+                reason = f"cannot be read ({err.strerror or err})"
                 if self.on_error == "raise":
-                    raise DocumentLoadError(
-                        path, f"cannot be read ({err.strerror or err})"
-                    ) from err
-                self._skip(path, f"cannot be read ({err.strerror or err})")
-                continue
-            self.n_files += 1
-            yield from docs
+                    raise DocumentLoadError(path, reason) from err
+        if reason is not None:
+            self.skipped.append(SkippedFile(str(path), reason))
+            warnings.warn(f"skipped {path}: {reason}", SkippedFileWarning, stacklevel=2)
+            return []
+        self.n_files += 1
+        return docs
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.is_beir:
+            from .data import iter_documents
+
+            yield from iter_documents(self.path, with_title=self.with_title)
+            return
+        for path in self.files():
+            yield from self.read_file(path)
 
 
 def load_documents(
