@@ -244,3 +244,11 @@ def test_expand_joins_overlapping_chunks(encoder):
     assert chunks[1].metadata["char_start"] < chunks[0].metadata["char_end"]  # they overlap
     [wide] = r.search(chunks[1].text, k=1, expand=5)
     assert wide.text == text
+
+
+def test_delete_documents_is_delete(encoder):
+    r = Retriever(dim=128, encoder=encoder, chunking=SMALL)
+    r.index([{"id": "art", "text": ARTICLE}, {"id": "altro", "text": "Bari è in Puglia."}])
+    assert r.store.ids_where({"doc_id": "art"})
+    r.delete_documents(["art"])
+    assert r.store.ids_where({"doc_id": "art"}) == [] and r.count() == 1

@@ -422,10 +422,15 @@ class Retriever:
 
     # ------------------------------------------------------------------ management
     def delete(self, ids: Sequence[str]) -> None:
-        """Delete documents by id, with all their chunks (unknown ids are ignored)."""
+        """Delete documents by id, with all their chunks (unknown ids are ignored); a chunk's
+        own id deletes that chunk."""
         if isinstance(ids, str):
             ids = [ids]
         self.store.delete_documents(list(ids))
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents by id with all their chunks (what :meth:`delete` does)."""
+        self.delete(doc_ids)
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """Stored documents by id (unknown ids are skipped)."""
