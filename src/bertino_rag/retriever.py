@@ -15,10 +15,15 @@ from .adapters import VectorStore, make_store
 from .chunking import Chunker
 from .documents import CHAR_END, CHAR_START, CHUNK, DOC_ID, plan_writes, split_document
 from .encoder import Encoder, TruncationWarning
+from .fusion import Fusion
+from .lexical import BM25, Analyzer, lexical_spec
 from .pipeline import index_pipelined
 from .types import Document, Hit, Stamp
 
-__all__ = ["IndexReport", "Retriever"]
+__all__ = ["MODES", "IndexReport", "Retriever"]
+
+#: search modes: the Matryoshka funnel, BM25, or both fused
+MODES = ("dense", "lexical", "hybrid")
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,12 @@ class Retriever:
         calibration: texts calibrating OpenVINO's static int8 (see :class:`Encoder`).
         chunking: the default of :meth:`index`'s ``chunking`` (``True``: documents longer than
             the model reads are cut into chunks).
+        hybrid: keep a lexical (BM25) index beside the vectors, written by the same
+            ``index()`` pass, and search with ``mode="hybrid"`` by default.
+        analyzer: the text analyzer of the lexical index (default: Italian,
+            :class:`~bertino_rag.lexical.Analyzer`); recorded in the collection's stamp.
+        fusion: how hybrid search fuses its two sides: a :class:`~bertino_rag.fusion.Fusion`,
+            ``"minmax"``/``"rrf"``, or the JSON file ``bertino-rag eval --tune-fusion`` wrote.
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -102,7 +113,16 @@ class Retriever:
         quantize: str | None = None,
         calibration: Sequence[str] | None = None,
         chunking: bool | int | Mapping[str, int] | Chunker = True,
+        hybrid: bool = False,
+        analyzer: Analyzer | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
     ) -> None:
+        if not isinstance(hybrid, bool):
+            raise ValueError(f"hybrid must be True or False, got {hybrid!r}")
+        if analyzer is not None and not hybrid:
+            raise ValueError("analyzer= configures the lexical index: pass hybrid=True with it")
+        self.fusion = Fusion.coerce(fusion)
+        lexical = lexical_spec(analyzer or Analyzer(), BM25()) if hybrid else None
         if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
         if write_batch_size <= 0:
@@ -122,7 +142,9 @@ class Retriever:
             index_dim=self.dim,
             normalized=True,
             full_vectors=self.rerank,
+            lexical=lexical,
         )
+        self.hybrid = hybrid
         if self.store.is_open and self.store._collection == collection and not recreate:
             self.stamp.check(self.store.stamp, collection)
         else:
@@ -281,6 +303,17 @@ class Retriever:
         return await asyncio.to_thread(self.index, docs, **kwargs)
 
     # ------------------------------------------------------------------ search
+    def _mode(self, mode: str | None) -> str:
+        """The search mode: ``mode``, else hybrid on a hybrid collection and dense otherwise;
+        lexical modes on a collection without the lexical index fail here, before encoding."""
+        if mode is None:
+            return "hybrid" if self.store.has_lexical else "dense"
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {list(MODES)}")
+        if mode != "dense":
+            self.store.require_lexical(mode)
+        return mode
+
     def _rerank_args(self, rerank: bool | None, rerank_k: int | None) -> tuple[bool, int]:
         use = self.rerank if rerank is None else bool(rerank)
         if use and not self.rerank:
@@ -297,6 +330,8 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
         group_by: str | None = None,
         group_size: int = 3,
         expand: int = 0,
@@ -308,24 +343,30 @@ class Retriever:
             k: number of hits (of documents, with ``group_by="document"``).
             filter: metadata filter, e.g. ``{"lang": "it", "year": {"$gte": 2000}}``.
             rerank: override the retriever's rerank setting for this call (off only).
-            rerank_k: override the number of candidates rescored.
+            rerank_k: override the number of candidates rescored (in hybrid mode: taken on
+                each side).
+            mode: ``"dense"`` (the Matryoshka funnel), ``"lexical"`` (BM25 on the analyzed
+                text; hit scores are BM25 scores) or ``"hybrid"`` (both, fused; scores are
+                fused scores). Default: hybrid on a hybrid collection, dense otherwise.
+            fusion: override the retriever's fusion for this call.
             group_by: ``"document"``: one hit per document (its best chunk's score, text and
-                metadata, with up to ``group_size`` matching chunks in ``Hit.chunks``).
+                metadata, with up to ``group_size`` matching chunks in ``Hit.chunks``); dense
+                mode only.
             group_size: chunks attached to each document hit.
             expand: widen each chunk hit with this many neighbouring chunks of its document
                 on each side (``Hit.text`` becomes the joined text; ``char_start``/``char_end``
                 the span), for a prompt that needs the context around a passage.
+
+        Raises:
+            LexicalUnavailableError: a lexical mode on a collection built without
+                ``hybrid=True``.
+            EmptyQueryError: ``mode="lexical"`` and nothing searchable is left of the query
+                after analysis (hybrid answers such a query by its dense side).
         """
-        self._check_expand(expand)
-        use, rk = self._rerank_args(rerank, rerank_k)
-        q = self.encoder.encode_query(query, dim=self.dim)
-        if use:
-            hits = self.store.search(q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk,
-                                     group_by=group_by, group_size=group_size)
-        else:
-            hits = self.store.search(q.index[0], k, filter, group_by=group_by,
-                                     group_size=group_size)
-        return self._expand(hits, expand)
+        return self.search_batch(
+            [query], k, filter, rerank=rerank, rerank_k=rerank_k, mode=mode, fusion=fusion,
+            group_by=group_by, group_size=group_size, expand=expand,
+        )[0]
 
     def search_batch(
         self,
@@ -335,6 +376,8 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
         group_by: str | None = None,
         group_size: int = 3,
         expand: int = 0,
@@ -343,11 +386,25 @@ class Retriever:
         if isinstance(queries, str):
             raise ValueError("search_batch takes a list of queries; use search() for one")
         queries = list(queries)
+        mode = self._mode(mode)
+        fuse = self.fusion if fusion is None else Fusion.coerce(fusion)
+        use, rk = self._rerank_args(rerank, rerank_k)
         if not queries:
             return []
         self._check_expand(expand)
-        use, rk = self._rerank_args(rerank, rerank_k)
-        q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+        if group_by is not None and mode != "dense":
+            raise ValueError(f"group_by works with mode='dense', not {mode!r}")
+        if mode == "lexical":
+            return self.store.lexical_search_batch(queries, k, filter)
+        if len(queries) == 1:
+            q = self.encoder.encode_query(queries[0], dim=self.dim)
+        else:
+            q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+        if mode == "hybrid":
+            return self.store.hybrid_search_batch(
+                q.index, queries, k, filter, full_vectors=q.full if use else None,
+                rerank_k=rk, fusion=fuse,
+            )
         if use:
             results = self.store.search_batch(q.index, k, filter, full_vectors=q.full,
                                               rerank_k=rk, group_by=group_by,
@@ -365,6 +422,8 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
         group_by: str | None = None,
         group_size: int = 3,
         expand: int = 0,
@@ -372,8 +431,19 @@ class Retriever:
         """Async :meth:`search`: the query is encoded in a worker thread, then the store's
         async path is awaited (native async clients where the backend has them)."""
         self._check_expand(expand)
+        mode = self._mode(mode)
+        if group_by is not None and mode != "dense":
+            raise ValueError(f"group_by works with mode='dense', not {mode!r}")
+        fuse = self.fusion if fusion is None else Fusion.coerce(fusion)
         use, rk = self._rerank_args(rerank, rerank_k)
+        if mode == "lexical":
+            return await self.store.alexical_search(query, k, filter)
         q = await asyncio.to_thread(self.encoder.encode_query, query, dim=self.dim)
+        if mode == "hybrid":
+            return await self.store.ahybrid_search(
+                q.index[0], query, k, filter, full_vector=q.full[0] if use else None,
+                rerank_k=rk, fusion=fuse,
+            )
         if use:
             hits = await self.store.asearch(
                 q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk, group_by=group_by,
@@ -460,5 +530,5 @@ class Retriever:
     def __repr__(self) -> str:
         return (
             f"Retriever(model={self.encoder.model_id!r}, dim={self.dim}, rerank={self.rerank}, "
-            f"rerank_k={self.rerank_k}, store={self.store!r})"
+            f"rerank_k={self.rerank_k}, hybrid={self.hybrid}, store={self.store!r})"
         )

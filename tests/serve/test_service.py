@@ -181,6 +181,14 @@ def test_options_the_retriever_lacks_are_refused(make_retriever, docs):
                 with pytest.raises(ServiceError, match=f"no {option} option") as e:
                     client.search("Dove?", k=3, **{option: value})
                 assert e.value.status_code == 422
+        doc = docs[0]["id"]
+        if callable(getattr(retriever.store, "delete_documents", None)):
+            assert client.delete(document_ids=[doc])["deleted"] >= 1
+            assert retriever.get([doc]) == []
+        else:
+            with pytest.raises(ServiceError, match="cannot delete by document id"):
+                client.delete(document_ids=[doc])
+            assert retriever.count() == 10
 
 
 async def test_concurrent_clients_are_batched_and_get_their_own_results(

@@ -66,6 +66,9 @@ def register_cli(sub: Any, add_common: Any) -> None:
                    help="documents per indexing step (a search waits for at most one)")
     p.add_argument("--graceful-timeout", type=float, default=60.0,
                    help="seconds in-flight requests get to finish on SIGTERM/SIGINT")
+    p.add_argument("--keep-alive", type=float, default=30.0,
+                   help="seconds an idle client connection stays open (above the clients' own "
+                        "idle expiry, so that a reused connection is never one being closed)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_cmd_serve)
@@ -101,6 +104,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(retriever, settings)
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_graceful_shutdown=args.graceful_timeout, timeout_keep_alive=args.keep_alive,
     )
     return 0

@@ -27,6 +27,10 @@ __all__ = ["API_KEY_ENV", "AsyncBertinoClient", "BertinoClient", "ServiceError"]
 
 API_KEY_ENV = "BERTINO_RAG_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
+# Idle pooled connections are dropped well before the server closes them (uvicorn: 5 s by
+# default, 30 s under bertino-rag serve), so a request never goes out on a connection that the
+# server is closing at that moment (an httpx.ReadError otherwise).
+_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 _HIT_FIELDS = {f.name for f in dataclasses.fields(Hit)}
 
 
@@ -68,7 +72,11 @@ def _check(response: Any) -> Any:
 
 
 def _hit(data: Mapping[str, Any]) -> Hit:
-    return Hit(**{k: v for k, v in data.items() if k in _HIT_FIELDS})
+    """A :class:`Hit` from its JSON; grouped hits' ``chunks`` become hits too."""
+    fields = {k: v for k, v in data.items() if k in _HIT_FIELDS}
+    if isinstance(fields.get("chunks"), list):
+        fields["chunks"] = tuple(_hit(c) for c in fields["chunks"])
+    return Hit(**fields)
 
 
 def _search_body(
@@ -152,7 +160,7 @@ class BertinoClient(_Base):
         super().__init__(url, api_key, timeout)
         self._http = httpx.Client(
             base_url=self.url, headers=self._headers, timeout=timeout,
-            transport=httpx.HTTPTransport(retries=retries),
+            transport=httpx.HTTPTransport(retries=retries, limits=_LIMITS),
         )
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -212,7 +220,7 @@ class AsyncBertinoClient(_Base):
         super().__init__(url, api_key, timeout)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=timeout,
-            transport=httpx.AsyncHTTPTransport(retries=retries),
+            transport=httpx.AsyncHTTPTransport(retries=retries, limits=_LIMITS),
         )
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
