@@ -119,7 +119,8 @@ def test_bad_input(hybrid, cached, squad_slice, caplog):
 def test_the_collection_keeps_its_analyzer(tmp_path, cached, squad_slice):
     encoder = cached
     store = tmp_path / "idx"
-    r = Retriever(dim=128, encoder=encoder, store=f"memory:{store}", hybrid=True)
+    r = Retriever(dim=128, encoder=encoder, store=f"memory:{store}", hybrid=True,
+                  chunking=False)
     r.index(squad_slice["docs"][:10])
     r.close()
     for kwargs in ({"hybrid": True, "analyzer": Analyzer(stemmer=False)}, {"hybrid": False}):
