@@ -121,7 +121,7 @@ def test_writer_failure_names_ids_and_keeps_what_was_written(encoder, paragraphs
 
 
 def test_one_truncation_warning_for_a_stream(encoder):
-    r = Retriever(dim=128, encoder=encoder)
+    r = Retriever(dim=128, encoder=encoder, chunking=False)  # chunking on: nothing truncated
     long_text = "La storia di Roma antica è lunga e complessa. " * 40
     docs = [f"{long_text} Parte {i}." for i in range(3)] + ["Napoli è sul mare."]
     with pytest.warns(TruncationWarning) as caught:

@@ -26,7 +26,7 @@ def cached(encoder, squad_slice, slice_vectors):
 
 @pytest.fixture(scope="module")
 def hybrid(cached, squad_slice):
-    r = Retriever(dim=128, encoder=cached, rerank_k=50, hybrid=True)
+    r = Retriever(dim=128, encoder=cached, rerank_k=50, hybrid=True, chunking=False)
     r.index(squad_slice["docs"], show_progress_bar=False)
     return r
 
@@ -43,7 +43,7 @@ def test_modes_on_the_slice(hybrid, cached, squad_slice):
     fused = hybrid.search_batch(queries, k=10)  # default on a hybrid collection: hybrid
     assert fused == hybrid.search_batch(queries, k=10, mode="hybrid")
     # dense mode is exactly what a dense-only retriever returns
-    plain = Retriever(dim=128, encoder=cached, rerank_k=50)
+    plain = Retriever(dim=128, encoder=cached, rerank_k=50, chunking=False)
     plain.index(squad_slice["docs"], show_progress_bar=False)
     assert [[h.id for h in hits] for hits in dense] == [
         [h.id for h in hits] for hits in plain.search_batch(queries, k=10)]
@@ -74,7 +74,7 @@ def test_single_batch_and_async_agree(hybrid, squad_slice):
 
 
 def test_index_delete_and_reindex_keep_both_sides(cached, squad_slice):
-    r = Retriever(dim=128, encoder=cached, hybrid=True)
+    r = Retriever(dim=128, encoder=cached, hybrid=True, chunking=False)
     docs = squad_slice["docs"][:40]
     ids = r.index(docs)
     query = squad_slice["queries"][0]
@@ -119,7 +119,8 @@ def test_bad_input(hybrid, cached, squad_slice, caplog):
 def test_the_collection_keeps_its_analyzer(tmp_path, cached, squad_slice):
     encoder = cached
     store = tmp_path / "idx"
-    r = Retriever(dim=128, encoder=encoder, store=f"memory:{store}", hybrid=True)
+    r = Retriever(dim=128, encoder=encoder, store=f"memory:{store}", hybrid=True,
+                  chunking=False)
     r.index(squad_slice["docs"][:10])
     r.close()
     for kwargs in ({"hybrid": True, "analyzer": Analyzer(stemmer=False)}, {"hybrid": False}):

@@ -83,32 +83,78 @@ def _store_for(args: argparse.Namespace) -> Any:
     return store
 
 
+def _chunking(args: argparse.Namespace) -> bool | dict[str, int]:
+    if args.no_chunking:
+        return False
+    if args.max_tokens is None and not args.overlap:
+        return True
+    out = {"overlap": args.overlap}
+    if args.max_tokens is not None:
+        out["max_tokens"] = args.max_tokens
+    return out
+
+
+def _read(args: argparse.Namespace) -> tuple[list[dict], list]:
+    """Documents of a folder or file, with a progress bar over files; and the skipped files."""
+    import warnings
+
+    from .loaders import DocumentLoader, SkippedFileWarning
+
+    loader = DocumentLoader(args.path, include=args.include or None,
+                            exclude=args.exclude or None, on_error=args.on_error,
+                            lines=args.lines, with_title=args.with_title)
+    if loader.is_beir:
+        return list(loader), []
+    files = loader.files()
+    docs: list[dict] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedFileWarning)  # reported below, once each
+        if args.quiet:
+            for path in files:
+                docs.extend(loader.read_file(path))
+        else:
+            from tqdm.auto import tqdm
+
+            for path in tqdm(files, desc="Reading", unit="file"):
+                docs.extend(loader.read_file(path))
+    for skipped in loader.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    return docs, loader.skipped
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .data import iter_documents
     from .pipeline import check_input
 
-    # Everything that can fail fast runs before the model loads and before --recreate drops.
-    docs = list(iter_documents(args.path, with_title=args.with_title, encoding=args.encoding))
+    # Everything that can fail fast runs before the model loads and before --recreate drops:
+    # files are read (and bad ones named), documents validated against the store's rules.
+    docs, skipped = _read(args)
     if not docs:
         print(f"no documents found in {args.path}; nothing was changed", file=sys.stderr)
         return 1
     store = _store_for(args)
     check_input(docs, lambda batch, at: store.check_documents(batch, offset=at))
     retriever = _retriever(args, store, recreate=args.recreate)
-    ids = retriever.index(docs, show_progress_bar=not args.quiet)
+    ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=_chunking(args))
     report = retriever.last_index_report
     assert report is not None
     summary = {
-        "indexed": len(ids), "written": report.n_written, "truncated": report.n_truncated,
+        "indexed": len(ids), "chunked": report.n_chunked, "chunks": report.n_chunks,
+        "written": report.n_written, "unchanged": report.n_unchanged,
+        "deleted": report.n_deleted, "truncated": report.n_truncated,
+        "skipped": [{"path": f.path, "reason": f.reason} for f in skipped],
         "seconds": round(report.seconds, 2), "count": retriever.count(),
         "store": args.store, "collection": args.collection,
     }
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary, ensure_ascii=False))
     else:
-        print(f"indexed {summary['indexed']} documents ({summary['truncated']} truncated) in "
+        chunks = (f"{report.n_chunked} of them cut into chunks, {report.n_written} written, "
+                  f"{report.n_unchanged} unchanged, {report.n_deleted} stale deleted"
+                  if report.n_chunks else f"{report.n_truncated} truncated")
+        print(f"indexed {summary['indexed']} documents ({chunks}"
+              f"{f'; {len(skipped)} files skipped' if skipped else ''}) in "
               f"{summary['seconds']}s; the collection {args.collection!r} now holds "
-              f"{summary['count']} documents ({args.store})")
+              f"{summary['count']} items ({args.store})")
     retriever.close()
     return 0
 
@@ -130,19 +176,37 @@ def _filter_arg(text: str | None) -> dict[str, Any] | None:
     return flt
 
 
+def _where(h) -> str:
+    """Where a hit comes from: its source, chunk position and page, as far as known."""
+    m = h.metadata
+    parts = []
+    if m.get("source"):
+        parts.append(str(m["source"]))
+    if isinstance(m.get("chunk"), int):
+        parts.append(f"chunk {m['chunk']}")
+    if m.get("page"):
+        parts.append(f"page {m['page']}")
+    if h.chunks:
+        parts.append(f"{len(h.chunks)} matching chunks")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     flt = _filter_arg(args.filter)
     retriever = _retriever(args, _store_for(args), create=False)
-    hits = retriever.search(args.query, k=args.k, filter=flt, mode=args.mode)
+    hits = retriever.search(args.query, k=args.k, filter=flt, mode=args.mode,
+                            group_by=args.group_by, expand=args.expand)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text,
-                           "metadata": h.metadata} for h in hits], ensure_ascii=False))
+                           "metadata": h.metadata,
+                           **({"chunks": [c.id for c in h.chunks]} if h.chunks else {})}
+                          for h in hits], ensure_ascii=False))
     else:
         if not hits:
             print("no hits")
         for rank, h in enumerate(hits, 1):
             text = h.text if len(h.text) <= 200 else h.text[:197] + "..."
-            print(f"{rank:>2}. [{h.score:.4f}] {h.id}\n    {text}")
+            print(f"{rank:>2}. [{h.score:.4f}] {h.id}{_where(h)}\n    {text}")
     retriever.close()
     return 0
 
@@ -154,14 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("index", help="index a .txt (one document per line), .jsonl or BEIR folder")
-    p.add_argument("path")
+    p = sub.add_parser(
+        "index",
+        help="index a folder or a file (.txt, .md, .html, .pdf, .docx: one document each; "
+             ".jsonl: one per line; or a BEIR folder)")
+    p.add_argument("path", help="a folder (read recursively), a file, or a BEIR folder")
     _add_common(p)
     p.add_argument("--recreate", action="store_true", help="drop the collection first")
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="only files matching this glob (repeatable), e.g. '*.pdf'")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="leave out files matching this glob (repeatable)")
+    p.add_argument("--lines", action="store_true",
+                   help=".txt/.md files: one document per non-empty line")
+    p.add_argument("--on-error", choices=["skip", "raise"], default="skip",
+                   help="an unreadable file: skip it, naming it (default), or stop")
+    p.add_argument("--no-chunking", action="store_true",
+                   help="one vector per document, embedded from its beginning when too long")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="tokens per chunk (default: what the model reads)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="tokens of whole sentences repeated between chunks (default 0)")
     p.add_argument("--with-title", action="store_true",
                    help="BEIR folders: embed 'title\\ntext' instead of the text alone")
-    p.add_argument("--encoding", default="utf-8",
-                   help="encoding of .txt/.jsonl input (default utf-8; e.g. latin-1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=_cmd_index)
@@ -177,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dense (Matryoshka funnel), lexical (BM25) or hybrid (both fused); "
                         "default: hybrid on a collection indexed with --hybrid, else dense")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
+    p.add_argument("--group-by", choices=["document"], default=None,
+                   help="one hit per document (its best chunk), k counting documents")
+    p.add_argument("--expand", type=int, default=0,
+                   help="join this many neighbouring chunks to each hit on each side")
     p.set_defaults(func=_cmd_search)
 
     for module in ("bertino_rag.evaluation", "bertino_rag.training.cli"):

@@ -230,6 +230,7 @@ def index_pipelined(
     depth: int = 2,
     on_progress: Callable[[int], None] | None = None,
     validate: Validate | None = None,
+    prepare: Callable[[list[Document]], list[Document]] | None = None,
 ) -> PipelineStats:
     """Encode and write ``docs`` with encoding and writing overlapped.
 
@@ -245,6 +246,8 @@ def index_pipelined(
         on_progress: called with the number of documents of each written batch.
         validate: (documents, position of the first) -> None, raising ValueError for a
             document the store would not keep (the store's ``check_documents``).
+        prepare: validated window -> the documents to encode and write for it (chunking, and
+            leaving out what the store already holds); default: the window as it is.
 
     Raises:
         ValueError: an invalid document in a list input; nothing was written.
@@ -259,6 +262,8 @@ def index_pipelined(
     bad: _BadItem | None = None
     try:
         for win in windows:
+            if prepare is not None:
+                win = prepare(win)
             sizes = lengths([d.text for d in win])
             stats.n_truncated += sum(1 for n in sizes if n > max_length)
             order = sorted(range(len(win)), key=lambda i: -sizes[i])

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .adapters import VectorStore, make_store
+from .chunking import Chunker
+from .documents import CHAR_END, CHAR_START, CHUNK, DOC_ID, plan_writes, split_document
 from .encoder import Encoder, TruncationWarning
 from .fusion import Fusion
 from .lexical import BM25, Analyzer, lexical_spec
@@ -42,6 +44,15 @@ class IndexReport:
     write_seconds: float = 0.0
     #: time encoding waited for the writer: the part of writing not hidden behind encoding
     wait_seconds: float = 0.0
+    #: documents stored as chunks (longer than the model reads), and the chunks of the call
+    n_chunked: int = 0
+    n_chunks: int = 0
+    #: stored items left alone because they were already stored unchanged
+    n_unchanged: int = 0
+    #: stored chunks of these documents deleted because the new version no longer has them
+    n_deleted: int = 0
+    #: time spent cutting documents into chunks and comparing them with the store
+    chunk_seconds: float = 0.0
 
 
 class Retriever:
@@ -72,6 +83,8 @@ class Retriever:
         quantize: ``"int8"``: dynamic int8 with ``backend="onnx"``, static int8 with
             ``backend="openvino"`` (see :class:`Encoder`).
         calibration: texts calibrating OpenVINO's static int8 (see :class:`Encoder`).
+        chunking: the default of :meth:`index`'s ``chunking`` (``True``: documents longer than
+            the model reads are cut into chunks).
         hybrid: keep a lexical (BM25) index beside the vectors, written by the same
             ``index()`` pass, and search with ``mode="hybrid"`` by default.
         analyzer: the text analyzer of the lexical index (default: Italian,
@@ -105,6 +118,7 @@ class Retriever:
         backend: str = "torch",
         quantize: str | None = None,
         calibration: Sequence[str] | None = None,
+        chunking: bool | int | Mapping[str, int] | Chunker = True,
         hybrid: bool = False,
         analyzer: Analyzer | None = None,
         fusion: Fusion | str | os.PathLike[str] | None = None,
@@ -140,6 +154,9 @@ class Retriever:
         self.store.ensure_open(collection, self.stamp, recreate=recreate, create=create)
         self.collection = collection
         self.last_index_report: IndexReport | None = None
+        self._default_chunker: Chunker | None = None
+        self.chunking = chunking
+        self._chunker(chunking)  # a bad setting fails here, not at the first index()
 
     # ------------------------------------------------------------------ indexing
     def _vectors(self, texts: list[str]) -> tuple[Any, Any]:
@@ -148,6 +165,25 @@ class Retriever:
         )
         return out.index, (out.full if self.rerank else None)
 
+    def _chunker(self, chunking: Any) -> Chunker | None:
+        """The chunker for a ``chunking`` setting (``None`` when chunking is off)."""
+        if chunking is False:
+            return None
+        if chunking is True:
+            if self._default_chunker is None:
+                self._default_chunker = Chunker.for_encoder(self.encoder)
+            return self._default_chunker
+        if isinstance(chunking, Chunker):
+            return chunking
+        if isinstance(chunking, int):
+            return Chunker.for_encoder(self.encoder, max_tokens=chunking)
+        if isinstance(chunking, Mapping) and set(chunking) <= {"max_tokens", "overlap"}:
+            return Chunker.for_encoder(self.encoder, **chunking)
+        raise ValueError(
+            f"chunking must be True, False, a max_tokens int, a dict with max_tokens and/or "
+            f"overlap, or a Chunker; got {chunking!r}"
+        )
+
     def index(
         self,
         docs: Iterable[Any],
@@ -155,12 +191,21 @@ class Retriever:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         window: int | None = None,
+        chunking: bool | int | Mapping[str, int] | Chunker | None = None,
     ) -> list[str]:
         """Embed and store documents; returns their ids, in input order.
 
         Documents are ``str``, dicts with ``text`` (and optional ``id``, ``metadata``), or
         objects with ``page_content``/``metadata``. Ids default to a hash of the text, so
         indexing the same text twice stores it once.
+
+        With chunking on (the default), a document longer than the model reads is stored as
+        chunks that it reads whole (:mod:`bertino_rag.chunking`; their metadata: ``doc_id``,
+        ``chunk``, ``char_start``, ``char_end``, see :mod:`bertino_rag.documents`); shorter
+        documents are stored as they are. What the store already holds unchanged is not written
+        again, and once the call's writes succeed the stored chunks that an edited document no
+        longer has are deleted. With ``chunking=False`` every document is one vector, embedded
+        from its beginning when it is too long (counted, with a :class:`TruncationWarning`).
 
         Encoding and writing overlap: batch n is written while batch n+1 is encoded, through a
         bounded queue, so any iterable (a generator over millions of documents) is indexed in
@@ -171,6 +216,9 @@ class Retriever:
             batch_size: documents per store write (default ``write_batch_size``).
             show_progress_bar: ``None`` shows one for long lists.
             window: documents sorted by length together (default 8 write batches).
+            chunking: ``True`` (chunks of what the model reads), ``False`` (off), an int
+                (``max_tokens`` per chunk), ``{"max_tokens": 200, "overlap": 32}``, or a
+                :class:`~bertino_rag.chunking.Chunker`; default: the retriever's ``chunking``.
 
         Raises:
             ValueError: an invalid document in a list (named by position); nothing of the call
@@ -187,6 +235,7 @@ class Retriever:
         span = 8 * step if window is None else window
         if isinstance(span, bool) or not isinstance(span, int) or span <= 0:
             raise ValueError(f"window must be a positive int, got {window!r}")
+        chunker = self._chunker(self.chunking if chunking is None else chunking)
         if isinstance(docs, (str, bytes)) or isinstance(docs, Mapping):
             docs = [docs]
         total = len(docs) if isinstance(docs, Sequence) else None
@@ -196,7 +245,27 @@ class Retriever:
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc="Indexing", unit="doc")
+            bar = (tqdm(total=total, desc="Indexing", unit="doc") if chunker is None
+                   else tqdm(desc="Indexing", unit="chunk"))
+        counts = {"chunked": 0, "chunks": 0, "unchanged": 0}
+        stale: list[str] = []
+        chunk_seconds = 0.0
+
+        def prepare(window_docs: list[Document]) -> list[Document]:
+            nonlocal chunk_seconds
+            began = time.perf_counter()
+            assert chunker is not None
+            spans = chunker.split_many([d.text for d in window_docs])
+            parts = [(d, split_document(d, [(c.start, c.end, c.text) for c in cs]))
+                     for d, cs in zip(window_docs, spans, strict=True)]
+            plan = plan_writes(parts, self.store.get, self.store.ids_where)
+            counts["chunked"] += sum(1 for _, p in parts if len(p) > 1)
+            counts["chunks"] += sum(len(p) for _, p in parts)
+            counts["unchanged"] += plan.unchanged
+            stale.extend(plan.stale)
+            chunk_seconds += time.perf_counter() - began
+            return plan.write
+
         try:
             stats = index_pipelined(
                 docs,
@@ -208,7 +277,10 @@ class Retriever:
                 window=span,
                 on_progress=bar.update if bar is not None else None,
                 validate=lambda docs, at: self.store.check_documents(docs, offset=at),
+                prepare=prepare if chunker is not None else None,
             )
+            if stale:  # only once everything new is written: nothing is lost on a failure
+                self.store.delete(list(dict.fromkeys(stale)))
         finally:
             if bar is not None:
                 bar.close()
@@ -225,6 +297,9 @@ class Retriever:
             n_duplicates=stats.n_duplicates, seconds=time.perf_counter() - started,
             encode_seconds=stats.encode_seconds,
             write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
+            n_chunked=counts["chunked"], n_chunks=counts["chunks"],
+            n_unchanged=counts["unchanged"], n_deleted=len(set(stale)),
+            chunk_seconds=chunk_seconds,
         )
         return stats.ids
 
@@ -262,12 +337,15 @@ class Retriever:
         rerank_k: int | None = None,
         mode: str | None = None,
         fusion: Fusion | str | os.PathLike[str] | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first.
 
         Args:
             query: the question or text to search with.
-            k: number of hits.
+            k: number of hits (of documents, with ``group_by="document"``).
             filter: metadata filter, e.g. ``{"lang": "it", "year": {"$gte": 2000}}``.
             rerank: override the retriever's rerank setting for this call (off only).
             rerank_k: override the number of candidates rescored (in hybrid mode: taken on
@@ -276,6 +354,13 @@ class Retriever:
                 text; hit scores are BM25 scores) or ``"hybrid"`` (both, fused; scores are
                 fused scores). Default: hybrid on a hybrid collection, dense otherwise.
             fusion: override the retriever's fusion for this call.
+            group_by: ``"document"``: one hit per document (its best chunk's score, text and
+                metadata, with up to ``group_size`` matching chunks in ``Hit.chunks``); dense
+                mode only.
+            group_size: chunks attached to each document hit.
+            expand: widen each chunk hit with this many neighbouring chunks of its document
+                on each side (``Hit.text`` becomes the joined text; ``char_start``/``char_end``
+                the span), for a prompt that needs the context around a passage.
 
         Raises:
             LexicalUnavailableError: a lexical mode on a collection built without
@@ -284,7 +369,8 @@ class Retriever:
                 after analysis (hybrid answers such a query by its dense side).
         """
         return self.search_batch(
-            [query], k, filter, rerank=rerank, rerank_k=rerank_k, mode=mode, fusion=fusion
+            [query], k, filter, rerank=rerank, rerank_k=rerank_k, mode=mode, fusion=fusion,
+            group_by=group_by, group_size=group_size, expand=expand,
         )[0]
 
     def search_batch(
@@ -297,6 +383,9 @@ class Retriever:
         rerank_k: int | None = None,
         mode: str | None = None,
         fusion: Fusion | str | os.PathLike[str] | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries, encoded in batches."""
         if isinstance(queries, str):
@@ -307,6 +396,9 @@ class Retriever:
         use, rk = self._rerank_args(rerank, rerank_k)
         if not queries:
             return []
+        self._check_expand(expand)
+        if group_by is not None and mode != "dense":
+            raise ValueError(f"group_by works with mode='dense', not {mode!r}")
         if mode == "lexical":
             return self.store.lexical_search_batch(queries, k, filter)
         if len(queries) == 1:
@@ -320,8 +412,13 @@ class Retriever:
                 rerank_k=rk, fusion=fuse,
             )
         if use:
-            return self.store.search_batch(q.index, k, filter, full_vectors=q.full, rerank_k=rk)
-        return self.store.search_batch(q.index, k, filter)
+            results = self.store.search_batch(q.index, k, filter, full_vectors=q.full,
+                                              rerank_k=rk, group_by=group_by,
+                                              group_size=group_size)
+        else:
+            results = self.store.search_batch(q.index, k, filter, group_by=group_by,
+                                              group_size=group_size)
+        return [self._expand(hits, expand) for hits in results]
 
     async def asearch(
         self,
@@ -333,10 +430,16 @@ class Retriever:
         rerank_k: int | None = None,
         mode: str | None = None,
         fusion: Fusion | str | os.PathLike[str] | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
     ) -> list[Hit]:
         """Async :meth:`search`: the query is encoded in a worker thread, then the store's
         async path is awaited (native async clients where the backend has them)."""
+        self._check_expand(expand)
         mode = self._mode(mode)
+        if group_by is not None and mode != "dense":
+            raise ValueError(f"group_by works with mode='dense', not {mode!r}")
         fuse = self.fusion if fusion is None else Fusion.coerce(fusion)
         use, rk = self._rerank_args(rerank, rerank_k)
         if mode == "lexical":
@@ -348,17 +451,62 @@ class Retriever:
                 rerank_k=rk, fusion=fuse,
             )
         if use:
-            return await self.store.asearch(
-                q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk
+            hits = await self.store.asearch(
+                q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk, group_by=group_by,
+                group_size=group_size,
             )
-        return await self.store.asearch(q.index[0], k, filter)
+        else:
+            hits = await self.store.asearch(q.index[0], k, filter, group_by=group_by,
+                                            group_size=group_size)
+        if expand:
+            return await asyncio.to_thread(self._expand, hits, expand)
+        return hits
+
+    @staticmethod
+    def _check_expand(expand: int) -> None:
+        if isinstance(expand, bool) or not isinstance(expand, int) or expand < 0:
+            raise ValueError(f"expand must be a non-negative int, got {expand!r}")
+
+    def _expand(self, hits: list[Hit], expand: int) -> list[Hit]:
+        """Each chunk hit widened with ``expand`` neighbouring chunks on each side."""
+        if not expand:
+            return hits
+        out = []
+        for h in hits:
+            doc, pos = h.metadata.get(DOC_ID), h.metadata.get(CHUNK)
+            if doc is None or not isinstance(pos, int):
+                out.append(h)  # a document stored whole: nothing around it
+                continue
+            ids = self.store.ids_where({DOC_ID: doc, CHUNK: {"$gte": pos - expand,
+                                                             "$lte": pos + expand}})
+            near = sorted(self.store.get(ids), key=lambda d: d.metadata[CHUNK])
+            if not near:
+                out.append(h)
+                continue
+            text, end = near[0].text, near[0].metadata[CHAR_END]
+            for d in near[1:]:
+                start = d.metadata[CHAR_START]
+                if start < end:  # overlapping chunks: append what is new
+                    text += d.text[end - start:]
+                else:  # the white space between chunks is not stored: a paragraph break
+                    text += ("\n\n" if start - end >= 2 else " ") + d.text
+                end = d.metadata[CHAR_END]
+            meta = {**h.metadata, CHAR_START: near[0].metadata[CHAR_START], CHAR_END: end,
+                    "expanded": [near[0].metadata[CHUNK], near[-1].metadata[CHUNK]]}
+            out.append(Hit(id=h.id, text=text, score=h.score, metadata=meta, chunks=h.chunks))
+        return out
 
     # ------------------------------------------------------------------ management
     def delete(self, ids: Sequence[str]) -> None:
-        """Delete documents by id (unknown ids are ignored)."""
+        """Delete documents by id, with all their chunks (unknown ids are ignored); a chunk's
+        own id deletes that chunk."""
         if isinstance(ids, str):
             ids = [ids]
-        self.store.delete(list(ids))
+        self.store.delete_documents(list(ids))
+
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents by id with all their chunks (what :meth:`delete` does)."""
+        self.delete(doc_ids)
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """Stored documents by id (unknown ids are skipped)."""

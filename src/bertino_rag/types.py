@@ -21,12 +21,18 @@ class Document:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the document's id, text, metadata and similarity score (cosine)."""
+    """One search result: the document's id, text, metadata and similarity score (cosine).
+
+    A hit of ``search(..., group_by="document")`` stands for a whole document: ``id`` is the
+    document's id, ``score``, ``text`` and ``metadata`` are its best chunk's, and ``chunks``
+    holds its matching chunks, best first (the best one included).
+    """
 
     id: str
     text: str
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    chunks: tuple[Hit, ...] = ()
 
 
 @dataclass(frozen=True)

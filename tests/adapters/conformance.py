@@ -201,6 +201,121 @@ class StoreConformance:
         assert docs[0].id not in {h.id for h in hits}
         assert len(hits) == len(docs) - 2
 
+    # ------------------------------------------------------------------ documents and chunks
+    @staticmethod
+    def _as_chunks(docs, n_docs: int = 3, per_doc: int = 4):
+        """The first documents of the slice, relabelled as chunks of ``n_docs`` documents."""
+        out = []
+        for i, d in enumerate(docs[: n_docs * per_doc]):
+            meta = {**d.metadata, "doc_id": f"doc-{i // per_doc}", "chunk": i % per_doc}
+            out.append(Document(text=d.text, id=f"doc-{i // per_doc}#{i % per_doc}",
+                                metadata=meta))
+        return out
+
+    def test_ids_where_lists_ids_by_metadata(self, filled, data):
+        docs, _, _ = data
+        title = docs[0].metadata["title"]
+        want = sorted(d.id for d in docs if d.metadata["title"] == title)
+        assert filled.ids_where({"title": title}) == want
+        assert filled.ids_where({"title": {"$in": [title, "nessuno"]}, "para": {"$lt": 3}}) == (
+            sorted(d.id for d in docs if d.metadata["title"] == title
+                   and d.metadata["para"] < 3))
+        assert filled.ids_where({"title": "nessuno"}) == []
+        assert filled.ids_where({"title": {"$in": []}}) == []
+        with pytest.raises(ValueError, match="non-empty filter dict"):
+            filled.ids_where({})
+
+    def test_ids_where_pages_through_many_ids(self, make_store, name, stamp, data):
+        docs, vec, _ = data
+        n = len(docs)
+        reps = -(-2500 // n)  # more than one page of every backend's listing
+        many = [Document(text=docs[i % n].text, id=f"d{j}-{i}", metadata={"doc_id": "big"})
+                for j in range(reps) for i in range(n)]
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            idx = np.tile(vec.index, (reps, 1))
+            full = np.tile(vec.full, (reps, 1))
+            store.upsert(many, idx, full)
+            assert store.ids_where({"doc_id": "big"}) == sorted(d.id for d in many)
+        finally:
+            store.drop()
+            store.close()
+
+    def test_delete_documents_removes_every_chunk(self, make_store, name, stamp, data):
+        docs, vec, _ = data
+        chunks = self._as_chunks(docs)
+        rest = docs[len(chunks):]
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            store.upsert(chunks + rest, vec.index[: len(docs)], vec.full[: len(docs)])
+            assert store.ids_where({"doc_id": "doc-1"}) == [f"doc-1#{i}" for i in range(4)]
+            store.delete_documents(["doc-1", rest[0].id, "no-such-doc"])
+            assert store.count() == len(docs) - 5
+            assert store.ids_where({"doc_id": "doc-1"}) == []
+            assert store.get([rest[0].id]) == []
+            left = {h.id for h in store.search(vec.index[4], k=len(docs))}
+            assert not any(i.startswith("doc-1#") for i in left)
+            assert {"doc-0#0", "doc-2#3", rest[1].id} <= left
+            store.delete_documents([])
+            assert store.count() == len(docs) - 5
+        finally:
+            store.drop()
+            store.close()
+
+    def test_group_by_document_equals_the_exact_oracle(self, make_store, name, stamp, data):
+        docs, vec, queries = data
+        chunks = self._as_chunks(docs, n_docs=6, per_doc=5)
+        stored = chunks + docs[len(chunks):]
+        owner = [d.metadata.get("doc_id", d.id) for d in stored]
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            store.upsert(stored, vec.index[: len(stored)], vec.full[: len(stored)])
+            for qi in range(0, 40, 8):
+                q = queries.index[qi]
+                scores = vec.index[: len(stored)] @ q
+                best: dict[str, float] = {}
+                for doc, sc in zip(owner, scores, strict=True):
+                    best[doc] = max(best.get(doc, -2.0), float(sc))
+                want = sorted(best, key=lambda d: (-best[d], d))[:7]
+                hits = store.search(q, k=7, group_by="document", group_size=2)
+                same_ranking([h.id for h in hits], [h.score for h in hits], want,
+                             [best[d] for d in want])
+                for h in hits:
+                    assert 1 <= len(h.chunks) <= 2 and h.chunks[0].score == h.score
+                    assert h.text == h.chunks[0].text
+                    assert all(owner[[d.id for d in stored].index(c.id)] == h.id
+                               for c in h.chunks)
+                    assert [c.score for c in h.chunks] == sorted(
+                        (c.score for c in h.chunks), reverse=True)
+                # two-stage: the same documents, scored on full vectors
+                two = store.search(q, k=7, group_by="document", full_vector=queries.full[qi],
+                                   rerank_k=20)
+                full_scores = vec.full[: len(stored)] @ queries.full[qi]
+                fbest: dict[str, float] = {}
+                for doc, sc in zip(owner, full_scores, strict=True):
+                    fbest[doc] = max(fbest.get(doc, -2.0), float(sc))
+                for h in two:
+                    assert abs(h.score - fbest[h.id]) <= self.full_tol or h.score < fbest[h.id]
+                assert len({h.id for h in two}) == len(two) == 7
+            # k counts documents, even when one document's chunks fill the first candidates
+            many = store.search(queries.index[0], k=len(best), group_by="document")
+            assert sorted(h.id for h in many) == sorted(best)
+            flt = store.search(queries.index[0], k=3, group_by="document",
+                               filter={"doc_id": {"$in": ["doc-0", "doc-1"]}})
+            assert sorted(h.id for h in flt) == ["doc-0", "doc-1"]
+            with pytest.raises(ValueError, match="group_by must be None or 'document'"):
+                store.search(queries.index[0], k=3, group_by="title")
+            with pytest.raises(ValueError, match="group_size must be a positive int"):
+                store.search(queries.index[0], k=3, group_by="document", group_size=0)
+            got = asyncio.run(store.asearch(queries.index[0], k=4, group_by="document"))
+            assert [h.id for h in got] == [h.id for h in many[:4]]
+        finally:
+            store.drop()
+            store.close()
+
     def test_wrong_dimension_is_rejected_and_nothing_written(self, filled, data):
         docs, vec, _ = data
         new = [Document(text="nuovo", id="new-doc")]

@@ -345,7 +345,7 @@ def test_retriever_index_rerun_after_a_crash(encoder, squad_slice, monkeypatch):
 
     texts = [d["text"] for d in squad_slice["docs"][:12]]
     store = QdrantStore()
-    r = Retriever(dim=128, encoder=encoder, store=store, write_batch_size=4)
+    r = Retriever(dim=128, encoder=encoder, store=store, write_batch_size=4, chunking=False)
     real, calls = store.client.upsert, []
 
     def crash_on_third(*args, **kwargs):

@@ -50,7 +50,8 @@ def italian_retriever():
     """A Retriever (MiniLM, 128-d, two-stage) over :func:`italian_paragraphs`, in memory."""
     from bertino_rag import Retriever, TruncationWarning
 
-    retriever = Retriever(dim=128, encoder=minilm_encoder(), collection="lc_shared")
+    retriever = Retriever(dim=128, encoder=minilm_encoder(), collection="lc_shared",
+                          chunking=False)
     with warnings.catch_warnings():
         # half of these paragraphs exceed MiniLM's 256 tokens; their beginnings are embedded
         warnings.simplefilter("ignore", TruncationWarning)

@@ -55,8 +55,9 @@ def make_retriever(encoder, tmp_path):
     from bertino_rag import MemoryStore, Retriever
 
     def make(name: str = "idx", **kwargs: Any) -> Retriever:
+        # one entry per paragraph (as the service tests count them): chunking off
         return Retriever(dim=128, encoder=encoder, store=MemoryStore(path=tmp_path / name),
-                         **kwargs)
+                         **{"chunking": False, **kwargs})
 
     return make
 

@@ -6,14 +6,17 @@ or dimension are never mixed into it. The public methods validate their input an
 backend's underscore methods, so every backend gets the same errors for the same mistakes.
 
 Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get``,
-``_delete``, ``_count``, ``_drop`` and, when they can do better than the generic
-"search, fetch full vectors, rescore" path, ``_search_two_stage``. Backends with a native
+``_delete``, ``_count``, ``_drop``, ``_ids_where`` and, when they can do better than the
+generic "search, fetch full vectors, rescore" path, ``_search_two_stage``. Backends with a native
 async client also override ``_aupsert`` and ``_asearch``, which receive input already
 validated by :meth:`VectorStore._prepare_upsert` / :meth:`VectorStore._prepare_search`.
 
 Two rules every backend shares live here once: the order of results
 (:func:`ranking_key`: higher score first, ties by id) and the error for ids that are not
 stored (:func:`check_found`).
+Documents cut into chunks carry their document's id in the ``doc_id`` metadata field
+(:mod:`bertino_rag.documents`): :meth:`VectorStore.delete_documents` removes a document with
+all its chunks, on every store, through ``_ids_where``.
 
 Lexical (BM25) search beside the vectors: a collection whose stamp has ``lexical`` set keeps a
 lexical index of every document, written by the same ``upsert`` (same ids, same write) and
@@ -35,17 +38,18 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from ..documents import DOC_ID, group_hits
 from ..fusion import Fusion
 from ..lexical import BM25, Analyzer, EmptyQueryError, LexicalUnavailableError, parse_lexical_spec
 from ..types import Document, Hit, Stamp
-from .filters import Condition, parse_filter
+from .filters import Condition, Node, parse_filter
 
 __all__ = [
     "COLLECTION_NAME",
@@ -96,6 +100,9 @@ class SearchQuery:
     conditions: Any
     full: np.ndarray | None = None
     rerank_k: int | None = None
+    #: ``"document"``: one hit per document, with up to ``group_size`` chunks attached
+    group_by: str | None = None
+    group_size: int = 3
 
 
 @dataclass(frozen=True)
@@ -738,7 +745,28 @@ class VectorStore(ABC):
         if ids:
             self._delete(ids)
 
+    def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete documents by id together with every chunk of them (the stored documents
+        whose ``doc_id`` metadata is one of ``doc_ids``); unknown ids are ignored."""
+        self.stamp  # noqa: B018
+        doc_ids = list(dict.fromkeys(str(i) for i in doc_ids))
+        if not doc_ids:
+            return
+        chunks = self._ids_where(parse_filter({DOC_ID: {"$in": doc_ids}}))
+        self.delete(list(dict.fromkeys([*doc_ids, *chunks])))
+
     # ------------------------------------------------------------------ reads
+    def ids_where(self, filter: Mapping[str, Any]) -> list[str]:
+        """Ids of every stored document whose metadata matches ``filter`` (a dict, as in
+        :meth:`search`), sorted."""
+        self.stamp  # noqa: B018
+        if not isinstance(filter, Mapping) or not filter:
+            raise ValueError(
+                f"ids_where takes a non-empty filter dict, got {filter!r}; to list every id, "
+                "iterate the collection with the backend's own client"
+            )
+        return sorted(self._ids_where(parse_filter(filter)))
+
     def count(self) -> int:
         """Number of documents in the collection."""
         self.stamp  # noqa: B018
@@ -773,16 +801,22 @@ class VectorStore(ABC):
         *,
         full_vector: np.ndarray | None = None,
         rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
     ) -> list[Hit]:
         """Top ``k`` documents for one query vector, best first.
 
         With ``full_vector`` (and a collection that keeps full vectors), the search is
         two-stage: ``rerank_k`` candidates on the index vectors, rescored with full vectors.
+        With ``group_by="document"``, chunks of one document count once: ``k`` documents,
+        each the hit of its best chunk with up to ``group_size`` matching chunks in
+        :attr:`Hit.chunks` (see :func:`bertino_rag.documents.group_hits`).
         """
         full = None if full_vector is None else np.asarray(full_vector)[None, ...]
         return self.search_batch(
             np.asarray(vector)[None, ...] if np.ndim(vector) == 1 else vector,
-            k, filter, full_vectors=full, rerank_k=rerank_k,
+            k, filter, full_vectors=full, rerank_k=rerank_k, group_by=group_by,
+            group_size=group_size,
         )[0]
 
     def search_batch(
@@ -793,9 +827,12 @@ class VectorStore(ABC):
         *,
         full_vectors: np.ndarray | None = None,
         rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
     ) -> list[list[Hit]]:
         """:meth:`search` for many query vectors at once."""
-        query = self._prepare_search(vectors, k, filter, full_vectors, rerank_k)
+        query = self._prepare_search(vectors, k, filter, full_vectors, rerank_k,
+                                     group_by, group_size)
         return self._run_search(query)
 
     def _prepare_search(
@@ -805,14 +842,19 @@ class VectorStore(ABC):
         filter: Any,
         full_vectors: Any | None,
         rerank_k: int | None,
+        group_by: str | None = None,
+        group_size: int = 3,
     ) -> SearchQuery:
         """Validate a search once, for the sync and async paths alike."""
         stamp = self.stamp
         k = self._check_k(k)
+        if group_by not in (None, "document"):
+            raise ValueError(f"group_by must be None or 'document', got {group_by!r}")
+        group_size = self._check_k(group_size, "group_size")
         vec = self._check_matrix(vectors, stamp.index_dim, "query vectors")
         conditions = self._parse_filter(filter)
         if full_vectors is None:
-            return SearchQuery(vec, k, conditions)
+            return SearchQuery(vec, k, conditions, group_by=group_by, group_size=group_size)
         if not stamp.full_vectors:
             raise StoreError(
                 f"collection {self.collection!r} stores no full vectors (built with rerank off); "
@@ -820,9 +862,43 @@ class VectorStore(ABC):
             )
         full = self._check_matrix(full_vectors, stamp.full_dim, "full query vectors", len(vec))
         rerank_k = max(k, self._check_k(rerank_k if rerank_k is not None else 100, "rerank_k"))
-        return SearchQuery(vec, k, conditions, full, rerank_k)
+        return SearchQuery(vec, k, conditions, full, rerank_k, group_by, group_size)
+
+    #: most chunks a grouped search reads per query before it stops looking for more documents
+    max_group_candidates: int = 10_000
 
     def _run_search(self, query: SearchQuery) -> list[list[Hit]]:
+        if query.group_by is not None:
+            return self._search_grouped(query)
+        return self._run_ungrouped(query)
+
+    def _search_grouped(self, query: SearchQuery) -> list[list[Hit]]:
+        """One hit per document: search ``k * group_size`` chunks, group them, and search
+        wider (4x each time) for the queries that found fewer than ``k`` documents while more
+        chunks were left. Backends with native grouping override this."""
+        total = self._count()
+        fetch = min(max(query.k * query.group_size, 4 * query.k), total,
+                    self.max_group_candidates)
+        rows = list(range(len(query.vectors)))
+        out: list[list[Hit]] = [[] for _ in rows]
+        while rows and fetch > 0:
+            sub = replace(
+                query, vectors=query.vectors[rows], group_by=None, k=fetch,
+                full=None if query.full is None else query.full[rows],
+                rerank_k=None if query.rerank_k is None else max(query.rerank_k, fetch),
+            )
+            again = []
+            for row, hits in zip(rows, self._run_ungrouped(sub), strict=True):
+                out[row] = group_hits(hits, query.k, query.group_size)
+                if len(out[row]) < query.k and len(hits) >= fetch:
+                    again.append(row)
+            limit = min(total, self.max_group_candidates)
+            if fetch >= limit:
+                break
+            rows, fetch = again, min(4 * fetch, limit)
+        return out
+
+    def _run_ungrouped(self, query: SearchQuery) -> list[list[Hit]]:
         if query.full is None:
             return self._search(query.vectors, query.k, query.conditions)
         assert query.rerank_k is not None
@@ -1049,14 +1125,18 @@ class VectorStore(ABC):
         *,
         full_vector: np.ndarray | None = None,
         rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
     ) -> list[Hit]:
         """Async :meth:`search`: the backend's async client where it has one (``_asearch``),
         else a worker thread."""
         full = None if full_vector is None else np.asarray(full_vector)[None, ...]
         query = self._prepare_search(
             np.asarray(vector)[None, ...] if np.ndim(vector) == 1 else vector,
-            k, filter, full, rerank_k,
+            k, filter, full, rerank_k, group_by, group_size,
         )
+        if query.group_by is not None:
+            return (await asyncio.to_thread(self._search_grouped, query))[0]
         return (await self._asearch(query))[0]
 
     async def _asearch(self, query: SearchQuery) -> list[list[Hit]]:
@@ -1095,6 +1175,13 @@ class VectorStore(ABC):
     def _queries_per_block(self, rerank_k: int) -> int:
         """Queries of a two-stage batch searched and rescored together."""
         return max(1, self.candidate_block // rerank_k)
+    def _ids_where(self, conditions: list[Node]) -> list[str]:
+        """Ids of the documents matching parsed ``conditions`` (non-empty), in any order."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot list documents by metadata (needed to delete a "
+            "document's chunks); implement _ids_where"
+        )
+
     def _upsert_lexical(
         self,
         documents: list[Document],

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..documents import DOC_ID
 from ..types import Document, Hit, Stamp
 from . import _postings
 from .base import (
@@ -560,7 +561,7 @@ class MemoryStore(VectorStore):
                     self.db.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('layout', ?)", (_LAYOUT,))
                 self._collect_garbage()
-                for name in self.index_fields:
+                for name in dict.fromkeys([*self.index_fields, DOC_ID]):
                     self.db.execute(
                         f'CREATE INDEX IF NOT EXISTS "docs_meta_{name}" '
                         f"ON docs ({_json_path(name)})"
@@ -869,6 +870,11 @@ class MemoryStore(VectorStore):
                 seg, row = found[doc_id][:2]
                 out[j] = self._segments[seg].full[row]  # type: ignore[index]
             return out
+
+    def _ids_where(self, conditions: list[Node]) -> list[str]:
+        where, params = _conjunction_sql(conditions)
+        with self._mutex:
+            return [row[0] for row in self.db.execute(f"SELECT id FROM docs WHERE {where}", params)]
 
     def _candidate_rows(self, conditions: list[Node]) -> dict[int, np.ndarray] | None:
         """Rows allowed by a filter, per segment; ``None`` when there is no filter."""

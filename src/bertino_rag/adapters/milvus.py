@@ -57,7 +57,7 @@ from .base import (
     retry,
     safe_location,
 )
-from .filters import Condition
+from .filters import Condition, Node
 from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
 
 __all__ = ["IndexFallbackWarning", "MilvusStore"]
@@ -633,6 +633,22 @@ class MilvusStore(VectorStore):
         self._call("flush", self.client.flush, self.collection)
 
     # ------------------------------------------------------------------ reads
+    def _ids_where(self, conditions: list[Node]) -> list[str]:
+        compiled = compile_filter(conditions)
+        if compiled is None:
+            return []
+        iterator = self._call("query", self.client.query_iterator, self.collection,
+                              batch_size=1000, output_fields=["id"], **self._expr(compiled))
+        ids: list[str] = []
+        try:
+            while True:
+                rows = self._call("query", iterator.next)
+                if not rows:
+                    return ids
+                ids.extend(row["id"] for row in rows)
+        finally:
+            iterator.close()
+
     def _count(self) -> int:
         rows = self._call("count", self.client.query, self.collection, filter="",
                           output_fields=["count(*)"])

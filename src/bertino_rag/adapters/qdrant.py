@@ -611,6 +611,23 @@ class QdrantStore(VectorStore):
                                               wait=True), "delete")
 
     # ------------------------------------------------------------------ reads
+    def _ids_where(self, conditions: list[Node]) -> list[str]:
+        flt = self._compile(conditions)
+        if isinstance(flt, bool):
+            return []
+        ids: list[str] = []
+        offset: Any = None
+
+        def page() -> tuple[list[Any], Any]:
+            return self.client.scroll(self.collection, scroll_filter=flt, limit=1024,
+                                      offset=offset, with_payload=["doc_id"], with_vectors=False)
+
+        while True:
+            points, offset = self._call(page, "scroll")
+            ids.extend((p.payload or {}).get("doc_id", str(p.id)) for p in points)
+            if offset is None:
+                return ids
+
     def _count(self) -> int:
         return self._call(lambda: self.client.count(self.collection, exact=True), "count").count
 

