@@ -45,6 +45,7 @@ def _count(capsys, store, minilm_path):
 
 def test_recreate_with_a_missing_or_bad_input_keeps_the_index(tmp_path, index, minilm_path,
                                                              capsys):
+    before = _count(capsys, index, minilm_path)
     code, _, err = run(capsys, "index", tmp_path / "missing.jsonl", "--model", minilm_path,
                        "--store", index, "--recreate")
     assert code == 2 and "missing.jsonl" in err and len(err.strip().splitlines()) == 1
@@ -62,7 +63,7 @@ def test_recreate_with_a_missing_or_bad_input_keeps_the_index(tmp_path, index, m
     code, _, err = run(capsys, "index", bad, "--model", tmp_path / "no-model", "--store", index,
                        "--recreate")
     assert code == 2
-    assert _count(capsys, index, minilm_path) == 20  # all of it is still there
+    assert before > 0 and _count(capsys, index, minilm_path) == before  # all still there
 
 
 def test_duplicate_ids_are_named(tmp_path, minilm_path, capsys):
@@ -143,17 +144,16 @@ def test_unreachable_qdrant_server_is_one_line(tmp_path, minilm_path, capsys, mo
     assert "cannot reach Qdrant at http://127.0.0.1:1" in lines[0] and "SEKRET" not in err
 
 
-def test_latin1_input_names_file_line_and_fix_then_reads_with_encoding(tmp_path, minilm_path,
-                                                                       capsys):
+def test_latin1_input_is_detected_and_read(tmp_path, minilm_path, capsys):
     docs = tmp_path / "latino.txt"
-    docs.write_bytes("prima riga\nperché no\n".encode("latin-1"))
+    docs.write_bytes("prima riga\nperché no, disse il cavaliere.\n".encode("latin-1"))
     store = f"memory:{tmp_path / 'i'}"
-    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store, "--quiet")
-    assert code == 2 and "latino.txt:2: byte 0xe9 at column 6" in err
-    assert "--encoding latin-1" in err
     code, out, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store,
-                         "--quiet", "--encoding", "latin-1", "--json")
-    assert code == 0 and json.loads(out)["count"] == 2
+                         "--quiet", "--lines", "--json")
+    assert code == 0 and json.loads(out)["count"] == 2, err
+    code, out, _ = run(capsys, "search", "perché", "--model", minilm_path, "--store", store,
+                       "--json", "-k", "2")
+    assert code == 0 and any("perché no" in h["text"] for h in json.loads(out))
 
 
 def test_beir_corpus_file_keeps_its_title_for_filters(tmp_path, minilm_path, capsys):
@@ -168,13 +168,13 @@ def test_beir_corpus_file_keeps_its_title_for_filters(tmp_path, minilm_path, cap
                        "--filter", '{"title": "Roma"}', "--json")
     hits = json.loads(out)
     assert code == 0 and [h["id"] for h in hits] == ["a"]
-    assert hits[0]["metadata"] == {"title": "Roma"}
+    assert hits[0]["metadata"]["title"] == "Roma"
 
 
 def test_cli_warnings_are_one_line_without_python_source(tmp_path, minilm_path, capsys):
     docs = tmp_path / "lungo.txt"
     docs.write_text(" ".join(["parola"] * 600) + "\nbreve\n", encoding="utf-8")
     code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store",
-                       f"memory:{tmp_path / 'i'}", "--quiet")
+                       f"memory:{tmp_path / 'i'}", "--quiet", "--lines", "--no-chunking")
     assert code == 0 and "warning: 1 of 2 documents are longer" in err
     assert "cli.py" not in err and "retriever.index(" not in err

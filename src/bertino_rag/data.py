@@ -53,8 +53,8 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                 raise ValueError(
                     f"{path}:{n}: byte 0x{raw[err.start]:02x} at column {err.start + 1} is not "
                     f"valid {encoding}; the file is probably in another encoding (Latin-1 or "
-                    "Windows-1252 for Italian with accents): pass --encoding latin-1 "
-                    "(encoding= in Python), or convert it: iconv -f latin1 -t utf-8"
+                    "Windows-1252 for Italian with accents): convert it with "
+                    "iconv -f latin1 -t utf-8, or pass encoding= in Python"
                 ) from None
             yield line.rstrip("\n").rstrip("\r")
 

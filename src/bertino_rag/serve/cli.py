@@ -99,7 +99,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     retriever = Retriever(
         dim=args.dim, model=args.model, store=args.store, rerank=not args.no_rerank,
         rerank_k=args.rerank_k, collection=args.collection, backend=args.backend,
-        quantize=args.quantize,
+        quantize=args.quantize, hybrid=args.hybrid, fusion=args.fusion,
     )
     app = create_app(retriever, settings)
     uvicorn.run(
