@@ -474,6 +474,16 @@ class BertinoVectorStore(VectorStore):
             self.store.require_lexical(mode)
         return filter_, rerank_k, mode
 
+    def _text_search_args(self, kwargs: dict[str, Any]) -> tuple[Any, Any, str, str | None]:
+        """``_search_args`` plus ``group_by``, which only the dense mode groups here."""
+        group_by = kwargs.pop("group_by", None)
+        filter_, rerank_k, mode = self._search_args(kwargs)
+        if group_by is not None and mode in ("lexical", "hybrid"):
+            raise ValueError(f"group_by={group_by!r} works with mode='dense' in "
+                             "BertinoVectorStore; use Retriever.as_langchain() to group "
+                             "lexical or hybrid results")
+        return filter_, rerank_k, mode, group_by
+
     @staticmethod
     def _dense_only(mode: str) -> None:
         if mode != "dense":
@@ -518,12 +528,7 @@ class BertinoVectorStore(VectorStore):
         """The ``k`` best documents with their scores (cosine; BM25 with ``mode="lexical"``;
         fused with ``mode="hybrid"``). Takes ``filter``, ``rerank_k``, ``mode`` and
         ``group_by="document"`` (dense mode: one result per document whose chunks were added)."""
-        group_by = kwargs.pop("group_by", None)
-        filter_, rerank_k, mode = self._search_args(kwargs)
-        if group_by is not None and mode in ("lexical", "hybrid"):
-            raise ValueError(f"group_by={group_by!r} works with mode='dense' in "
-                             "BertinoVectorStore; use Retriever.as_langchain() to group "
-                             "lexical or hybrid results")
+        filter_, rerank_k, mode, group_by = self._text_search_args(kwargs)
         if mode == "lexical":
             return self._with_scores(self.store.lexical_search(query, k, filter_))
         index, full = self._embed([query], "query")
@@ -538,12 +543,7 @@ class BertinoVectorStore(VectorStore):
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Async :meth:`similarity_search_with_score`, through the store's async path."""
-        group_by = kwargs.pop("group_by", None)
-        filter_, rerank_k, mode = self._search_args(kwargs)
-        if group_by is not None and mode in ("lexical", "hybrid"):
-            raise ValueError(f"group_by={group_by!r} works with mode='dense' in "
-                             "BertinoVectorStore; use Retriever.as_langchain() to group "
-                             "lexical or hybrid results")
+        filter_, rerank_k, mode, group_by = self._text_search_args(kwargs)
         if mode == "lexical":
             return self._with_scores(await self.store.alexical_search(query, k, filter_))
         index, full = await self._aembed([query], "query")
