@@ -430,3 +430,71 @@ def test_example_runs_on_local_mode(minilm_path, squad_slice, tmp_path):
         capture_output=True, text=True, env=env, timeout=600, check=True)
     assert "local mode" in out.stderr
     assert "6 paragraphs" in out.stdout and "doc1.txt#1" in out.stdout
+
+
+# --------------------------------------------------------------------------- lexical
+def _lex_stamp(stamp):
+    from bertino_rag.lexical import BM25, Analyzer, lexical_spec
+
+    return Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=stamp.index_dim,
+                 lexical=lexical_spec(Analyzer(), BM25()))
+
+
+def test_sparse_layout_and_avgdl_kept_with_the_stamp(stamp, data, fast_dir):
+    """The ``lexical`` sparse vector has the IDF modifier; the avgdl of the first write is
+    kept with the stamp and used by later writes and by a reopened store."""
+    from bertino_rag.lexical import Analyzer, mean_length
+
+    docs, vec, _ = data
+    name, lex = _name(), _lex_stamp(stamp)
+    store = QdrantStore(path=fast_dir)
+    store.open(name, lex)
+    assert store.lexical_avgdl is None  # nothing written yet
+    store.upsert(docs[:40], vec.index[:40], vec.full[:40])
+    first = mean_length(Analyzer().counts_batch(d.text for d in docs[:40]))
+    assert store.lexical_avgdl == pytest.approx(first)
+    store.upsert(docs[40:], vec.index[40:], vec.full[40:])
+    assert store.lexical_avgdl == pytest.approx(first)  # fixed: values are written once
+    info = store.client.get_collection(name)
+    assert info.config.params.sparse_vectors["lexical"].modifier == models.Modifier.IDF
+    point = store.client.retrieve(name, [point_id(docs[0].id)], with_vectors=["lexical"])[0]
+    assert len(point.vector["lexical"].indices) == len(set(Analyzer().terms(docs[0].text)))
+    store.close()
+    again = QdrantStore(path=fast_dir)
+    again.open(name, lex)
+    try:
+        assert again.lexical_avgdl == pytest.approx(first)
+    finally:
+        again.drop()
+        again.close()
+
+
+def test_local_lexical_index_equals_the_engine_and_follows_writes(stamp, data, squad_slice,
+                                                                   fast_dir):
+    """Local mode scores unfiltered lexical queries in numpy (the engine loops in Python):
+    the same ids and scores as the engine's own sparse search (reached here through a native
+    filter), and stale after a write by another store on the same folder."""
+    docs, vec, _ = data
+    name, lex = _name(), _lex_stamp(stamp)
+    store, other = QdrantStore(path=fast_dir), QdrantStore(path=fast_dir)
+    store.open(name, lex)
+    other.open(name, lex)
+    try:
+        store.upsert(docs, vec.index, vec.full)
+        for query in squad_slice["queries"][:30:3]:
+            ours = store.lexical_search(query, k=10)
+            engine = store.lexical_search(query, k=10, filter=models.Filter())
+            same_ranking([h.id for h in ours], [h.score for h in ours],
+                         [h.id for h in engine], [h.score for h in engine], tol=1e-4)
+            assert [h.text for h in ours] == [h.text for h in engine]
+        query = "tartarughe giganti di Zanzibar"
+        assert store.lexical_search(query, k=3) == []
+        other.upsert([Document(text="Zanzibar ospita la tartaruga gigante.", id="zz")],
+                     vec.index[:1], vec.full[:1])
+        assert [h.id for h in store.lexical_search(query, k=3)] == ["zz"]
+        other.delete(["zz"])
+        assert store.lexical_search(query, k=3) == []
+    finally:
+        store.drop()
+        store.close()
+        other.close()
