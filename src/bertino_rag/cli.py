@@ -16,7 +16,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "nickprock/multi-sentence-BERTino)")
     p.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
     p.add_argument("--store", default=DEFAULT_STORE,
-                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]' or 'milvus:FILE.db|URL' "
+                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
+                        "'milvus:FILE.db|URL' "
                         f"(default: {DEFAULT_STORE})")
     p.add_argument("--collection", default="bertino")
     p.add_argument("--no-rerank", action="store_true",

@@ -35,6 +35,8 @@ class IndexReport:
     write_seconds: float = 0.0
     #: time encoding waited for the writer: the part of writing not hidden behind encoding
     wait_seconds: float = 0.0
+    #: time the store spent building its search index after the writes (``build_index``)
+    build_seconds: float = 0.0
 
 
 class Retriever:
@@ -185,6 +187,10 @@ class Retriever:
         finally:
             if bar is not None:
                 bar.close()
+        build_started = time.perf_counter()
+        if stats.n_written:
+            self.store.build_index()  # e.g. HNSW for Qdrant Edge; searches are exact before
+        build_seconds = time.perf_counter() - build_started
         if stats.n_truncated:
             warnings.warn(
                 f"{stats.n_truncated} of {stats.n_written} documents are longer than the model's "
@@ -197,6 +203,7 @@ class Retriever:
             n_input=stats.n_input, n_written=stats.n_written, n_truncated=stats.n_truncated,
             seconds=time.perf_counter() - started, encode_seconds=stats.encode_seconds,
             write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
+            build_seconds=build_seconds,
         )
         return stats.ids
 

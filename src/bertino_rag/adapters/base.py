@@ -6,15 +6,17 @@ or dimension are never mixed into it. The public methods validate their input an
 backend's underscore methods, so every backend gets the same errors for the same mistakes.
 
 Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get``,
-``_delete``, ``_count``, ``_drop`` and, when they can do better than the generic
-"search, fetch full vectors, rescore" path, ``_search_two_stage``.
+``_delete``, ``_count``, ``_drop``, ``_export`` (read every stored point back with its
+vectors) and, when they can do better than the generic "search, fetch full vectors, rescore"
+path, ``_search_two_stage``. A store with an index to build after bulk writes overrides
+``build_index``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ import numpy as np
 from ..types import Document, Hit, Stamp
 from .filters import Condition, parse_filter
 
-__all__ = ["SearchQuery", "StoreError", "VectorStore", "rescore"]
+__all__ = ["ExportBatch", "SearchQuery", "StoreError", "VectorStore", "rescore"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,20 @@ class SearchQuery:
     conditions: Any
     full: np.ndarray | None = None
     rerank_k: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportBatch:
+    """Stored points read back by :meth:`VectorStore.export`: documents and their vectors.
+
+    ``vectors[i]`` (index dim, float32) and ``full_vectors[i]`` (full dim, float32 holding the
+    stored values; ``None`` when the collection keeps no full vectors) belong to
+    ``documents[i]``. Passing a batch to another store's ``upsert`` copies it as stored.
+    """
+
+    documents: list[Document]
+    vectors: np.ndarray
+    full_vectors: np.ndarray | None
 
 
 class StoreError(RuntimeError):
@@ -227,6 +243,31 @@ class VectorStore(ABC):
             return np.zeros((0, stamp.full_dim), dtype=np.float32)
         return self._fetch_full([str(i) for i in ids])
 
+    def export(self, batch_size: int = 512) -> Iterator[ExportBatch]:
+        """Every stored document with its vectors, in batches of up to ``batch_size``.
+
+        Each document comes exactly once, in a backend-defined order. Writes made while the
+        export runs may or may not be seen.
+        """
+        stamp = self.stamp
+        batch_size = self._check_k(batch_size, "batch_size")
+        for docs, vectors, full in self._export(batch_size):
+            if not docs:
+                continue
+            vectors = np.asarray(vectors, dtype=np.float32).reshape(len(docs), stamp.index_dim)
+            if full is not None:
+                full = np.asarray(full, dtype=np.float32).reshape(len(docs), stamp.full_dim)
+            yield ExportBatch(list(docs), vectors, full if stamp.full_vectors else None)
+
+    def build_index(self) -> bool:
+        """Build the store's search index after bulk writes, where it has one to build.
+
+        Called by ``Retriever.index`` after writing. Returns True when anything was built;
+        searches are correct before and after. Default: nothing to do.
+        """
+        self.stamp  # noqa: B018
+        return False
+
     def search(
         self,
         vector: np.ndarray,
@@ -352,6 +393,13 @@ class VectorStore(ABC):
 
     @abstractmethod
     def _drop(self) -> None: ...
+
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        """Yield ``(documents, index vectors, full vectors or None)`` batches covering every
+        stored document once."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export its points yet")
 
     def _search_two_stage(
         self,

@@ -40,7 +40,6 @@ import os
 import random
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,14 @@ import numpy as np
 from .._deps import require
 from ..types import Document, Hit, Stamp
 from .base import SearchQuery, StoreError, VectorStore
-from .filters import Condition, FilterError
+from .filters import Condition
+from .qdrant_common import (
+    FilterVocabulary,
+    compile_conditions,
+    hits_from_points,
+    parse_index_fields,
+    point_id,
+)
 
 require("qdrant_client", "qdrant")
 
@@ -63,26 +69,17 @@ from qdrant_client.http.exceptions import (  # noqa: E402
 )
 from qdrant_client.local.qdrant_local import QdrantLocal  # noqa: E402
 
-__all__ = ["QdrantStore"]
+__all__ = ["QdrantStore", "point_id"]
 
 logger = logging.getLogger(__name__)
 
 FULL = "full"
 META_KEY = "bertino_rag"
 STAMP_SUFFIX = "__bertino_stamp"
-#: namespace of the uuid5 point ids derived from document ids
-ID_NAMESPACE = uuid.UUID("6f2d6c1e-8a55-5b8e-9c43-2f4e0b6a9d11")
-_MAX_EXACT_FLOAT = 2**53
 _OVERSAMPLING = {"int8": 2.0, "binary": 3.0}
-_PAYLOAD_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
 
 Quantization = Literal["int8", "binary"] | None
 TwoStage = Literal["auto", "prefetch", "rescore"]
-
-
-def point_id(doc_id: str) -> str:
-    """The Qdrant point id of a document id (point ids must be unsigned ints or UUIDs)."""
-    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -219,7 +216,7 @@ class QdrantStore(VectorStore):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.quantization = quantization
-        self.index_fields = _index_fields(index_fields)
+        self.index_fields = parse_index_fields(index_fields)
         self.batch_size = batch_size
         self.parallel = parallel
         self.max_retries = max(0, int(max_retries))
@@ -468,26 +465,7 @@ class QdrantStore(VectorStore):
         """A ``models.Filter``, ``None`` (no filter) or ``False`` (matches nothing)."""
         if isinstance(conditions, models.Filter):
             return conditions
-        if not conditions:
-            return None
-        must: list[Any] = []
-        for c in conditions:
-            key = f"metadata.{c.field}"
-            if c.op == "$eq":
-                must.append(_equal(key, c.value))
-            elif c.op == "$in":
-                if not c.value:
-                    return False  # an empty should is "no constraint" in Qdrant
-                must.append(models.Filter(should=[_equal(key, v) for v in c.value]))
-            else:
-                if isinstance(c.value, str):
-                    raise FilterError(
-                        f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
-                        f"{c.value!r}); use $eq/$in, or store the field as a number"
-                    )
-                bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
-                must.append(models.FieldCondition(key=key, range=models.Range(**{bound: c.value})))
-        return models.Filter(must=must)
+        return compile_conditions(conditions, _VOCABULARY)
 
     # ------------------------------------------------------------------ writes
     def _points(self, documents: Sequence[Document], vectors: np.ndarray,
@@ -602,7 +580,7 @@ class QdrantStore(VectorStore):
     def _query(self, requests: list[models.QueryRequest]) -> list[list[Hit]]:
         responses = self._call(
             lambda: self.client.query_batch_points(self.collection, requests), "query")
-        return [_hits(r.points) for r in responses]
+        return [hits_from_points(r.points) for r in responses]
 
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
         flt = self._compile(conditions)
@@ -682,44 +660,16 @@ class QdrantStore(VectorStore):
             requests = self._prefetch(query.vectors, query.full, query.k, query.rerank_k, flt)
         responses = await self._acall(lambda: client.query_batch_points(name, requests),
                                       "query")
-        return [_hits(r.points) for r in responses]
+        return [hits_from_points(r.points) for r in responses]
 
     def __repr__(self) -> str:
         where = self.url or self.path or ("client" if not self.local else ":memory:")
         return f"QdrantStore({where}, collection={self._collection!r})"
 
 
-def _equal(key: str, value: Any) -> Any:
-    """Equality with filters.matches semantics: bool is not 1, "1" is not 1, 2 == 2.0."""
-    if isinstance(value, (bool, str)):
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    if isinstance(value, int) and abs(value) >= _MAX_EXACT_FLOAT:
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    # a range matches int and float payloads alike (MatchValue would miss 2.0 for 2)
-    return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
-
-
-def _hits(points: Sequence[models.ScoredPoint]) -> list[Hit]:
-    hits = []
-    for p in points:
-        payload = p.payload or {}
-        hits.append(Hit(id=payload.get("doc_id", str(p.id)), text=payload.get("text", ""),
-                        score=float(p.score), metadata=payload.get("metadata") or {}))
-    hits.sort(key=lambda h: (-h.score, h.id))
-    return hits
-
-
-def _index_fields(fields: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
-    if fields is None:
-        return {}
-    if isinstance(fields, str):
-        fields = [fields]
-    pairs = fields.items() if isinstance(fields, Mapping) else ((f, "keyword") for f in fields)
-    out = {}
-    for field, kind in pairs:
-        kind = str(getattr(kind, "value", kind)).lower()
-        if kind not in _PAYLOAD_TYPES:
-            raise ValueError(f"index_fields[{field!r}]: type {kind!r} is not one of "
-                             f"{_PAYLOAD_TYPES}")
-        out[str(field)] = kind
-    return out
+_VOCABULARY = FilterVocabulary(
+    filter=models.Filter,
+    field=lambda key, **kw: models.FieldCondition(key=key, **kw),
+    match=lambda value: models.MatchValue(value=value),
+    range=models.Range,
+)
