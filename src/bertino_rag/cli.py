@@ -1,4 +1,4 @@
-"""Command line: ``bertino-rag index | search | eval | train``."""
+"""Command line: ``bertino-rag index | search | eval | train | migrate``."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=_cmd_search)
 
-    for module in ("bertino_rag.evaluation", "bertino_rag.training.cli"):
+    for module in ("bertino_rag.evaluation", "bertino_rag.training.cli", "bertino_rag.migrate"):
         try:
             register = __import__(module, fromlist=["register_cli"]).register_cli
         except (ImportError, AttributeError):

@@ -114,6 +114,29 @@ class VectorStore(ABC):
         self._collection = collection
         self._stamp = stamp
 
+    def stored_stamp(self, collection: str) -> Stamp | None:
+        """The stamp of an existing ``collection`` in this store; ``None`` when there is no
+        such collection. Opens nothing.
+
+        Raises:
+            StoreError: the collection exists but was not created by bertino-rag.
+        """
+        if not isinstance(collection, str) or not collection.strip():
+            raise ValueError("collection name must be a non-empty string")
+        return self._stored_stamp(collection)
+
+    def open_existing(self, collection: str) -> Stamp:
+        """Open an existing collection with the stamp it was created with; return the stamp.
+
+        Raises:
+            StoreError: there is no such collection (nothing is created).
+        """
+        found = self.stored_stamp(collection)
+        if found is None:
+            raise StoreError(f"{self!r} has no collection {collection!r}")
+        self.open(collection, found)
+        return found
+
     @property
     def stamp(self) -> Stamp:
         if self._stamp is None:
@@ -400,6 +423,10 @@ class VectorStore(ABC):
         """Yield ``(documents, index vectors, full vectors or None)`` batches covering every
         stored document once."""
         raise NotImplementedError(f"{type(self).__name__} cannot export its points yet")
+
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        """The stored stamp of ``collection``, ``None`` when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read stamps without open()")
 
     def _search_two_stage(
         self,

@@ -41,7 +41,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -426,6 +426,25 @@ class QdrantStore(VectorStore):
             self._call(lambda f=field, s=schema: self.client.create_payload_index(
                 collection, f"metadata.{f}", field_schema=s, wait=True), "payload index")
 
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        acquired = False
+        if self._client is None and self.path is not None:
+            self._client, self._lock = _FOLDERS.acquire(self.path)
+            acquired = True
+        elif self._client is None:
+            self._client = QdrantClient(**self._server_options)
+        try:
+            if not self._call(lambda: self.client.collection_exists(collection), "open"):
+                return None
+            found = self._read_stamp(collection)
+            if found is None:
+                raise StoreError(f"Qdrant collection {collection!r} exists but has no "
+                                 "bertino-rag stamp (it was not created by bertino-rag)")
+            return found
+        finally:
+            if acquired:
+                self._release()
+
     def _delete_collection(self, collection: str) -> None:
         self._call(lambda: self.client.delete_collection(collection), "drop")
         side = collection + STAMP_SUFFIX
@@ -553,6 +572,28 @@ class QdrantStore(VectorStore):
         if missing:
             raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
+
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        full = self.stamp.full_vectors
+        names = [self.index_vector, *([FULL] if full else [])]
+        offset: Any = None
+        while True:
+            records, offset = self._call(lambda o=offset: self.client.scroll(
+                self.collection, limit=batch_size, offset=o, with_payload=True,
+                with_vectors=names), "scroll")
+            if records:
+                payloads = [r.payload or {} for r in records]
+                vectors: list[Any] = [r.vector for r in records]
+                docs = [Document(text=p["text"], id=p["doc_id"], metadata=p.get("metadata") or {})
+                        for p in payloads]
+                index = np.asarray([v[self.index_vector] for v in vectors], dtype=np.float32)
+                fulls = (np.asarray([v[FULL] for v in vectors], dtype=np.float32)
+                         if full else None)
+                yield docs, index, fulls
+            if offset is None:
+                return
 
     def _params(self) -> models.SearchParams | None:
         if self.local or (self.quantization is None and self.hnsw_ef is None):

@@ -322,6 +322,14 @@ class QdrantEdgeStore(VectorStore):
             handle.shard.update(qe.UpdateOperation.create_field_index(
                 f"metadata.{field}", _PAYLOAD_TYPES[kind]))
 
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        folder = self._folder(collection)
+        found = _read_stamp(folder)
+        if found is None and (folder / SHARD_DIR / "edge_config.json").exists():
+            raise StoreError(f"{folder} holds a Qdrant Edge shard without a bertino-rag stamp "
+                             "(it was not created by bertino-rag)")
+        return found
+
     def _release(self) -> None:
         if self._handle is not None:
             _REGISTRY.release(self._handle)
