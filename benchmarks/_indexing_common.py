@@ -61,7 +61,9 @@ def squad_paragraphs(n: int | None = None) -> list[dict]:
     with open(SQUAD / "corpus.jsonl", encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            docs.append({"id": row["_id"], "text": row["text"], "metadata": {"title": row["title"]}})
+            docs.append(
+                {"id": row["_id"], "text": row["text"], "metadata": {"title": row["title"]}}
+            )
     return docs[:n] if n else docs
 
 

@@ -57,7 +57,7 @@ def plain_writer(kind: str, where: Path, dim: int):
                 client.upsert("plain", points=[
                     models.PointStruct(id=s + i, vector=v.tolist(), payload={"id": d, "text": t})
                     for i, (d, t, v) in enumerate(zip(ids[s:s + 256], texts[s:s + 256],
-                                                      vec[s:s + 256]))])
+                                                      vec[s:s + 256], strict=True))])
         return reset, write
     if kind == "milvus":
         from pymilvus import MilvusClient
@@ -74,7 +74,7 @@ def plain_writer(kind: str, where: Path, dim: int):
             for s in range(0, len(ids), 256):
                 client.insert("plain", [{"pk": d, "vector": v.tolist(), "text": t}
                                         for d, t, v in zip(ids[s:s + 256], texts[s:s + 256],
-                                                           vec[s:s + 256])])
+                                                           vec[s:s + 256], strict=True)])
         return reset, write
     raise ValueError(kind)
 

@@ -10,6 +10,7 @@ reach of this machine. Run:
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import tempfile
 import time
@@ -102,13 +103,17 @@ def main() -> None:
             store.close()
             rows.append((n, upsert_s, {k: pct(v) for k, v in lat.items()}, agree, rss_mb(),
                          segments, build_s))
-    print(f"| points | upsert s | segments | numpy 128-d p50/p95 ms | store 128-d p50/p95 ms | "
+    print("| points | upsert s | segments | numpy 128-d p50/p95 ms | store 128-d p50/p95 ms | "
           "numpy 2-stage p50/p95 ms | store 2-stage (rerank_k=100) p50/p95 ms | "
           "store filtered (10% match) p50/p95 ms | same, field indexed (index build s) | "
           "same top-10 | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def ms(p: dict, k: str) -> str:
+        return f"{p[k][0] * 1e3:.1f} / {p[k][1] * 1e3:.1f}"
+
     for n, up, p, agree, rss, segs, build in rows:
-        f = lambda k: f"{p[k][0] * 1e3:.1f} / {p[k][1] * 1e3:.1f}"  # noqa: E731
+        f = functools.partial(ms, p)
         print(f"| {n:,} | {up:.1f} | {segs} | {f('numpy')} | {f('store')} | {f('numpy_2stage')} | "
               f"{f('store_2stage')} | {f('store_filter')} | "
               f"{f('store_filter_indexed')} ({build:.1f}) | {agree}/{args.queries} | {rss:.0f} |")

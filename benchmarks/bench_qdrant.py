@@ -109,75 +109,81 @@ def interleaved(fns: dict[str, object], rounds: int) -> dict[str, list[float]]:
 
 def part_speed(sizes: list[int], queries: int, batch: int, rerank_k: int,
                prefetch_queries: int) -> str:
-    full_dim, dim, k = 768, 128, 10
-    qi, qf = synthetic(queries, full_dim, dim, seed=1)
+    qi, qf = synthetic(queries, 768, 128, seed=1)
     rows = ["| points | client | upsert points/s | 128-d query p50 / p95 ms | "
             f"two-stage (rerank_k={rerank_k}) p50 / p95 ms | two-stage strategy |",
             "|---:|---|---:|---:|---:|---|"]
     for n in sizes:
-        index, full = synthetic(n, full_dim, dim, seed=0)
-        docs = [Document(text=f"documento sintetico {i}", id=f"doc-{i}",
-                         metadata={"n": i}) for i in range(n)]
-        store = QdrantStore()
-        store.open("bench", Stamp("synthetic", full_dim, dim))
-        # the plain client: the same layout, batches and queries, written by hand
-        client = QdrantClient(":memory:")
-        client.create_collection("bench", vectors_config={
-            "dim128": models.VectorParams(size=dim, distance=models.Distance.COSINE),
-            "full": models.VectorParams(size=full_dim, distance=models.Distance.COSINE,
-                                        on_disk=True, hnsw_config=models.HnswConfigDiff(m=0),
-                                        datatype=models.Datatype.FLOAT16)})
-
-        def ours_write(b: int) -> None:
-            sl = slice(b * batch, (b + 1) * batch)
-            store.upsert(docs[sl], index[sl], full[sl])
-
-        def plain_write(b: int) -> None:
-            sl = slice(b * batch, (b + 1) * batch)
-            client.upsert("bench", points=models.Batch(
-                ids=[point_id(d.id) for d in docs[sl]],
-                vectors={"dim128": index[sl].tolist(), "full": full[sl].tolist()},
-                payloads=[{"doc_id": d.id, "text": d.text, "metadata": d.metadata}
-                          for d in docs[sl]]))
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Local mode is not recommended")
-            w = interleaved({"ours": ours_write, "plain": plain_write}, -(-n // batch))
-        rate = {name: n / sum(t) for name, t in w.items()}
-        q = interleaved({
-            "ours": lambda i: store.search(qi[i], k),
-            "plain": lambda i: client.query_points("bench", query=qi[i].tolist(),
-                                                   using="dim128", limit=k),
-        }, queries)
-        two = interleaved({
-            "ours": lambda i: store.search(qi[i], k, full_vector=qf[i], rerank_k=rerank_k),
-            "ours_prefetch": lambda i: store._search_prefetch(
-                qi[i:i + 1], qf[i:i + 1], k, rerank_k, []),
-            "plain": lambda i: client.query_points(
-                "bench", prefetch=models.Prefetch(query=qi[i].tolist(), using="dim128",
-                                                  limit=rerank_k),
-                query=qf[i].tolist(), using="full", limit=k),
-        }, prefetch_queries)
-        a = store.search(qi[0], k, full_vector=qf[0], rerank_k=rerank_k)
-        b = store._search_prefetch(qi[:1], qf[:1], k, rerank_k, [])[0]
-        assert [h.id for h in a] == [h.id for h in b], "strategies disagree"
-
-        def ms(t: list[float]) -> str:
-            return f"{pct(t, 50):.0f} / {pct(t, 95):.0f}"
-
-        rows += [
-            f"| {n:,} | QdrantStore | {rate['ours']:,.0f} | {ms(q['ours'])} | "
-            f"{ms(two['ours'])} | 128-d query, fetch full, numpy rescore (local default) |",
-            f"| {n:,} | QdrantStore | | | {ms(two['ours_prefetch'])} | one prefetch query "
-            "(server default) |",
-            f"| {n:,} | qdrant-client | {rate['plain']:,.0f} | {ms(q['plain'])} | "
-            f"{ms(two['plain'])} | one prefetch query |",
-        ]
+        rows += _speed_rows(n, qi, qf, batch, rerank_k, prefetch_queries)
         print("\n".join(rows[-3:]), flush=True)
-        store.drop()
-        client.close()
-        del store, client, index, full, docs
     return "\n".join(rows)
+
+
+def _speed_rows(n: int, qi: np.ndarray, qf: np.ndarray, batch: int, rerank_k: int,
+                prefetch_queries: int) -> list[str]:
+    """The three table rows for ``n`` points (its stores are freed on return)."""
+    full_dim, dim, k = 768, 128, 10
+    index, full = synthetic(n, full_dim, dim, seed=0)
+    docs = [Document(text=f"documento sintetico {i}", id=f"doc-{i}",
+                     metadata={"n": i}) for i in range(n)]
+    store = QdrantStore()
+    store.open("bench", Stamp("synthetic", full_dim, dim))
+    # the plain client: the same layout, batches and queries, written by hand
+    client = QdrantClient(":memory:")
+    client.create_collection("bench", vectors_config={
+        "dim128": models.VectorParams(size=dim, distance=models.Distance.COSINE),
+        "full": models.VectorParams(size=full_dim, distance=models.Distance.COSINE,
+                                    on_disk=True, hnsw_config=models.HnswConfigDiff(m=0),
+                                    datatype=models.Datatype.FLOAT16)})
+
+    def ours_write(b: int) -> None:
+        sl = slice(b * batch, (b + 1) * batch)
+        store.upsert(docs[sl], index[sl], full[sl])
+
+    def plain_write(b: int) -> None:
+        sl = slice(b * batch, (b + 1) * batch)
+        client.upsert("bench", points=models.Batch(
+            ids=[point_id(d.id) for d in docs[sl]],
+            vectors={"dim128": index[sl].tolist(), "full": full[sl].tolist()},
+            payloads=[{"doc_id": d.id, "text": d.text, "metadata": d.metadata}
+                      for d in docs[sl]]))
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Local mode is not recommended")
+        w = interleaved({"ours": ours_write, "plain": plain_write}, -(-n // batch))
+    rate = {name: n / sum(t) for name, t in w.items()}
+    q = interleaved({
+        "ours": lambda i: store.search(qi[i], k),
+        "plain": lambda i: client.query_points("bench", query=qi[i].tolist(),
+                                               using="dim128", limit=k),
+    }, len(qi))
+    two = interleaved({
+        "ours": lambda i: store.search(qi[i], k, full_vector=qf[i], rerank_k=rerank_k),
+        "ours_prefetch": lambda i: store._search_prefetch(
+            qi[i:i + 1], qf[i:i + 1], k, rerank_k, []),
+        "plain": lambda i: client.query_points(
+            "bench", prefetch=models.Prefetch(query=qi[i].tolist(), using="dim128",
+                                              limit=rerank_k),
+            query=qf[i].tolist(), using="full", limit=k),
+    }, prefetch_queries)
+    a = store.search(qi[0], k, full_vector=qf[0], rerank_k=rerank_k)
+    b = store._search_prefetch(qi[:1], qf[:1], k, rerank_k, [])[0]
+    assert [h.id for h in a] == [h.id for h in b], "strategies disagree"
+
+    def ms(t: list[float]) -> str:
+        return f"{pct(t, 50):.0f} / {pct(t, 95):.0f}"
+
+    rows = [
+        f"| {n:,} | QdrantStore | {rate['ours']:,.0f} | {ms(q['ours'])} | "
+        f"{ms(two['ours'])} | 128-d query, fetch full, numpy rescore (local default) |",
+        f"| {n:,} | QdrantStore | | | {ms(two['ours_prefetch'])} | one prefetch query "
+        "(server default) |",
+        f"| {n:,} | qdrant-client | {rate['plain']:,.0f} | {ms(q['plain'])} | "
+        f"{ms(two['plain'])} | one prefetch query |",
+    ]
+    store.drop()
+    client.close()
+    return rows
 
 
 # --------------------------------------------------------------------------- ndcg

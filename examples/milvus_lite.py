@@ -24,11 +24,13 @@ from bertino_rag import Encoder, Retriever  # noqa: E402
 from bertino_rag.adapters.milvus import MilvusStore  # noqa: E402
 
 DOCS = [
-    {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre di Parigi.",
+    {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre "
+             "di Parigi.",
      "metadata": {"tema": "arte", "secolo": 16}},
     {"text": "La Cappella Sistina fu affrescata da Michelangelo tra il 1508 e il 1512.",
      "metadata": {"tema": "arte", "secolo": 16}},
-    {"text": "Caravaggio dipinse la Vocazione di san Matteo per la chiesa di San Luigi dei Francesi.",
+    {"text": "Caravaggio dipinse la Vocazione di san Matteo per la chiesa di San Luigi "
+             "dei Francesi.",
      "metadata": {"tema": "arte", "secolo": 17}},
     {"text": "La pizza margherita nasce a Napoli nel 1889, in onore della regina Margherita.",
      "metadata": {"tema": "cucina", "secolo": 19}},

@@ -19,7 +19,8 @@ from bertino_rag import Encoder, Retriever
 from bertino_rag.encoder import resolve_model
 
 DOCS = [
-    {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre di Parigi.",
+    {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre "
+             "di Parigi.",
      "metadata": {"tema": "arte"}},
     {"text": "La Cappella Sistina fu affrescata da Michelangelo tra il 1508 e il 1512.",
      "metadata": {"tema": "arte"}},

@@ -13,8 +13,10 @@ from bertino_rag.cli import main
 @pytest.fixture
 def corpus(tmp_path, squad_slice):
     txt = tmp_path / "docs.txt"
-    txt.write_text("Leonardo da Vinci dipinse la Gioconda.\n\nLa pizza margherita nasce a Napoli.\n",
-                   encoding="utf-8")
+    txt.write_text(
+        "Leonardo da Vinci dipinse la Gioconda.\n\nLa pizza margherita nasce a Napoli.\n",
+        encoding="utf-8",
+    )
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text("\n".join(json.dumps(d, ensure_ascii=False)
                                for d in squad_slice["docs"][:20]), encoding="utf-8")

@@ -73,7 +73,9 @@ def test_model_resolution(monkeypatch):
 
 def test_unloadable_model_names_it(tmp_path):
     missing = tmp_path / "no-model-here"
-    with pytest.raises(OSError, match=r"could not load the model .*no-model-here.*BERTINO_RAG_MODEL"):
+    with pytest.raises(
+        OSError, match=r"could not load the model .*no-model-here.*BERTINO_RAG_MODEL"
+    ):
         Encoder(str(missing))
 
 

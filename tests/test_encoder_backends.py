@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertino_rag import Encoder
-from bertino_rag import _backends
+from bertino_rag import Encoder, _backends
 
 from .conftest import float_and_int8
 
@@ -63,14 +62,15 @@ def test_int8_keeps_the_top_k(encoder, onnx_encoders, squad_slice, texts):
     _, int8 = onnx_encoders
     docs = texts  # 32 paragraphs of one article: close neighbours, a demanding ranking
     queries = squad_slice["queries"][:40]
-    ref_d, q_d = encoder.encode(docs, warn_truncation=False), int8.encode(docs, warn_truncation=False)
+    ref_d = encoder.encode(docs, warn_truncation=False)
+    q_d = int8.encode(docs, warn_truncation=False)
     ref_q, q_q = encoder.encode(queries, kind="query"), int8.encode(queries, kind="query")
     cos = np.sum(ref_d.full * q_d.full, axis=1)
     assert cos.mean() > 0.97, cos.mean()  # int8 is an approximation, not a copy
     k = 10
     ref_top = np.argsort(-(ref_q.index @ ref_d.index.T), axis=1)[:, :k]
     int8_top = np.argsort(-(q_q.index @ q_d.index.T), axis=1)[:, :k]
-    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, int8_top)])
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, int8_top, strict=True)])
     assert overlap >= 0.8, overlap
 
 

@@ -51,7 +51,8 @@ def test_float_openvino_matches_torch(encoder, ov_encoders, texts):
 @needs_openvino
 def test_int8_is_close_and_keeps_the_top_k(encoder, ov_encoders, squad_slice, texts):
     _, int8 = ov_encoders
-    ref_d, q_d = encoder.encode(texts, warn_truncation=False), int8.encode(texts, warn_truncation=False)
+    ref_d = encoder.encode(texts, warn_truncation=False)
+    q_d = int8.encode(texts, warn_truncation=False)
     cos = np.sum(ref_d.full * q_d.full, axis=1)
     assert 0.98 < cos.mean() < 1.0, cos.mean()  # quantized, and close
     queries = squad_slice["queries"][:40]
@@ -59,7 +60,7 @@ def test_int8_is_close_and_keeps_the_top_k(encoder, ov_encoders, squad_slice, te
     k = 10
     ref_top = np.argsort(-(ref_q.index @ ref_d.index.T), axis=1)[:, :k]
     int8_top = np.argsort(-(q_q.index @ q_d.index.T), axis=1)[:, :k]
-    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, int8_top)])
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, int8_top, strict=True)])
     assert overlap >= 0.85, overlap
 
 
@@ -111,7 +112,9 @@ def test_int8_graph_quantizes_all_but_the_ffn_down_projections(ov_encoders):
 
 
 @needs_openvino
-def test_calibration_set_names_its_own_cached_model(minilm_path, ov_encoders, cache_root, monkeypatch):
+def test_calibration_set_names_its_own_cached_model(
+    minilm_path, ov_encoders, cache_root, monkeypatch
+):
     _, default = ov_encoders
     monkeypatch.setenv("BERTINO_RAG_CACHE", str(cache_root))
     calibration = [

@@ -441,7 +441,8 @@ def load_sentence_transformer(
         # OpenVINO runs float models in bf16 on CPUs with AMX/avx512_bf16 (measured lossless
         # for MiniLM on squad-it-dev). Next to int8 layers bf16 distorted some questions
         # encoded in batches (cosine to the float vectors down to 0.63; right when alone), so
-        # int8 models keep their float parts in fp32, as NNCF calibrated them. ``model_kwargs={"ov_config": {...}}`` overrides.
+        # int8 models keep their float parts in fp32, as NNCF calibrated them.
+        # ``model_kwargs={"ov_config": {...}}`` overrides.
         ov_config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads or available_cpus()}
         if preset is not None:
             ov_config["INFERENCE_PRECISION_HINT"] = "f32"

@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     _add_common(p)
     p.add_argument("-k", type=int, default=5)
-    p.add_argument("--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "it"}\'')
+    p.add_argument(
+        "--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "it"}\''
+    )
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     p.set_defaults(func=_cmd_search)
 

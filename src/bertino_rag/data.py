@@ -71,14 +71,14 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     if qrels_path.exists():
         with open(qrels_path, encoding="utf-8") as fh:
             reader = csv.reader(fh, delimiter="\t")
-            for n, row in enumerate(reader, 1):
-                if not row or (n == 1 and row[0] == "query-id"):
+            for n, cells in enumerate(reader, 1):
+                if not cells or (n == 1 and cells[0] == "query-id"):
                     continue
-                if len(row) < 3:
+                if len(cells) < 3:
                     raise ValueError(f"{qrels_path}:{n}: expected query-id, corpus-id, score")
-                score = int(float(row[2]))
+                score = int(float(cells[2]))
                 if score > 0:
-                    qrels.setdefault(row[0], {})[row[1]] = score
+                    qrels.setdefault(cells[0], {})[cells[1]] = score
     return BeirData(corpus=corpus, queries=queries, qrels=qrels)
 
 

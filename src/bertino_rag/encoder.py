@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["DEFAULT_MODEL", "Encoded", "Encoder", "TruncationWarning", "matryoshka_slice", "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Encoded",
+    "Encoder",
+    "TruncationWarning",
+    "matryoshka_slice",
+    "resolve_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +162,9 @@ class Encoder:
             self.model = self._load(
                 device=device, threads=threads, model_kwargs=model_kwargs, calibration=calibration
             )
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
         )
         full_dim = get_dim()
         if full_dim is None:
@@ -263,7 +271,11 @@ class Encoder:
         return kind if kind in prompts else None
 
     def encode_full(
-        self, texts: Sequence[str], *, kind: Kind = "document", show_progress_bar: bool | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind = "document",
+        show_progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Raw (unnormalized) full-dim vectors: one forward pass."""
         if show_progress_bar is None:

@@ -67,7 +67,8 @@ class Retriever:
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
-        >>> r.index(["Leonardo da Vinci dipinse la Gioconda.", "La pizza nasce a Napoli."])  # doctest: +SKIP
+        >>> docs = ["Leonardo da Vinci dipinse la Gioconda.", "La pizza nasce a Napoli."]
+        >>> r.index(docs)  # doctest: +SKIP
         >>> r.search("Chi ha dipinto la Gioconda?", k=1)[0].text  # doctest: +SKIP
         'Leonardo da Vinci dipinse la Gioconda.'
     """

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from bertino_rag.adapters import MemoryStore, StoreError
-from bertino_rag.types import Document, Stamp
+from bertino_rag.adapters import MemoryStore
 
 from .conformance import StoreConformance
 

@@ -14,7 +14,9 @@ import warnings
 import numpy as np
 import pytest
 
-pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')")
+pytest.importorskip(
+    "pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')"
+)
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
 from bertino_rag.adapters import StoreError  # noqa: E402

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')")
+pytest.importorskip(
+    "pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')"
+)
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
 from bertino_rag.adapters import MemoryStore  # noqa: E402
@@ -53,7 +55,7 @@ def stores(tmp_path_factory, encoder, squad_slice, slice_vectors):
         store.upsert(docs, vec.index, vec.full)
     built["milvus_ivf"].flush()  # sealed: the IVF index is built and searched
     yield built
-    for name, store in built.items():
+    for store in built.values():
         store.drop()
         store.close()
 
@@ -61,7 +63,9 @@ def stores(tmp_path_factory, encoder, squad_slice, slice_vectors):
 @pytest.mark.parametrize("name", ["milvus_auto", "milvus_flat", "milvus_ivf"])
 def test_single_stage_equals_memory(stores, slice_vectors, name):
     q = slice_vectors["queries"]
-    _assert_same(stores[name].search_batch(q.index, k=10), stores["memory"].search_batch(q.index, k=10))
+    _assert_same(
+        stores[name].search_batch(q.index, k=10), stores["memory"].search_batch(q.index, k=10)
+    )
 
 
 @pytest.mark.parametrize("rerank_k", [20, 50])

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 
-pytest.importorskip("pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')")
+pytest.importorskip(
+    "pymilvus", reason="pymilvus is not installed (pip install 'bertino-rag[milvus]')"
+)
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
 from bertino_rag.adapters.filters import FilterError, matches, parse_filter  # noqa: E402

@@ -162,7 +162,10 @@ def format_docs(docs: list[Document]) -> str:
 def test_lcel_chain_invoke_batch_ainvoke():
     r = italian_retriever()
     prompt = ChatPromptTemplate.from_template("Contesto:\n{context}\n\nDomanda: {question}")
-    chain = {"context": r.as_langchain(k=2) | format_docs, "question": RunnablePassthrough()} | prompt
+    chain = (
+        {"context": r.as_langchain(k=2) | format_docs, "question": RunnablePassthrough()}
+        | prompt
+    )
     text = chain.invoke(QUESTION).to_string()
     for hit in r.search(QUESTION, k=2):
         assert hit.text in text
@@ -183,7 +186,9 @@ def test_batch_recall_on_squad_slice(squad):
     docs = r.as_langchain(k=4).batch([squad.queries[q] for q in qids])
     hits = r.search_batch([squad.queries[q] for q in qids], k=4)
     assert [[d.id for d in ds] for ds in docs] == [[h.id for h in hs] for hs in hits]
-    recall = np.mean([bool(set(qrels[q]) & {d.id for d in ds}) for q, ds in zip(qids, docs)])
+    recall = np.mean(
+        [bool(set(qrels[q]) & {d.id for d in ds}) for q, ds in zip(qids, docs, strict=True)]
+    )
     assert recall >= 0.7, f"recall@4 {recall:.2f} on {len(qids)} questions"
 
 

@@ -98,11 +98,12 @@ def test_sts_resampling_reaches_the_size():
     bigger = sts_dataset(pairs, 2 * n + 17, seed=1)
     # every pair kept at least twice when upsampling
     counts: dict[tuple[str, str], int] = {}
-    for a, b in zip(bigger["sentence1"], bigger["sentence2"]):
+    for a, b in zip(bigger["sentence1"], bigger["sentence2"], strict=True):
         counts[(a, b)] = counts.get((a, b), 0) + 1
     assert min(counts.values()) >= 2
     smaller = sts_dataset(pairs, 100, seed=1)
-    assert len(set(zip(smaller["sentence1"], smaller["sentence2"]))) == 100  # no repeats
+    pairs_kept = set(zip(smaller["sentence1"], smaller["sentence2"], strict=True))
+    assert len(pairs_kept) == 100  # no repeats
 
 
 def test_sts_scores_outside_the_scale_are_rejected():

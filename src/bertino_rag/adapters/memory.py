@@ -214,10 +214,10 @@ class MemoryStore(VectorStore):
             s.alive[:] = False
             s.ids[:] = None
         for doc_id, seg, row in self.db.execute("SELECT id, seg, row FROM docs"):
-            s = self._segments.get(seg)
-            if s is not None:
-                s.alive[row] = True
-                s.ids[row] = doc_id
+            found = self._segments.get(seg)
+            if found is not None:
+                found.alive[row] = True
+                found.ids[row] = doc_id
         self._generation = gen
 
     def _remove_orphans(self) -> None:
@@ -293,7 +293,8 @@ class MemoryStore(VectorStore):
                     self._remove_orphans()
                 for name in self.index_fields:
                     self.db.execute(
-                        f'CREATE INDEX IF NOT EXISTS "docs_meta_{name}" ON docs ({_json_path(name)})'
+                        f'CREATE INDEX IF NOT EXISTS "docs_meta_{name}" '
+                        f"ON docs ({_json_path(name)})"
                     )
                 self.db.commit()
                 self._generation = None

@@ -85,7 +85,9 @@ def _encode(value: Any, c: Condition) -> Any:
     if isinstance(value, str):
         return _hex(value)
     if isinstance(value, float) and not math.isfinite(value):
-        raise FilterError(f"filter on {c.field!r}: non-finite numbers ({value!r}) are not supported")
+        raise FilterError(
+            f"filter on {c.field!r}: non-finite numbers ({value!r}) are not supported"
+        )
     return value if isinstance(value, bool) else _number(value)
 
 

@@ -35,6 +35,7 @@ Where it runs, and how two-stage search runs there:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -423,8 +424,9 @@ class QdrantStore(VectorStore):
                         "are used on a server only", sorted(self.index_fields))
             return
         for field, schema in self.index_fields.items():
-            self._call(lambda f=field, s=schema: self.client.create_payload_index(
-                collection, f"metadata.{f}", field_schema=s, wait=True), "payload index")
+            self._call(functools.partial(
+                self.client.create_payload_index, collection, f"metadata.{field}",
+                field_schema=models.PayloadSchemaType(schema), wait=True), "payload index")
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
         acquired = False
@@ -553,8 +555,8 @@ class QdrantStore(VectorStore):
         found: dict[str, Any] = {}
         for part in self._batches(len(ids)):
             pids = [point_id(i) for i in ids[part]]
-            records = self._call(lambda p=pids: self.client.retrieve(
-                self.collection, p, with_payload=True,
+            records = self._call(functools.partial(
+                self.client.retrieve, self.collection, pids, with_payload=True,
                 with_vectors=[FULL] if with_full else False), "retrieve")
             for r in records:
                 found[(r.payload or {}).get("doc_id", str(r.id))] = r

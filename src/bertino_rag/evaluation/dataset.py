@@ -143,11 +143,11 @@ def prepare_beir(
     for q in order:
         if max_queries is not None and len(kept) >= max_queries:
             break
-        rel = needed | set(qrels[q])
-        if max_docs is not None and len(rel) > max_docs:
+        wanted = needed | set(qrels[q])
+        if max_docs is not None and len(wanted) > max_docs:
             continue
         kept.append(q)
-        needed = rel
+        needed = wanted
     if not kept:
         raise ValueError(
             f"max_docs={max_docs} is smaller than the relevant documents of any single query"

@@ -6,6 +6,7 @@ produces the model card's table) on rankings made here: exact numpy search, or a
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -23,12 +24,11 @@ Ranking = Sequence[tuple[str, float]]
 
 def _ir_evaluator_class() -> type:
     try:
-        from sentence_transformers.sentence_transformer.evaluation import (
-            InformationRetrievalEvaluator,
-        )
+        module = importlib.import_module("sentence_transformers.sentence_transformer.evaluation")
     except ImportError:  # sentence-transformers < 5.5 layout
-        from sentence_transformers.evaluation import InformationRetrievalEvaluator
-    return InformationRetrievalEvaluator
+        module = importlib.import_module("sentence_transformers.evaluation")
+    cls: type = module.InformationRetrievalEvaluator
+    return cls
 
 
 def ir_metrics(

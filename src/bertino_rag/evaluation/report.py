@@ -218,11 +218,14 @@ def write_plot(report: EvalReport, path: str | Path, metric: str = "ndcg@10") ->
                             ha="center", fontsize=9)
         for i, d in enumerate(fdims):
             color = cmap(0.1 + 0.75 * i / max(1, len(fdims) - 1))
-            for c in (c for c in funnels if c.dim == d):
+            for c in funnels:
+                k = c.rerank_k
+                if c.dim != d or k is None:
+                    continue
                 x = getattr(c, attr)
                 ticks.add(x)
-                ax.scatter(x * spread[c.rerank_k], c.metrics[metric], s=60, color=color,
-                           marker=markers[ks.index(c.rerank_k) % len(markers)],
+                ax.scatter(x * spread[k], c.metrics[metric], s=60, color=color,
+                           marker=markers[ks.index(k) % len(markers)],
                            edgecolor="black", linewidth=0.6, zorder=3)
             ax.scatter([], [], marker="o", s=60, color=color, edgecolor="black",
                        label=f"{d} dims → rescored at {report.full_dim}")

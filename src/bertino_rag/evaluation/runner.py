@@ -299,6 +299,16 @@ def evaluate(
     return report
 
 
+def _search_latency(store: VectorStore, queries: np.ndarray, n: int, *,
+                    full: np.ndarray | None = None, rerank_k: int | None = None) -> list[float]:
+    """Seconds per top-10 store search of ``queries[i]`` (two-stage when ``full`` is given)."""
+    if full is None:
+        return time_calls(lambda i: store.search(queries[i], 10), n)
+    return time_calls(
+        lambda i: store.search(queries[i], 10, full_vector=full[i], rerank_k=rerank_k), n
+    )
+
+
 def _run_store(report: EvalReport, encoder: Encoder, evalset: EvalSet, encoded: EncodedInputs,
                store: VectorStore, dims: list[int], fdims: list[int], ks: list[int],
                full_cold: int, latency_queries: int, show_progress_bar: bool | None) -> None:
@@ -315,7 +325,7 @@ def _run_store(report: EvalReport, encoder: Encoder, evalset: EvalSet, encoded: 
         with _collection(store, cached, dim, funnel, evalset, tag) as retriever:
             qd = matryoshka_slice(encoded.queries, dim)
             if dim in dims and n_lat:
-                secs = time_calls(lambda i: retriever.store.search(qd[i], 10), n_lat)
+                secs = _search_latency(retriever.store, qd, n_lat)
                 report.config(config_name(dim)).latency_ms = percentiles_ms(secs)
             if not funnel:
                 continue
@@ -329,8 +339,7 @@ def _run_store(report: EvalReport, encoder: Encoder, evalset: EvalSet, encoded: 
                     returned=min(DEPTH, k, report.n_docs),
                 )
                 if n_lat:
-                    secs = time_calls(lambda i, k=k: retriever.store.search(
-                        qd[i], 10, full_vector=full_q[i], rerank_k=k), n_lat)
+                    secs = _search_latency(retriever.store, qd, n_lat, full=full_q, rerank_k=k)
                     result.latency_ms = percentiles_ms(secs)
                 report.configs.append(result)
     if n_lat:

@@ -340,7 +340,9 @@ class BertinoVectorStore(VectorStore):
             raw = emb.embed_documents(texts)
         full = _as_matrix(raw, f"{kind} embeddings")
         if full.shape[0] != len(texts):
-            raise ValueError(f"the embeddings returned {full.shape[0]} vectors for {len(texts)} texts")
+            raise ValueError(
+                f"the embeddings returned {full.shape[0]} vectors for {len(texts)} texts"
+            )
         return self._split(full)
 
     async def _aembed(self, texts: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -358,7 +360,7 @@ class BertinoVectorStore(VectorStore):
         self,
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None,
-        ids: list[str | None] | None,
+        ids: Sequence[str | None] | None,
         kwargs: dict[str, Any],
     ) -> tuple[list[Any], list[str], int]:
         batch_size = kwargs.pop("batch_size", None) or 512
@@ -382,7 +384,7 @@ class BertinoVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
         """Embed and upsert texts; an existing id is replaced. Returns the ids in input order.
@@ -402,7 +404,7 @@ class BertinoVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
         """Async :meth:`add_texts`, through the store's async path."""

@@ -1,4 +1,7 @@
-"""Imports that moved between sentence-transformers 5.x releases (old paths still work, deprecated)."""
+"""Imports that moved between sentence-transformers 5.x releases.
+
+The old paths still work there, deprecated.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from types import ModuleType
 
 
 def st_module(new: str, old: str) -> ModuleType:
-    """``sentence_transformers.<new>`` when present (5.7+ layout), else ``sentence_transformers.<old>``."""
+    """``sentence_transformers.<new>`` when present (5.7+ layout), else ``.<old>``."""
     try:
         return importlib.import_module(f"sentence_transformers.{new}")
     except ImportError:

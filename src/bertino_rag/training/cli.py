@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         tp, _ = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default: object = None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         help_text = f"(default: {default})"
         if tp is bool:
             parser.add_argument(flag, dest=f.name, default=None,
@@ -61,7 +65,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand to the ``bertino-rag`` command line."""
-    p = subparsers.add_parser("train", help="fine-tune a Matryoshka encoder (needs the train extra)")
+    p = subparsers.add_parser(
+        "train", help="fine-tune a Matryoshka encoder (needs the train extra)"
+    )
     add_arguments(p)
     p.set_defaults(func=_cmd_train)
 

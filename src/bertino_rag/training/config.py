@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ CARD_WEIGHTS = [1.0, 0.4, 0.2, 0.2]
 _CHOICES = {
     "batch_sampler": ("no_duplicates", "no_duplicates_hashed", "batch_sampler"),
     "multi_dataset_sampler": ("proportional", "round_robin"),
-    "lr_scheduler": ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"),
+    "lr_scheduler": (
+        "cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"
+    ),
     "neg_sampling": ("random", "top"),
 }
 
@@ -113,7 +116,9 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected one of {choices}")
         if self.group_by not in ("auto", "title", "id-prefix", "positive"):
-            raise ValueError(f"group_by={self.group_by!r}: expected auto, title, id-prefix, positive")
+            raise ValueError(
+                f"group_by={self.group_by!r}: expected auto, title, id-prefix, positive"
+            )
         if not self.matryoshka_dims or any(int(d) <= 0 for d in self.matryoshka_dims):
             raise ValueError(f"matryoshka_dims must be positive ints, got {self.matryoshka_dims}")
         if len(self.matryoshka_weights) != len(self.matryoshka_dims):
@@ -123,7 +128,9 @@ class TrainConfig:
             )
         if not 0.0 < self.dev_fraction < 1.0:
             raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
-        for name in ("batch_size", "eval_steps", "logging_steps", "num_negatives", "eval_batch_size"):
+        for name in (
+            "batch_size", "eval_steps", "logging_steps", "num_negatives", "eval_batch_size"
+        ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.mini_batch_size is not None and self.mini_batch_size <= 0:
@@ -211,9 +218,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".toml":
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # Python 3.10
+        else:  # Python 3.10
             from .._deps import require
 
             tomllib = require("tomli", "train")

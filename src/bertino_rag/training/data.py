@@ -9,7 +9,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -91,7 +91,9 @@ def _beir_source(doc_id: str, title: str, group_by: str) -> str:
     return title or doc_id
 
 
-def _load_beir_pairs(folder: Path, split: str | None, with_title: bool, group_by: str) -> RetrievalSet:
+def _load_beir_pairs(
+    folder: Path, split: str | None, with_title: bool, group_by: str
+) -> RetrievalSet:
     if split is None:
         qrels_dir = folder / "qrels"
         names = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
@@ -240,6 +242,9 @@ def mine_negatives(data: RetrievalSet, model: Any, *, num_negatives: int = 2, ra
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
+    if sampling_strategy not in ("random", "top"):
+        raise ValueError(f"sampling_strategy must be 'random' or 'top', got {sampling_strategy!r}")
+    strategy: Literal["random", "top"] = "top" if sampling_strategy == "top" else "random"
     pairs = Dataset.from_dict({
         "anchor": [p.query for p in data.pairs],
         "positive": [data.corpus[p.doc_id] for p in data.pairs],
@@ -252,7 +257,7 @@ def mine_negatives(data: RetrievalSet, model: Any, *, num_negatives: int = 2, ra
     mined = mine_hard_negatives(
         pairs, model, corpus=list(data.corpus.values()), range_min=range_min,
         range_max=range_max, relative_margin=relative_margin, num_negatives=num_negatives,
-        sampling_strategy=sampling_strategy, output_format="n-tuple", batch_size=batch_size,
+        sampling_strategy=strategy, output_format="n-tuple", batch_size=batch_size,
         verbose=verbose,
     )
     if len(mined) == 0:
@@ -300,7 +305,7 @@ def sts_dataset(pairs: Sequence[StsPair], size: int | None = None, *, max_score:
         full, rest = divmod(size, n)
         idx = np.concatenate([np.tile(np.arange(n), full), rng.choice(n, size=rest, replace=False)])
     return Dataset.from_dict({
-        "sentence1": [pairs[i].sentence1 for i in idx],
-        "sentence2": [pairs[i].sentence2 for i in idx],
+        "sentence1": [pairs[i].sentence1 for i in idx.tolist()],
+        "sentence2": [pairs[i].sentence2 for i in idx.tolist()],
         "score": (scores[idx] / max_score).tolist(),
     })

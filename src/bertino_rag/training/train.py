@@ -164,6 +164,7 @@ def _final_eval_callback():
 
 
 def _prepare_data(cfg: TrainConfig, model: Any) -> tuple[dict[str, Any], RetrievalSet, dict]:
+    assert cfg.train_data, "checked by train()"
     pairs = load_pairs(cfg.train_data, qrels_split=cfg.qrels_split, with_title=cfg.with_title,
                        group_by=cfg.group_by)
     train_set, dev = split_by_source(pairs, cfg.dev_fraction, seed=cfg.seed)
@@ -232,7 +233,9 @@ def train(config: TrainConfig) -> Path:
     model = SentenceTransformer(cfg.base_model, device=device)
     if cfg.max_seq_length:
         model.max_seq_length = cfg.max_seq_length
-    get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    get_dim = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
     full_dim = int(get_dim())
     dims = scale_dims(cfg.matryoshka_dims, full_dim)
     if dims != sorted(cfg.matryoshka_dims, reverse=True):
@@ -246,7 +249,7 @@ def train(config: TrainConfig) -> Path:
 
     datasets, dev, data_info = _prepare_data(cfg, model)
     sts_dev = load_sts(cfg.sts_dev_data) if cfg.sts_dev_data else None
-    eval_kw = {"max_score": cfg.sts_max_score, "batch_size": cfg.eval_batch_size}
+    eval_kw: dict[str, Any] = {"max_score": cfg.sts_max_score, "batch_size": cfg.eval_batch_size}
     before = evaluate_dims(model, dev, sts_dev, dims, **eval_kw) if cfg.evaluate_before else None
     if before:
         logger.info("before training:\n%s", format_table(before))
@@ -313,6 +316,7 @@ def train(config: TrainConfig) -> Path:
     write_matryoshka_dims(out, dims)
     after = evaluate_dims(model, dev, sts_dev, dims, **eval_kw)
     logger.info("after training:\n%s", format_table(after, before))
+    wall_seconds = round(time.perf_counter() - started, 1)
     metrics = {
         "base_model": cfg.base_model,
         "dims": dims,
@@ -327,7 +331,7 @@ def train(config: TrainConfig) -> Path:
             "steps": state.global_step,
             "epochs": round(epochs_run, 3),
             "train_seconds": round(train_seconds, 1),
-            "wall_seconds": round(time.perf_counter() - started, 1),
+            "wall_seconds": wall_seconds,
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": state.best_metric,
             "tasks": tasks,
@@ -341,6 +345,5 @@ def train(config: TrainConfig) -> Path:
                                       encoding="utf-8")
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    logger.info("saved %s (matryoshka_dims %s) in %.0fs", out, dims, metrics["training"]
-                ["wall_seconds"])
+    logger.info("saved %s (matryoshka_dims %s) in %.0fs", out, dims, wall_seconds)
     return out
