@@ -581,10 +581,13 @@ class QdrantStore(VectorStore):
         full = self.stamp.full_vectors
         names = [self.index_vector, *([FULL] if full else [])]
         offset: Any = None
-        while True:
-            records, offset = self._call(lambda o=offset: self.client.scroll(
-                self.collection, limit=batch_size, offset=o, with_payload=True,
+        def page(start: Any) -> Any:
+            return self._call(lambda: self.client.scroll(
+                self.collection, limit=batch_size, offset=start, with_payload=True,
                 with_vectors=names), "scroll")
+
+        while True:
+            records, offset = page(offset)
             if records:
                 payloads = [r.payload or {} for r in records]
                 vectors: list[Any] = [r.vector for r in records]
