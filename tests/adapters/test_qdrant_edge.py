@@ -352,3 +352,28 @@ def test_retriever_on_edge_equals_retriever_on_memory(tmp_path, encoder, squad_s
         results.append(r.search_batch(squad_slice["queries"][:20], k=5))
         r.close()
     _assert_same(results[1], results[0], tol=1e-3)
+
+
+@pytest.mark.slow
+def test_hnsw_recall_on_the_whole_corpus(tmp_path, encoder, squad):
+    """recall@10 of HNSW (m=16, ef_construct=100, default search beam) against exact search on
+    real embeddings: all 1,128 squad-it-dev paragraphs, 1,000 of its questions."""
+    ids = list(squad.corpus)
+    vec = encoder.encode([squad.corpus[i]["text"] for i in ids], warn_truncation=False)
+    qids = list(squad.queries)[:1000]
+    q = encoder.encode([squad.queries[i] for i in qids], kind="query")
+    stamp = Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128)
+    store = QdrantEdgeStore(tmp_path / "edge", index_threshold=100)  # a graph for 1,128 points
+    store.open("c", stamp)
+    store.upsert([Document(text=squad.corpus[i]["text"], id=i) for i in ids], vec.index, vec.full)
+    store.build_index()
+    assert store.indexed_fraction() == 1.0
+    got = store.search_batch(q.index, k=10)
+    exact = vec.index @ q.index.T
+    recall = np.mean([
+        len({h.id for h in hits} & {ids[i] for i in np.argsort(-exact[:, qi])[:10]}) / 10
+        for qi, hits in enumerate(got)
+    ])
+    print(f"recall@10 HNSW vs exact: {recall:.4f}")
+    assert recall >= 0.99
+    store.drop()
