@@ -23,6 +23,8 @@ def test_public_names_import():
         ("bertino_rag.adapters.qdrant", "qdrant_client", "qdrant"),
         ("bertino_rag.adapters.milvus", "pymilvus", "milvus"),
         ("bertino_rag.integrations.langchain", "langchain_core", "langchain"),
+        ("bertino_rag.serve.app", "fastapi", "serve"),
+        ("bertino_rag.serve.client", "httpx", "serve"),
     ],
 )
 def test_missing_extra_names_the_install(monkeypatch, module, blocked, extra):

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         except (ImportError, AttributeError):
             continue
         register(sub)
+    from .serve.cli import register_cli as register_serve
+
+    register_serve(sub, _add_common)
     return parser
 
 

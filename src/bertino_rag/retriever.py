@@ -13,10 +13,15 @@ from typing import Any
 
 from .adapters import VectorStore, make_store
 from .encoder import Encoder, TruncationWarning
+from .fusion import Fusion
+from .lexical import BM25, Analyzer, lexical_spec
 from .pipeline import index_pipelined
 from .types import Document, Hit, Stamp
 
-__all__ = ["IndexReport", "Retriever"]
+__all__ = ["MODES", "IndexReport", "Retriever"]
+
+#: search modes: the Matryoshka funnel, BM25, or both fused
+MODES = ("dense", "lexical", "hybrid")
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,12 @@ class Retriever:
         quantize: ``"int8"``: dynamic int8 with ``backend="onnx"``, static int8 with
             ``backend="openvino"`` (see :class:`Encoder`).
         calibration: texts calibrating OpenVINO's static int8 (see :class:`Encoder`).
+        hybrid: keep a lexical (BM25) index beside the vectors, written by the same
+            ``index()`` pass, and search with ``mode="hybrid"`` by default.
+        analyzer: the text analyzer of the lexical index (default: Italian,
+            :class:`~bertino_rag.lexical.Analyzer`); recorded in the collection's stamp.
+        fusion: how hybrid search fuses its two sides: a :class:`~bertino_rag.fusion.Fusion`,
+            ``"minmax"``/``"rrf"``, or the JSON file ``bertino-rag eval --tune-fusion`` wrote.
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -90,7 +101,16 @@ class Retriever:
         backend: str = "torch",
         quantize: str | None = None,
         calibration: Sequence[str] | None = None,
+        hybrid: bool = False,
+        analyzer: Analyzer | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
     ) -> None:
+        if not isinstance(hybrid, bool):
+            raise ValueError(f"hybrid must be True or False, got {hybrid!r}")
+        if analyzer is not None and not hybrid:
+            raise ValueError("analyzer= configures the lexical index: pass hybrid=True with it")
+        self.fusion = Fusion.coerce(fusion)
+        lexical = lexical_spec(analyzer or Analyzer(), BM25()) if hybrid else None
         if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
         if write_batch_size <= 0:
@@ -110,7 +130,9 @@ class Retriever:
             index_dim=self.dim,
             normalized=True,
             full_vectors=self.rerank,
+            lexical=lexical,
         )
+        self.hybrid = hybrid
         if self.store.is_open and self.store._collection == collection and not recreate:
             self.stamp.check(self.store.stamp, collection)
         else:
@@ -213,6 +235,17 @@ class Retriever:
         return await asyncio.to_thread(self.index, docs, **kwargs)
 
     # ------------------------------------------------------------------ search
+    def _mode(self, mode: str | None) -> str:
+        """The search mode: ``mode``, else hybrid on a hybrid collection and dense otherwise;
+        lexical modes on a collection without the lexical index fail here, before encoding."""
+        if mode is None:
+            return "hybrid" if self.store.has_lexical else "dense"
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {list(MODES)}")
+        if mode != "dense":
+            self.store.require_lexical(mode)
+        return mode
+
     def _rerank_args(self, rerank: bool | None, rerank_k: int | None) -> tuple[bool, int]:
         use = self.rerank if rerank is None else bool(rerank)
         if use and not self.rerank:
@@ -229,6 +262,8 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first.
 
@@ -237,13 +272,22 @@ class Retriever:
             k: number of hits.
             filter: metadata filter, e.g. ``{"lang": "it", "year": {"$gte": 2000}}``.
             rerank: override the retriever's rerank setting for this call (off only).
-            rerank_k: override the number of candidates rescored.
+            rerank_k: override the number of candidates rescored (in hybrid mode: taken on
+                each side).
+            mode: ``"dense"`` (the Matryoshka funnel), ``"lexical"`` (BM25 on the analyzed
+                text; hit scores are BM25 scores) or ``"hybrid"`` (both, fused; scores are
+                fused scores). Default: hybrid on a hybrid collection, dense otherwise.
+            fusion: override the retriever's fusion for this call.
+
+        Raises:
+            LexicalUnavailableError: a lexical mode on a collection built without
+                ``hybrid=True``.
+            EmptyQueryError: ``mode="lexical"`` and nothing searchable is left of the query
+                after analysis (hybrid answers such a query by its dense side).
         """
-        use, rk = self._rerank_args(rerank, rerank_k)
-        q = self.encoder.encode_query(query, dim=self.dim)
-        if use:
-            return self.store.search(q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk)
-        return self.store.search(q.index[0], k, filter)
+        return self.search_batch(
+            [query], k, filter, rerank=rerank, rerank_k=rerank_k, mode=mode, fusion=fusion
+        )[0]
 
     def search_batch(
         self,
@@ -253,15 +297,29 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries, encoded in batches."""
         if isinstance(queries, str):
             raise ValueError("search_batch takes a list of queries; use search() for one")
         queries = list(queries)
+        mode = self._mode(mode)
+        fuse = self.fusion if fusion is None else Fusion.coerce(fusion)
+        use, rk = self._rerank_args(rerank, rerank_k)
         if not queries:
             return []
-        use, rk = self._rerank_args(rerank, rerank_k)
-        q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+        if mode == "lexical":
+            return self.store.lexical_search_batch(queries, k, filter)
+        if len(queries) == 1:
+            q = self.encoder.encode_query(queries[0], dim=self.dim)
+        else:
+            q = self.encoder.encode(queries, kind="query", dim=self.dim, warn_truncation=False)
+        if mode == "hybrid":
+            return self.store.hybrid_search_batch(
+                q.index, queries, k, filter, full_vectors=q.full if use else None,
+                rerank_k=rk, fusion=fuse,
+            )
         if use:
             return self.store.search_batch(q.index, k, filter, full_vectors=q.full, rerank_k=rk)
         return self.store.search_batch(q.index, k, filter)
@@ -274,11 +332,22 @@ class Retriever:
         *,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
     ) -> list[Hit]:
         """Async :meth:`search`: the query is encoded in a worker thread, then the store's
         async path is awaited (native async clients where the backend has them)."""
+        mode = self._mode(mode)
+        fuse = self.fusion if fusion is None else Fusion.coerce(fusion)
         use, rk = self._rerank_args(rerank, rerank_k)
+        if mode == "lexical":
+            return await self.store.alexical_search(query, k, filter)
         q = await asyncio.to_thread(self.encoder.encode_query, query, dim=self.dim)
+        if mode == "hybrid":
+            return await self.store.ahybrid_search(
+                q.index[0], query, k, filter, full_vector=q.full[0] if use else None,
+                rerank_k=rk, fusion=fuse,
+            )
         if use:
             return await self.store.asearch(
                 q.index[0], k, filter, full_vector=q.full[0], rerank_k=rk
@@ -320,5 +389,5 @@ class Retriever:
     def __repr__(self) -> str:
         return (
             f"Retriever(model={self.encoder.model_id!r}, dim={self.dim}, rerank={self.rerank}, "
-            f"rerank_k={self.rerank_k}, store={self.store!r})"
+            f"rerank_k={self.rerank_k}, hybrid={self.hybrid}, store={self.store!r})"
         )

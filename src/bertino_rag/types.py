@@ -39,6 +39,8 @@ class Stamp:
         index_dim: dimension of the (Matryoshka-truncated) vectors that are searched.
         normalized: whether stored vectors are L2-normalized (cosine == dot product).
         full_vectors: whether the full vectors are stored for rescoring.
+        lexical: the analyzer and BM25 parameters of the lexical index beside the vectors
+            (:func:`bertino_rag.lexical.lexical_spec`), or ``None`` for a dense-only collection.
     """
 
     model: str
@@ -46,15 +48,19 @@ class Stamp:
     index_dim: int
     normalized: bool = True
     full_vectors: bool = True
+    lexical: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "model": self.model,
             "full_dim": self.full_dim,
             "index_dim": self.index_dim,
             "normalized": self.normalized,
             "full_vectors": self.full_vectors,
         }
+        if self.lexical is not None:  # dense-only stamps keep the layout they always had
+            out["lexical"] = self.lexical
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stamp:
@@ -64,13 +70,14 @@ class Stamp:
             index_dim=int(data["index_dim"]),
             normalized=bool(data.get("normalized", True)),
             full_vectors=bool(data.get("full_vectors", True)),
+            lexical=None if data.get("lexical") is None else str(data["lexical"]),
         )
 
     def check(self, found: Stamp, collection: str) -> None:
         """Raise :class:`StampMismatchError` when ``found`` (on disk) differs from ``self``."""
         diffs = [
             f"{name}: collection has {getattr(found, name)!r}, requested {getattr(self, name)!r}"
-            for name in ("model", "full_dim", "index_dim", "normalized", "full_vectors")
+            for name in ("model", "full_dim", "index_dim", "normalized", "full_vectors", "lexical")
             if getattr(found, name) != getattr(self, name)
         ]
         if diffs:

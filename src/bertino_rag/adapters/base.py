@@ -10,22 +10,43 @@ Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get
 vectors) and, when they can do better than the generic "search, fetch full vectors, rescore"
 path, ``_search_two_stage``. A store with an index to build after bulk writes overrides
 ``build_index``.
+
+Lexical (BM25) search beside the vectors: a collection whose stamp has ``lexical`` set keeps a
+lexical index of every document, written by the same ``upsert`` (same ids, same write) and
+removed by the same ``delete``. The analysis happens here, once, with the analyzer the stamp
+names, so every store indexes and queries the same terms. Stores that can hold it set
+``supports_lexical = True`` and implement ``_upsert_lexical`` (the write, vectors and term
+counts together, as atomic as ``_upsert``) and ``_lexical_search`` (exact BM25 on the live
+documents, :class:`~bertino_rag.lexical.BM25`). Hybrid search is a funnel that works on those
+hooks (``_hybrid_search``); a store with a native fused query overrides it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ..fusion import Fusion
+from ..lexical import BM25, Analyzer, EmptyQueryError, LexicalUnavailableError, parse_lexical_spec
 from ..types import Document, Hit, Stamp
 from .filters import Condition, parse_filter
 
-__all__ = ["ExportBatch", "SearchQuery", "StoreError", "VectorStore", "rescore"]
+__all__ = ["ExportBatch", "HybridQuery", "SearchQuery", "StoreError", "VectorStore", "rescore"]
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=16)
+def lexical_config(spec: str) -> tuple[Analyzer, BM25]:
+    """The analyzer and BM25 parameters of a stamp's ``lexical`` field (parsed once)."""
+    return parse_lexical_spec(spec)
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,19 @@ class ExportBatch:
     documents: list[Document]
     vectors: np.ndarray
     full_vectors: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class HybridQuery:
+    """A validated hybrid search: the dense side, the analyzed query terms and the fusion.
+
+    ``dense.k`` is the number of candidates taken on each side; ``k`` the hits returned.
+    """
+
+    dense: SearchQuery
+    terms: list[list[str]]
+    k: int
+    fusion: Fusion
 
 
 class StoreError(RuntimeError):
@@ -91,6 +125,8 @@ class VectorStore(ABC):
 
     #: short backend name, used in messages and reports
     backend: str = "abstract"
+    #: whether the store can keep a lexical index beside the vectors (``Stamp.lexical``)
+    supports_lexical: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._stamp: Stamp | None = None
@@ -110,6 +146,13 @@ class VectorStore(ABC):
             raise ValueError(
                 f"index_dim must be in 1..{stamp.full_dim}, got {stamp.index_dim}"
             )
+        if stamp.lexical is not None:
+            lexical_config(stamp.lexical)  # an unknown analyzer fails before anything opens
+            if not self.supports_lexical:
+                raise ValueError(
+                    f"{type(self).__name__} cannot keep a lexical index: build the collection "
+                    "with hybrid=False, or use a store that has one (memory, qdrant, milvus)"
+                )
         self._open(collection, stamp, recreate)
         self._collection = collection
         self._stamp = stamp
@@ -230,7 +273,12 @@ class VectorStore(ABC):
                     "pass full_vectors"
                 )
             full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors", n)
-        self._upsert(list(documents), vec, full)
+        if stamp.lexical is None:
+            self._upsert(list(documents), vec, full)
+            return
+        analyzer = lexical_config(stamp.lexical)[0]
+        terms = analyzer.counts_batch(d.text for d in documents)
+        self._upsert_lexical(list(documents), vec, full, terms)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id; unknown ids are ignored."""
@@ -356,6 +404,196 @@ class VectorStore(ABC):
             query.vectors, query.full, query.k, query.rerank_k, query.conditions
         )
 
+    # ------------------------------------------------------------------ lexical and hybrid
+    @property
+    def has_lexical(self) -> bool:
+        """Whether the open collection keeps a lexical index."""
+        return self.stamp.lexical is not None
+
+    def require_lexical(self, mode: str) -> str:
+        """The collection's lexical spec; raises when it was built without a lexical index.
+
+        Raises:
+            LexicalUnavailableError: naming how to build one.
+        """
+        lexical = self.stamp.lexical
+        if lexical is None:
+            raise LexicalUnavailableError(
+                f"mode={mode!r} needs a lexical index, and collection {self.collection!r} was "
+                "built without one: build it with Retriever(..., hybrid=True, recreate=True) "
+                "(or a Stamp with lexical=...) and index the documents again"
+            )
+        return lexical
+
+    def _query_terms(self, queries: Sequence[str], mode: str) -> list[list[str]]:
+        """Analyze queries with the collection's analyzer; distinct terms, first-seen order."""
+        lexical = self.require_lexical(mode)
+        if isinstance(queries, str):
+            raise ValueError("pass a list of query texts (use the single-query method for one)")
+        for i, q in enumerate(queries):
+            if not isinstance(q, str):
+                raise ValueError(f"query at position {i} is {type(q).__name__}, expected str")
+        analyzer = lexical_config(lexical)[0]
+        return [list(dict.fromkeys(analyzer.terms(q))) for q in queries]
+
+    def lexical_search(self, query: str, k: int = 10, filter: Any = None) -> list[Hit]:
+        """Top ``k`` documents for ``query`` by BM25, best first (score: the BM25 score).
+
+        Raises:
+            LexicalUnavailableError: the collection has no lexical index.
+            EmptyQueryError: nothing searchable is left of the query after analysis (only
+                stopwords or punctuation).
+        """
+        return self.lexical_search_batch([query], k, filter)[0]
+
+    def lexical_search_batch(
+        self, queries: Sequence[str], k: int = 10, filter: Any = None
+    ) -> list[list[Hit]]:
+        """:meth:`lexical_search` for many queries."""
+        terms, k, conditions = self._prepare_lexical(queries, k, filter)
+        return self._lexical_search(terms, k, conditions)
+
+    def _prepare_lexical(
+        self, queries: Sequence[str], k: int, filter: Any
+    ) -> tuple[list[list[str]], int, Any]:
+        terms = self._query_terms(queries, "lexical")
+        k = self._check_k(k)
+        conditions = self._parse_filter(filter)
+        for i, t in enumerate(terms):
+            if not t:
+                raise EmptyQueryError(
+                    f"query {queries[i]!r} has no searchable term after analysis (only "
+                    "stopwords or punctuation): search it with mode='dense' or 'hybrid'"
+                )
+        return terms, k, conditions
+
+    def hybrid_search(
+        self,
+        vector: np.ndarray,
+        query: str,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        full_vector: np.ndarray | None = None,
+        rerank_k: int | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[Hit]:
+        """Dense and lexical search fused: see :meth:`hybrid_search_batch`."""
+        full = None if full_vector is None else np.asarray(full_vector)[None, ...]
+        return self.hybrid_search_batch(
+            np.asarray(vector)[None, ...] if np.ndim(vector) == 1 else vector, [query], k,
+            filter, full_vectors=full, rerank_k=rerank_k, fusion=fusion,
+        )[0]
+
+    def hybrid_search_batch(
+        self,
+        vectors: np.ndarray,
+        queries: Sequence[str],
+        k: int = 10,
+        filter: Any = None,
+        *,
+        full_vectors: np.ndarray | None = None,
+        rerank_k: int | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[list[Hit]]:
+        """Hybrid search as a funnel: ``rerank_k`` candidates from the index vectors and
+        ``rerank_k`` from BM25, rescored with the full vectors when given, then fused.
+
+        A query with no searchable term after analysis is answered by its dense side alone
+        (logged at INFO). Each hit's score is its fused score.
+        """
+        return self._run_hybrid(
+            self._prepare_hybrid(vectors, queries, k, filter, full_vectors, rerank_k, fusion)
+        )
+
+    def _prepare_hybrid(
+        self,
+        vectors: Any,
+        queries: Sequence[str],
+        k: int,
+        filter: Any,
+        full_vectors: Any | None,
+        rerank_k: int | None,
+        fusion: Fusion | None,
+    ) -> HybridQuery:
+        terms = self._query_terms(queries, "hybrid")
+        k = self._check_k(k)
+        n_cand = max(k, self._check_k(rerank_k if rerank_k is not None else 100, "rerank_k"))
+        dense = self._prepare_search(vectors, n_cand, filter, full_vectors, n_cand)
+        if len(terms) != len(dense.vectors):
+            raise ValueError(f"{len(dense.vectors)} query vectors for {len(terms)} query texts")
+        for q, t in zip(queries, terms, strict=True):
+            if not t:
+                logger.info("query %r has no searchable term: answered by dense search only", q)
+        return HybridQuery(dense, terms, k, fusion if fusion is not None else Fusion())
+
+    def _run_hybrid(self, query: HybridQuery) -> list[list[Hit]]:
+        return self._hybrid_search(query)
+
+    def _lexical_candidates(
+        self, terms: list[list[str]], k: int, conditions: Any
+    ) -> list[list[Hit]]:
+        """``_lexical_search`` for the queries that have terms; ``[]`` for the others."""
+        asked = [i for i, t in enumerate(terms) if t]
+        out: list[list[Hit]] = [[] for _ in terms]
+        if asked:
+            for i, hits in zip(asked, self._lexical_search([terms[i] for i in asked], k,
+                                                           conditions), strict=True):
+                out[i] = hits
+        return out
+
+    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
+        """The generic funnel on the store's hooks; stores with a native fused query override
+        it. Candidates from the lexical side are rescored with full vectors too, so every
+        candidate has its exact dense score when the collection keeps full vectors."""
+        d = query.dense
+        dense = self._search(d.vectors, d.k, d.conditions)
+        lexical = self._lexical_candidates(query.terms, d.k, d.conditions)
+        if d.full is not None:
+            unions = [
+                list({h.id: h for h in (*lex, *den)}.values())
+                for den, lex in zip(dense, lexical, strict=True)
+            ]
+            wanted = list(dict.fromkeys(h.id for hits in unions for h in hits))
+            full = self._fetch_full(wanted) if wanted else None
+            row = {doc_id: i for i, doc_id in enumerate(wanted)}
+            dense = [
+                rescore(hits, full[[row[h.id] for h in hits]], fq, len(hits))
+                if hits and full is not None else []
+                for hits, fq in zip(unions, d.full, strict=True)
+            ]
+        return [
+            query.fusion.fuse(den, lex, query.k)
+            for den, lex in zip(dense, lexical, strict=True)
+        ]
+
+    async def alexical_search(self, query: str, k: int = 10, filter: Any = None) -> list[Hit]:
+        """Async :meth:`lexical_search` (a worker thread)."""
+        terms, k, conditions = self._prepare_lexical([query], k, filter)
+        return (await asyncio.to_thread(self._lexical_search, terms, k, conditions))[0]
+
+    async def ahybrid_search(
+        self,
+        vector: np.ndarray,
+        query: str,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        full_vector: np.ndarray | None = None,
+        rerank_k: int | None = None,
+        fusion: Fusion | None = None,
+    ) -> list[Hit]:
+        """Async :meth:`hybrid_search` (a worker thread unless the backend has ``_ahybrid``)."""
+        full = None if full_vector is None else np.asarray(full_vector)[None, ...]
+        prepared = self._prepare_hybrid(
+            np.asarray(vector)[None, ...] if np.ndim(vector) == 1 else vector, [query], k,
+            filter, full, rerank_k, fusion,
+        )
+        return (await self._ahybrid(prepared))[0]
+
+    async def _ahybrid(self, query: HybridQuery) -> list[list[Hit]]:
+        return await asyncio.to_thread(self._run_hybrid, query)
+
     # ------------------------------------------------------------------ async
     async def aupsert(
         self,
@@ -427,6 +665,23 @@ class VectorStore(ABC):
     def _stored_stamp(self, collection: str) -> Stamp | None:
         """The stored stamp of ``collection``, ``None`` when it does not exist."""
         raise NotImplementedError(f"{type(self).__name__} cannot read stamps without open()")
+    def _upsert_lexical(
+        self,
+        documents: list[Document],
+        vectors: np.ndarray,
+        full_vectors: np.ndarray | None,
+        terms: list[dict[str, int]],
+    ) -> None:
+        """Write documents, vectors and their term counts (``terms[i]`` for ``documents[i]``)
+        in one write, as atomic as ``_upsert``. Stores with ``supports_lexical`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lexical index")
+
+    def _lexical_search(
+        self, terms: list[list[str]], k: int, conditions: list[Condition] | Any
+    ) -> list[list[Hit]]:
+        """Top ``k`` by exact BM25 over the live documents, for each query's distinct terms
+        (never empty); ties broken by id. Stores with ``supports_lexical`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no lexical index")
 
     def _search_two_stage(
         self,

@@ -5,7 +5,10 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
 - ``seg-NNNNNN.index.npy``: index vectors, float32, one file per written segment;
 - ``seg-NNNNNN.full.npy``: full vectors, float16 (only when the collection keeps them);
 - ``meta.sqlite``: the stamp, the list of live segments and, per document, its id, segment,
-  row, text and metadata (JSON). No pickle anywhere.
+  row, text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id).
+  No pickle anywhere;
+- ``seg-NNNNNN.lex*.npy``: a hybrid collection's postings of the segment's rows
+  (:mod:`._postings`), written and made live with the vectors.
 
 Writes are atomic: a segment's arrays are written to temporary files, fsynced and renamed, and
 only then does one SQLite transaction make them live (and retire replaced or deleted rows). A
@@ -32,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..types import Document, Hit, Stamp
-from .base import StoreError, VectorStore
+from . import _postings
+from .base import StoreError, VectorStore, lexical_config
 from .filters import _FIELD, Condition
 
 __all__ = ["MemoryStore"]
@@ -45,19 +49,25 @@ CREATE TABLE IF NOT EXISTS docs (
     text TEXT NOT NULL, metadata TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS docs_seg ON docs (seg, row);
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
 """
 _SQL_CHUNK = 500  # ids per "IN (...)" query
 _SCORE_BLOCK = 1 << 24  # floats per score block (64 MiB): bounds memory of a search
 _TIER_BASE = 4  # segments of the same size tier merged when this many accumulate
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Segment:
-    __slots__ = ("seg", "index", "full", "alive", "ids")
+    __slots__ = ("seg", "index", "full", "alive", "ids", "lex")
 
-    def __init__(self, seg: int, index: np.ndarray, full: np.ndarray | None) -> None:
+    def __init__(
+        self, seg: int, index: np.ndarray, full: np.ndarray | None,
+        lex: _postings.Postings | None = None,
+    ) -> None:
         self.seg = seg
         self.index = index
         self.full = full
+        self.lex = lex
         n = index.shape[0]
         self.alive = np.zeros(n, dtype=bool)
         self.ids = np.empty(n, dtype=object)
@@ -114,6 +124,7 @@ class MemoryStore(VectorStore):
     """
 
     backend = "memory"
+    supports_lexical = True
 
     def __init__(
         self,
@@ -135,6 +146,8 @@ class MemoryStore(VectorStore):
         self._mutex = threading.RLock()
         self._file_lock: Any = None
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
+        self._vocab: dict[str, int] = {}
+        self._lex_stats: tuple[int, int, float] | None = None  # (generation, live docs, avgdl)
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self, collection: str) -> sqlite3.Connection:
@@ -209,7 +222,13 @@ class MemoryStore(VectorStore):
                 index = np.load(self._seg_path(seg, "index"), mmap_mode="r")
                 full_path = self._seg_path(seg, "full")
                 full = np.load(full_path, mmap_mode="r") if full_path.exists() else None
-                self._segments[seg] = _Segment(seg, index, full)
+                lex = None
+                if self._seg_path(seg, "lexlength").exists():
+                    lex = _postings.Postings(**{
+                        kind.removeprefix("lex"): np.load(self._seg_path(seg, kind), mmap_mode="r")
+                        for kind in _postings.KINDS
+                    })
+                self._segments[seg] = _Segment(seg, index, full, lex)
         for s in self._segments.values():
             s.alive[:] = False
             s.ids[:] = None
@@ -218,7 +237,18 @@ class MemoryStore(VectorStore):
             if found is not None:
                 found.alive[row] = True
                 found.ids[row] = doc_id
+        self._refresh_vocab()
         self._generation = gen
+
+    def _refresh_vocab(self) -> None:
+        """Load the terms added since the last look (ids only grow, until a drop/recreate)."""
+        n = int(self.db.execute("SELECT COUNT(*) FROM terms").fetchone()[0])
+        if n < len(self._vocab):
+            self._vocab = {}
+        if n > len(self._vocab):
+            self._vocab.update(self.db.execute(
+                "SELECT term, id FROM terms WHERE id >= ?", (len(self._vocab),)
+            ))
 
     def _remove_orphans(self) -> None:
         """Delete segment files that no committed transaction refers to (a crashed write)."""
@@ -284,12 +314,14 @@ class MemoryStore(VectorStore):
                     with self.db:
                         self.db.execute("DELETE FROM docs")
                         self.db.execute("DELETE FROM segments")
+                        self.db.execute("DELETE FROM terms")
                         self.db.execute(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES ('stamp', ?)",
                             (json.dumps(stamp.to_dict()),),
                         )
                         self._bump_generation()
                     self._segments.clear()
+                    self._vocab = {}
                     self._remove_orphans()
                 for name in self.index_fields:
                     self.db.execute(
@@ -312,16 +344,26 @@ class MemoryStore(VectorStore):
             self._file_lock = None
             self._segments = {}
             self._generation = None
+            self._vocab = {}
+            self._lex_stats = None
         super().close()
 
-    def _new_segment(self, index: np.ndarray, full: np.ndarray | None) -> _Segment:
+    def _new_segment(
+        self, index: np.ndarray, full: np.ndarray | None,
+        lex: _postings.Postings | None = None,
+    ) -> _Segment:
         last = self.db.execute("SELECT COALESCE(MAX(seg), 0) FROM segments").fetchone()[0]
         seg = max([int(last), *self._segments]) + 1
         index = self._write_array(seg, "index", np.ascontiguousarray(index, dtype=np.float32))
         if full is not None:
             full = self._write_array(seg, "full", np.ascontiguousarray(full, dtype=np.float16))
+        if lex is not None:
+            lex = _postings.Postings(**{
+                kind.removeprefix("lex"): self._write_array(seg, kind, np.ascontiguousarray(arr))
+                for kind, arr in lex.arrays().items()
+            })
         self._fsync_dir()
-        return _Segment(seg, index, full)
+        return _Segment(seg, index, full, lex)
 
     def _locate(self, ids: list[str]) -> list[tuple[int, int]]:
         """Current (segment, row) of the stored ids among ``ids``."""
@@ -353,10 +395,14 @@ class MemoryStore(VectorStore):
 
     def _commit_segment(
         self, segment: _Segment, rows: list[tuple[str, int, str, str]],
-        replaced: list[tuple[int, int]],
+        replaced: list[tuple[int, int]], new_terms: dict[str, int] | None = None,
     ) -> None:
-        """Make a written segment live and point ``rows`` (id, row, text, metadata) at it."""
+        """Make a written segment live and point ``rows`` (id, row, text, metadata) at it;
+        ``new_terms`` join the lexical vocabulary in the same transaction."""
         with self.db:
+            if new_terms:
+                self.db.executemany("INSERT INTO terms (id, term) VALUES (?, ?)",
+                                    [(i, t) for t, i in new_terms.items()])
             self.db.execute(
                 "INSERT INTO segments (seg, nrows) VALUES (?, ?)",
                 (segment.seg, int(segment.index.shape[0])),
@@ -368,6 +414,8 @@ class MemoryStore(VectorStore):
             self._drop_empty_segments({seg for seg, _ in replaced})
             self._bump_generation()
         # RAM follows only once the transaction is committed
+        if new_terms:
+            self._vocab.update(new_terms)
         self._retire(replaced)
         for doc_id, r, _, _ in rows:
             segment.alive[r] = True
@@ -385,6 +433,30 @@ class MemoryStore(VectorStore):
             replaced = self._locate([d.id for d in documents])
             segment = self._new_segment(vectors, full_vectors)
             self._commit_segment(segment, rows, replaced)
+            self._merge_tiers()
+
+    def _upsert_lexical(
+        self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None,
+        terms: list[dict[str, int]],
+    ) -> None:
+        rows = [
+            (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False))
+            for r, d in enumerate(documents)
+        ]
+        with self._writing():
+            new_terms: dict[str, int] = {}
+            doc_terms = []
+            for counts in terms:
+                ids = {}
+                for term, c in counts.items():
+                    tid = self._vocab.get(term)
+                    if tid is None:
+                        tid = new_terms.setdefault(term, len(self._vocab) + len(new_terms))
+                    ids[tid] = c
+                doc_terms.append(ids)
+            replaced = self._locate([d.id for d in documents])
+            segment = self._new_segment(vectors, full_vectors, _postings.build(doc_terms))
+            self._commit_segment(segment, rows, replaced, new_terms)
             self._merge_tiers()
 
     def _merge_tiers(self) -> None:
@@ -409,7 +481,10 @@ class MemoryStore(VectorStore):
                 [np.asarray(p.full[k]) for p, k in zip(parts, keep, strict=True)]  # type: ignore[index]
             )
         ids = [doc_id for p, k in zip(parts, keep, strict=True) for doc_id in p.ids[k]]
-        merged = self._new_segment(index, full)
+        lex = None
+        if parts[0].lex is not None:
+            lex = _postings.merge([p.lex for p in parts], keep)  # type: ignore[misc]
+        merged = self._new_segment(index, full, lex)
         with self.db:
             self.db.execute(
                 "INSERT INTO segments (seg, nrows) VALUES (?, ?)", (merged.seg, len(ids))
@@ -450,7 +525,9 @@ class MemoryStore(VectorStore):
                 self.db.execute("DELETE FROM docs")
                 self.db.execute("DELETE FROM segments")
                 self.db.execute("DELETE FROM meta")
+                self.db.execute("DELETE FROM terms")
             self._segments.clear()
+            self._vocab = {}
             self._remove_orphans()
         if self.root is None and self._collection in self._ram:
             self._ram.pop(self._collection)[0].close()
@@ -609,6 +686,53 @@ class MemoryStore(VectorStore):
                                      for f, (_, _, row, _, _) in zip(fulls, rows, strict=True)])
             yield docs, index, full
             last = rows[-1][0]
+    def _lexical_search(
+        self, terms: list[list[str]], k: int, conditions: Any
+    ) -> list[list[Hit]]:
+        bm25 = lexical_config(self.stamp.lexical or "")[1]
+        with self._mutex:
+            self._refresh()
+            allowed = self._candidate_rows(conditions)
+            segs = [s for _, s in sorted(self._segments.items()) if s.lex is not None]
+            if self._lex_stats is None or self._lex_stats[0] != self._generation:
+                n_docs = total = 0
+                for part in segs:
+                    assert part.lex is not None
+                    n_docs += int(part.alive.sum())
+                    total += int(np.asarray(part.lex.length)[part.alive].sum())
+                self._lex_stats = (self._generation or 0, n_docs, total / max(n_docs, 1))
+            _, n_docs, avg_len = self._lex_stats
+            results: list[list[tuple[str, float]]] = []
+            for query in terms:
+                tids = [self._vocab[t] for t in query if t in self._vocab]
+                if not tids:
+                    results.append([])
+                    continue
+                parts = [
+                    (s.lex, s.alive, None if allowed is None else allowed.get(s.seg, _NO_ROWS))
+                    for s in segs
+                ]
+                scored = _postings.score(parts, tids, bm25, n_docs, avg_len)  # type: ignore[arg-type]
+                pairs: list[tuple[str, float]] = []
+                for s, (rows, scores) in zip(segs, scored, strict=True):
+                    if len(rows) > k:  # keep the top k and everything tied with the k-th
+                        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+                        sel = scores >= kth
+                        rows, scores = rows[sel], scores[sel]
+                    pairs.extend(zip(s.ids[rows], scores.tolist(), strict=True))
+                pairs.sort(key=lambda p: (-p[1], p[0]))
+                results.append(pairs[:k])
+            wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
+            found = self._rows_of(wanted)
+        return [
+            [
+                Hit(id=doc_id, text=found[doc_id][2], score=float(score),
+                    metadata=json.loads(found[doc_id][3]))
+                for doc_id, score in pairs
+                if doc_id in found
+            ]
+            for pairs in results
+        ]
 
     def __repr__(self) -> str:
         where = "memory" if self.root is None else str(self.root)
