@@ -18,9 +18,10 @@ def main(folder: str) -> None:
     print("Dev articles (retrieval) and STS dev, before → after:\n")
     print(format_table(after, before))
     full, small = dims[0], str(m["best_dim"])
-    for label in ("NDCG@10", "MAP@100", "Accuracy@1"):
-        gap_b = before[full][label] - before[small][label]
-        gap_a = after[full][label] - after[small][label]
+    for label, key in (("NDCG@10", "ndcg@10"), ("MAP@100", "map@100"),
+                       ("Accuracy@1", "accuracy@1")):
+        gap_b = before[full][key] - before[small][key]
+        gap_a = after[full][key] - after[small][key]
         print(f"\n{label}: {full}d − {small}d gap {gap_b:.4f} before, {gap_a:.4f} after")
     t, d = m["training"], m["data"]
     print(f"\nsteps {t['steps']} ({t['epochs']} epochs), training {t['train_seconds']} s, "
@@ -36,7 +37,7 @@ def main(folder: str) -> None:
           f"{len(d['dev_sources'])} articles: {', '.join(d['dev_sources'])}")
     losses = [(e["step"], round(e["loss"], 3)) for e in t["log"] if "loss" in e]
     evals = [(e["step"], round(e[k], 4)) for e in t["log"] for k in e
-             if k.endswith("_cosine_ndcg@10")]
+             if k.startswith("eval_dev_") and k.endswith("_ndcg@10")]
     print(f"training loss (step, loss): {losses}")
     print(f"dev {small}d NDCG@10 during training (step, value): {evals}")
 

@@ -15,3 +15,15 @@ def require(module: str, extra: str) -> ModuleType:
             f"{module} is not installed; it comes with the '{extra}' extra: "
             f"pip install 'bertino-rag[{extra}]'"
         ) from err
+
+
+def st_module(name: str) -> ModuleType:
+    """``sentence_transformers.sentence_transformer.<name>`` (5.5+ and 6.x layout), else the
+    pre-5.5 ``sentence_transformers.<name>`` (``evaluation``, ``losses``, ``training_args``).
+
+    The one place that knows where sentence-transformers keeps its modules.
+    """
+    try:
+        return importlib.import_module(f"sentence_transformers.sentence_transformer.{name}")
+    except ImportError:
+        return importlib.import_module(f"sentence_transformers.{name}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BeirData", "StsPair", "iter_documents", "load_beir", "load_sts"]
+__all__ = ["BeirData", "StsPair", "iter_documents", "load_beir", "load_sts", "read_jsonl"]
 
 
 @dataclass
@@ -34,7 +34,12 @@ class BeirData:
         return doc["text"]
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a ``.jsonl`` file, one a line (blank lines skipped).
+
+    Raises:
+        ValueError: a line that is not a JSON object (file and line number named).
+    """
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -60,12 +65,12 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirData:
     if not corpus_path.exists():
         raise FileNotFoundError(f"{folder} is not a BEIR folder: {corpus_path.name} is missing")
     corpus: dict[str, dict[str, str]] = {}
-    for row in _read_jsonl(corpus_path):
+    for row in read_jsonl(corpus_path):
         corpus[str(row["_id"])] = {"title": str(row.get("title") or ""), "text": str(row["text"])}
     queries: dict[str, str] = {}
     queries_path = folder / "queries.jsonl"
     if queries_path.exists():
-        queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(queries_path)}
+        queries = {str(r["_id"]): str(r["text"]) for r in read_jsonl(queries_path)}
     qrels: dict[str, dict[str, int]] = {}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if qrels_path.exists():
@@ -123,7 +128,7 @@ def iter_documents(path: str | Path, *, with_title: bool = False) -> Iterator[di
                 "metadata": {"title": doc["title"]} if doc.get("title") else {},
             }
     elif path.suffix == ".jsonl":
-        for n, row in enumerate(_read_jsonl(path), 1):
+        for n, row in enumerate(read_jsonl(path), 1):
             if "text" not in row:
                 raise ValueError(f"{path}:{n}: missing 'text'")
             yield {"text": row["text"], "id": row.get("id", row.get("_id")),

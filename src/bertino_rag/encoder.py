@@ -170,7 +170,7 @@ class Encoder:
         if full_dim is None:
             raise ValueError(f"model {self.name!r} does not report its embedding dimension")
         self.full_dim = int(full_dim)
-        self.dim = self.full_dim if dim is None else self._check_dim(dim)
+        self.dim = self.full_dim if dim is None else self.check_dim(dim)
 
     def _load(
         self,
@@ -211,7 +211,12 @@ class Encoder:
         self.backend_file = None if target is None else str(target)
         return model
 
-    def _check_dim(self, dim: int) -> int:
+    def check_dim(self, dim: int) -> int:
+        """``dim`` as an int, when it is a valid truncation size (1..``full_dim``).
+
+        Raises:
+            ValueError: naming the model and its full dimension.
+        """
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
             raise ValueError(f"dim must be an int, got {type(dim).__name__}")
         if dim <= 0:
@@ -321,7 +326,7 @@ class Encoder:
                 raise ValueError(f"text at position {i} is {type(t).__name__}, expected str")
             if not t.strip():
                 raise ValueError(f"text at position {i} is empty")
-        dim = self.dim if dim is None else self._check_dim(dim)
+        dim = self.dim if dim is None else self.check_dim(dim)
         if not texts:
             empty_full = np.zeros((0, self.full_dim), dtype=np.float32)
             return Encoded(full=empty_full, index=np.zeros((0, dim), dtype=np.float32))

@@ -119,7 +119,7 @@ class Retriever:
             model, dim=dim, device=device, batch_size=batch_size, backend=backend,
             quantize=quantize, calibration=calibration,
         )
-        self.dim = self.encoder._check_dim(dim)
+        self.dim = self.encoder.check_dim(dim)
         self.rerank = bool(rerank)
         self.rerank_k = rerank_k
         self.write_batch_size = write_batch_size
@@ -133,10 +133,7 @@ class Retriever:
             lexical=lexical,
         )
         self.hybrid = hybrid
-        if self.store.is_open and self.store._collection == collection and not recreate:
-            self.stamp.check(self.store.stamp, collection)
-        else:
-            self.store.open(collection, self.stamp, recreate=recreate)
+        self.store.ensure_open(collection, self.stamp, recreate=recreate)
         self.collection = collection
         self.last_index_report: IndexReport | None = None
 

@@ -196,6 +196,29 @@ class StoreConformance:
             filled.upsert([Document(text="x", id="nan-doc")], bad, vec.full[:1])
         assert filled.count() == len(docs)
 
+    def test_async_upsert_is_validated_like_upsert(self, filled, data):
+        docs, vec, _ = data
+        new = [Document(text="nuovo", id="new-async")]
+        with pytest.raises(ValueError, match="128 dims"):
+            asyncio.run(filled.aupsert(new, vec.full[:1], vec.full[:1]))
+        with pytest.raises(ValueError, match="pass full_vectors"):
+            asyncio.run(filled.aupsert(new, vec.index[:1]))
+        with pytest.raises(ValueError, match="unique"):
+            asyncio.run(filled.aupsert(new * 2, vec.index[:2], vec.full[:2]))
+        assert filled.count() == len(docs)
+        asyncio.run(filled.aupsert(new, vec.index[3:4], vec.full[3:4]))
+        assert [d.text for d in filled.get(["new-async"])] == ["nuovo"]
+
+    def test_ties_are_ordered_by_id(self, filled, data):
+        docs, vec, _ = data
+        twins = [Document(text=f"gemello {s}", id=f"{docs[7].id}-{s}") for s in ("b", "a")]
+        filled.upsert(twins, vec.index[[7, 7]], vec.full[[7, 7]])
+        want = sorted([docs[7].id] + [t.id for t in twins])
+        hits = filled.search(vec.index[7], k=3)
+        assert [h.id for h in hits] == want
+        two = filled.search(vec.index[7], k=3, full_vector=vec.full[7], rerank_k=10)
+        assert [h.id for h in two] == want
+
     def test_bad_k(self, filled, data):
         _, vec, _ = data
         for k in (0, -1, 2.5):
@@ -260,6 +283,16 @@ class StoreConformance:
             assert name in str(err.value)
             if second is not filled:
                 second.close()
+        assert filled.count() == len(docs)
+
+    def test_ensure_open_on_a_shared_store(self, filled, name, stamp, data):
+        docs, _, _ = data
+        filled.ensure_open(name, stamp)  # already open: only the stamp is checked
+        assert filled.count() == len(docs)
+        other = Stamp(model="another/model", full_dim=stamp.full_dim, index_dim=128)
+        with pytest.raises(StampMismatchError, match="model"):
+            filled.ensure_open(name, other)
+        assert filled.is_open and filled.stamp == stamp
         assert filled.count() == len(docs)
 
     def test_recreate_drops_the_old_collection(self, make_store, filled, name, stamp):

@@ -115,3 +115,16 @@ def test_missing_train_extra_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ImportError, match=r"pip install 'bertino-rag\[train\]'"):
         train(TrainConfig(train_data="anything"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"test_fraction": 0.5, "dev_fraction": 0.5}, "leave pairs for training"),
+    ({"select_by": "funnel_ndcg@10", "rerank_k": None}, "needs rerank_k"),
+    ({"select_by": "mrr"}, "select_by"),
+    ({"precision": "int4"}, "precision"),
+    ({"rerank_k": 0}, "rerank_k must be positive"),
+    ({"sts_ratio": 0}, "sts_ratio must be positive"),
+])
+def test_new_fields_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)

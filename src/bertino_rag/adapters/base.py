@@ -9,7 +9,13 @@ Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get
 ``_delete``, ``_count``, ``_drop``, ``_export`` (read every stored point back with its
 vectors) and, when they can do better than the generic "search, fetch full vectors, rescore"
 path, ``_search_two_stage``. A store with an index to build after bulk writes overrides
-``build_index``.
+``build_index``. Backends with a native
+async client also override ``_aupsert`` and ``_asearch``, which receive input already
+validated by :meth:`VectorStore._prepare_upsert` / :meth:`VectorStore._prepare_search`.
+
+Two rules every backend shares live here once: the order of results
+(:func:`ranking_key`: higher score first, ties by id) and the error for ids that are not
+stored (:func:`check_found`).
 
 Lexical (BM25) search beside the vectors: a collection whose stamp has ``lexical`` set keeps a
 lexical index of every document, written by the same ``upsert`` (same ids, same write) and
@@ -26,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -38,7 +44,17 @@ from ..lexical import BM25, Analyzer, EmptyQueryError, LexicalUnavailableError, 
 from ..types import Document, Hit, Stamp
 from .filters import Condition, parse_filter
 
-__all__ = ["ExportBatch", "HybridQuery", "SearchQuery", "StoreError", "VectorStore", "rescore"]
+__all__ = [
+    "ExportBatch",
+    "HybridQuery",
+    "SearchQuery",
+    "StoreError",
+    "UpsertBatch",
+    "VectorStore",
+    "check_found",
+    "ranking_key",
+    "rescore",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +91,17 @@ class ExportBatch:
 
 
 @dataclass(frozen=True)
+class UpsertBatch:
+    """A validated upsert: unique-id documents with their index (and full) vectors, and their
+    analyzed term counts when the collection keeps a lexical index."""
+
+    documents: list[Document]
+    vectors: np.ndarray
+    full: np.ndarray | None
+    terms: list[dict[str, int]] | None = None
+
+
+@dataclass(frozen=True)
 class HybridQuery:
     """A validated hybrid search: the dense side, the analyzed query terms and the fusion.
 
@@ -91,6 +118,22 @@ class StoreError(RuntimeError):
     """A store operation failed (unreachable server, failed write, closed store)."""
 
 
+def ranking_key(score: float, doc_id: str) -> tuple[float, str]:
+    """Sort key of a result: higher score first, ties broken by id.
+
+    Every store and the exact evaluation search order results with it, so the same vectors
+    give the same ranking everywhere.
+    """
+    return (-float(score), doc_id)
+
+
+def check_found(ids: Sequence[str], found: Container[str], collection: str) -> None:
+    """Raise ``KeyError`` naming (up to ten of) the ``ids`` missing from ``found``."""
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise KeyError(f"ids not in collection {collection!r}: {missing[:10]}")
+
+
 def rescore(
     candidates: Sequence[Hit], full: np.ndarray, full_query: np.ndarray, k: int
 ) -> list[Hit]:
@@ -103,7 +146,7 @@ def rescore(
         return []
     scores = full.astype(np.float32, copy=False) @ full_query.astype(np.float32, copy=False)
     ids = [h.id for h in candidates]
-    order = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), ids[i]))[:k]
+    order = sorted(range(len(candidates)), key=lambda i: ranking_key(float(scores[i]), ids[i]))[:k]
     return [
         Hit(id=candidates[i].id, text=candidates[i].text, score=float(scores[i]),
             metadata=candidates[i].metadata)
@@ -179,6 +222,19 @@ class VectorStore(ABC):
             raise StoreError(f"{self!r} has no collection {collection!r}")
         self.open(collection, found)
         return found
+    def ensure_open(self, collection: str, stamp: Stamp, *, recreate: bool = False) -> None:
+        """Make ``collection`` the open one, built with ``stamp``.
+
+        When it is already open here (a store shared by several retrievers), only its stamp
+        is checked; otherwise (or with ``recreate``) this is :meth:`open`.
+
+        Raises:
+            StampMismatchError: the collection was built with another model, dim or layout.
+        """
+        if not recreate and self.is_open and self._collection == collection:
+            stamp.check(self.stamp, collection)
+        else:
+            self.open(collection, stamp, recreate=recreate)
 
     @property
     def stamp(self) -> Stamp:
@@ -257,10 +313,21 @@ class VectorStore(ABC):
 
         The whole call is validated before anything is written.
         """
+        batch = self._prepare_upsert(documents, vectors, full_vectors)
+        if batch is not None:
+            self._write(batch)
+
+    def _prepare_upsert(
+        self,
+        documents: Sequence[Document],
+        vectors: Any,
+        full_vectors: Any | None,
+    ) -> UpsertBatch | None:
+        """Validate an upsert once, for the sync and async paths alike (``None``: no rows)."""
         stamp = self.stamp
         n = len(documents)
         if n == 0:
-            return
+            return None
         ids = [d.id for d in documents]
         if len(set(ids)) != n:
             raise ValueError("upsert: ids must be unique within one call")
@@ -274,11 +341,17 @@ class VectorStore(ABC):
                 )
             full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors", n)
         if stamp.lexical is None:
-            self._upsert(list(documents), vec, full)
-            return
+            return UpsertBatch(list(documents), vec, full)
         analyzer = lexical_config(stamp.lexical)[0]
         terms = analyzer.counts_batch(d.text for d in documents)
-        self._upsert_lexical(list(documents), vec, full, terms)
+        return UpsertBatch(list(documents), vec, full, list(terms))
+
+    def _write(self, batch: UpsertBatch) -> None:
+        """Write a validated batch: vectors, and term counts when the collection has them."""
+        if batch.terms is None:
+            self._upsert(batch.documents, batch.vectors, batch.full)
+        else:
+            self._upsert_lexical(batch.documents, batch.vectors, batch.full, batch.terms)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id; unknown ids are ignored."""
@@ -601,8 +674,19 @@ class VectorStore(ABC):
         vectors: np.ndarray,
         full_vectors: np.ndarray | None = None,
     ) -> None:
-        """Async :meth:`upsert`; runs in a worker thread unless the backend has an async client."""
-        await asyncio.to_thread(self.upsert, documents, vectors, full_vectors)
+        """Async :meth:`upsert`: the backend's async client where it has one (``_aupsert``),
+        else a worker thread. Validated like :meth:`upsert`, before anything is written."""
+        batch = self._prepare_upsert(documents, vectors, full_vectors)
+        if batch is None:
+            return
+        if batch.terms is not None:  # the lexical write is the store's sync one
+            await asyncio.to_thread(self._write, batch)
+        else:
+            await self._aupsert(batch)
+
+    async def _aupsert(self, batch: UpsertBatch) -> None:
+        """Backend hook for async upsert of a validated batch; default: a worker thread."""
+        await asyncio.to_thread(self._upsert, batch.documents, batch.vectors, batch.full)
 
     async def asearch(
         self,

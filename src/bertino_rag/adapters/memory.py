@@ -36,7 +36,7 @@ import numpy as np
 
 from ..types import Document, Hit, Stamp
 from . import _postings
-from .base import StoreError, VectorStore, lexical_config
+from .base import StoreError, VectorStore, check_found, lexical_config, ranking_key
 from .filters import _FIELD, Condition
 
 __all__ = ["MemoryStore"]
@@ -557,9 +557,7 @@ class MemoryStore(VectorStore):
         with self._mutex:
             self._refresh()
             found = self._rows_of(ids)
-            missing = [i for i in ids if i not in found]
-            if missing:
-                raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+            check_found(ids, found, self.collection)
             out = np.empty((len(ids), self.stamp.full_dim), dtype=np.float32)
             for j, doc_id in enumerate(ids):
                 seg, row = found[doc_id][:2]
@@ -625,7 +623,7 @@ class MemoryStore(VectorStore):
                     for score, (seg, row) in zip(best_scores[qi], best_keys[qi], strict=True)
                     if np.isfinite(score)
                 ]
-                pairs.sort(key=lambda p: (-p[1], p[0]))
+                pairs.sort(key=lambda p: ranking_key(p[1], p[0]))
                 results.append(pairs[:k])
             wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
             found = self._rows_of(wanted)
@@ -720,7 +718,7 @@ class MemoryStore(VectorStore):
                         sel = scores >= kth
                         rows, scores = rows[sel], scores[sel]
                     pairs.extend(zip(s.ids[rows], scores.tolist(), strict=True))
-                pairs.sort(key=lambda p: (-p[1], p[0]))
+                pairs.sort(key=lambda p: ranking_key(p[1], p[0]))
                 results.append(pairs[:k])
             wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
             found = self._rows_of(wanted)

@@ -30,7 +30,7 @@ import os
 import re
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +39,15 @@ import numpy as np
 
 from .._deps import require
 from ..types import Document, Hit, Stamp
-from .base import SearchQuery, StoreError, VectorStore, rescore
+from .base import (
+    SearchQuery,
+    StoreError,
+    UpsertBatch,
+    VectorStore,
+    check_found,
+    ranking_key,
+    rescore,
+)
 from .filters import Condition
 from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
 
@@ -519,9 +527,7 @@ class MilvusStore(VectorStore):
 
     def _fetch_full(self, ids: list[str]) -> np.ndarray:
         found = self._lookup(ids, ["full_vector"])
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+        check_found(ids, found, self.collection)
         return np.stack([_decode_full(found[i]["full_vector"]) for i in ids])
 
     def _export(
@@ -584,7 +590,7 @@ class MilvusStore(VectorStore):
                 metadata=h["entity"].get("metadata") or {})
             for h in result
         ]
-        hits.sort(key=lambda h: (-h.score, h.id))
+        hits.sort(key=lambda h: ranking_key(h.score, h.id))
         return hits
 
     def _finish(
@@ -675,33 +681,14 @@ class MilvusStore(VectorStore):
         results = await self._acall("search", self._aclient().search(**request))
         return self._finish(results, query.k, query.full)
 
-    async def aupsert(
-        self,
-        documents: Sequence[Document],
-        vectors: np.ndarray,
-        full_vectors: np.ndarray | None = None,
-    ) -> None:
-        """Async :meth:`upsert` through ``AsyncMilvusClient`` (validated like upsert)."""
+    async def _aupsert(self, batch: UpsertBatch) -> None:
+        """Async upsert through ``AsyncMilvusClient`` (the thread default with ``client=``,
+        whose connection settings are not known)."""
         if not self._owns_client:
-            return await super().aupsert(documents, vectors, full_vectors)
-        stamp = self.stamp
-        n = len(documents)
-        if n == 0:
-            return None
-        if len({d.id for d in documents}) != n:
-            raise ValueError("upsert: ids must be unique within one call")
-        vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", n)
-        full = None
-        if stamp.full_vectors:
-            if full_vectors is None:
-                raise ValueError(
-                    f"collection {self.collection!r} stores full vectors for rescoring: "
-                    "pass full_vectors"
-                )
-            full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors", n)
-        rows = self._rows(list(documents), vec, full)
+            return await super()._aupsert(batch)
+        rows = self._rows(batch.documents, batch.vectors, batch.full)
         client = self._aclient()
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(rows), self.batch_size):
             await self._acall("upsert", client.upsert(self.collection,
                                                       rows[start : start + self.batch_size]))
         return None

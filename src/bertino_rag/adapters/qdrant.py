@@ -51,7 +51,13 @@ import numpy as np
 
 from .._deps import require
 from ..types import Document, Hit, Stamp
-from .base import SearchQuery, StoreError, VectorStore
+from .base import (
+    SearchQuery,
+    StoreError,
+    UpsertBatch,
+    VectorStore,
+    check_found,
+)
 from .filters import Condition
 from .qdrant_common import (
     FilterVocabulary,
@@ -570,9 +576,7 @@ class QdrantStore(VectorStore):
 
     def _fetch_full(self, ids: list[str]) -> np.ndarray:
         found = self._records(ids, with_full=True)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+        check_found(ids, found, self.collection)
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
     def _export(
@@ -650,26 +654,12 @@ class QdrantStore(VectorStore):
         return self._query(self._prefetch(vectors, full_vectors, k, rerank_k, flt))
 
     # ------------------------------------------------------------------ async
-    async def aupsert(self, documents: Sequence[Document], vectors: np.ndarray,
-                      full_vectors: np.ndarray | None = None) -> None:
-        """Async :meth:`upsert`: ``AsyncQdrantClient`` on a server; a worker thread in local
-        mode (an async local client would be a second engine on other data)."""
+    async def _aupsert(self, batch: UpsertBatch) -> None:
+        """Async upsert: ``AsyncQdrantClient`` on a server; a worker thread in local mode (an
+        async local client would be a second engine on other data)."""
         if self.local:
-            return await super().aupsert(documents, vectors, full_vectors)
-        stamp = self.stamp
-        documents = list(documents)
-        if not documents:
-            return None
-        if len({d.id for d in documents}) != len(documents):
-            raise ValueError("upsert: ids must be unique within one call")
-        vec = self._check_matrix(vectors, stamp.index_dim, "index vectors", len(documents))
-        full = None
-        if stamp.full_vectors:
-            if full_vectors is None:
-                raise ValueError(f"collection {self.collection!r} stores full vectors for "
-                                 "rescoring: pass full_vectors")
-            full = self._check_matrix(full_vectors, stamp.full_dim, "full vectors",
-                                      len(documents))
+            return await super()._aupsert(batch)
+        documents, vec, full = batch.documents, batch.vectors, batch.full
         client, name = self._aclient(), self.collection
         parts = self._batches(len(documents))
         gate = asyncio.Semaphore(self.parallel)

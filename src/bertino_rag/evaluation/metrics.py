@@ -6,10 +6,11 @@ produces the model card's table) on rankings made here: exact numpy search, or a
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from ..adapters.base import ranking_key
 
 __all__ = ["IR_KEYS", "STS_KEYS", "exact_search", "ir_metrics", "sts_correlations"]
 
@@ -23,12 +24,9 @@ Ranking = Sequence[tuple[str, float]]
 
 
 def _ir_evaluator_class() -> type:
-    try:
-        module = importlib.import_module("sentence_transformers.sentence_transformer.evaluation")
-    except ImportError:  # sentence-transformers < 5.5 layout
-        module = importlib.import_module("sentence_transformers.evaluation")
-    cls: type = module.InformationRetrievalEvaluator
-    return cls
+    from .._deps import st_module
+
+    return st_module("evaluation").InformationRetrievalEvaluator
 
 
 def ir_metrics(
@@ -82,7 +80,8 @@ def exact_search(
 ) -> list[list[tuple[str, float]]]:
     """Exact top-``k`` by dot product (cosine for normalized rows), ties broken by id.
 
-    The tie rule is the stores' (:func:`bertino_rag.adapters.rescore`), so rankings compare.
+    The order is the stores' (:func:`bertino_rag.adapters.base.ranking_key`), so rankings
+    compare.
     """
     queries = np.asarray(queries, dtype=np.float32)
     docs = np.asarray(docs, dtype=np.float32)
@@ -100,7 +99,8 @@ def exact_search(
         else:
             top = np.tile(np.arange(docs.shape[0]), (scores.shape[0], 1))
         for row, cols in zip(scores, top, strict=True):
-            pairs = sorted(((ids[c], float(row[c])) for c in cols), key=lambda p: (-p[1], p[0]))
+            pairs = sorted(((ids[c], float(row[c])) for c in cols),
+                           key=lambda p: ranking_key(p[1], p[0]))
             out.append(pairs)
     return out
 

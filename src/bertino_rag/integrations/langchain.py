@@ -86,7 +86,7 @@ class BertinoEmbeddings(Embeddings):
         self.encoder = encoder or Encoder(
             model, device=device, batch_size=batch_size, backend=backend
         )
-        self.dim = self.encoder.dim if dim is None else self.encoder._check_dim(dim)
+        self.dim = self.encoder.dim if dim is None else self.encoder.check_dim(dim)
 
     @property
     def model_name(self) -> str:
@@ -307,11 +307,7 @@ class BertinoVectorStore(VectorStore):
             rerank = self._rerank if self._rerank is not None else index_dim < full_dim
             stamp = Stamp(model=self.model_id, full_dim=full_dim, index_dim=index_dim,
                           normalized=True, full_vectors=bool(rerank))
-            store = self.store
-            if store.is_open and store._collection == self.collection and not self._recreate:
-                stamp.check(store.stamp, self.collection)
-            else:
-                store.open(self.collection, stamp, recreate=self._recreate)
+            self.store.ensure_open(self.collection, stamp, recreate=self._recreate)
             self._recreate = False
             self._stamp = stamp
             return stamp

@@ -28,6 +28,8 @@ _CHOICES = {
         "cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts"
     ),
     "neg_sampling": ("random", "top"),
+    "precision": ("auto", "bf16", "fp16", "fp32"),
+    "select_by": ("ndcg@10", "funnel_ndcg@10"),
 }
 
 
@@ -45,6 +47,9 @@ class TrainConfig:
         qrels_split: BEIR qrels file to read (``None``: ``train`` if present, else the only one).
         with_title: BEIR folders: embed ``"title\\ntext"`` instead of the text alone.
         dev_fraction: share of the pairs held out as dev split, by whole source documents.
+        test_fraction: share of the pairs held out as a test split (whole source documents,
+            apart from the dev ones), evaluated before and after training only: nothing is
+            chosen on it. 0: no test split.
         group_by: what a source document is: ``auto`` (jsonl/csv ``source`` column; BEIR: the
             part of the doc id before ``#``, else the title, else the doc id), ``title``,
             ``id-prefix`` or ``positive``.
@@ -52,14 +57,25 @@ class TrainConfig:
             the base model's output are scaled down proportionally (768-d recipe on a 384-d base:
             384, 256, 128, 64).
         best_dim: the dim whose dev NDCG@10 picks the best checkpoint.
+        rerank_k: the dev evaluation also scores the funnel the Retriever serves: ``best_dim``
+            search, then the top ``rerank_k`` rescored at full dim (``None``: exact search only).
+        select_by: the dev metric that picks the best checkpoint: ``ndcg@10`` (exact
+            ``best_dim`` search) or ``funnel_ndcg@10`` (the funnel, needs ``rerank_k``).
         batch_size: logical batch size (in-batch negatives of the cached loss).
         mini_batch_size: CachedMultipleNegativesRankingLoss mini-batch; ``None``: 16 on CPU, the
             largest that fits on a GPU (probed). It changes memory and speed, not gradients.
         num_negatives, neg_range_min, neg_range_max, neg_relative_margin, neg_sampling: hard
             negative mining with the base model (rank window and margin keep false negatives out).
-        sts_size: STS rows per epoch (``None``: resampled to the retrieval set size, as the card).
+        sts_size: STS rows per epoch (``None``: ``sts_ratio`` times the retrieval set size).
+        sts_ratio: STS rows per retrieval row when ``sts_size`` is unset (1.0: the card's
+            "resampled to the size of the retrieval set").
+        guided: false-negative filtering by a guide (GISTEmbed): CachedGISTEmbedLoss with a
+            frozen copy of the base model as guide, which masks every in-batch or hard negative
+            the guide scores above the positive.
         sts_max_score: the STS file's score scale (STS-B: 5); scores are divided by it.
-        fp16: ``None``: on when CUDA is used, never on CPU.
+        precision: ``auto``: bf16 on a GPU that supports it, else fp16 on CUDA, fp32 on CPU.
+        fp16: the older switch: ``True``/``False`` mean precision fp16/fp32 when ``precision``
+            is ``auto``.
         eval_steps: evaluate (and checkpoint) every N optimizer steps.
         max_steps: stop after N steps (``None``: run ``epochs``), for smoke runs.
         dataloader_workers: ``None``: 0 on CPU, up to 4 on a GPU (with pinned memory).
@@ -74,10 +90,13 @@ class TrainConfig:
     qrels_split: str | None = None
     with_title: bool = False
     dev_fraction: float = 0.1
+    test_fraction: float = 0.0
     group_by: str = "auto"
     matryoshka_dims: list[int] = field(default_factory=lambda: list(CARD_DIMS))
     matryoshka_weights: list[float] = field(default_factory=lambda: list(CARD_WEIGHTS))
     best_dim: int = 128
+    rerank_k: int | None = 100
+    select_by: str = "ndcg@10"
     batch_size: int = 128
     mini_batch_size: int | None = None
     learning_rate: float = 1e-5
@@ -86,6 +105,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     epochs: float = 4.0
     max_steps: int | None = None
+    precision: str = "auto"
     fp16: bool | None = None
     batch_sampler: str = "no_duplicates"
     multi_dataset_sampler: str = "proportional"
@@ -100,6 +120,8 @@ class TrainConfig:
     neg_relative_margin: float | None = 0.05
     neg_sampling: str = "random"
     sts_size: int | None = None
+    sts_ratio: float = 1.0
+    guided: bool = False
     sts_max_score: float = 5.0
     eval_batch_size: int = 64
     dataloader_workers: int | None = None
@@ -128,6 +150,16 @@ class TrainConfig:
             )
         if not 0.0 < self.dev_fraction < 1.0:
             raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0 or self.dev_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1) and leave pairs for training "
+                             f"(dev_fraction {self.dev_fraction} + test_fraction "
+                             f"{self.test_fraction} < 1)")
+        if self.rerank_k is not None and self.rerank_k <= 0:
+            raise ValueError(f"rerank_k must be positive or None, got {self.rerank_k}")
+        if self.select_by == "funnel_ndcg@10" and self.rerank_k is None:
+            raise ValueError("select_by='funnel_ndcg@10' needs rerank_k (the funnel's depth)")
+        if self.sts_ratio <= 0:
+            raise ValueError(f"sts_ratio must be positive, got {self.sts_ratio}")
         for name in (
             "batch_size", "eval_steps", "logging_steps", "num_negatives", "eval_batch_size"
         ):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import random
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..data import StsPair, load_beir
+from ..data import StsPair, load_beir, read_jsonl
 
 __all__ = [
     "Pair",
@@ -122,15 +121,7 @@ def _load_beir_pairs(
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
-        return rows
+        return list(read_jsonl(path))
     if path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as fh:
             return list(csv.DictReader(fh))

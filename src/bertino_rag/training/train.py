@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections import defaultdict
@@ -15,14 +14,21 @@ from .._deps import require
 from ..data import load_sts
 from .config import TrainConfig, scale_dims
 from .data import RetrievalSet, load_pairs, mine_negatives, split_by_source, sts_dataset
-from .evaluate import evaluate_dims, format_table, ir_evaluator
+from .evaluate import dev_evaluator, evaluate_dims, format_table
+from .hardware import (
+    CPU_MINI_BATCH,
+    dataloader_settings,
+    loop_settings,
+    pick_mini_batch_size,
+    resolve_precision,
+    warmup_kwargs,
+)
 
-__all__ = ["CPU_MINI_BATCH", "dataloader_settings", "pick_mini_batch_size", "train",
-           "write_matryoshka_dims"]
+__all__ = ["CPU_MINI_BATCH", "dataloader_settings", "pick_mini_batch_size", "resolve_device",
+           "train", "write_matryoshka_dims"]
 
 logger = logging.getLogger("bertino_rag.training")
 
-CPU_MINI_BATCH = 16  # the card's mini_batch_size; on CPU a bigger one only costs memory
 
 
 def _require_deps() -> None:
@@ -38,71 +44,6 @@ def resolve_device(requested: str | None) -> str:
             raise ValueError(f"device={requested!r} but CUDA is not available")
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def pick_mini_batch_size(model: Any, requested: int | None, batch_size: int, device: str,
-                         max_seq_length: int | None = None) -> int:
-    """The CachedMultipleNegativesRankingLoss mini-batch.
-
-    The cached loss gives the same gradients for any mini-batch, so only memory and speed are
-    at stake. Rule: an explicit value wins (capped at ``batch_size``); on CPU the card's 16;
-    on a GPU the largest power of two up to ``batch_size`` whose forward + backward at the full
-    sequence length peaks under 80% of the device memory left after the weights, their
-    gradients and the two AdamW moments (probed once, before training).
-    """
-    if requested is not None:
-        return max(1, min(int(requested), batch_size))
-    if not str(device).startswith("cuda"):
-        return min(CPU_MINI_BATCH, batch_size)
-    return _probe_cuda(model, batch_size, max_seq_length or int(model.max_seq_length))
-
-
-def _probe_cuda(model: Any, batch_size: int, seq_len: int) -> int:
-    import torch
-
-    total = torch.cuda.get_device_properties(model.device).total_memory
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    budget = 0.8 * (total - 3 * param_bytes)  # grads + AdamW exp_avg, exp_avg_sq
-    candidate = batch_size
-    text = " ".join(["parola"] * seq_len)
-    was_training = model.training
-    model.train()
-    best = 1
-    while candidate >= 1:
-        try:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            features = model.tokenize([text] * candidate)
-            features = {k: v.to(model.device) for k, v in features.items()}
-            with torch.autocast("cuda", dtype=torch.float16):
-                out = model(features)["sentence_embedding"]
-            out.float().pow(2).sum().backward()
-            peak = torch.cuda.max_memory_allocated()
-            model.zero_grad(set_to_none=True)
-            if peak <= budget:
-                best = candidate
-                break
-        except torch.cuda.OutOfMemoryError:
-            model.zero_grad(set_to_none=True)
-        candidate //= 2
-    torch.cuda.empty_cache()
-    model.train(was_training)
-    logger.info("mini-batch probe: %d sequences of %d tokens fit (batch %d)", best, seq_len,
-                batch_size)
-    return best
-
-
-def dataloader_settings(device: str, workers: int | None) -> dict[str, Any]:
-    """Data loading that keeps a GPU fed: worker processes and pinned memory on CUDA only."""
-    on_gpu = str(device).startswith("cuda")
-    if workers is None:
-        workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if on_gpu else 0
-    return {
-        "dataloader_num_workers": workers,
-        "dataloader_pin_memory": on_gpu,
-        "dataloader_persistent_workers": workers > 0,
-        "dataloader_prefetch_factor": 2 if workers > 0 else None,
-    }
 
 
 def write_matryoshka_dims(folder: str | Path, dims: list[int]) -> None:
@@ -163,11 +104,27 @@ def _final_eval_callback():
     return EvaluateAtEnd()
 
 
-def _prepare_data(cfg: TrainConfig, model: Any) -> tuple[dict[str, Any], RetrievalSet, dict]:
-    assert cfg.train_data, "checked by train()"
+def split_data(cfg: TrainConfig) -> tuple[RetrievalSet, RetrievalSet, RetrievalSet | None]:
+    """(train, dev, test) by whole source documents, as :func:`train` splits ``train_data``.
+
+    The test articles (``test_fraction`` of the pairs) are set apart first, then the dev
+    articles (``dev_fraction`` of all pairs) from the rest; with ``test_fraction`` 0 the
+    dev split is exactly ``split_by_source(pairs, dev_fraction)``.
+    """
+    assert cfg.train_data is not None
     pairs = load_pairs(cfg.train_data, qrels_split=cfg.qrels_split, with_title=cfg.with_title,
                        group_by=cfg.group_by)
-    train_set, dev = split_by_source(pairs, cfg.dev_fraction, seed=cfg.seed)
+    test = None
+    if cfg.test_fraction > 0:
+        pairs, test = split_by_source(pairs, cfg.test_fraction, seed=cfg.seed + 1)
+    fraction = cfg.dev_fraction / (1.0 - cfg.test_fraction)
+    train_set, dev = split_by_source(pairs, min(fraction, 0.95), seed=cfg.seed)
+    return train_set, dev, test
+
+
+def _prepare_data(cfg: TrainConfig, model: Any
+                  ) -> tuple[dict[str, Any], RetrievalSet, RetrievalSet | None, dict]:
+    train_set, dev, test = split_data(cfg)
     dev_sources = sorted({p.source for p in dev.pairs})
     logger.info("dev split by source: %d pairs from %d sources held out (%s); %d training pairs "
                 "from %d sources", len(dev), len(dev_sources), ", ".join(dev_sources[:8])
@@ -186,14 +143,38 @@ def _prepare_data(cfg: TrainConfig, model: Any) -> tuple[dict[str, Any], Retriev
         "dev_pairs": len(dev), "dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus),
         "dev_sources": dev_sources,
     }
+    if test is not None:
+        info.update(test_pairs=len(test), test_queries=len(test.queries),
+                    test_corpus=len(test.corpus),
+                    test_sources=sorted({p.source for p in test.pairs}))
     if cfg.sts_data:
         sts_pairs = load_sts(cfg.sts_data)
-        size = cfg.sts_size or len(mined)
+        size = cfg.sts_size or max(1, round(cfg.sts_ratio * len(mined)))
         datasets["sts"] = sts_dataset(sts_pairs, size, max_score=cfg.sts_max_score, seed=cfg.seed)
         logger.info("STS: %d pairs resampled to %d rows (scores / %g)", len(sts_pairs), size,
                     cfg.sts_max_score)
         info.update(sts_pairs=len(sts_pairs), sts_rows=size)
-    return datasets, dev, info
+    return datasets, dev, test, info
+
+
+def _retrieval_loss(cfg: TrainConfig, model: Any, mini: int, columns: int, losses: Any) -> Any:
+    """The card's CachedMultipleNegativesRankingLoss; its plain form when one pass holds every
+    text of a batch (the same loss without the second forward); the GISTEmbed versions (a
+    frozen copy of the base model as guide) with ``guided``."""
+    one_pass = mini >= cfg.batch_size * columns
+    if cfg.guided:
+        from sentence_transformers import SentenceTransformer
+
+        guide = SentenceTransformer(cfg.base_model, device=str(model.device))
+        if cfg.max_seq_length:
+            guide.max_seq_length = cfg.max_seq_length
+        guide.requires_grad_(False)
+        if one_pass:
+            return losses.GISTEmbedLoss(model, guide)
+        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=mini)
+    if one_pass:
+        return losses.MultipleNegativesRankingLoss(model)
+    return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini)
 
 
 def train(config: TrainConfig) -> Path:
@@ -212,7 +193,7 @@ def train(config: TrainConfig) -> Path:
     from datasets import DatasetDict
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
-    from ._compat import losses as st_losses
+    from .._deps import st_module
 
     cfg = config
     cfg.validate()
@@ -225,9 +206,7 @@ def train(config: TrainConfig) -> Path:
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     device = resolve_device(cfg.device)
-    fp16 = cfg.fp16 if cfg.fp16 is not None else device.startswith("cuda")
-    if fp16 and not device.startswith("cuda"):
-        raise ValueError("fp16 needs a CUDA device")
+    precision = resolve_precision(device, cfg.precision, cfg.fp16)
     torch.manual_seed(cfg.seed)
 
     model = SentenceTransformer(cfg.base_model, device=device)
@@ -247,21 +226,27 @@ def train(config: TrainConfig) -> Path:
         logger.info("best_dim %d is not trained; the best checkpoint is picked at %d dims",
                     cfg.best_dim, best_dim)
 
-    datasets, dev, data_info = _prepare_data(cfg, model)
+    datasets, dev, test, data_info = _prepare_data(cfg, model)
     sts_dev = load_sts(cfg.sts_dev_data) if cfg.sts_dev_data else None
-    eval_kw: dict[str, Any] = {"max_score": cfg.sts_max_score, "batch_size": cfg.eval_batch_size}
+    eval_kw: dict[str, Any] = {"rerank_k": cfg.rerank_k, "funnel_dims": [best_dim],
+                               "batch_size": cfg.eval_batch_size}
     before = evaluate_dims(model, dev, sts_dev, dims, **eval_kw) if cfg.evaluate_before else None
     if before:
         logger.info("before training:\n%s", format_table(before))
+    test_before = (evaluate_dims(model, test, None, dims, **eval_kw)
+                   if test is not None and cfg.evaluate_before else None)
 
+    columns = 2 + cfg.num_negatives  # anchor, positive, negatives
     mini = pick_mini_batch_size(model, cfg.mini_batch_size, cfg.batch_size, device,
-                                cfg.max_seq_length)
-    L = st_losses()
-    loss = {"retrieval": L.MatryoshkaLoss(
-        model, L.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini), dims, weights)}
+                                cfg.max_seq_length, precision=precision, columns=columns)
+    L = st_module("losses")
+    retrieval_loss = _retrieval_loss(cfg, model, mini, columns, L)
+    loss = {"retrieval": L.MatryoshkaLoss(model, retrieval_loss, dims, weights)}
     if "sts" in datasets:
         loss["sts"] = L.MatryoshkaLoss(model, L.CoSENTLoss(model), dims, weights)
-    evaluator = ir_evaluator(dev, best_dim, name=f"dev_{best_dim}", batch_size=cfg.eval_batch_size)
+    evaluator = dev_evaluator(dev, best_dim, rerank_k=cfg.rerank_k, select_by=cfg.select_by,
+                              batch_size=cfg.eval_batch_size)
+    best_metric = f"eval_dev_{evaluator.primary_metric}"
 
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -270,9 +255,7 @@ def train(config: TrainConfig) -> Path:
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
-        warmup_ratio=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
-        fp16=fp16,
         use_cpu=device == "cpu",
         batch_sampler=cfg.batch_sampler,
         multi_dataset_batch_sampler=cfg.multi_dataset_sampler,
@@ -282,23 +265,33 @@ def train(config: TrainConfig) -> Path:
         save_steps=cfg.eval_steps,
         save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=True,
-        metric_for_best_model=f"eval_dev_{best_dim}_cosine_ndcg@10",
+        metric_for_best_model=best_metric,
         greater_is_better=True,
         logging_steps=cfg.logging_steps,
         seed=cfg.seed,
         report_to="none",
+        **warmup_kwargs(cfg.warmup_ratio),
+        **loop_settings(device, precision),
         **dataloader_settings(device, cfg.dataloader_workers),
     )
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=DatasetDict(datasets), loss=loss,
         evaluator=evaluator, callbacks=[_final_eval_callback()],
     )
-    logger.info("training %s on %s: dims %s, weights %s, batch %d (mini-batch %d), lr %g, %s",
-                cfg.base_model, device, dims, weights, cfg.batch_size, mini, cfg.learning_rate,
+    logger.info("training %s on %s (%s): dims %s, weights %s, batch %d (mini-batch %d, %s), "
+                "lr %g, %s", cfg.base_model, device, precision, dims, weights, cfg.batch_size,
+                mini, type(retrieval_loss).__name__, cfg.learning_rate,
                 f"max_steps {cfg.max_steps}" if cfg.max_steps else f"{cfg.epochs:g} epochs")
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     trainer.train()
+    if on_cuda:
+        torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
+    peak_gpu = int(torch.cuda.max_memory_allocated()) if on_cuda else None
+    loop_seconds = max(train_seconds - evaluator.seconds, 1e-9)  # steps without dev evaluations
     state = trainer.state
 
     tasks = {}
@@ -316,6 +309,7 @@ def train(config: TrainConfig) -> Path:
     write_matryoshka_dims(out, dims)
     after = evaluate_dims(model, dev, sts_dev, dims, **eval_kw)
     logger.info("after training:\n%s", format_table(after, before))
+    test_after = evaluate_dims(model, test, None, dims, **eval_kw) if test is not None else None
     wall_seconds = round(time.perf_counter() - started, 1)
     metrics = {
         "base_model": cfg.base_model,
@@ -324,13 +318,21 @@ def train(config: TrainConfig) -> Path:
         "best_dim": best_dim,
         "before": before,
         "after": after,
+        "test": {"before": test_before, "after": test_after} if test is not None else None,
         "training": {
             "device": device,
-            "fp16": fp16,
+            "gpu": torch.cuda.get_device_name(device) if on_cuda else None,
+            "precision": precision,
             "mini_batch_size": mini,
+            "retrieval_loss": type(retrieval_loss).__name__,
             "steps": state.global_step,
             "epochs": round(epochs_run, 3),
             "train_seconds": round(train_seconds, 1),
+            "eval_seconds": round(evaluator.seconds, 1),
+            "steps_per_second": round(state.global_step / loop_seconds, 4),
+            "examples_per_second": round(sum(c["examples"] for c in tasks.values())
+                                         / loop_seconds, 2),
+            "peak_gpu_bytes": peak_gpu,
             "wall_seconds": wall_seconds,
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": state.best_metric,
