@@ -1,4 +1,4 @@
-"""Command line: ``bertino-rag index | search | eval | train``."""
+"""Command line: ``bertino-rag index | search | eval | train | migrate``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "nickprock/multi-sentence-BERTino)")
     p.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
     p.add_argument("--store", default=DEFAULT_STORE,
-                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]' or 'milvus:FILE.db|URL' "
+                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
+                        "'milvus:FILE.db|URL' "
                         f"(default: {DEFAULT_STORE})")
     p.add_argument("--collection", default="bertino")
     p.add_argument("--no-rerank", action="store_true",
@@ -262,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join this many neighbouring chunks to each hit on each side")
     p.set_defaults(func=_cmd_search)
 
-    for module in ("bertino_rag.evaluation", "bertino_rag.training.cli"):
+    for module in ("bertino_rag.evaluation", "bertino_rag.training.cli", "bertino_rag.migrate"):
         try:
             register = __import__(module, fromlist=["register_cli"]).register_cli
         except (ImportError, AttributeError):

@@ -484,6 +484,67 @@ class StoreConformance:
             again.close()
         filled.open(name, stamp)
 
+    # ------------------------------------------------------------------ export
+    def test_export_returns_every_point_with_its_vectors(self, filled, data):
+        docs, vec, _ = data
+        batches = list(filled.export(batch_size=7))
+        assert batches and all(0 < len(b.documents) <= 7 for b in batches)
+        got = [d for b in batches for d in b.documents]
+        assert sorted(d.id for d in got) == sorted(d.id for d in docs)  # each exactly once
+        row = {d.id: i for i, d in enumerate(docs)}
+        for b in batches:
+            rows = [row[d.id] for d in b.documents]
+            assert [(d.text, d.metadata) for d in b.documents] == [
+                (docs[r].text, docs[r].metadata) for r in rows]
+            assert b.vectors.dtype == np.float32 and b.vectors.shape == (len(rows), 128)
+            np.testing.assert_allclose(b.vectors, vec.index[rows], atol=1e-5)
+            assert b.full_vectors is not None
+            # full vectors come back as stored: float16 values
+            np.testing.assert_allclose(b.full_vectors, vec.full[rows], atol=2e-3)
+
+    def test_export_copies_into_another_store(self, filled, data, stamp):
+        """What export() yields, upserted into an exact store, searches like the original."""
+        from bertino_rag.adapters import MemoryStore
+
+        _, _, queries = data
+        copy = MemoryStore()
+        copy.open("copy", filled.stamp)
+        for b in filled.export(batch_size=50):
+            copy.upsert(b.documents, b.vectors, b.full_vectors)
+        assert copy.count() == filled.count()
+        want = filled.search(queries.index[3], k=5, full_vector=queries.full[3], rerank_k=30)
+        got = copy.search(queries.index[3], k=5, full_vector=queries.full[3], rerank_k=30)
+        same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want],
+                     [h.score for h in want], tol=self.full_tol)
+
+    def test_export_without_full_vectors_and_empty(self, make_store, name, stamp, data):
+        docs, vec, _ = data
+        slim = Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=128,
+                     full_vectors=False)
+        store = make_store()
+        store.open(name, slim)
+        try:
+            assert list(store.export()) == []
+            store.upsert(docs[:5], vec.index[:5])
+            (batch,) = list(store.export())
+            assert batch.full_vectors is None and len(batch.documents) == 5
+        finally:
+            store.drop()
+
+    def test_stored_stamp_and_open_existing(self, make_store, filled, name, stamp, data):
+        docs, _, _ = data
+        other = make_store()
+        assert other.stored_stamp(name) == stamp
+        assert other.stored_stamp(f"{name}_missing") is None
+        with pytest.raises(StoreError, match="no collection"):
+            other.open_existing(f"{name}_missing")
+        if other is not filled:
+            assert not other.is_open
+            assert other.open_existing(name) == stamp
+            assert other.count() == len(docs)
+            other.close()
+        assert filled.count() == len(docs)
+
     # ------------------------------------------------------------------ async
     def test_async_search_equals_sync(self, filled, data):
         _, _, queries = data

@@ -46,9 +46,8 @@ import functools
 import logging
 import os
 import threading
-import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -68,13 +67,19 @@ from .base import (
     aretry,
     check_found,
     id_ranks,
-    ranking_key,
     redact,
     rescore_rows,
     retry,
     safe_location,
 )
 from .filters import FilterError, Node, Or
+from .qdrant_common import (
+    FilterVocabulary,
+    equal_condition,
+    hits_from_points,
+    parse_index_fields,
+    point_id,
+)
 
 require("qdrant_client", "qdrant")
 
@@ -85,26 +90,17 @@ from qdrant_client.http.exceptions import (  # noqa: E402
 )
 from qdrant_client.local.qdrant_local import QdrantLocal  # noqa: E402
 
-__all__ = ["QdrantStore"]
+__all__ = ["QdrantStore", "point_id"]
 
 logger = logging.getLogger(__name__)
 
 FULL = "full"
 META_KEY = "bertino_rag"
 STAMP_SUFFIX = "__bertino_stamp"
-#: namespace of the uuid5 point ids derived from document ids
-ID_NAMESPACE = uuid.UUID("6f2d6c1e-8a55-5b8e-9c43-2f4e0b6a9d11")
-_MAX_EXACT_FLOAT = 2**53
 _OVERSAMPLING = {"int8": 2.0, "binary": 3.0}
-_PAYLOAD_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
 
 Quantization = Literal["int8", "binary"] | None
 TwoStage = Literal["auto", "prefetch", "rescore"]
-
-
-def point_id(doc_id: str) -> str:
-    """The Qdrant point id of a document id (point ids must be unsigned ints or UUIDs)."""
-    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -247,7 +243,7 @@ class QdrantStore(VectorStore):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.quantization = quantization
-        self.index_fields = _index_fields(index_fields)
+        self.index_fields = parse_index_fields(index_fields)
         self.batch_size = batch_size
         self.parallel = parallel
         self.max_retries = max(0, int(max_retries))
@@ -493,6 +489,25 @@ class QdrantStore(VectorStore):
                 self.client.create_payload_index, collection, f"metadata.{field}",
                 field_schema=models.PayloadSchemaType(schema), wait=True), "payload index")
 
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        acquired = False
+        if self._client is None and self.path is not None:
+            self._client, self._lock = _FOLDERS.acquire(self.path)
+            acquired = True
+        elif self._client is None:
+            self._client = QdrantClient(**self._server_options)
+        try:
+            if not self._call(lambda: self.client.collection_exists(collection), "open"):
+                return None
+            found = self._read_stamp(collection)
+            if found is None:
+                raise StoreError(f"Qdrant collection {collection!r} exists but has no "
+                                 "bertino-rag stamp (it was not created by bertino-rag)")
+            return found
+        finally:
+            if acquired:
+                self._release()
+
     def _delete_collection(self, collection: str) -> None:
         self._call(lambda: self.client.delete_collection(collection), "drop")
         side = collection + STAMP_SUFFIX
@@ -654,6 +669,31 @@ class QdrantStore(VectorStore):
         check_found(ids, found, self.collection)
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        full = self.stamp.full_vectors
+        names = [self.index_vector, *([FULL] if full else [])]
+        offset: Any = None
+        def page(start: Any) -> Any:
+            return self._call(lambda: self.client.scroll(
+                self.collection, limit=batch_size, offset=start, with_payload=True,
+                with_vectors=names), "scroll")
+
+        while True:
+            records, offset = page(offset)
+            if records:
+                payloads = [r.payload or {} for r in records]
+                vectors: list[Any] = [r.vector for r in records]
+                docs = [Document(text=p["text"], id=p["doc_id"], metadata=p.get("metadata") or {})
+                        for p in payloads]
+                index = np.asarray([v[self.index_vector] for v in vectors], dtype=np.float32)
+                fulls = (np.asarray([v[FULL] for v in vectors], dtype=np.float32)
+                         if full else None)
+                yield docs, index, fulls
+            if offset is None:
+                return
+
     def _params(self) -> models.SearchParams | None:
         if self.local or (self.quantization is None and self.hnsw_ef is None):
             return None
@@ -681,7 +721,7 @@ class QdrantStore(VectorStore):
     def _query(self, requests: list[models.QueryRequest]) -> list[list[Hit]]:
         responses = self._call(
             lambda: self.client.query_batch_points(self.collection, requests), "query")
-        return [_hits(r.points) for r in responses]
+        return [hits_from_points(r.points) for r in responses]
 
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
         flt = self._compile(conditions)
@@ -826,7 +866,7 @@ class QdrantStore(VectorStore):
             requests = self._prefetch(query.vectors, query.full, query.k, query.rerank_k, flt)
         responses = await self._acall(lambda: client.query_batch_points(name, requests),
                                       "query")
-        return [_hits(r.points) for r in responses]
+        return [hits_from_points(r.points) for r in responses]
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.where}, collection={self._collection!r})"
@@ -891,36 +931,12 @@ def _any_of(key: str, values: Sequence[Any]) -> Any:
 
 
 def _equal(key: str, value: Any) -> Any:
-    """Equality with filters.matches semantics: bool is not 1, "1" is not 1, 2 == 2.0."""
-    if isinstance(value, (bool, str)):
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    if isinstance(value, int) and abs(value) >= _MAX_EXACT_FLOAT:
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    # a range matches int and float payloads alike (MatchValue would miss 2.0 for 2)
-    return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+    return equal_condition(key, value, _VOCABULARY)
 
 
-def _hits(points: Sequence[models.ScoredPoint]) -> list[Hit]:
-    hits = []
-    for p in points:
-        payload = p.payload or {}
-        hits.append(Hit(id=payload.get("doc_id", str(p.id)), text=payload.get("text", ""),
-                        score=float(p.score), metadata=payload.get("metadata") or {}))
-    hits.sort(key=lambda h: ranking_key(h.score, h.id))
-    return hits
-
-
-def _index_fields(fields: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
-    if fields is None:
-        return {}
-    if isinstance(fields, str):
-        fields = [fields]
-    pairs = fields.items() if isinstance(fields, Mapping) else ((f, "keyword") for f in fields)
-    out = {}
-    for field, kind in pairs:
-        kind = str(getattr(kind, "value", kind)).lower()
-        if kind not in _PAYLOAD_TYPES:
-            raise ValueError(f"index_fields[{field!r}]: type {kind!r} is not one of "
-                             f"{_PAYLOAD_TYPES}")
-        out[str(field)] = kind
-    return out
+_VOCABULARY = FilterVocabulary(
+    filter=models.Filter,
+    field=lambda key, **kw: models.FieldCondition(key=key, **kw),
+    match=lambda value: models.MatchValue(value=value),
+    range=models.Range,
+)
