@@ -144,6 +144,18 @@ def chat_model_from_env() -> tuple[Runnable, str] | None:
     return llm, f"{model} at {base_url} (langchain-openai)"
 
 
+def build_chain(retriever: Runnable) -> tuple[Runnable, tuple[Runnable, str] | None]:
+    """One chain: retrieve once, keep the passages, build the prompt, and ask the chat model
+    configured in the environment (when there is one); also returns that model."""
+    rag = RunnableParallel(docs=retriever, question=RunnablePassthrough()).assign(
+        prompt=RunnableLambda(to_prompt_input) | PROMPT
+    )
+    chat = chat_model_from_env()
+    if chat is not None:
+        rag = rag.assign(answer=itemgetter("prompt") | chat[0] | StrOutputParser())
+    return rag, chat
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--question", default="Chi ha dipinto la Gioconda e dove si trova?")
@@ -162,13 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     retriever.index(docs)
     lc_retriever = retriever.as_langchain(k=args.k)
 
-    # one chain: retrieve once, keep the passages, build the prompt (and ask the model)
-    rag = RunnableParallel(docs=lc_retriever, question=RunnablePassthrough()).assign(
-        prompt=RunnableLambda(to_prompt_input) | PROMPT
-    )
-    chat = chat_model_from_env()
-    if chat is not None:
-        rag = rag.assign(answer=itemgetter("prompt") | chat[0] | StrOutputParser())
+    rag, chat = build_chain(lc_retriever)
 
     print(f"Domanda: {args.question}\n")
     try:

@@ -23,16 +23,13 @@ import socket
 import subprocess
 import sys
 import time
-from operator import itemgetter
 from pathlib import Path
 
 import httpx
-from langchain_core.output_parsers import StrOutputParser
-from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _offline import default_model_unavailable  # noqa: E402
-from rag_langchain import DOCUMENTS, PROMPT, _role, chat_model_from_env, to_prompt_input  # noqa: E402
+from rag_langchain import DOCUMENTS, _role, build_chain  # noqa: E402
 
 from bertino_rag.serve.client import BertinoClient, ServiceError  # noqa: E402
 from bertino_rag.serve.langchain import BertinoServiceRetriever  # noqa: E402
@@ -105,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"passages, {report['count']} in the collection\n")
 
             retriever = BertinoServiceRetriever(url=url, k=args.k)
-            rag = RunnableParallel(docs=retriever, question=RunnablePassthrough()).assign(
-                prompt=RunnableLambda(to_prompt_input) | PROMPT
-            )
-            chat = chat_model_from_env()
-            if chat is not None:
-                rag = rag.assign(answer=itemgetter("prompt") | chat[0] | StrOutputParser())
+            rag, chat = build_chain(retriever)
             print(f"Domanda: {args.question}\n")
             result = rag.invoke(args.question)
             print("Passaggi recuperati dal servizio:")
