@@ -22,6 +22,7 @@ from .conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 
 class TestQdrantEdge(StoreConformance):
     persistent = True
+    engine_rescores = True  # two-stage is one prefetch query: the engine scores the full vectors
 
     @pytest.fixture
     def make_store(self, tmp_path):
@@ -29,13 +30,15 @@ class TestQdrantEdge(StoreConformance):
 
 
 class TestQdrantEdgeExactInt8(StoreConformance):
-    """Quantized, with exact search: the contract holds with quantization configured."""
+    """Quantized, with exact search and numpy rescoring: the contract holds with quantization
+    configured, and two-stage scores are those of rescoring each query, bit for bit."""
 
     persistent = True
 
     @pytest.fixture
     def make_store(self, tmp_path):
-        return lambda: QdrantEdgeStore(tmp_path / "edge", quantization="int8", exact=True)
+        return lambda: QdrantEdgeStore(tmp_path / "edge", quantization="int8", exact=True,
+                                       two_stage="rescore")
 
 
 @pytest.fixture
@@ -343,15 +346,16 @@ def test_retriever_on_edge_equals_retriever_on_memory(tmp_path, encoder, squad_s
     from bertino_rag import Retriever
 
     docs = squad_slice["docs"][:30]
-    results = []
+    results, grouped = [], []
     for store in (MemoryStore(), QdrantEdgeStore(tmp_path / "edge", exact=True)):
         r = Retriever(dim=128, encoder=encoder, store=store, rerank_k=20)
-        with pytest.warns(UserWarning, match="max_seq_length"):
-            r.index(docs, show_progress_bar=False)
+        r.index(docs, show_progress_bar=False)  # chunked where a paragraph is too long
         assert r.last_index_report is not None and r.last_index_report.build_seconds >= 0
         results.append(r.search_batch(squad_slice["queries"][:20], k=5))
+        grouped.append(r.search_batch(squad_slice["queries"][:20], k=5, group_by="document"))
         r.close()
     _assert_same(results[1], results[0], tol=1e-3)
+    _assert_same(grouped[1], grouped[0], tol=1e-3)
 
 
 @pytest.mark.slow

@@ -72,10 +72,10 @@ from .base import (
     retry,
     safe_location,
 )
-from .filters import FilterError, Node, Or
+from .filters import Node
 from .qdrant_common import (
     FilterVocabulary,
-    equal_condition,
+    compile_conditions,
     hits_from_points,
     parse_index_fields,
     point_id,
@@ -547,10 +547,8 @@ class QdrantStore(VectorStore):
         """A ``models.Filter``, ``None`` (no filter) or ``False`` (matches nothing)."""
         if isinstance(conditions, models.Filter):
             return conditions
-        if not conditions:
-            return None
-        compiled = _conjunction(conditions)
-        return None if compiled is True else compiled
+        compiled: models.Filter | None | bool = compile_conditions(conditions, _VOCABULARY)
+        return compiled
 
     # ------------------------------------------------------------------ writes
     def _points(self, documents: Sequence[Document], vectors: np.ndarray,
@@ -872,71 +870,11 @@ class QdrantStore(VectorStore):
         return f"QdrantStore({self.where}, collection={self._collection!r})"
 
 
-def _conjunction(nodes: Sequence[Node]) -> models.Filter | bool:
-    """Nodes that must all hold: a ``models.Filter``, ``True`` (no constraint) or ``False``
-    (nothing matches)."""
-    must: list[Any] = []
-    must_not: list[Any] = []
-    for node in nodes:
-        part = _node(node)
-        if part is False:
-            return False
-        if part is True:
-            continue
-        negate, condition = part
-        (must_not if negate else must).append(condition)
-    if not must and not must_not:
-        return True
-    return models.Filter(must=must or None, must_not=must_not or None)
-
-
-def _node(c: Node) -> tuple[bool, Any] | bool:
-    """One node as (negated?, condition), or True/False when it is decided already."""
-    if isinstance(c, Or):
-        branches = [_conjunction(b) for b in c.branches]
-        if any(b is True for b in branches):
-            return True
-        live: list[Any] = [b for b in branches if isinstance(b, models.Filter)]
-        if not live:
-            return False
-        return False, models.Filter(should=live)
-    key = f"metadata.{c.field}"
-    if c.op in ("$eq", "$ne"):
-        return c.op == "$ne", _equal(key, c.value)
-    if c.op in ("$in", "$nin"):
-        if not c.value:  # an empty should is "no constraint" in Qdrant
-            return c.op == "$nin"
-        return c.op == "$nin", _any_of(key, c.value)
-    if c.op == "$exists":
-        # is_empty: missing, null or [] -- the $exists semantics of filters.exists
-        return c.value, models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
-    if isinstance(c.value, str):
-        raise FilterError(
-            f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
-            f"{c.value!r}); use $eq/$in, or store the field as a number"
-        )
-    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
-    return False, models.FieldCondition(key=key, range=models.Range(**{bound: c.value}))
-
-
-def _any_of(key: str, values: Sequence[Any]) -> Any:
-    """``$in``: one MatchAny for the strings (fast on long lists), equalities for the rest."""
-    texts = list(dict.fromkeys(v for v in values if isinstance(v, str)))
-    rest = list(dict.fromkeys((type(v), v) for v in values if not isinstance(v, str)))
-    parts: list[Any] = []
-    if texts:
-        parts.append(models.FieldCondition(key=key, match=models.MatchAny(any=texts)))
-    parts += [_equal(key, v) for _, v in rest]
-    return parts[0] if len(parts) == 1 else models.Filter(should=parts)
-
-
-def _equal(key: str, value: Any) -> Any:
-    return equal_condition(key, value, _VOCABULARY)
-
-
 _VOCABULARY = FilterVocabulary(
     filter=models.Filter,
     field=lambda key, **kw: models.FieldCondition(key=key, **kw),
     match=lambda value: models.MatchValue(value=value),
+    match_any=lambda values: models.MatchAny(any=values),
     range=models.Range,
+    is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
 )

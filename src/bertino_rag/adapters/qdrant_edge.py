@@ -45,7 +45,7 @@ import numpy as np
 
 from .._deps import require
 from ..types import Document, Hit, Stamp
-from .base import StoreError, VectorStore
+from .base import StoreError, VectorStore, check_found
 from .filters import Node
 from .qdrant_common import (
     FilterVocabulary,
@@ -69,6 +69,7 @@ DEFAULT_INDEX_THRESHOLD = 20_000
 
 # binary quantization is not offered: its recall at 128 dims has not been measured here yet
 Quantization = Literal["int8", "turbo8", "turbo4", "turbo2"] | None
+TwoStage = Literal["prefetch", "rescore"]
 _QUANTIZATIONS = ("int8", "turbo8", "turbo4", "turbo2")
 _OVERSAMPLING = {"int8": 2.0, "turbo8": 2.0, "turbo4": 3.0, "turbo2": 4.0}
 _PAYLOAD_TYPES = {
@@ -93,7 +94,9 @@ _VOCABULARY = FilterVocabulary(
     filter=qe.Filter,
     field=qe.FieldCondition,
     match=_match,
+    match_any=qe.MatchAny,
     range=qe.RangeFloat,
+    is_empty=qe.IsEmptyCondition,
 )
 
 
@@ -166,6 +169,10 @@ class QdrantEdgeStore(VectorStore):
         hnsw_ef: HNSW search beam; ``None`` for the engine default.
         exact: search every point exactly (brute force), ignoring HNSW and quantization.
         oversampling: candidates oversampling with quantization (default by kind).
+        two_stage: ``"prefetch"`` (one Query API call: the engine rescores the candidates on
+            ``full``; scores equal numpy's up to float rounding) or ``"rescore"`` (search,
+            fetch the candidates' full vectors, rescore in numpy: the scores of
+            :class:`~bertino_rag.adapters.MemoryStore` bit for bit).
         batch_size: points per write operation.
 
     Example:
@@ -187,6 +194,7 @@ class QdrantEdgeStore(VectorStore):
         hnsw_ef: int | None = None,
         exact: bool = False,
         oversampling: float | None = None,
+        two_stage: TwoStage = "prefetch",
         batch_size: int = 1024,
     ) -> None:
         super().__init__()
@@ -204,6 +212,10 @@ class QdrantEdgeStore(VectorStore):
         if hnsw_ef is not None and (isinstance(hnsw_ef, bool) or not isinstance(hnsw_ef, int)
                                     or hnsw_ef <= 0):
             raise ValueError(f"hnsw_ef must be a positive int or None, got {hnsw_ef!r}")
+        if two_stage not in ("prefetch", "rescore"):
+            raise ValueError(
+                f"two_stage must be 'prefetch' or 'rescore', got {two_stage!r}"
+            )
         if oversampling is not None and not oversampling >= 1:
             raise ValueError(f"oversampling must be >= 1, got {oversampling!r}")
         self.root = Path(path).resolve()
@@ -219,6 +231,7 @@ class QdrantEdgeStore(VectorStore):
         self.oversampling = oversampling or (
             _OVERSAMPLING[quantization] if quantization else None
         )
+        self.two_stage = two_stage
         self.batch_size = batch_size
         self._handle: _Shard | None = None
 
@@ -322,6 +335,17 @@ class QdrantEdgeStore(VectorStore):
             handle.shard.update(qe.UpdateOperation.create_field_index(
                 f"metadata.{field}", _PAYLOAD_TYPES[kind]))
 
+    def collections(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        # a folder with a stamp or a shard is listed, even when it is damaged
+        return sorted(f.name for f in self.root.iterdir()
+                      if (f / STAMP_FILE).is_file() or (f / SHARD_DIR).is_dir())
+
+    @property
+    def location(self) -> str:
+        return f"Qdrant Edge at {self.root}"
+
     def _stored_stamp(self, collection: str) -> Stamp | None:
         folder = self._folder(collection)
         found = _read_stamp(folder)
@@ -411,6 +435,21 @@ class QdrantEdgeStore(VectorStore):
     def _delete(self, ids: list[str]) -> None:
         self.shard.update(qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
 
+    def _ids_where(self, conditions: list[Node]) -> list[str]:
+        flt = self._compile(conditions)
+        if flt is False:
+            return []
+        ids: list[str] = []
+        offset: Any = None
+        selector = qe.PayloadSelector.Include(["doc_id"])
+        while True:
+            page, offset = self.shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=self.batch_size, filter=flt, with_payload=selector,
+                with_vector=False))
+            ids.extend((r.payload or {})["doc_id"] for r in page)
+            if offset is None:
+                return ids
+
     # ------------------------------------------------------------------ reads
     def _count(self) -> int:
         return int(self.shard.count(qe.CountRequest(exact=True)))
@@ -432,9 +471,7 @@ class QdrantEdgeStore(VectorStore):
 
     def _fetch_full(self, ids: list[str]) -> np.ndarray:
         found = self._records(ids, with_full=True)
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"ids not in collection {self.collection!r}: {missing[:10]}")
+        check_found(ids, found, self.collection)
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
     def _params(self) -> qe.SearchParams | None:
@@ -467,7 +504,9 @@ class QdrantEdgeStore(VectorStore):
     def _search_two_stage(self, vectors: np.ndarray, full_vectors: np.ndarray, k: int,
                           rerank_k: int, conditions: Any) -> list[list[Hit]]:
         """One Query API call per query: prefetch on the truncated vector, rescore on
-        ``full``."""
+        ``full`` (or, with ``two_stage="rescore"``, the generic search-fetch-rescore)."""
+        if self.two_stage == "rescore":
+            return super()._search_two_stage(vectors, full_vectors, k, rerank_k, conditions)
         flt = self._compile(conditions)
         if flt is False:
             return [[] for _ in vectors]
