@@ -260,7 +260,7 @@ class Retriever:
             spans = chunker.split_many([d.text for d in window_docs])
             parts = [(d, split_document(d, [(c.start, c.end, c.text) for c in cs]))
                      for d, cs in zip(window_docs, spans, strict=True)]
-            plan = plan_writes(parts, self.store.get, self.store.ids_where)
+            plan = plan_writes(parts, self.store.get, self.store.ids_of_documents)
             counts["chunked"] += sum(1 for _, p in parts if len(p) > 1)
             counts["chunks"] += sum(len(p) for _, p in parts)
             counts["unchanged"] += plan.unchanged
