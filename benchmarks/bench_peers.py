@@ -305,7 +305,11 @@ def search_batch(name, coll, queries: list[str], qfull: np.ndarray):
     out = []
     for v in vecs:
         docs = coll.similarity_search_with_score_by_vector(v, k=K)
-        out.append([(d.metadata["doc_id"], float(s)) for d, s in docs])
+        # The peers return hits best first, but their scores differ in direction:
+        # langchain-qdrant gives cosine similarities, langchain-milvus L2 distances (its
+        # default metric; smaller is better). The metrics sort by score, highest first, so
+        # each peer's own order is passed as the score.
+        out.append([(d.metadata["doc_id"], float(-rank)) for rank, (d, _) in enumerate(docs)])
     return out
 
 

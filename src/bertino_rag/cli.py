@@ -12,27 +12,76 @@ from typing import Any
 DEFAULT_STORE = "memory:./bertino_index"
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
+BACKENDS = ("torch", "onnx", "openvino")
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """The encoder flags of every subcommand that loads a model (index, search, serve, eval):
+    declared here once, so that each subcommand reads and documents them the same way."""
+    g = p.add_argument_group("encoder")
+    g.add_argument("--model", default=None,
                    help="hub id or local path (default: $BERTINO_RAG_MODEL or "
                         "nickprock/multi-sentence-BERTino)")
-    p.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
-    p.add_argument("--store", default=DEFAULT_STORE,
+    g.add_argument("--backend", choices=list(BACKENDS), default="torch",
+                   help="encoder runtime; onnx/openvino export the model once and cache it")
+    g.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
+    g.add_argument("--calibration", default=None, metavar="FILE.txt",
+                   help="openvino int8: calibration texts, one per line (default: the "
+                        "shipped Italian set)")
+    g.add_argument("--batch-size", type=_positive, default=32,
+                   help="texts per encoder call (default: 32)")
+    g.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda (default: the best available)")
+
+
+def calibration_texts(args: argparse.Namespace) -> list[str] | None:
+    """The texts of ``--calibration FILE`` (one per non-empty line), or None."""
+    if not getattr(args, "calibration", None):
+        return None
+    with open(args.calibration, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def encoder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``Encoder``/``Retriever`` that :func:`add_encoder_arguments`
+    reads."""
+    return {"model": args.model, "backend": args.backend, "quantize": args.quantize,
+            "calibration": calibration_texts(args), "batch_size": args.batch_size,
+            "device": args.device}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_collection_arguments(p: argparse.ArgumentParser) -> None:
+    """The encoder flags plus the collection's: store, dim, two-stage search and hybrid
+    (index, search, serve)."""
+    add_encoder_arguments(p)
+    g = p.add_argument_group("collection")
+    g.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
+    g.add_argument("--store", default=DEFAULT_STORE,
                    help="'memory[:DIR]', 'qdrant[:DIR|:URL]' or 'milvus:FILE.db|URL' "
                         f"(default: {DEFAULT_STORE})")
-    p.add_argument("--collection", default="bertino")
-    p.add_argument("--no-rerank", action="store_true",
+    g.add_argument("--collection", default="bertino")
+    g.add_argument("--no-rerank", action="store_true",
                    help="store and search the truncated vectors only")
-    p.add_argument("--rerank-k", type=int, default=100)
-    p.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
-                   help="encoder backend; onnx/openvino export the model once and cache it")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
-    p.add_argument("--hybrid", action="store_true",
+    g.add_argument("--rerank-k", type=int, default=100)
+    g.add_argument("--hybrid", action="store_true",
                    help="keep (or use) the Italian lexical (BM25) index beside the vectors")
-    p.add_argument("--fusion", default=None,
+    g.add_argument("--fusion", default=None,
                    help="hybrid fusion: 'minmax', 'rrf' or a file written by "
                         "'bertino-rag eval --tune-fusion' (default: minmax, weight 0.8)")
+
+
+_add_common = add_collection_arguments  # the name serve/cli.py and older code used
 
 
 class _CliError(Exception):
@@ -42,7 +91,7 @@ class _CliError(Exception):
 def _encoder(args: argparse.Namespace) -> Any:
     from .encoder import Encoder
 
-    return Encoder(args.model, dim=args.dim, backend=args.backend, quantize=args.quantize)
+    return Encoder(dim=args.dim, **encoder_options(args))
 
 
 def _check_chunks(docs: list[dict], encoder: Any, chunking: Any, store: Any) -> None:
@@ -68,11 +117,12 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
     mode = getattr(args, "mode", None)
     hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
     try:
-        return Retriever(dim=args.dim, model=args.model, store=store or args.store,
+        return Retriever(dim=args.dim, store=store or args.store,
                          rerank=not args.no_rerank, rerank_k=args.rerank_k,
                          collection=args.collection, recreate=recreate, create=create,
-                         backend=args.backend, quantize=args.quantize, hybrid=hybrid,
-                         fusion=getattr(args, "fusion", None), encoder=encoder)
+                         hybrid=hybrid, fusion=getattr(args, "fusion", None),
+                         **({"encoder": encoder} if encoder is not None
+                            else encoder_options(args)))
     except StampMismatchError as err:
         raise _CliError(_mismatch_advice(err, args)) from err
 
@@ -251,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="index a folder or a file (.txt, .md, .html, .pdf, .docx: one document each; "
              ".jsonl: one per line; or a BEIR folder)")
     p.add_argument("path", help="a folder (read recursively), a file, or a BEIR folder")
-    _add_common(p)
+    add_collection_arguments(p)
     p.add_argument("--recreate", action="store_true", help="drop the collection first")
     p.add_argument("--include", action="append", metavar="GLOB",
                    help="only files matching this glob (repeatable), e.g. '*.pdf'")
@@ -275,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search the indexed collection")
     p.add_argument("query")
-    _add_common(p)
+    add_collection_arguments(p)
     p.add_argument("-k", type=int, default=5)
     p.add_argument(
         "--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "it"}\''
@@ -290,15 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join this many neighbouring chunks to each hit on each side")
     p.set_defaults(func=_cmd_search)
 
-    for module in ("bertino_rag.evaluation", "bertino_rag.training.cli"):
-        try:
-            register = __import__(module, fromlist=["register_cli"]).register_cli
-        except (ImportError, AttributeError):
-            continue
-        register(sub)
+    # Registered explicitly: these modules import the standard library only, and each
+    # subcommand imports its optional extra when it runs (an ImportError naming the extra, shown
+    # as one line by main), so a missing extra never hides a subcommand, and a bug in one fails
+    # loudly here instead of removing it from the command line.
+    from .evaluation.cli import register_cli as register_eval
     from .serve.cli import register_cli as register_serve
+    from .training.cli import register_cli as register_train
 
-    register_serve(sub, _add_common)
+    register_eval(sub)
+    register_train(sub)
+    register_serve(sub)
     return parser
 
 

@@ -139,18 +139,20 @@ class WritePlan:
 def plan_writes(
     parts: Sequence[tuple[Document, list[Document]]],
     get: Callable[[list[str]], list[Document]],
-    ids_where: Callable[[dict[str, Any]], list[str]],
+    chunks_of: Callable[[list[str]], list[str]],
 ) -> WritePlan:
     """Compare documents (each with what to store for it) with the store.
 
     Stored items equal to a new one (same id, text and metadata) are not written again; stored
     items of these documents that the new version no longer has (old chunks, or the whole
     document now stored as chunks) are ``stale``: the caller deletes them after the writes.
+    ``get`` reads stored items by id, ``chunks_of`` lists the stored chunk ids of documents
+    (:meth:`VectorStore.ids_of_documents`).
     """
     new_ids = {d.id for _, stored in parts for d in stored}
     doc_ids = [doc.id for doc, _ in parts]
     present = {d.id: d for d in get(list(dict.fromkeys([*new_ids, *doc_ids])))}
-    chunked = ids_where({DOC_ID: {"$in": doc_ids}}) if doc_ids else []
+    chunked = chunks_of(doc_ids) if doc_ids else []
     plan = WritePlan()
     for _, stored in parts:
         for d in stored:

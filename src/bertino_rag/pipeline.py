@@ -223,11 +223,23 @@ def check_input(docs: Sequence[Any], validate: Validate | None = None) -> Pipeli
     Raises:
         ValueError: naming the position of the first bad document.
     """
+    return distinct_documents(docs, validate)[1]
+
+
+def distinct_documents(
+    docs: Sequence[Any], validate: Validate | None = None
+) -> tuple[list[Document], PipelineStats]:
+    """The documents of a list, validated, each id once (the rule of :func:`index_pipelined`):
+    an exact repeat is dropped and counted, one id for two different documents is an error.
+
+    Raises:
+        ValueError: naming the position of the first bad document, or both positions of a
+            repeated id.
+    """
     stats = PipelineStats()
     ids = _Ids(stats, validate)
-    for i, item in enumerate(docs):
-        ids.accept(item, i)
-    return stats
+    accepted = (ids.accept(item, i) for i, item in enumerate(docs))
+    return [d for d in accepted if d is not None], stats
 
 
 def index_pipelined(

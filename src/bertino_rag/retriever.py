@@ -274,7 +274,7 @@ class Retriever:
             assert chunker is not None
             parts = chunk_documents(window_docs, chunker)
             check_chunks(parts, positions, self.store.check_documents)
-            plan = plan_writes(parts, self.store.get, self.store.ids_where)
+            plan = plan_writes(parts, self.store.get, self.store.ids_of_documents)
             counts["chunked"] += sum(1 for _, p in parts if len(p) > 1)
             counts["chunks"] += sum(len(p) for _, p in parts)
             counts["unchanged"] += plan.unchanged

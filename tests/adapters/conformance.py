@@ -242,6 +242,30 @@ class StoreConformance:
             store.drop()
             store.close()
 
+    def test_documents_past_the_filter_bound(self, make_store, name, stamp, data):
+        # More documents in one call than a filter's $in takes (MAX_IN_VALUES): listing and
+        # deleting their chunks must still work (Retriever.index asks for a whole window).
+        from bertino_rag.adapters.filters import MAX_IN_VALUES
+
+        docs, vec, _ = data
+        n = len(docs)
+        many = [Document(text=docs[i % n].text, id=f"doc{i}#0", metadata={"doc_id": f"doc{i}"})
+                for i in range(MAX_IN_VALUES + 50)]
+        reps = -(-len(many) // n)
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            store.upsert(many, np.tile(vec.index, (reps, 1))[: len(many)],
+                         np.tile(vec.full, (reps, 1))[: len(many)])
+            doc_ids = [f"doc{i}" for i in range(len(many))] + ["no-such-doc"]
+            assert store.ids_of_documents(doc_ids) == sorted(d.id for d in many)
+            store.delete_documents(doc_ids[:-11])
+            assert store.count() == 10
+            assert store.ids_of_documents(doc_ids) == sorted(d.id for d in many[-10:])
+        finally:
+            store.drop()
+            store.close()
+
     def test_delete_documents_removes_every_chunk(self, make_store, name, stamp, data):
         docs, vec, _ = data
         chunks = self._as_chunks(docs)

@@ -8,6 +8,7 @@ the metadata cannot account for. Vectors are random unit vectors (store-only tes
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -22,9 +23,15 @@ import pytest
 
 from bertino_rag.adapters import MemoryStore, StoreCorruptionError, StoreWriteError
 from bertino_rag.adapters import memory as memory_module
+from bertino_rag.lexical import BM25, Analyzer, lexical_spec
 from bertino_rag.types import Document, Stamp
 
 STAMP = Stamp(model="test-model", full_dim=32, index_dim=8)
+#: a hybrid collection: every kind of segment file (vectors and lexical postings)
+HYBRID = Stamp(model="test-model", full_dim=32, index_dim=8,
+               lexical=lexical_spec(Analyzer(), BM25()))
+#: every kind of file of a segment, seg-N.<kind>.npy
+KINDS = ("index", "full", "lexterm", "lexptr", "lexpost", "lexlength")
 N, BATCH = 90, 30  # three segments of 30 (merging starts at four)
 
 
@@ -43,10 +50,10 @@ def data():
     return docs, index, full
 
 
-def _fill(root: Path, data, n: int = N) -> MemoryStore:
+def _fill(root: Path, data, n: int = N, stamp: Stamp = STAMP) -> MemoryStore:
     docs, index, full = data
     store = MemoryStore(path=root)
-    store.open("c", STAMP)
+    store.open("c", stamp)
     for start in range(0, n, BATCH):
         store.upsert(docs[start:start + BATCH], index[start:start + BATCH],
                      full[start:start + BATCH])
@@ -59,9 +66,17 @@ def folder(tmp_path, data) -> Path:
     return tmp_path / "c"
 
 
+@pytest.fixture
+def hybrid(tmp_path, data) -> Path:
+    """A hybrid collection's folder: three segments of six files each."""
+    _fill(tmp_path, data, stamp=HYBRID).close()
+    return tmp_path / "c"
+
+
 def _open(folder: Path, **kwargs) -> MemoryStore:
     store = MemoryStore(path=folder.parent, **kwargs)
-    store.open(folder.name, STAMP)
+    stamp = HYBRID if any(folder.glob("seg-*.lex*.npy")) else STAMP
+    store.open(folder.name, stamp)
     return store
 
 
@@ -76,6 +91,22 @@ def test_healthy_folder_has_three_segments_with_checksums(folder, data):
     assert len(rows) == 3 and all(None not in r for r in rows)
     assert store.count() == N
     assert store.search(data[1][5], k=1)[0].id == "d5"
+
+
+def test_hybrid_folder_has_checksums_for_every_postings_file(hybrid, data):
+    assert _files(hybrid) == sorted(f"seg-{s:06d}.{k}.npy" for s in (1, 2, 3) for k in KINDS)
+    store = _open(hybrid)
+    sums = [json.loads(r) for (r,) in store.db.execute("SELECT lex_sums FROM segments")]
+    assert len(sums) == 3 and all(set(s) == set(KINDS[2:]) for s in sums)
+    assert store.lexical_search("documento 17", k=1)[0].id == "d17"
+
+
+def test_postings_written_before_checksums_still_open(hybrid):
+    db = sqlite3.connect(hybrid / "meta.sqlite")
+    with db:
+        db.execute("UPDATE segments SET lex_sums = NULL")
+    db.close()
+    assert _open(hybrid).lexical_search("documento 42", k=1)[0].id == "d42"
 
 
 @pytest.mark.parametrize("how", ["missing", "empty"])
@@ -132,15 +163,24 @@ def test_unknown_segment_file_is_refused_not_deleted(folder):
     assert (folder / "seg-000099.index.npy").exists()
 
 
-@pytest.mark.parametrize("kind", ["index", "full"])
-def test_overwritten_bytes_fail_the_checksum(folder, kind):
-    path = folder / f"seg-000002.{kind}.npy"
+def _flip_last_bytes(path: Path, n: int = 8) -> None:
+    """Change the last ``n`` bytes of a file in place (same size: only a checksum sees it)."""
     with open(path, "r+b") as fh:
-        fh.seek(200)
-        fh.write(os.urandom(256))
+        fh.seek(-n, os.SEEK_END)
+        old = fh.read(n)
+        fh.seek(-n, os.SEEK_END)
+        fh.write(bytes(b ^ 0xFF for b in old))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_overwritten_bytes_fail_the_checksum(hybrid, kind):
+    path = hybrid / f"seg-000002.{kind}.npy"
+    _flip_last_bytes(path)
     with pytest.raises(StoreCorruptionError, match="fails its checksum") as err:
-        _open(folder)
+        _open(hybrid)
     assert err.value.path == path and str(path) in str(err.value)
+    assert "Restore the folder" in str(err.value)
+    assert len(_files(hybrid)) == 18  # nothing deleted
 
 
 def test_checksums_can_be_skipped_and_sizes_are_still_checked(folder):
@@ -155,32 +195,43 @@ def test_checksums_can_be_skipped_and_sizes_are_still_checked(folder):
         _open(folder, verify_checksums=False)
 
 
-@pytest.mark.parametrize("kind", ["index", "full"])
-def test_truncated_file_is_named(folder, kind):
-    path = folder / f"seg-000003.{kind}.npy"
+@pytest.mark.parametrize("kind", KINDS)
+def test_truncated_file_is_named(hybrid, kind):
+    path = hybrid / f"seg-000003.{kind}.npy"
     size = path.stat().st_size
     with open(path, "r+b") as fh:
         fh.truncate(size // 2)
     with pytest.raises(StoreCorruptionError, match="truncated") as err:
-        _open(folder)
+        _open(hybrid)
     assert f"seg-000003.{kind}.npy" in str(err.value)
 
 
-@pytest.mark.parametrize("kind", ["index", "full"])
-def test_missing_segment_file_is_named(folder, kind):
-    (folder / f"seg-000001.{kind}.npy").unlink()
+@pytest.mark.parametrize("kind", KINDS)
+def test_missing_segment_file_is_named(hybrid, kind):
+    (hybrid / f"seg-000001.{kind}.npy").unlink()
     with pytest.raises(StoreCorruptionError, match=f"seg-000001.{kind}.npy is missing"):
-        _open(folder)
+        _open(hybrid)
 
 
-def test_damage_after_open_is_found_by_the_next_reader(folder, data):
-    store = _open(folder)
+@pytest.mark.parametrize("kind", KINDS)
+def test_damage_found_without_checksums_by_size_and_shape(hybrid, kind):
+    """A file replaced by another valid array (same segment, other kind) is refused even with
+    verify_checksums=False: by its size, or else by its shape."""
+    path = hybrid / f"seg-000002.{kind}.npy"
+    other = "lexlength" if kind != "lexlength" else "lexterm"
+    shutil.copy(hybrid / f"seg-000002.{other}.npy", path)
+    with pytest.raises(StoreCorruptionError, match="seg-000002") as err:
+        _open(hybrid, verify_checksums=False)
+    assert err.value.path == path
+
+
+@pytest.mark.parametrize("kind", ["index", "lexpost"])
+def test_damage_after_open_is_found_by_the_next_reader(hybrid, data, kind):
+    store = _open(hybrid)
     assert store.search(data[1][0], k=1)[0].id == "d0"
-    with open(folder / "seg-000001.index.npy", "r+b") as fh:
-        fh.seek(300)
-        fh.write(os.urandom(64))
-    with pytest.raises(StoreCorruptionError):
-        _open(folder)
+    _flip_last_bytes(hybrid / f"seg-000001.{kind}.npy")
+    with pytest.raises(StoreCorruptionError, match=f"seg-000001.{kind}.npy fails its checksum"):
+        _open(hybrid)
 
 
 def test_lost_wal_loses_nothing_acknowledged(tmp_path, data):
@@ -226,6 +277,30 @@ def test_disk_full_in_the_write_says_so_and_keeps_the_old_contents(tmp_path, dat
     assert store.count() == BATCH
     store.upsert(docs[BATCH:60], index[BATCH:60], full[BATCH:60])
     assert store.count() == 60
+
+
+def test_disk_full_in_a_hybrid_write_says_so_and_keeps_the_old_contents(tmp_path, data,
+                                                                       monkeypatch):
+    docs, index, full = data
+    store = _fill(tmp_path, data, n=BATCH, stamp=HYBRID)
+    real_save = np.save
+    calls = {"n": 0}
+
+    def save(fh, arr, *a, **k):  # vectors written, the disk fills on the postings
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(fh, arr, *a, **k)
+
+    monkeypatch.setattr(memory_module.np, "save", save)
+    with pytest.raises(StoreWriteError, match="disk full") as err:
+        store.upsert(docs[BATCH:60], index[BATCH:60], full[BATCH:60])
+    assert err.value.failed_ids == [d.id for d in docs[BATCH:60]]
+    monkeypatch.undo()
+    assert store.count() == BATCH
+    assert store.lexical_search("documento 40", k=1)[0].id != "d40"
+    reopened = _open(tmp_path / "c")
+    assert reopened.count() == BATCH
 
 
 def test_numpy_short_write_is_reported_as_disk_full(tmp_path, data, monkeypatch):

@@ -302,6 +302,24 @@ def test_bad_input_writes_nothing(embeddings):
     assert vs.store.count() == 1 and vs.get_by_ids(["roma", "vuoto"]) == []
 
 
+def test_duplicate_ids_in_one_call_are_refused_naming_the_positions(embeddings):
+    vs = BertinoVectorStore(embeddings)
+    vs.add_texts(["Il Po è il fiume più lungo d'Italia."], ids=["po"])
+    with pytest.raises(ValueError, match=r"positions 0 and 2 have the same id 'a'"):
+        vs.add_texts(["Roma è la capitale.", "Napoli è sul mare.", "Torino è sul Po."],
+                     ids=["a", "b", "a"])
+    with pytest.raises(ValueError, match=r"positions 0 and 1 have the same id '7'"):
+        vs.add_documents([Document(page_content="sette", id=7),  # type: ignore[arg-type]
+                          Document(page_content="altro sette", id="7")])
+    with pytest.raises(ValueError, match=r"positions 1 and 2 have the same id '7'"):
+        vs.add_texts(["uno", "sette", "altro sette"], ids=["1", 7, "7"])  # type: ignore[list-item]
+    assert vs.store.count() == 1  # nothing of a refused call is written
+    # an exact repeat is one document, as in Retriever.index
+    assert vs.add_texts(["Bari è in Puglia.", "Bari è in Puglia."], ids=["ba", "ba"]) == [
+        "ba", "ba"]
+    assert vs.store.count() == 2
+
+
 async def test_async_add_and_search_match_sync(embeddings):
     paragraphs = italian_chunks(2)
     vs = BertinoVectorStore(embeddings)

@@ -49,7 +49,7 @@ from ..documents import DOC_ID, group_hits
 from ..fusion import Fusion
 from ..lexical import BM25, Analyzer, EmptyQueryError, LexicalUnavailableError, parse_lexical_spec
 from ..types import Document, Hit, Stamp
-from .filters import Condition, Node, parse_filter
+from .filters import MAX_IN_VALUES, Condition, Node, parse_filter
 
 __all__ = [
     "COLLECTION_NAME",
@@ -765,8 +765,20 @@ class VectorStore(ABC):
         doc_ids = list(dict.fromkeys(str(i) for i in doc_ids))
         if not doc_ids:
             return
-        chunks = self._ids_where(parse_filter({DOC_ID: {"$in": doc_ids}}))
+        chunks = self.ids_of_documents(doc_ids)
         self.delete(list(dict.fromkeys([*doc_ids, *chunks])))
+
+    def ids_of_documents(self, doc_ids: Sequence[str]) -> list[str]:
+        """Ids of the stored chunks of ``doc_ids`` (the items whose ``doc_id`` metadata is one
+        of them), sorted. Any number of documents: the filter's ``$in`` bound
+        (:data:`~bertino_rag.adapters.filters.MAX_IN_VALUES`) is met by asking in blocks."""
+        self.stamp  # noqa: B018
+        doc_ids = list(dict.fromkeys(str(i) for i in doc_ids))
+        found: set[str] = set()
+        for start in range(0, len(doc_ids), MAX_IN_VALUES):
+            block = doc_ids[start : start + MAX_IN_VALUES]
+            found.update(self._ids_where(parse_filter({DOC_ID: {"$in": block}})))
+        return sorted(found)
 
     # ------------------------------------------------------------------ reads
     def ids_where(self, filter: Mapping[str, Any]) -> list[str]:

@@ -9,8 +9,11 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
   text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id). No
   pickle anywhere;
 - ``seg-NNNNNN.lex*.npy``: a hybrid collection's postings of the segment's rows
-  (:mod:`._postings`), written and made live with the vectors.
-see new data at their next call. Segments are memory-mapped and searched in chunks, so a
+  (:mod:`._postings`), written and made live with the vectors; their sizes and CRC-32s are
+  in ``segments.lex_sums`` and checked like the vectors'.
+
+Writers in several processes take turns on the folder's ``.lock`` file; readers in other
+processes see new data at their next call. Segments are memory-mapped and searched in chunks, so a
 million vectors need no more RAM than the page cache gives them; small segments are merged
 in size tiers, which keeps the number of files logarithmic in the corpus size.
 """
@@ -110,7 +113,7 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Segment:
-    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums")
+    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums", "lex_sums")
 
     def __init__(
         self, seg: int, index: np.ndarray, full: np.ndarray | None,
@@ -124,6 +127,8 @@ class _Segment:
         self.alive = np.zeros(n, dtype=bool)
         self.ids = np.empty(n, dtype=object)
         self.sums: tuple[int | None, ...] = (None, None, None, None)
+        #: per postings file kind, its (CRC-32, size) when persisted
+        self.lex_sums: dict[str, tuple[int, int]] | None = None
 
 
 def _json_path(field: str) -> str:
@@ -274,9 +279,11 @@ class MemoryStore(VectorStore):
                 db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(segments)")}
-            for column in ("index_crc", "index_size", "full_crc", "full_size"):
+            for column, kind in (("index_crc", "INTEGER"), ("index_size", "INTEGER"),
+                                 ("full_crc", "INTEGER"), ("full_size", "INTEGER"),
+                                 ("lex_sums", "TEXT")):
                 if column not in columns:  # written before checksums: NULL, not verified
-                    db.execute(f"ALTER TABLE segments ADD COLUMN {column} INTEGER")
+                    db.execute(f"ALTER TABLE segments ADD COLUMN {column} {kind}")
             db.commit()
         except sqlite3.DatabaseError as err:
             if self.root is None or isinstance(err, sqlite3.OperationalError) and (
@@ -350,7 +357,8 @@ class MemoryStore(VectorStore):
 
     def _reload(self, gen: int) -> None:
         rows = {r[0]: r for r in self.db.execute(
-            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size FROM segments")}
+            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums "
+            "FROM segments")}
         live = set(rows)
         for seg in list(self._segments):
             if seg not in live:
@@ -382,31 +390,41 @@ class MemoryStore(VectorStore):
             ))
 
     def _load_segment(self, row: tuple[Any, ...], stamp: Stamp | None) -> _Segment:
-        seg, nrows, index_crc, index_size, full_crc, full_size = row
-        index = self._load_array(seg, "index", int(nrows), index_crc, index_size,
-                                 None if stamp is None else stamp.index_dim)
+        seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums = row
+        nrows = int(nrows)
+        index = self._load_array(seg, "index", nrows, index_crc, index_size,
+                                 (nrows, None if stamp is None else stamp.index_dim))
         full = None
         if full_size is not None or (stamp is not None and stamp.full_vectors):
-            full = self._load_array(seg, "full", int(nrows), full_crc, full_size,
-                                    None if stamp is None else stamp.full_dim)
+            full = self._load_array(seg, "full", nrows, full_crc, full_size,
+                                    (nrows, None if stamp is None else stamp.full_dim))
         lex = None
-        if self._seg_path(seg, "lexlength").exists():
-            try:
-                lex = _postings.Postings(**{
-                    kind.removeprefix("lex"): np.load(self._seg_path(seg, kind), mmap_mode="r")
-                    for kind in _postings.KINDS
-                })
-            except (OSError, ValueError) as err:
+        sums = None if lex_sums is None else json.loads(lex_sums)
+        # a segment has postings when its row lists them (or, written before they had
+        # checksums, when the collection is hybrid): a missing postings file is damage
+        if sums is not None or (stamp is not None and stamp.lexical is not None):
+            shapes: dict[str, tuple[int | None, ...]] = {
+                "lexterm": (None,), "lexptr": (None,), "lexpost": (None, 2),
+                "lexlength": (nrows,)}
+            arrays = {}
+            for kind in _postings.KINDS:
+                crc, size = (sums or {}).get(kind, (None, None))
+                arrays[kind] = self._load_array(seg, kind, nrows, crc, size, shapes[kind])
+            if len(arrays["lexptr"]) != len(arrays["lexterm"]) + 1:
+                path = self._seg_path(seg, "lexptr")
                 raise StoreCorruptionError(
-                    self._seg_path(seg, "lexlength"), f"the lexical postings of segment {seg} "
-                    f"in {self._dir} cannot be read ({err}). {_RESTORE}.") from err
+                    path, f"{path} does not match {self._seg_path(seg, 'lexterm').name}: the "
+                    f"lexical postings of {nrows} documents cannot be trusted. {_RESTORE}.")
+            lex = _postings.Postings(**{k.removeprefix("lex"): a for k, a in arrays.items()})
         return _Segment(seg, index, full, lex)
 
     def _load_array(self, seg: int, kind: str, nrows: int, crc: int | None, size: int | None,
-                    dim: int | None) -> np.ndarray:
-        """Memory-map one segment file after checking its size, checksum and shape."""
+                    shape: tuple[int | None, ...]) -> np.ndarray:
+        """Memory-map one segment file after checking its size, checksum and shape
+        (``None`` in ``shape``: any length)."""
         path = self._seg_path(seg, kind)
-        what = "index vectors" if kind == "index" else "full vectors (for rescoring)"
+        what = {"index": "index vectors", "full": "full vectors (for rescoring)"}.get(
+            kind, "lexical postings (for lexical and hybrid search)")
         if not path.exists():
             raise StoreCorruptionError(
                 path, f"{path} is missing: it holds the {what} of {nrows} documents listed in "
@@ -423,10 +441,11 @@ class MemoryStore(VectorStore):
             except (OSError, ValueError) as err:
                 problem = f"cannot be read ({err})"
             else:
-                if arr.ndim != 2 or arr.shape[0] != nrows or (dim is not None
-                                                               and arr.shape[1] != dim):
-                    problem = (f"holds an array of shape {arr.shape} where ({nrows}, "
-                               f"{dim if dim is not None else '?'}) is expected")
+                if arr.ndim != len(shape) or any(
+                        want is not None and got != want
+                        for got, want in zip(arr.shape, shape, strict=True)):
+                    expected = ", ".join("?" if n is None else str(n) for n in shape)
+                    problem = f"holds an array of shape {arr.shape} where ({expected}) is expected"
                 else:
                     return arr
         raise StoreCorruptionError(
@@ -626,22 +645,29 @@ class MemoryStore(VectorStore):
         if full is not None:
             full, fcrc, fsize = self._write_array(
                 seg, "full", np.ascontiguousarray(full, dtype=np.float16))
+        lex_sums: dict[str, tuple[int, int]] | None = None
         if lex is not None:
-            lex = _postings.Postings(**{
-                kind.removeprefix("lex"): self._write_array(seg, kind,
-                                                            np.ascontiguousarray(arr))[0]
-                for kind, arr in lex.arrays().items()
-            })
+            arrays = {}
+            lex_sums = {}
+            for kind, arr in lex.arrays().items():
+                arrays[kind.removeprefix("lex")], crc, size = self._write_array(
+                    seg, kind, np.ascontiguousarray(arr))
+                if crc is not None and size is not None:
+                    lex_sums[kind] = (crc, size)
+            lex = _postings.Postings(**arrays)
         self._fsync_dir()
         segment = _Segment(seg, index, full, lex)
         segment.sums = (icrc, isize, fcrc, fsize)
+        segment.lex_sums = lex_sums or None
         return segment
 
     def _insert_segment(self, segment: _Segment, nrows: int) -> None:
         """In a transaction: make ``segment`` live (it stops being garbage)."""
         self.db.execute(
-            "INSERT INTO segments (seg, nrows, index_crc, index_size, full_crc, full_size) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (segment.seg, nrows, *segment.sums))
+            "INSERT INTO segments (seg, nrows, index_crc, index_size, full_crc, full_size, "
+            "lex_sums) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (segment.seg, nrows, *segment.sums,
+             None if segment.lex_sums is None else json.dumps(segment.lex_sums)))
         self.db.execute("DELETE FROM garbage WHERE seg = ?", (segment.seg,))
 
     def _locate(self, ids: list[str]) -> list[tuple[int, int]]:
@@ -707,15 +733,37 @@ class MemoryStore(VectorStore):
     def _upsert(
         self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None
     ) -> None:
+        self._write_segment(documents, vectors, full_vectors, None)
+
+    def _write_segment(
+        self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None,
+        terms: list[dict[str, int]] | None,
+    ) -> None:
+        """One upsert: a new segment (vectors, and postings of ``terms`` when hybrid) made
+        live by one transaction, then the size-tiered merge as housekeeping."""
         rows = [
             (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False, allow_nan=False))
             for r, d in enumerate(documents)
         ]
         with self._writing():
+            new_terms: dict[str, int] | None = None
+            lex = None
+            if terms is not None:
+                new_terms = {}
+                doc_terms = []
+                for counts in terms:
+                    ids = {}
+                    for term, c in counts.items():
+                        tid = self._vocab.get(term)
+                        if tid is None:
+                            tid = new_terms.setdefault(term, len(self._vocab) + len(new_terms))
+                        ids[tid] = c
+                    doc_terms.append(ids)
+                lex = _postings.build(doc_terms)
             replaced = self._locate([d.id for d in documents])
             try:
-                segment = self._new_segment(vectors, full_vectors)
-                self._commit_segment(segment, rows, replaced)
+                segment = self._new_segment(vectors, full_vectors, lex)
+                self._commit_segment(segment, rows, replaced, new_terms)
             except (OSError, sqlite3.Error) as err:
                 raise self._write_failed(err, documents) from err
             try:
@@ -746,25 +794,7 @@ class MemoryStore(VectorStore):
         self, documents: list[Document], vectors: np.ndarray, full_vectors: np.ndarray | None,
         terms: list[dict[str, int]],
     ) -> None:
-        rows = [
-            (d.id, r, d.text, json.dumps(d.metadata, ensure_ascii=False))
-            for r, d in enumerate(documents)
-        ]
-        with self._writing():
-            new_terms: dict[str, int] = {}
-            doc_terms = []
-            for counts in terms:
-                ids = {}
-                for term, c in counts.items():
-                    tid = self._vocab.get(term)
-                    if tid is None:
-                        tid = new_terms.setdefault(term, len(self._vocab) + len(new_terms))
-                    ids[tid] = c
-                doc_terms.append(ids)
-            replaced = self._locate([d.id for d in documents])
-            segment = self._new_segment(vectors, full_vectors, _postings.build(doc_terms))
-            self._commit_segment(segment, rows, replaced, new_terms)
-            self._merge_tiers()
+        self._write_segment(documents, vectors, full_vectors, terms)
 
     def _merge_tiers(self) -> None:
         """Size-tiered merging: _TIER_BASE segments of one size tier become one segment."""

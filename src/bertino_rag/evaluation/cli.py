@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import _positive, add_encoder_arguments, encoder_options
+
 __all__ = ["register_cli"]
 
 
@@ -23,16 +25,6 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` subcommand to the ``bertino-rag`` parser."""
     p = subparsers.add_parser(
@@ -43,10 +35,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", nargs="?", default=None,
                    help="a BEIR folder, or an STS .csv file")
+    add_encoder_arguments(p)
     p.add_argument("--sts", default=None, help="an STS csv (sentence1,sentence2,score)")
-    p.add_argument("--model", default=None,
-                   help="hub id or local path (default: $BERTINO_RAG_MODEL or "
-                        "nickprock/multi-sentence-BERTino)")
     p.add_argument("--dims", type=_int_list, default=None,
                    help="comma-separated dims (default: the model's Matryoshka dims)")
     p.add_argument("--rerank-k", type=_int_list, default=[100],
@@ -69,15 +59,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the slice (default: 0)")
     p.add_argument("--latency-queries", type=int, default=100,
                    help="queries timed one by one per configuration (0: no timing)")
-    p.add_argument("--backend", choices=["torch", "onnx", "openvino"], default="torch",
-                   help="encoder backend, to measure what a faster runtime costs in quality")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
-    p.add_argument("--calibration", default=None, metavar="FILE.txt",
-                   help="openvino int8: calibration texts, one per line (default: the "
-                        "shipped Italian set)")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--device", default=None)
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE",
                    help="write the report as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png",
@@ -160,12 +141,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     sts = load_sts_set(sts_path, max_pairs=args.max_pairs) if sts_path else None
     for note in (evalset.notes if evalset else []) + (sts.notes if sts else []):
         print(f"note: {note}", file=sys.stderr)
-    calibration = None
-    if args.calibration:
-        with open(args.calibration, encoding="utf-8") as fh:
-            calibration = [line.strip() for line in fh if line.strip()]
-    encoder = Encoder(args.model, device=args.device, batch_size=args.batch_size,
-                      backend=args.backend, quantize=args.quantize, calibration=calibration)
+    encoder = Encoder(**encoder_options(args))
     if args.documents:
         return _documents(args, encoder, evalset)
     report = evaluate(encoder, evalset, sts, dims=args.dims, rerank_k=args.rerank_k,

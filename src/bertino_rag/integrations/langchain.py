@@ -48,8 +48,9 @@ from ..adapters import make_store  # noqa: E402
 from ..encoder import Encoder, matryoshka_slice  # noqa: E402
 from ..fusion import Fusion  # noqa: E402
 from ..lexical import BM25, Analyzer, lexical_spec  # noqa: E402
+from ..pipeline import distinct_documents  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
-from ..types import Hit, Stamp, dedupe, to_documents  # noqa: E402
+from ..types import Hit, Stamp  # noqa: E402
 
 __all__ = ["BertinoEmbeddings", "BertinoRetriever", "BertinoVectorStore"]
 
@@ -390,13 +391,16 @@ class BertinoVectorStore(VectorStore):
             raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
-        ids_ = [str(i) if i is not None and i != "" else str(uuid.uuid4())
-                for i in (ids or [None] * len(texts))]
-        docs = to_documents(
-            {"text": t, "id": i, "metadata": (metadatas[n] if metadatas else None)}
-            for n, (t, i) in enumerate(zip(texts, ids_, strict=True))
+        given = [i if i is not None and i != "" else str(uuid.uuid4())
+                 for i in (ids or [None] * len(texts))]
+        # Retriever.index's rule: an exact repeat is written once, one id for two different
+        # documents (7 and "7" are one id) is refused naming both positions
+        docs, _ = distinct_documents(
+            [{"text": t, "id": i, "metadata": (metadatas[n] if metadatas else None)}
+             for n, (t, i) in enumerate(zip(texts, given, strict=True))],
+            lambda batch, at: self.store.check_documents(batch, offset=at),
         )
-        return dedupe(docs), ids_, int(batch_size)
+        return docs, [str(i) for i in given], int(batch_size)
 
     def add_texts(
         self,
@@ -409,7 +413,9 @@ class BertinoVectorStore(VectorStore):
         """Embed and upsert texts; an existing id is replaced. Returns the ids in input order.
 
         Raises:
-            ValueError: an invalid text, metadata or id count; nothing of the call is written.
+            ValueError: an invalid text, metadata or id count, or one id (``7`` and ``"7"``
+                are one id) for two different texts, naming both positions; nothing of the
+                call is written. An exact repeat is written once.
         """
         docs, ids_, step = self._prepare(texts, metadatas, ids, kwargs)
         for start in range(0, len(docs), step):

@@ -40,8 +40,11 @@ def check_exposure(host: str, api_key: str | None) -> None:
         )
 
 
-def register_cli(sub: Any, add_common: Any) -> None:
-    """Add the ``serve`` subcommand; ``add_common`` adds the shared model/store flags."""
+def register_cli(sub: Any, add_common: Any = None) -> None:
+    """Add the ``serve`` subcommand, with the shared encoder and collection flags
+    (``add_common``, by default :func:`bertino_rag.cli.add_collection_arguments`)."""
+    if add_common is None:
+        from ..cli import add_collection_arguments as add_common
     p = sub.add_parser(
         "serve", help="serve search and indexing over HTTP with the model kept loaded",
         description="Serve one collection over HTTP (FastAPI + uvicorn). Needs the 'serve' "
@@ -96,10 +99,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..cli import encoder_options
+
     retriever = Retriever(
-        dim=args.dim, model=args.model, store=args.store, rerank=not args.no_rerank,
-        rerank_k=args.rerank_k, collection=args.collection, backend=args.backend,
-        quantize=args.quantize, hybrid=args.hybrid, fusion=args.fusion,
+        dim=args.dim, store=args.store, rerank=not args.no_rerank,
+        rerank_k=args.rerank_k, collection=args.collection, hybrid=args.hybrid,
+        fusion=args.fusion, **encoder_options(args),
     )
     app = create_app(retriever, settings)
     uvicorn.run(
