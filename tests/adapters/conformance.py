@@ -35,15 +35,32 @@ def exact_topk(matrix: np.ndarray, query: np.ndarray, ids: list[str], k: int):
     return [ids[i] for i in order], [float(scores[i]) for i in order]
 
 
-def bm25_reference(docs: list[Document], query: str, k: int, analyzer: Analyzer | None = None):
-    """Top ``k`` (ids, scores) by bm25s over ``docs``, on the library's analyzer: the oracle."""
+def bm25_reference(docs: list[Document], query: str, k: int, analyzer: Analyzer | None = None,
+                   avgdl: float | None = None):
+    """Top ``k`` (ids, scores) by bm25s over ``docs``, on the library's analyzer: the oracle.
+
+    With ``avgdl``, the length normalization uses that mean length instead of the corpus's
+    (what a store with sparse values fixed at write time computes, ``store.lexical_avgdl``);
+    bm25s has no such option, so that variant is Lucene's formula written out here.
+    """
     import bm25s
 
     analyzer = analyzer or Analyzer()
-    model = bm25s.BM25()
-    model.index([analyzer.terms(d.text) for d in docs], show_progress=False)
+    tokens = [analyzer.terms(d.text) for d in docs]
     terms = list(dict.fromkeys(analyzer.terms(query)))
-    scores = model.get_scores(terms)
+    if avgdl is None:
+        model = bm25s.BM25()
+        model.index(tokens, show_progress=False)
+        scores = model.get_scores(terms)
+    else:
+        k1, b, n = 1.5, 0.75, len(docs)
+        scores = np.zeros(n)
+        for t in terms:
+            tf = np.array([toks.count(t) for toks in tokens], dtype=np.float64)
+            df = np.count_nonzero(tf)
+            dl = np.array([len(toks) for toks in tokens], dtype=np.float64)
+            scores += np.log(1 + (n - df + 0.5) / (df + 0.5)) * tf / (
+                tf + k1 * (1 - b + b * dl / avgdl))
     order = sorted(range(len(docs)), key=lambda i: (-scores[i], docs[i].id))
     order = [i for i in order if scores[i] > 0][:k]
     return [docs[i].id for i in order], [float(scores[i]) for i in order]
@@ -552,7 +569,8 @@ class StoreConformance:
         docs, _, _ = data
         for query in squad_slice["queries"][:40:4]:
             hits = lex_filled.lexical_search(query, k=10)
-            want_ids, want_scores = bm25_reference(docs, query, 10)
+            want_ids, want_scores = bm25_reference(docs, query, 10,
+                                                   avgdl=lex_filled.lexical_avgdl)
             same_ranking([h.id for h in hits], [h.score for h in hits], want_ids, want_scores,
                          tol=self.LEX_TOL)
             assert all(h.text == docs[[d.id for d in docs].index(h.id)].text for h in hits)
@@ -573,7 +591,7 @@ class StoreConformance:
         left = [d for d in docs if d.id not in gone]
         hits = lex_filled.lexical_search(query, k=10)
         assert not {h.id for h in hits} & set(gone)
-        want_ids, want_scores = bm25_reference(left, query, 10)
+        want_ids, want_scores = bm25_reference(left, query, 10, avgdl=lex_filled.lexical_avgdl)
         same_ranking([h.id for h in hits], [h.score for h in hits], want_ids, want_scores,
                      tol=self.LEX_TOL)
         # the same documents again: back to the first state, nothing counted twice
@@ -601,7 +619,7 @@ class StoreConformance:
         hits = lex_filled.lexical_search(query, k=5, filter=flt)
         assert hits and all(h.metadata["para"] < 8 for h in hits)
         # statistics are the collection's: the reference scores every document, then filters
-        ids, scores = bm25_reference(docs, query, len(docs))
+        ids, scores = bm25_reference(docs, query, len(docs), avgdl=lex_filled.lexical_avgdl)
         keep = {d.id for d in allowed}
         want = [(i, s) for i, s in zip(ids, scores, strict=True) if i in keep][:5]
         same_ranking([h.id for h in hits], [h.score for h in hits], [i for i, _ in want],
@@ -617,7 +635,7 @@ class StoreConformance:
                                             full_vector=queries.full[qi], rerank_k=20,
                                             fusion=fusion)
             dense_ids, _ = exact_topk(vec.index, queries.index[qi], ids, 20)
-            lex_ids, lex_scores = bm25_reference(docs, text, 20)
+            lex_ids, lex_scores = bm25_reference(docs, text, 20, avgdl=lex_filled.lexical_avgdl)
             union = list(dict.fromkeys([*lex_ids, *dense_ids]))
             full16 = vec.full[[ids.index(i) for i in union]].astype(np.float16)
             dense_scores = full16.astype(np.float32) @ queries.full[qi]

@@ -25,7 +25,10 @@ names, so every store indexes and queries the same terms. Stores that can hold i
 ``supports_lexical = True`` and implement ``_upsert_lexical`` (the write, vectors and term
 counts together, as atomic as ``_upsert``) and ``_lexical_search`` (exact BM25 on the live
 documents, :class:`~bertino_rag.lexical.BM25`). Hybrid search is a funnel that works on those
-hooks (``_hybrid_search``); a store with a native fused query overrides it.
+hooks (``_hybrid_search``): a store that can fetch both sides' candidates in one call overrides
+``_hybrid_candidates``, and the rescoring and the fusion (:class:`~bertino_rag.fusion.Fusion`)
+stay the same on every store. A store whose sparse values fix BM25's length normalization at
+write time (Qdrant) says so in :attr:`VectorStore.lexical_avgdl`.
 """
 
 from __future__ import annotations
@@ -1069,13 +1072,25 @@ class VectorStore(ABC):
                 out[i] = hits
         return out
 
-    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
-        """The generic funnel on the store's hooks; stores with a native fused query override
-        it. Candidates from the lexical side are rescored with full vectors too, so every
-        candidate has its exact dense score when the collection keeps full vectors."""
+    @property
+    def lexical_avgdl(self) -> float | None:
+        """The mean document length BM25 normalizes by, when the store fixes it at write time
+        (sparse vectors written once: Qdrant); ``None`` where it is the live collection's
+        mean, and BM25 is exact (MemoryStore, Milvus)."""
+        return None
+
+    def _hybrid_candidates(self, query: HybridQuery) -> tuple[list[list[Hit]], list[list[Hit]]]:
+        """Dense candidates on the index vectors and lexical candidates, ``dense.k`` each."""
         d = query.dense
-        dense = self._search(d.vectors, d.k, d.conditions)
-        lexical = self._lexical_candidates(query.terms, d.k, d.conditions)
+        return (self._search(d.vectors, d.k, d.conditions),
+                self._lexical_candidates(query.terms, d.k, d.conditions))
+
+    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
+        """The funnel on the store's hooks. Candidates from the lexical side are rescored with
+        full vectors too, so every candidate has its exact dense score when the collection
+        keeps full vectors."""
+        d = query.dense
+        dense, lexical = self._hybrid_candidates(query)
         if d.full is not None:
             unions = [
                 list({h.id: h for h in (*lex, *den)}.values())
