@@ -380,7 +380,8 @@ def _check_json(value: Any, where: str, what: str, depth: int, seen: set[int]) -
 
 
 def check_documents(
-    documents: Sequence[Document], limits: StoreLimits | None = None, *, offset: int = 0
+    documents: Sequence[Document], limits: StoreLimits | None = None, *, offset: int = 0,
+    describe: Callable[[int], str] | None = None,
 ) -> None:
     """Validate documents against the rules of every store (and ``limits``) before any write.
 
@@ -388,13 +389,17 @@ def check_documents(
     limits; metadata is a dict with string keys whose values are JSON (str, finite numbers
     within int64, bool, None, lists and dicts of those). Ids must be unique within the call.
 
+    Args:
+        describe: how a message names ``documents[i]`` (default: ``"document at position
+            {offset + i}"``); the chunks of a document are named after it.
+
     Raises:
         ValueError: naming the position (``offset`` + index) of the first bad document.
     """
     limits = limits or StoreLimits()
     first: dict[str, int] = {}
     for i, d in enumerate(documents):
-        where = f"document at position {offset + i}"
+        where = describe(i) if describe is not None else f"document at position {offset + i}"
         if not isinstance(d.id, str):
             raise ValueError(f"{where} has an id of type {type(d.id).__name__}; expected str")
         n_id = _utf8(d.id, f"{where}: the id")
@@ -696,10 +701,18 @@ class VectorStore(ABC):
         self.close()
 
     # ------------------------------------------------------------------ validation
-    def check_documents(self, documents: Sequence[Document], *, offset: int = 0) -> None:
+    def check_documents(
+        self, documents: Sequence[Document], *, offset: int = 0, text_limit: bool = True,
+        describe: Callable[[int], str] | None = None,
+    ) -> None:
         """Raise ValueError, naming the position, for a document this store would not keep
-        exactly (see :func:`check_documents`); nothing is written."""
-        check_documents(documents, self.limits, offset=offset)
+        exactly (see :func:`check_documents`); nothing is written.
+
+        ``text_limit=False`` leaves the store's text size limit out: for documents that are
+        cut into chunks before they are written, whose chunks are checked against it.
+        """
+        limits = self.limits if text_limit else replace(self.limits, max_text_bytes=None)
+        check_documents(documents, limits, offset=offset, describe=describe)
 
     def _check_matrix(self, vectors: Any, dim: int, what: str, n: int | None = None) -> np.ndarray:
         arr = np.asarray(vectors, dtype=np.float32)
