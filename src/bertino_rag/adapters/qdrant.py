@@ -90,6 +90,7 @@ from .base import (
     id_ranks,
     lexical_config,
     redact,
+    rescore,
     rescore_rows,
     retry,
     safe_location,
@@ -1029,6 +1030,44 @@ class QdrantStore(VectorStore):
         for i, hits in zip(asked, results[len(d.vectors):], strict=True):
             lexical[i] = [h for h in hits if h.score > 0]
         return results[: len(d.vectors)], lexical
+
+    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
+        d = query.dense
+        if not self.local or d.conditions or d.full is None:
+            return super()._hybrid_search(query)
+        return self._hybrid_local(query)
+
+    def _hybrid_local(self, query: HybridQuery) -> list[list[Hit]]:
+        """The funnel in local mode as :meth:`_search_rescore` runs two-stage search: dense
+        candidates without payloads (local mode builds and copies a payload per returned
+        point: 2.8x dense at 100k points with them, measured), lexical ones from the numpy
+        index, the union's full vectors read once, payloads of the final hits only. Same
+        scores as the generic funnel (the same :func:`rescore` and fusion)."""
+        d = query.dense
+        assert d.full is not None
+        responses: list[models.QueryResponse] = self._call(functools.partial(
+            self.client.query_batch_points, self.collection,
+            self._first_stage(d.vectors, d.k, None, with_payload=False)), "query")
+        index = self._local_index()
+        lexical = [index.search(t, d.k) if t else [] for t in query.terms]
+        by_doc = {doc: point_id(doc) for row in lexical for doc, _ in row}
+        pids = list(dict.fromkeys([*(str(p.id) for r in responses for p in r.points),
+                                   *by_doc.values()]))
+        doc_ids, full = self._full_by_point(pids) if pids else ([], np.zeros((0, 0)))
+        at = {pid: i for i, pid in enumerate(pids)}
+        out: list[list[Hit]] = []
+        for r, lex, fq in zip(responses, lexical, d.full, strict=True):
+            # a point deleted between the calls has no full vector: it drops out
+            rows = [i for i in dict.fromkeys([*(at[str(p.id)] for p in r.points),
+                                              *(at[by_doc[doc]] for doc, _ in lex)])
+                    if doc_ids[i] is not None]
+            dense = rescore([Hit(id=str(doc_ids[i]), text="", score=0.0) for i in rows],
+                            full[rows], fq, len(rows)) if rows else []
+            live = {h.id for h in dense}
+            out.append(query.fusion.fuse(
+                dense, [Hit(id=doc, text="", score=sc) for doc, sc in lex if doc in live],
+                query.k))
+        return self._with_payloads(out)
 
     # ------------------------------------------------------------------ async
     async def _aupsert(self, batch: UpsertBatch) -> None:
