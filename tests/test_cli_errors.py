@@ -202,3 +202,23 @@ def test_cli_warnings_are_one_line_without_python_source(tmp_path, minilm_path, 
                        f"memory:{tmp_path / 'i'}", "--quiet", "--lines", "--no-chunking")
     assert code == 0 and "warning: 1 of 2 documents are longer" in err
     assert "cli.py" not in err and "retriever.index(" not in err
+
+
+def test_recreate_keeps_the_index_when_a_chunk_breaks_the_store_limit(tmp_path, minilm_path,
+                                                                      capsys):
+    store = f"milvus:{tmp_path / 'm.db'}"
+    good = tmp_path / "roma.txt"
+    good.write_text("Roma è la capitale d'Italia.", encoding="utf-8")
+    code, _, err = run(capsys, "index", good, "--model", minilm_path, "--store", store,
+                       "--quiet")
+    assert code == 0, err
+    # 80,000 bytes the model reads as one unknown token: one chunk, over Milvus's 65,535
+    blob = tmp_path / "blob.txt"
+    blob.write_text("è" * 40_000, encoding="utf-8")
+    code, _, err = run(capsys, "index", blob, "--model", minilm_path, "--store", store,
+                       "--quiet", "--recreate")
+    assert code == 2 and "nothing was changed" in err and "80000 bytes of text" in err
+    assert str(blob) in err
+    code, out, _ = run(capsys, "search", "capitale", "--model", minilm_path, "--store", store,
+                       "--json")
+    assert code == 0 and [h["text"] for h in json.loads(out)] == ["Roma è la capitale d'Italia."]

@@ -252,3 +252,68 @@ def test_delete_documents_is_delete(encoder):
     assert r.store.ids_where({"doc_id": "art"})
     r.delete_documents(["art"])
     assert r.store.ids_where({"doc_id": "art"}) == [] and r.count() == 1
+
+
+def _long_italian(squad, at_least: int) -> str:
+    """squad-it-dev paragraphs, in corpus order, joined until the text has ``at_least`` bytes."""
+    parts: list[str] = []
+    for doc in squad.corpus.values():
+        parts.append(doc["text"])
+        if len("\n\n".join(parts).encode("utf-8")) > at_least:
+            return "\n\n".join(parts)
+    raise AssertionError("corpus too small")
+
+
+def test_the_store_text_limit_applies_to_the_chunks_it_stores(encoder, squad, tmp_path):
+    from bertino_rag.adapters import MilvusStore
+    from bertino_rag.adapters.milvus import TEXT_MAX_BYTES
+
+    big = _long_italian(squad, TEXT_MAX_BYTES)
+    r = Retriever(dim=128, encoder=encoder, store=MilvusStore(uri=str(tmp_path / "m.db")))
+    try:
+        r.index([{"id": "corto", "text": "Roma è la capitale d'Italia."}])
+        # unchunked, the document itself is what Milvus would have to keep: refused, by name
+        with pytest.raises(ValueError, match=r"document at position 1 \(id 'lungo'\) has \d+ "
+                                             rf"bytes of text; this store keeps at most "
+                                             rf"{TEXT_MAX_BYTES}"):
+            r.index([{"id": "nuovo", "text": "Un testo breve."}, {"id": "lungo", "text": big}],
+                    chunking=False)
+        # one unknown token of 80,000 bytes: a chunk that cannot be cut smaller, refused
+        # before anything of the call is written
+        with pytest.raises(ValueError, match=r"document at position 1 \(id 'blob'\).*80000 "
+                                             r"bytes of text.*without spaces"):
+            r.index([{"id": "nuovo", "text": "Un testo breve."},
+                     {"id": "blob", "text": "è" * 40_000}])
+        assert r.count() == 1 and r.get(["nuovo"]) == []
+        # chunked, every chunk fits: the document over the limit is stored
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TruncationWarning)
+            r.index([{"id": "lungo", "text": big}])
+        report = r.last_index_report
+        assert report.n_chunked == 1 and report.n_written == report.n_chunks > 1
+        chunks = r.get(chunk_ids(r, "lungo"))
+        assert len(chunks) == report.n_chunks and r.count() == 1 + len(chunks)
+        assert max(len(c.text.encode("utf-8")) for c in chunks) <= TEXT_MAX_BYTES
+        assert r.get(["corto"])[0].text == "Roma è la capitale d'Italia."
+    finally:
+        r.store.drop()
+        r.close()
+
+
+def test_a_stream_names_a_bad_chunk_and_keeps_what_it_wrote(encoder):
+    from bertino_rag.adapters.base import StoreLimits
+    from bertino_rag.pipeline import StreamValidationError
+
+    class Small(MemoryStore):
+        limits = StoreLimits(max_text_bytes=400)
+
+    r = Retriever(dim=128, encoder=encoder, store=Small(), chunking=SMALL)
+
+    def docs():
+        yield {"id": "art", "text": ARTICLE}  # over 400 bytes, its chunks fit
+        yield {"id": "blob", "text": "x" * 5_000}
+
+    with pytest.raises(StreamValidationError, match=r"document at position 1 \(id 'blob'\)"
+                                                    r".*5000 bytes") as err:
+        r.index(docs(), window=1, batch_size=1)
+    assert err.value.position == 1 and err.value.n_written == len(chunk_ids(r, "art")) > 1

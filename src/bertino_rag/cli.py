@@ -88,8 +88,29 @@ class _CliError(Exception):
     """A mistake on the command line, reported as one line."""
 
 
+def _encoder(args: argparse.Namespace) -> Any:
+    from .encoder import Encoder
+
+    return Encoder(dim=args.dim, **encoder_options(args))
+
+
+def _check_chunks(docs: list[dict], encoder: Any, chunking: Any, store: Any) -> None:
+    """What ``index()`` will write for ``docs`` (their chunks), checked against the store's
+    rules without writing: ``ValueError`` naming the document and the chunk."""
+    from .documents import check_chunks, chunk_documents
+    from .pipeline import BadItem
+    from .retriever import chunker_for
+    from .types import to_documents
+
+    parts = chunk_documents(to_documents(docs), chunker_for(encoder, chunking))
+    try:
+        check_chunks(parts, range(len(docs)), store.check_documents)
+    except BadItem as err:
+        raise ValueError(f"{err.err}; nothing was changed") from None
+
+
 def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = False,
-               create: bool = True):
+               create: bool = True, encoder: Any = None):
     from .retriever import Retriever
     from .types import StampMismatchError
 
@@ -100,7 +121,8 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
                          rerank=not args.no_rerank, rerank_k=args.rerank_k,
                          collection=args.collection, recreate=recreate, create=create,
                          hybrid=hybrid, fusion=getattr(args, "fusion", None),
-                         **encoder_options(args))
+                         **({"encoder": encoder} if encoder is not None
+                            else encoder_options(args)))
     except StampMismatchError as err:
         raise _CliError(_mismatch_advice(err, args)) from err
 
@@ -181,9 +203,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
         print(f"no documents found in {args.path}; nothing was changed", file=sys.stderr)
         return 1
     store = _store_for(args)
-    check_input(docs, lambda batch, at: store.check_documents(batch, offset=at))
-    retriever = _retriever(args, store, recreate=args.recreate)
-    ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=_chunking(args))
+    chunking = _chunking(args)
+    # chunked documents meet the store's text limit by their chunks, checked by index()
+    check_input(docs, lambda batch, at: store.check_documents(
+        batch, offset=at, text_limit=chunking is False))
+    encoder = None
+    if args.recreate and chunking is not False:
+        encoder = _encoder(args)
+        _check_chunks(docs, encoder, chunking, store)  # before the drop, which comes first
+    retriever = _retriever(args, store, recreate=args.recreate, encoder=encoder)
+    ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=chunking)
     report = retriever.last_index_report
     assert report is not None
     summary = {
@@ -273,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
              ".jsonl: one per line; or a BEIR folder)")
     p.add_argument("path", help="a folder (read recursively), a file, or a BEIR folder")
     add_collection_arguments(p)
-    p.add_argument("--recreate", action="store_true", help="replace the collection (kept until indexing succeeds, "
-                        "on memory and milvus stores)")
+    p.add_argument("--recreate", action="store_true",
+                   help="replace the collection (kept until indexing succeeds, on memory and "
+                        "milvus stores)")
     p.add_argument("--include", action="append", metavar="GLOB",
                    help="only files matching this glob (repeatable), e.g. '*.pdf'")
     p.add_argument("--exclude", action="append", metavar="GLOB",

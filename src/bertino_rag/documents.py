@@ -36,6 +36,8 @@ __all__ = [
     "PAGE",
     "PAGE_STARTS",
     "WritePlan",
+    "check_chunks",
+    "chunk_documents",
     "chunk_id",
     "document_of",
     "group_hits",
@@ -81,6 +83,48 @@ def split_document(doc: Document, spans: Sequence[tuple[int, int, str]]) -> list
             meta[PAGE] = max(1, bisect_right(pages, start))
         out.append(Document(text=text, id=chunk_id(doc.id, position, text, meta), metadata=meta))
     return out
+
+
+def chunk_documents(
+    docs: Sequence[Document], chunker: Any
+) -> list[tuple[Document, list[Document]]]:
+    """Each document with what to store for it (:func:`split_document` of the chunks that
+    ``chunker``, a :class:`~bertino_rag.chunking.Chunker`, cuts)."""
+    spans = chunker.split_many([d.text for d in docs])
+    return [(d, split_document(d, [(c.start, c.end, c.text) for c in cs]))
+            for d, cs in zip(docs, spans, strict=True)]
+
+
+def check_chunks(
+    parts: Sequence[tuple[Document, list[Document]]],
+    positions: Sequence[int],
+    check: Callable[..., None],
+) -> None:
+    """Validate what is written for each document with a store's ``check_documents``
+    (``check``), before any write: a chunk the store would not keep raises
+    :class:`~bertino_rag.pipeline.BadItem`, naming the document's input position, its id and
+    the chunk.
+
+    The store's limits apply to what it stores: a document too long for its text limit is
+    accepted when each of its chunks fits.
+    """
+    from .pipeline import BadItem
+
+    for (doc, stored), at in zip(parts, positions, strict=True):
+        name = f"document at position {at} (id {doc.id!r})"
+
+        def describe(i: int, name: str = name, n: int = len(stored)) -> str:
+            return name if n == 1 else f"chunk {i} of the {n} chunks of the {name}"
+
+        try:
+            check(stored, describe=describe)
+        except ValueError as err:
+            if "bytes of text" in str(err):  # few tokens in many bytes: a run without spaces
+                err = ValueError(
+                    f"{err}. The model reads it in few tokens, so it cannot be cut smaller: it "
+                    "is mostly one run of characters without spaces (an encoded blob?); clean "
+                    "the text or leave the document out")
+            raise BadItem(err, at) from err
 
 
 @dataclass

@@ -13,7 +13,8 @@ Failure semantics:
   ``{"id": "7"}`` are one id: ids are strings); a document repeated exactly is written once
   and counted in ``n_duplicates``;
 - a list (or any :class:`~collections.abc.Sequence`) is validated whole before anything is
-  written: a bad document means nothing of the call is written;
+  written: a bad document means nothing of the call is written. With ``prepare`` (chunking),
+  every window is prepared (and what it will write validated) before the first write;
 - any other iterable (a generator, a file reader) is validated window by window: a bad
   document raises :class:`StreamValidationError`, naming its position and how many documents
   were already written (those stay written; re-running the call is idempotent, ids being
@@ -37,6 +38,7 @@ from .adapters.base import StoreWriteError
 from .types import Document, _coerce
 
 __all__ = [
+    "BadItem",
     "IndexWriteError",
     "PipelineStats",
     "StreamValidationError",
@@ -137,8 +139,12 @@ class _Writer(threading.Thread):
             self.seconds += time.perf_counter() - started
 
 
-class _BadItem(Exception):
+class BadItem(Exception):
+    """An invalid document at ``position`` of the input (``err`` says why); raised by
+    ``validate`` or ``prepare`` callbacks for documents they name themselves."""
+
     def __init__(self, err: ValueError, position: int) -> None:
+        super().__init__(str(err))
         self.err = err
         self.position = position
 
@@ -176,15 +182,20 @@ class _Ids:
         return None
 
 
+Window = tuple[list[Document], list[int]]
+
+
 def _windows(docs: Iterable[Any], window: int, stats: PipelineStats,
-             validate: Validate | None = None) -> Iterator[list[Document]]:
-    """Validated windows of distinct documents; records every id in input order."""
+             validate: Validate | None = None) -> Iterator[Window]:
+    """Validated windows of distinct documents, with their positions in the input; records
+    every id in input order."""
     ids = _Ids(stats, validate)
     if isinstance(docs, Sequence) and not isinstance(docs, (str, bytes)):
-        accepted = (ids.accept(item, i) for i, item in enumerate(docs))
-        unique = [d for d in accepted if d is not None]  # all validated before any write
+        accepted = ((ids.accept(item, i), i) for i, item in enumerate(docs))
+        unique = [(d, i) for d, i in accepted if d is not None]  # validated before any write
         for start in range(0, len(unique), window):
-            yield unique[start : start + window]
+            part = unique[start : start + window]
+            yield [d for d, _ in part], [i for _, i in part]
         return
     position = 0
     iterator = iter(docs)
@@ -192,17 +203,18 @@ def _windows(docs: Iterable[Any], window: int, stats: PipelineStats,
         chunk = list(itertools.islice(iterator, window))
         if not chunk:
             return
-        out = []
+        out, at = [], []
         for item in chunk:
             try:
                 doc = ids.accept(item, position)
             except ValueError as err:
-                raise _BadItem(err, position) from err
+                raise BadItem(err, position) from err
             if doc is not None:
                 out.append(doc)
+                at.append(position)
             position += 1
         if out:
-            yield out
+            yield out, at
 
 
 def check_input(docs: Sequence[Any], validate: Validate | None = None) -> PipelineStats:
@@ -242,7 +254,7 @@ def index_pipelined(
     depth: int = 2,
     on_progress: Callable[[int], None] | None = None,
     validate: Validate | None = None,
-    prepare: Callable[[list[Document]], list[Document]] | None = None,
+    prepare: Callable[[list[Document], list[int]], list[Document]] | None = None,
 ) -> PipelineStats:
     """Encode and write ``docs`` with encoding and writing overlapped.
 
@@ -258,8 +270,11 @@ def index_pipelined(
         on_progress: called with the number of documents of each written batch.
         validate: (documents, position of the first) -> None, raising ValueError for a
             document the store would not keep (the store's ``check_documents``).
-        prepare: validated window -> the documents to encode and write for it (chunking, and
-            leaving out what the store already holds); default: the window as it is.
+        prepare: (validated window, the input position of each of its documents) -> the
+            documents to encode and write for it (chunking, and leaving out what the store
+            already holds); default: the window as it is. It raises :class:`BadItem` for a
+            document whose output the store would not keep: on a list input, every window is
+            prepared before anything is written.
 
     Raises:
         ValueError: an invalid document in a list input; nothing was written.
@@ -270,12 +285,20 @@ def index_pipelined(
     writer = _Writer(write, depth)
     writer.start()
     never_sent: list[str] = []
-    windows = _windows(docs, window, stats, validate)
-    bad: _BadItem | None = None
+    windows: Iterator[Window] = _windows(docs, window, stats, validate)
+    listed = isinstance(docs, Sequence) and not isinstance(docs, (str, bytes))
+    bad: BadItem | None = None
     try:
-        for win in windows:
+        if prepare is not None and listed:
+            try:  # every window prepared and validated before the first write
+                ready = [(prepare(w, at), at) for w, at in windows]
+            except BadItem as err:
+                raise err.err from None
+            windows = iter(ready)
+            prepare = None
+        for win, at in windows:
             if prepare is not None:
-                win = prepare(win)
+                win = prepare(win, at)
             sizes = lengths([d.text for d in win])
             stats.n_truncated += sum(1 for n in sizes if n > max_length)
             order = sorted(range(len(win)), key=lambda i: -sizes[i])
@@ -293,10 +316,10 @@ def index_pipelined(
                 if on_progress is not None:
                     on_progress(len(batch))
             if writer.error is not None:
-                if isinstance(docs, Sequence):  # a list: name everything not written
-                    never_sent.extend(d.id for w in windows for d in w)
+                if listed:  # a list: name everything not written
+                    never_sent.extend(d.id for w, _ in windows for d in w)
                 break
-    except _BadItem as err:
+    except BadItem as err:
         bad = err
     finally:
         began = time.perf_counter()

@@ -13,14 +13,22 @@ from typing import Any
 
 from .adapters import VectorStore, make_store
 from .chunking import Chunker
-from .documents import CHAR_END, CHAR_START, CHUNK, DOC_ID, plan_writes, split_document
+from .documents import (
+    CHAR_END,
+    CHAR_START,
+    CHUNK,
+    DOC_ID,
+    check_chunks,
+    chunk_documents,
+    plan_writes,
+)
 from .encoder import Encoder, TruncationWarning
 from .fusion import Fusion
 from .lexical import BM25, Analyzer, lexical_spec
 from .pipeline import index_pipelined
 from .types import Document, Hit, Stamp
 
-__all__ = ["MODES", "IndexReport", "Retriever"]
+__all__ = ["MODES", "IndexReport", "Retriever", "chunker_for"]
 
 #: search modes: the Matryoshka funnel, BM25, or both fused
 MODES = ("dense", "lexical", "hybrid")
@@ -53,6 +61,25 @@ class IndexReport:
     n_deleted: int = 0
     #: time spent cutting documents into chunks and comparing them with the store
     chunk_seconds: float = 0.0
+
+
+def chunker_for(encoder: Encoder, chunking: Any) -> Chunker | None:
+    """The :class:`~bertino_rag.chunking.Chunker` of a ``chunking`` setting of
+    :meth:`Retriever.index` for ``encoder`` (``None`` when chunking is off)."""
+    if chunking is False:
+        return None
+    if chunking is True:
+        return Chunker.for_encoder(encoder)
+    if isinstance(chunking, Chunker):
+        return chunking
+    if isinstance(chunking, int) and not isinstance(chunking, bool):
+        return Chunker.for_encoder(encoder, max_tokens=chunking)
+    if isinstance(chunking, Mapping) and set(chunking) <= {"max_tokens", "overlap"}:
+        return Chunker.for_encoder(encoder, **chunking)
+    raise ValueError(
+        f"chunking must be True, False, a max_tokens int, a dict with max_tokens and/or "
+        f"overlap, or a Chunker; got {chunking!r}"
+    )
 
 
 class Retriever:
@@ -174,22 +201,11 @@ class Retriever:
 
     def _chunker(self, chunking: Any) -> Chunker | None:
         """The chunker for a ``chunking`` setting (``None`` when chunking is off)."""
-        if chunking is False:
-            return None
         if chunking is True:
             if self._default_chunker is None:
-                self._default_chunker = Chunker.for_encoder(self.encoder)
+                self._default_chunker = chunker_for(self.encoder, True)
             return self._default_chunker
-        if isinstance(chunking, Chunker):
-            return chunking
-        if isinstance(chunking, int):
-            return Chunker.for_encoder(self.encoder, max_tokens=chunking)
-        if isinstance(chunking, Mapping) and set(chunking) <= {"max_tokens", "overlap"}:
-            return Chunker.for_encoder(self.encoder, **chunking)
-        raise ValueError(
-            f"chunking must be True, False, a max_tokens int, a dict with max_tokens and/or "
-            f"overlap, or a Chunker; got {chunking!r}"
-        )
+        return chunker_for(self.encoder, chunking)
 
     def index(
         self,
@@ -228,8 +244,9 @@ class Retriever:
                 :class:`~bertino_rag.chunking.Chunker`; default: the retriever's ``chunking``.
 
         Raises:
-            ValueError: an invalid document in a list (named by position); nothing of the call
-                is written.
+            ValueError: an invalid document in a list (named by position), or one with a
+                chunk the store would not keep (named by the document's position and the
+                chunk's); nothing of the call is written.
             StreamValidationError: an invalid document in a non-list iterable; it names the
                 position and how many documents were already written (they stay written).
             IndexWriteError: a store write failed; it names the failed and unwritten ids, and
@@ -262,13 +279,12 @@ class Retriever:
         stale: list[str] = []
         chunk_seconds = 0.0
 
-        def prepare(window_docs: list[Document]) -> list[Document]:
+        def prepare(window_docs: list[Document], positions: list[int]) -> list[Document]:
             nonlocal chunk_seconds
             began = time.perf_counter()
             assert chunker is not None
-            spans = chunker.split_many([d.text for d in window_docs])
-            parts = [(d, split_document(d, [(c.start, c.end, c.text) for c in cs]))
-                     for d, cs in zip(window_docs, spans, strict=True)]
+            parts = chunk_documents(window_docs, chunker)
+            check_chunks(parts, positions, self.store.check_documents)
             plan = plan_writes(parts, self.store.get, self.store.ids_of_documents)
             counts["chunked"] += sum(1 for _, p in parts if len(p) > 1)
             counts["chunks"] += sum(len(p) for _, p in parts)
@@ -287,7 +303,9 @@ class Retriever:
                 batch_size=step,
                 window=span,
                 on_progress=bar.update if bar is not None else None,
-                validate=lambda docs, at: self.store.check_documents(docs, offset=at),
+                # chunked documents: their chunks, what is written, meet the text limit
+                validate=lambda docs, at: self.store.check_documents(
+                    docs, offset=at, text_limit=chunker is None),
                 prepare=prepare if chunker is not None else None,
             )
             if stale:  # only once everything new is written: nothing is lost on a failure

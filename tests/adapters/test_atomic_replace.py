@@ -16,7 +16,7 @@ import pytest
 
 from bertino_rag.adapters import MemoryStore, StoreError
 from bertino_rag.adapters import memory as memory_module
-from bertino_rag.types import Document, StampMismatchError, Stamp
+from bertino_rag.types import Document, Stamp, StampMismatchError
 
 OLD = Stamp(model="test-model", full_dim=32, index_dim=8)
 NEW = Stamp(model="test-model", full_dim=32, index_dim=16)

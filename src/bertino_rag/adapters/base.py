@@ -25,7 +25,10 @@ names, so every store indexes and queries the same terms. Stores that can hold i
 ``supports_lexical = True`` and implement ``_upsert_lexical`` (the write, vectors and term
 counts together, as atomic as ``_upsert``) and ``_lexical_search`` (exact BM25 on the live
 documents, :class:`~bertino_rag.lexical.BM25`). Hybrid search is a funnel that works on those
-hooks (``_hybrid_search``); a store with a native fused query overrides it.
+hooks (``_hybrid_search``): a store that can fetch both sides' candidates in one call overrides
+``_hybrid_candidates``, and the rescoring and the fusion (:class:`~bertino_rag.fusion.Fusion`)
+stay the same on every store. A store whose sparse values fix BM25's length normalization at
+write time (Qdrant) says so in :attr:`VectorStore.lexical_avgdl`.
 """
 
 from __future__ import annotations
@@ -360,7 +363,8 @@ def _check_json(value: Any, where: str, what: str, depth: int, seen: set[int]) -
 
 
 def check_documents(
-    documents: Sequence[Document], limits: StoreLimits | None = None, *, offset: int = 0
+    documents: Sequence[Document], limits: StoreLimits | None = None, *, offset: int = 0,
+    describe: Callable[[int], str] | None = None,
 ) -> None:
     """Validate documents against the rules of every store (and ``limits``) before any write.
 
@@ -368,13 +372,17 @@ def check_documents(
     limits; metadata is a dict with string keys whose values are JSON (str, finite numbers
     within int64, bool, None, lists and dicts of those). Ids must be unique within the call.
 
+    Args:
+        describe: how a message names ``documents[i]`` (default: ``"document at position
+            {offset + i}"``); the chunks of a document are named after it.
+
     Raises:
         ValueError: naming the position (``offset`` + index) of the first bad document.
     """
     limits = limits or StoreLimits()
     first: dict[str, int] = {}
     for i, d in enumerate(documents):
-        where = f"document at position {offset + i}"
+        where = describe(i) if describe is not None else f"document at position {offset + i}"
         if not isinstance(d.id, str):
             raise ValueError(f"{where} has an id of type {type(d.id).__name__}; expected str")
         n_id = _utf8(d.id, f"{where}: the id")
@@ -718,10 +726,18 @@ class VectorStore(ABC):
         self.close()
 
     # ------------------------------------------------------------------ validation
-    def check_documents(self, documents: Sequence[Document], *, offset: int = 0) -> None:
+    def check_documents(
+        self, documents: Sequence[Document], *, offset: int = 0, text_limit: bool = True,
+        describe: Callable[[int], str] | None = None,
+    ) -> None:
         """Raise ValueError, naming the position, for a document this store would not keep
-        exactly (see :func:`check_documents`); nothing is written."""
-        check_documents(documents, self.limits, offset=offset)
+        exactly (see :func:`check_documents`); nothing is written.
+
+        ``text_limit=False`` leaves the store's text size limit out: for documents that are
+        cut into chunks before they are written, whose chunks are checked against it.
+        """
+        limits = self.limits if text_limit else replace(self.limits, max_text_bytes=None)
+        check_documents(documents, limits, offset=offset, describe=describe)
 
     def _check_matrix(self, vectors: Any, dim: int, what: str, n: int | None = None) -> np.ndarray:
         arr = np.asarray(vectors, dtype=np.float32)
@@ -1121,13 +1137,25 @@ class VectorStore(ABC):
                 out[i] = hits
         return out
 
-    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
-        """The generic funnel on the store's hooks; stores with a native fused query override
-        it. Candidates from the lexical side are rescored with full vectors too, so every
-        candidate has its exact dense score when the collection keeps full vectors."""
+    @property
+    def lexical_avgdl(self) -> float | None:
+        """The mean document length BM25 normalizes by, when the store fixes it at write time
+        (sparse vectors written once: Qdrant); ``None`` where it is the live collection's
+        mean, and BM25 is exact (MemoryStore, Milvus)."""
+        return None
+
+    def _hybrid_candidates(self, query: HybridQuery) -> tuple[list[list[Hit]], list[list[Hit]]]:
+        """Dense candidates on the index vectors and lexical candidates, ``dense.k`` each."""
         d = query.dense
-        dense = self._search(d.vectors, d.k, d.conditions)
-        lexical = self._lexical_candidates(query.terms, d.k, d.conditions)
+        return (self._search(d.vectors, d.k, d.conditions),
+                self._lexical_candidates(query.terms, d.k, d.conditions))
+
+    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
+        """The funnel on the store's hooks. Candidates from the lexical side are rescored with
+        full vectors too, so every candidate has its exact dense score when the collection
+        keeps full vectors."""
+        d = query.dense
+        dense, lexical = self._hybrid_candidates(query)
         if d.full is not None:
             unions = [
                 list({h.id: h for h in (*lex, *den)}.values())

@@ -75,6 +75,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                         "write it to FILE (Retriever(fusion=FILE), search --fusion FILE)")
     p.add_argument("--fusion", default=None,
                    help="fusion of the hybrid mode in --modes ('minmax', 'rrf' or a file)")
+    p.add_argument("--documents", action="store_true",
+                   help="the corpus holds long documents and the qrels name them: index them "
+                        "as users do (chunked), search with group_by='document' and report "
+                        "document-level metrics, against the documents indexed whole, per dim "
+                        "(--dims, default: 128 and full)")
+    p.add_argument("--max-tokens", type=_positive, default=None,
+                   help="--documents: tokens per chunk (default: what the model reads)")
+    p.add_argument("--overlap", type=int, default=0,
+                   help="--documents: tokens of trailing sentences repeated in the next chunk")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -109,6 +118,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--modes takes dense,lexical,hybrid; got {args.modes!r}")
     if (modes or args.tune_fusion) and beir_path is None:
         raise ValueError("--modes and --tune-fusion need a BEIR folder with qrels")
+    if args.documents:
+        if beir_path is None:
+            raise ValueError("--documents needs a BEIR folder whose qrels name its documents")
+        clash = [flag for flag, on in (("--sts", sts_path), ("--plot", args.plot),
+                                        ("--modes", modes), ("--tune-fusion", args.tune_fusion))
+                 if on]
+        if clash:
+            raise ValueError(f"--documents reports document-level retrieval only; run "
+                             f"{', '.join(clash)} without it")
+    elif args.max_tokens is not None or args.overlap:
+        raise ValueError("--max-tokens and --overlap size the chunks of --documents")
     from ..fusion import Fusion
 
     fusion = Fusion.coerce(args.fusion) if args.fusion else None
@@ -122,6 +142,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for note in (evalset.notes if evalset else []) + (sts.notes if sts else []):
         print(f"note: {note}", file=sys.stderr)
     encoder = Encoder(**encoder_options(args))
+    if args.documents:
+        return _documents(args, encoder, evalset)
     report = evaluate(encoder, evalset, sts, dims=args.dims, rerank_k=args.rerank_k,
                       funnel_dims=args.funnel_dims, store=args.store,
                       latency_queries=max(0, args.latency_queries),
@@ -158,3 +180,38 @@ def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
         print(f"\nbest fusion at dim {dims[0]}: {best.method}, weight {best.weight:g}"
               + (f", rrf_k {best.rrf_k}" if best.method == "rrf" else "")
               + f" (NDCG@10 {ndcg:.4f}, {len(tried)} tried); wrote {args.tune_fusion}")
+
+
+def _documents(args: argparse.Namespace, encoder: Any, evalset: Any) -> int:
+    import json
+
+    from .documents import documents_markdown, evaluate_documents
+
+    full = encoder.full_dim
+    dims = list(args.dims) if args.dims else sorted({min(128, full), full})
+    chunking: Any = True
+    if args.max_tokens is not None or args.overlap:
+        chunking = {"overlap": args.overlap}
+        if args.max_tokens is not None:
+            chunking["max_tokens"] = args.max_tokens
+    rerank_k = args.rerank_k[0] if args.rerank_k else 100
+    results = evaluate_documents(encoder, evalset, dims, store=args.store, chunking=chunking,
+                                 rerank_k=rerank_k, show_progress_bar=not args.quiet)
+    chunked = next(r for r in results if r.name == "chunked")
+    text = (f"## Document-level retrieval\n\n{evalset.source}: {len(evalset.doc_ids)} "
+            f"documents, {len(evalset.query_ids)} queries; model {encoder.model_id}, reads "
+            f"{encoder.max_seq_length} tokens. Chunked: {chunked.n_chunked} documents cut into "
+            f"chunks ({chunked.n_stored} stored items); whole: one vector per document, "
+            "embedded from its beginning. A document's score is its best chunk's.\n\n"
+            + documents_markdown(results))
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+    if args.json_out:
+        payload = {"model": encoder.model_id, "source": evalset.source,
+                   "documents": len(evalset.doc_ids), "queries": len(evalset.query_ids),
+                   "results": [r.to_dict() for r in results]}
+        Path(args.json_out).write_text(json.dumps(payload, indent=2, ensure_ascii=False),
+                                       encoding="utf-8")
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    return 0

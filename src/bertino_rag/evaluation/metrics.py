@@ -33,8 +33,11 @@ def ir_metrics(
     rankings: Sequence[Ranking],
     query_ids: Sequence[str],
     qrels: Mapping[str, Mapping[str, int]],
+    *,
+    accuracy_at: Sequence[int] = (1, 10),
 ) -> dict[str, float]:
-    """NDCG@10, MAP@100, MRR@10, Accuracy@1/@10 and Recall@100 of ranked hits.
+    """NDCG@10, MAP@100, MRR@10, Accuracy@1/@10 (``accuracy_at``) and Recall@100 of ranked
+    hits.
 
     Computed by sentence-transformers' ``InformationRetrievalEvaluator.compute_metrics``: the
     same definitions as the model card (binary relevance; MAP@k divides by
@@ -57,7 +60,7 @@ def ir_metrics(
         queries={q: q for q in query_ids},
         corpus={},
         relevant_docs={q: set(qrels[q]) for q in query_ids},
-        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10],
+        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=sorted(set(accuracy_at)),
         precision_recall_at_k=[DEPTH], map_at_k=[DEPTH], write_csv=False,
     )
     if list(evaluator.queries_ids) != list(query_ids):
@@ -68,8 +71,7 @@ def ir_metrics(
         "ndcg@10": float(out["ndcg@k"][10]),
         "map@100": float(out["map@k"][DEPTH]),
         "mrr@10": float(out["mrr@k"][10]),
-        "accuracy@1": float(out["accuracy@k"][1]),
-        "accuracy@10": float(out["accuracy@k"][10]),
+        **{f"accuracy@{k}": float(out["accuracy@k"][k]) for k in sorted(set(accuracy_at))},
         "recall@100": float(out["recall@k"][DEPTH]),
     }
 
