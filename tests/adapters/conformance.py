@@ -190,6 +190,8 @@ class StoreConformance:
     persistent: bool = False
     #: tolerance on full-vector (rescored) scores; full vectors may be stored as float16
     full_tol: float = 2e-3
+    #: the ``full_vector_dtype`` the store must declare (None: either)
+    full_vector_dtype: str | None = None
 
     @pytest.fixture
     def make_store(self, tmp_path) -> Callable[[], VectorStore]:  # pragma: no cover
@@ -291,6 +293,18 @@ class StoreConformance:
         one = filled.search(queries.index[4], k, flt, full_vector=queries.full[4],
                             rerank_k=rerank_k)
         assert [(h.id, h.score, h.text, h.metadata) for h in one] == want[4]
+
+    def test_full_vector_dtype_is_declared(self, filled, data):
+        docs, _, _ = data
+        dtype = filled.full_vector_dtype
+        assert dtype in ("float16", "float32")
+        if self.full_vector_dtype is not None:
+            assert dtype == self.full_vector_dtype
+        got = filled.fetch_full([d.id for d in docs[:5]])
+        np.testing.assert_array_equal(got.astype(dtype).astype(np.float32), got)
+        from bertino_rag.evaluation.cost import full_bytes_per_doc
+
+        assert full_bytes_per_doc(filled, 384) == (np.dtype(dtype).itemsize * 384, dtype)
 
     def test_fetch_full(self, filled, data):
         docs, vec, _ = data
