@@ -6,8 +6,10 @@ or dimension are never mixed into it. The public methods validate their input an
 backend's underscore methods, so every backend gets the same errors for the same mistakes.
 
 Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get``,
-``_delete``, ``_count``, ``_drop``, ``_ids_where`` and, when they can do better than the
-generic "search, fetch full vectors, rescore" path, ``_search_two_stage``. Backends with a native
+``_delete``, ``_count``, ``_drop``, ``_ids_where``, ``_export`` (read every stored point back
+with its vectors) and, when they can do better than the generic "search, fetch full vectors,
+rescore" path, ``_search_two_stage``. A store with an index to build after bulk writes
+overrides ``build_index``. Backends with a native
 async client also override ``_aupsert`` and ``_asearch``, which receive input already
 validated by :meth:`VectorStore._prepare_upsert` / :meth:`VectorStore._prepare_search`.
 
@@ -41,7 +43,7 @@ import re
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, ClassVar, TypeVar
@@ -72,6 +74,7 @@ __all__ = [
     "rescore",
     "retry",
     "safe_location",
+    "ExportBatch",
     "HybridQuery",
     "SearchQuery",
     "StoreError",
@@ -107,6 +110,20 @@ class SearchQuery:
     #: ``"document"``: one hit per document, with up to ``group_size`` chunks attached
     group_by: str | None = None
     group_size: int = 3
+
+
+@dataclass(frozen=True)
+class ExportBatch:
+    """Stored points read back by :meth:`VectorStore.export`: documents and their vectors.
+
+    ``vectors[i]`` (index dim, float32) and ``full_vectors[i]`` (full dim, float32 holding the
+    stored values; ``None`` when the collection keeps no full vectors) belong to
+    ``documents[i]``. Passing a batch to another store's ``upsert`` copies it as stored.
+    """
+
+    documents: list[Document]
+    vectors: np.ndarray
+    full_vectors: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -573,6 +590,9 @@ class VectorStore(ABC):
     limits: StoreLimits = StoreLimits()
     #: whether the store can keep a lexical index beside the vectors (``Stamp.lexical``)
     supports_lexical: ClassVar[bool] = False
+    #: whether :meth:`open_replacement` builds beside the old collection, which stays whole
+    #: until :meth:`publish` swaps them; otherwise it drops the old collection at once
+    supports_atomic_replace: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -586,6 +606,7 @@ class VectorStore(ABC):
     def __init__(self) -> None:
         self._stamp: Stamp | None = None
         self._collection: str | None = None
+        self._replacing = False
 
     # ------------------------------------------------------------------ lifecycle
     def open(
@@ -604,6 +625,16 @@ class VectorStore(ABC):
                 (and ``recreate`` is False). Nothing is changed in that case.
             CollectionNotFoundError: ``create=False`` and the collection does not exist.
         """
+        self._check_open_args(collection, stamp, create)
+        if self._replacing:
+            self._discard_replacement()
+            self._replacing = False
+        self._open(collection, stamp, recreate)
+        self._collection = collection
+        self._stamp = stamp
+
+    def _check_open_args(self, collection: str, stamp: Stamp, create: bool) -> None:
+        """What :meth:`open` and :meth:`open_replacement` refuse before touching anything."""
         check_collection_name(collection)
         if not create:
             existing = self.collections()
@@ -620,9 +651,53 @@ class VectorStore(ABC):
                     f"{type(self).__name__} cannot keep a lexical index: build the collection "
                     "with hybrid=False, or use a store that has one (memory, qdrant, milvus)"
                 )
-        self._open(collection, stamp, recreate)
+
+    def open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Open a new, empty collection that replaces ``collection`` at :meth:`publish`.
+
+        Writes and searches through this store object go to the replacement. Where the store
+        supports it (:attr:`supports_atomic_replace`), the old collection stays whole, and is
+        what every other reader sees, until :meth:`publish` swaps the two at once; closing
+        without publishing (or a crash) discards the replacement and leaves the old collection
+        as it was. Other stores drop the old collection here (``open(recreate=True)``).
+
+        Raises:
+            ValueError: a collection name or stamp that :meth:`open` refuses.
+        """
+        self._check_open_args(collection, stamp, True)
+        if self._replacing:
+            self._discard_replacement()
+            self._replacing = False
+        self._open_replacement(collection, stamp)
         self._collection = collection
         self._stamp = stamp
+        self._replacing = True
+
+    @property
+    def replacing(self) -> bool:
+        """Whether the open collection is a replacement that :meth:`publish` has not swapped
+        in yet."""
+        return self._replacing
+
+    def publish(self) -> None:
+        """Make the replacement opened by :meth:`open_replacement` the collection, and delete
+        the old one; the store stays open on it. Nothing happens when nothing is replacing."""
+        if not self._replacing:
+            return
+        self._publish()
+        self._replacing = False
+
+    def _open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Default for stores without a swap: the old collection is dropped now."""
+        self._open(collection, stamp, True)
+
+    def _publish(self) -> None:
+        """Swap the replacement in (stores with :attr:`supports_atomic_replace`)."""
+        return None
+
+    def _discard_replacement(self) -> None:
+        """Delete an unpublished replacement (stores with :attr:`supports_atomic_replace`)."""
+        return None
 
     def collections(self) -> list[str]:
         """Names of the bertino-rag collections in this store, sorted."""
@@ -639,6 +714,29 @@ class VectorStore(ABC):
         or ``"float32"``): what a full vector costs per dimension, for reports. Every store
         rescores with float16-rounded values; a store that says nothing is counted float32."""
         return "float32"
+
+    def stored_stamp(self, collection: str) -> Stamp | None:
+        """The stamp of an existing ``collection`` in this store; ``None`` when there is no
+        such collection. Opens nothing.
+
+        Raises:
+            StoreError: the collection exists but was not created by bertino-rag.
+        """
+        if not isinstance(collection, str) or not collection.strip():
+            raise ValueError("collection name must be a non-empty string")
+        return self._stored_stamp(collection)
+
+    def open_existing(self, collection: str) -> Stamp:
+        """Open an existing collection with the stamp it was created with; return the stamp.
+
+        Raises:
+            StoreError: there is no such collection (nothing is created).
+        """
+        found = self.stored_stamp(collection)
+        if found is None:
+            raise StoreError(f"{self!r} has no collection {collection!r}")
+        self.open(collection, found)
+        return found
 
     def ensure_open(self, collection: str, stamp: Stamp, *, recreate: bool = False,
                     create: bool = True) -> None:
@@ -672,14 +770,21 @@ class VectorStore(ABC):
         return self._stamp is not None
 
     def drop(self) -> None:
-        """Delete the open collection and everything in it."""
+        """Delete the open collection and everything in it (an unpublished replacement: the
+        replacement, and the collection it was to replace)."""
         self.stamp  # noqa: B018
+        if self._replacing:
+            self.publish()
         self._drop()
         self._stamp = None
         self._collection = None
 
     def close(self) -> None:
-        """Release connections, files and locks. The data stays."""
+        """Release connections, files and locks. The data stays; an unpublished replacement
+        (:meth:`open_replacement`) is discarded."""
+        if self._replacing:
+            self._replacing = False
+            self._discard_replacement()
         self._stamp = None
         self._collection = None
 
@@ -849,6 +954,31 @@ class VectorStore(ABC):
         if not ids:
             return np.zeros((0, stamp.full_dim), dtype=np.float32)
         return self._fetch_full([str(i) for i in ids])
+
+    def export(self, batch_size: int = 512) -> Iterator[ExportBatch]:
+        """Every stored document with its vectors, in batches of up to ``batch_size``.
+
+        Each document comes exactly once, in a backend-defined order. Writes made while the
+        export runs may or may not be seen.
+        """
+        stamp = self.stamp
+        batch_size = self._check_k(batch_size, "batch_size")
+        for docs, vectors, full in self._export(batch_size):
+            if not docs:
+                continue
+            vectors = np.asarray(vectors, dtype=np.float32).reshape(len(docs), stamp.index_dim)
+            if full is not None:
+                full = np.asarray(full, dtype=np.float32).reshape(len(docs), stamp.full_dim)
+            yield ExportBatch(list(docs), vectors, full if stamp.full_vectors else None)
+
+    def build_index(self) -> bool:
+        """Build the store's search index after bulk writes, where it has one to build.
+
+        Called by ``Retriever.index`` after writing. Returns True when anything was built;
+        searches are correct before and after. Default: nothing to do.
+        """
+        self.stamp  # noqa: B018
+        return False
 
     def search(
         self,
@@ -1251,6 +1381,16 @@ class VectorStore(ABC):
             "document's chunks); implement _ids_where"
         )
 
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        """Yield ``(documents, index vectors, full vectors or None)`` batches covering every
+        stored document once."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export its points yet")
+
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        """The stored stamp of ``collection``, ``None`` when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read stamps without open()")
     def _upsert_lexical(
         self,
         documents: list[Document],
