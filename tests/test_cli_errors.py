@@ -66,6 +66,30 @@ def test_recreate_with_a_missing_or_bad_input_keeps_the_index(tmp_path, index, m
     assert before > 0 and _count(capsys, index, minilm_path) == before  # all still there
 
 
+def test_recreate_that_fails_mid_index_keeps_the_old_index(tmp_path, index, minilm_path,
+                                                           capsys, monkeypatch):
+    from bertino_rag.adapters import memory as memory_module
+
+    before = _count(capsys, index, minilm_path)
+    docs = tmp_path / "new.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"nuovo documento {i}"}) + "\n"
+                            for i in range(3)), encoding="utf-8")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memory_module.np, "save", full_disk)
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", index,
+                       "--recreate", "--quiet")
+    monkeypatch.undo()
+    assert code == 2 and "disk full" in err
+    assert _count(capsys, index, minilm_path) == before  # the old index is whole
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", index,
+                       "--recreate", "--quiet")
+    assert code == 0, err
+    assert _count(capsys, index, minilm_path) == 3
+
+
 def test_duplicate_ids_are_named(tmp_path, minilm_path, capsys):
     docs = tmp_path / "dup.jsonl"
     docs.write_text('{"id": 7, "text": "sette"}\n{"id": "7", "text": "altro sette"}\n',

@@ -618,6 +618,40 @@ class StoreConformance:
         finally:
             second.drop()
 
+    def test_replacement_swaps_in_at_publish(self, make_store, filled, name, stamp, data):
+        """``open_replacement`` + ``publish``: with an atomic swap, the old collection stays
+        whole until publish and closing first keeps it; without, it is dropped at once."""
+        docs, vec, queries = data
+        other = Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=64)
+        index64 = vec.index[:, :64] / np.linalg.norm(vec.index[:, :64], axis=1, keepdims=True)
+        new = make_store()
+        new.open_replacement(name, other)
+        try:
+            assert new.replacing and new.count() == 0 and new.stamp == other
+            assert name in new.collections() and len(new.collections()) == len(
+                set(new.collections()))
+            new.upsert(docs[:5], index64[:5], vec.full[:5])
+            assert new.count() == 5
+            if new.supports_atomic_replace and self.persistent:
+                assert filled.count() == len(docs)  # others still read the old collection
+                new.close()  # unpublished: discarded
+                assert filled.count() == len(docs) and name in make_store().collections()
+                new.open_replacement(name, other)
+                new.upsert(docs[:5], index64[:5], vec.full[:5])
+            new.publish()
+            assert not new.replacing and new.count() == 5
+            assert new.search(index64[2], k=1)[0].id == docs[2].id
+            new.close()
+            again = make_store()
+            if self.persistent:
+                again.open(name, other, create=False)
+                assert again.count() == 5
+                again.close()
+        finally:
+            new.close()
+            filled.close()
+            filled.open(name, other)  # the fixture drops it
+
     def test_rerank_off_layout(self, make_store, name, stamp, data):
         docs, vec, queries = data
         slim = Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=128,

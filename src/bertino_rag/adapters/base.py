@@ -577,10 +577,14 @@ class VectorStore(ABC):
     limits: StoreLimits = StoreLimits()
     #: whether the store can keep a lexical index beside the vectors (``Stamp.lexical``)
     supports_lexical: ClassVar[bool] = False
+    #: whether :meth:`open_replacement` builds beside the old collection, which stays whole
+    #: until :meth:`publish` swaps them; otherwise it drops the old collection at once
+    supports_atomic_replace: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._stamp: Stamp | None = None
         self._collection: str | None = None
+        self._replacing = False
 
     # ------------------------------------------------------------------ lifecycle
     def open(
@@ -599,6 +603,16 @@ class VectorStore(ABC):
                 (and ``recreate`` is False). Nothing is changed in that case.
             CollectionNotFoundError: ``create=False`` and the collection does not exist.
         """
+        self._check_open_args(collection, stamp, create)
+        if self._replacing:
+            self._discard_replacement()
+            self._replacing = False
+        self._open(collection, stamp, recreate)
+        self._collection = collection
+        self._stamp = stamp
+
+    def _check_open_args(self, collection: str, stamp: Stamp, create: bool) -> None:
+        """What :meth:`open` and :meth:`open_replacement` refuse before touching anything."""
         check_collection_name(collection)
         if not create:
             existing = self.collections()
@@ -615,9 +629,53 @@ class VectorStore(ABC):
                     f"{type(self).__name__} cannot keep a lexical index: build the collection "
                     "with hybrid=False, or use a store that has one (memory, qdrant, milvus)"
                 )
-        self._open(collection, stamp, recreate)
+
+    def open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Open a new, empty collection that replaces ``collection`` at :meth:`publish`.
+
+        Writes and searches through this store object go to the replacement. Where the store
+        supports it (:attr:`supports_atomic_replace`), the old collection stays whole, and is
+        what every other reader sees, until :meth:`publish` swaps the two at once; closing
+        without publishing (or a crash) discards the replacement and leaves the old collection
+        as it was. Other stores drop the old collection here (``open(recreate=True)``).
+
+        Raises:
+            ValueError: a collection name or stamp that :meth:`open` refuses.
+        """
+        self._check_open_args(collection, stamp, True)
+        if self._replacing:
+            self._discard_replacement()
+            self._replacing = False
+        self._open_replacement(collection, stamp)
         self._collection = collection
         self._stamp = stamp
+        self._replacing = True
+
+    @property
+    def replacing(self) -> bool:
+        """Whether the open collection is a replacement that :meth:`publish` has not swapped
+        in yet."""
+        return self._replacing
+
+    def publish(self) -> None:
+        """Make the replacement opened by :meth:`open_replacement` the collection, and delete
+        the old one; the store stays open on it. Nothing happens when nothing is replacing."""
+        if not self._replacing:
+            return
+        self._publish()
+        self._replacing = False
+
+    def _open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Default for stores without a swap: the old collection is dropped now."""
+        self._open(collection, stamp, True)
+
+    def _publish(self) -> None:
+        """Swap the replacement in (stores with :attr:`supports_atomic_replace`)."""
+        return None
+
+    def _discard_replacement(self) -> None:
+        """Delete an unpublished replacement (stores with :attr:`supports_atomic_replace`)."""
+        return None
 
     def collections(self) -> list[str]:
         """Names of the bertino-rag collections in this store, sorted."""
@@ -683,14 +741,21 @@ class VectorStore(ABC):
         return self._stamp is not None
 
     def drop(self) -> None:
-        """Delete the open collection and everything in it."""
+        """Delete the open collection and everything in it (an unpublished replacement: the
+        replacement, and the collection it was to replace)."""
         self.stamp  # noqa: B018
+        if self._replacing:
+            self.publish()
         self._drop()
         self._stamp = None
         self._collection = None
 
     def close(self) -> None:
-        """Release connections, files and locks. The data stays."""
+        """Release connections, files and locks. The data stays; an unpublished replacement
+        (:meth:`open_replacement`) is discarded."""
+        if self._replacing:
+            self._replacing = False
+            self._discard_replacement()
         self._stamp = None
         self._collection = None
 
