@@ -190,6 +190,8 @@ class StoreConformance:
     persistent: bool = False
     #: tolerance on full-vector (rescored) scores; full vectors may be stored as float16
     full_tol: float = 2e-3
+    #: the ``full_vector_dtype`` the store must declare (None: either)
+    full_vector_dtype: str | None = None
     #: the engine computes the second stage itself (a Qdrant prefetch query, which scores a
     #: float16 copy of the query against float16 vectors): its scores equal the float32
     #: products of the stored full vectors within ``full_tol``, not bit for bit
@@ -306,6 +308,18 @@ class StoreConformance:
             for h in hits:
                 if h.id in by_id:  # a near-tie swap may bring in a candidate ranked k+1
                     assert (h.text, h.metadata) == by_id[h.id][2:]
+
+    def test_full_vector_dtype_is_declared(self, filled, data):
+        docs, _, _ = data
+        dtype = filled.full_vector_dtype
+        assert dtype in ("float16", "float32")
+        if self.full_vector_dtype is not None:
+            assert dtype == self.full_vector_dtype
+        got = filled.fetch_full([d.id for d in docs[:5]])
+        np.testing.assert_array_equal(got.astype(dtype).astype(np.float32), got)
+        from bertino_rag.evaluation.cost import full_bytes_per_doc
+
+        assert full_bytes_per_doc(filled, 384) == (np.dtype(dtype).itemsize * 384, dtype)
 
     def test_fetch_full(self, filled, data):
         docs, vec, _ = data

@@ -34,6 +34,7 @@ def lite_uri(tmp_path_factory) -> str:
 class TestMilvusLite(StoreConformance):
     persistent = True
     full_tol = 1e-4  # full vectors are float16-rounded exactly as in the oracle
+    full_vector_dtype = "float32"  # Milvus Lite: float16-rounded values held as float32
 
     @pytest.fixture
     def make_store(self, lite_uri):

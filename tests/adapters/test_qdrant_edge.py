@@ -22,6 +22,7 @@ from .conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 
 class TestQdrantEdge(StoreConformance):
     persistent = True
+    full_vector_dtype = "float16"
     engine_rescores = True  # two-stage is one prefetch query: the engine scores the full vectors
 
     @pytest.fixture

@@ -41,6 +41,7 @@ import math
 import random
 import re
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -556,6 +557,16 @@ def rescore(
     ]
 
 
+class _DeprecatedBackend:
+    """``VectorStore.backend``: the old name of :attr:`VectorStore.kind`, with a warning."""
+
+    def __get__(self, obj: object, owner: type) -> str:
+        warnings.warn("VectorStore.backend is deprecated; use VectorStore.kind (the kind of "
+                      "store: 'backend' also names the encoder runtime)", DeprecationWarning,
+                      stacklevel=2)
+        return str(owner.kind)  # type: ignore[attr-defined]
+
+
 class VectorStore(ABC):
     """Abstract vector store holding one collection of Matryoshka vectors.
 
@@ -568,8 +579,10 @@ class VectorStore(ABC):
         ``full_vector=`` and ``rerank_k=``.
     """
 
-    #: short backend name, used in messages and reports
-    backend: str = "abstract"
+    #: the kind of store ("memory", "qdrant", "milvus"), in messages and reports
+    kind: ClassVar[str] = "abstract"
+    #: deprecated alias of :attr:`kind` ("backend" also names the encoder runtime)
+    backend: ClassVar[str] = _DeprecatedBackend()  # type: ignore[assignment]
     #: candidates a two-stage batch holds at once (queries x rerank_k): bounds its memory, so
     #: that a batch of any number of queries runs in flat memory
     candidate_block: int = 1 << 16
@@ -580,6 +593,15 @@ class VectorStore(ABC):
     #: whether :meth:`open_replacement` builds beside the old collection, which stays whole
     #: until :meth:`publish` swaps them; otherwise it drops the old collection at once
     supports_atomic_replace: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("backend")
+        if isinstance(legacy, str):  # a store written against the old name keeps working
+            warnings.warn(f"{cls.__name__}: the class attribute 'backend' is deprecated; "
+                          f"write kind = {legacy!r}", DeprecationWarning, stacklevel=2)
+            cls.kind = legacy
+            del cls.backend
 
     def __init__(self) -> None:
         self._stamp: Stamp | None = None
@@ -685,6 +707,13 @@ class VectorStore(ABC):
     def location(self) -> str:
         """Where the store is, for messages (never with credentials)."""
         return type(self).__name__
+
+    @property
+    def full_vector_dtype(self) -> str:
+        """The numpy dtype name of the full vectors as this store holds them (``"float16"``
+        or ``"float32"``): what a full vector costs per dimension, for reports. Every store
+        rescores with float16-rounded values; a store that says nothing is counted float32."""
+        return "float32"
 
     def stored_stamp(self, collection: str) -> Stamp | None:
         """The stamp of an existing ``collection`` in this store; ``None`` when there is no

@@ -232,7 +232,7 @@ class MemoryStore(VectorStore):
         >>> store = MemoryStore(path="./bertino_index")  # doctest: +SKIP
     """
 
-    backend = "memory"
+    kind = "memory"
     supports_lexical = True
     supports_atomic_replace = True
 
@@ -749,6 +749,10 @@ class MemoryStore(VectorStore):
             if (folder / "meta.sqlite").is_file() or any(folder.glob("seg-*.npy")):
                 found.append(folder.name)  # a folder with data, even damaged, is listed
         return sorted(found)
+
+    @property
+    def full_vector_dtype(self) -> str:
+        return "float16"
 
     @property
     def location(self) -> str:

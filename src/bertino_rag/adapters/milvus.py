@@ -302,7 +302,7 @@ class MilvusStore(VectorStore):
         >>> store = MilvusStore(uri="http://localhost:19530", index="HNSW")  # doctest: +SKIP
     """
 
-    backend = "milvus"
+    kind = "milvus"
     supports_atomic_replace = True
     supports_lexical = True
     limits = StoreLimits(max_id_bytes=ID_MAX_BYTES, max_text_bytes=TEXT_MAX_BYTES)
@@ -384,6 +384,14 @@ class MilvusStore(VectorStore):
     @property
     def location(self) -> str:
         return f"Milvus at {self.where}"
+
+    @property
+    def full_vector_dtype(self) -> str:
+        """float16 on a server (float32 where the open collection fell back to it); Milvus Lite
+        holds the same (float16-rounded) values in float32."""
+        if self._full_dtype is not None:
+            return "float16" if self._full_dtype == self._DataType.FLOAT16_VECTOR else "float32"
+        return "float32" if self.is_lite else "float16"
 
     def collections(self) -> list[str]:
         if self.client is None:

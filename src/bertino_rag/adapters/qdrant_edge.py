@@ -201,7 +201,7 @@ class QdrantEdgeStore(VectorStore):
         >>> Retriever(dim=128, store=store)  # doctest: +SKIP
     """
 
-    backend = "qdrant-edge"
+    kind = "qdrant-edge"
     supports_lexical = True
 
     def __init__(
@@ -377,6 +377,10 @@ class QdrantEdgeStore(VectorStore):
     @property
     def location(self) -> str:
         return f"Qdrant Edge at {self.root}"
+
+    @property
+    def full_vector_dtype(self) -> str:
+        return "float16"
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
         folder = self._folder(collection)
