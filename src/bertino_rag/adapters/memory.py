@@ -8,6 +8,9 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
   checksums, the segments whose files may be deleted, and, per document, its id, segment, row,
   text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id). No
   pickle anywhere;
+- ``meta.acked``: the generation of the last acknowledged write, fsynced before the write
+  returns, so that a lost or garbled ``meta.sqlite-wal`` that undid acknowledged writes is
+  refused at the next open (:meth:`MemoryStore._record_generation`);
 - ``seg-NNNNNN.lex*.npy``: a hybrid collection's postings of the segment's rows
   (:mod:`._postings`), written and made live with the vectors; their sizes and CRC-32s are
   in ``segments.lex_sums`` and checked like the vectors'.
@@ -82,6 +85,8 @@ _REPLACING = ".replacing"
 _REPLACED = ".replaced"
 #: written into a replacement once it is complete: only a complete one is swapped in
 _COMPLETE = "complete"
+#: the generation of the last acknowledged write, outside SQLite (see :meth:`_record_generation`)
+_ACKED = "meta.acked"
 _RESTORE = (
     "Nothing was deleted. Restore the folder (meta.sqlite with its -wal file, and the seg-* "
     "files) from a backup; or move the folder away and index the documents again"
@@ -348,14 +353,76 @@ class MemoryStore(VectorStore):
                         lock.release()
                         lock = acquire()
                         self._refresh()
+                    self._check_acknowledged()  # before garbage is deleted
                     self._collect_garbage()
                 yield
                 try:
                     self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error as err:  # the write is durable in the WAL already
                     logger.warning("MemoryStore: checkpoint of %s failed: %s", self._dir, err)
+                self._record_generation()
             finally:
                 lock.release()
+
+    def _record_generation(self) -> None:
+        """Write the generation of the write that is about to be acknowledged to
+        ``meta.acked``, beside ``meta.sqlite`` and fsynced.
+
+        Why outside SQLite: a commit that the checkpoint has not copied into ``meta.sqlite``
+        yet (a crash right after it, a reader blocking the checkpoint) lives only in
+        ``meta.sqlite-wal``; if that file is then lost or garbled, SQLite drops the bad frame
+        and every frame after it without an error, and the collection silently goes back in
+        time (a delete is undone, new documents vanish). SQLite's own checks cannot see this
+        (the older state is consistent), and a counter inside the database is rolled back
+        with it. A write's generation recorded here before it returns makes the rollback of
+        any acknowledged write detectable at the next open (:meth:`_check_acknowledged`).
+        Cost: one 32-byte write and fsync per write call (``docs/benchmarks.md``).
+        """
+        if self._dir is None:
+            return
+        gen = int(self._meta("generation") or 0)
+        body = f"{gen:020d} {zlib.crc32(str(gen).encode()):010d}\n".encode()
+        path = self._dir / _ACKED
+        created = not path.exists()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, body, 0)  # fixed width: rewritten in place
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                self._fsync_dir()
+        except OSError as err:  # the write is committed; only the check of it is weaker
+            logger.warning("MemoryStore: recording the write in %s failed: %s", path, err)
+
+    def _check_acknowledged(self) -> None:
+        """Refuse a collection whose metadata is older than its last acknowledged write."""
+        if self._dir is None:
+            return
+        path = self._dir / _ACKED
+        try:  # read before the database: a writer records after its commit
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:  # written before this check existed
+            return
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        parts = text.split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or zlib.crc32(
+                str(int(parts[0])).encode()) != int(parts[1]):
+            logger.warning("MemoryStore: %s is unreadable and is ignored; the next write "
+                           "rewrites it", path)
+            return
+        acked = int(parts[0])
+        gen = int(self._meta("generation") or 0)
+        if gen < acked:
+            wal = self._dir / "meta.sqlite-wal"
+            raise StoreCorruptionError(
+                wal, f"{self._dir / 'meta.sqlite'} holds the collection as of write {gen}, but "
+                f"write {acked} was acknowledged ({path.name}): the write-ahead log {wal} was "
+                f"lost or damaged, which silently undid the last {acked - gen} write(s) "
+                f"(deleted documents come back, new ones vanish). {_RESTORE}."
+            )
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -586,6 +653,7 @@ class MemoryStore(VectorStore):
                     self._adopt_legacy_orphans()
                 if not recreate:
                     self._check_accounted()
+                    self._check_acknowledged()
                 if found is None or recreate:
                     with self.db:
                         if self._dir is not None:  # everything of the old collection goes
@@ -1007,7 +1075,8 @@ class MemoryStore(VectorStore):
                     self.db.execute("INSERT OR IGNORE INTO garbage (seg) SELECT seg FROM segments")
                 self.db.execute("DELETE FROM docs")
                 self.db.execute("DELETE FROM segments")
-                self.db.execute("DELETE FROM meta WHERE key != 'last_seg'")
+                # the generation only grows: meta.acked compares with it
+                self.db.execute("DELETE FROM meta WHERE key NOT IN ('last_seg', 'generation')")
                 self.db.execute("DELETE FROM terms")
             self._segments.clear()
             self._vocab = {}
