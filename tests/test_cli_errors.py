@@ -222,3 +222,30 @@ def test_recreate_keeps_the_index_when_a_chunk_breaks_the_store_limit(tmp_path, 
     code, out, _ = run(capsys, "search", "capitale", "--model", minilm_path, "--store", store,
                        "--json")
     assert code == 0 and [h["text"] for h in json.loads(out)] == ["Roma è la capitale d'Italia."]
+
+
+def test_eval_problems_are_reported_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import sys
+
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "uno"}\n', encoding="utf-8")
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "uno?"}\n', encoding="utf-8")
+    (beir / "qrels").mkdir()
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+                                             encoding="utf-8")
+    missing_model = tmp_path / "no-such-model"  # loading it would fail: the check comes first
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, _, err = run(capsys, "eval", beir, "--model", missing_model, "--plot",
+                       tmp_path / "p.png", "--quiet")
+    assert code == 2 and "matplotlib is not installed" in err
+    assert "pip install 'bertino-rag[eval]'" in err and "no-such-model" not in err
+    monkeypatch.delitem(sys.modules, "matplotlib")
+    code, _, err = run(capsys, "eval", beir, "--model", missing_model, "--json",
+                       tmp_path / "no" / "dir" / "r.json", "--quiet")
+    assert code == 2 and "--json" in err and "does not exist" in err
+    assert "no-such-model" not in err
+    monkeypatch.setitem(sys.modules, "pymilvus", None)
+    code, _, err = run(capsys, "eval", beir, "--model", missing_model, "--store",
+                       f"milvus:{tmp_path / 'm.db'}", "--quiet")
+    assert code == 2 and "bertino-rag[milvus]" in err and "no-such-model" not in err

@@ -199,3 +199,11 @@ def test_search_batch_shows_no_progress_bar(indexed, squad_slice, capfd):
     results = indexed.search_batch(queries, k=1)
     assert len(results) == len(queries)
     assert "Batches" not in capfd.readouterr().err
+
+
+def test_long_indexing_shows_one_progress_bar(encoder, squad_slice, capfd):
+    r = Retriever(dim=64, encoder=encoder, write_batch_size=16)
+    capfd.readouterr()
+    r.index(squad_slice["queries"][:4 * encoder.batch_size + 8], show_progress_bar=True)
+    err = capfd.readouterr().err
+    assert "Indexing" in err and "Batches" not in err  # one bar: the encoder shows none
