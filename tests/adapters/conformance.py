@@ -321,6 +321,18 @@ class StoreConformance:
 
         assert full_bytes_per_doc(filled, 384) == (np.dtype(dtype).itemsize * 384, dtype)
 
+    def test_clear_empties_the_collection_and_keeps_it_open(self, filled, name, stamp, data):
+        docs, vec, _ = data
+        filled.clear()
+        assert filled.is_open and filled.stamp == stamp
+        assert filled.count() == 0
+        assert filled.search(vec.index[0], k=3) == []
+        assert filled.get([docs[0].id]) == []
+        assert name in filled.collections()
+        filled.upsert(docs[:3], vec.index[:3], vec.full[:3])
+        assert filled.count() == 3
+        assert [h.id for h in filled.search(vec.index[1], k=1)] == [docs[1].id]
+
     def test_fetch_full(self, filled, data):
         docs, vec, _ = data
         got = filled.fetch_full([docs[2].id, docs[0].id])

@@ -649,7 +649,8 @@ class VectorStore(ABC):
             if not self.supports_lexical:
                 raise ValueError(
                     f"{type(self).__name__} cannot keep a lexical index: build the collection "
-                    "with hybrid=False, or use a store that has one (memory, qdrant, milvus)"
+                    "with hybrid=False, or use a store that has one (memory, qdrant, qdrant-edge, "
+                    "milvus)"
                 )
 
     def open_replacement(self, collection: str, stamp: Stamp) -> None:
@@ -768,6 +769,28 @@ class VectorStore(ABC):
     @property
     def is_open(self) -> bool:
         return self._stamp is not None
+
+    def clear(self) -> None:
+        """Remove every document from the open collection, which stays open with its stamp
+        (a store object shared by several retrievers keeps working).
+
+        Raises:
+            StoreError: a replacement is being built (:meth:`open_replacement`): publish or
+                close it first.
+        """
+        stamp, collection = self.stamp, self._collection
+        assert collection is not None
+        if self._replacing:
+            raise StoreError(f"{self.location}: clear() while a replacement of {collection!r} "
+                             "is being built; publish() or close() it first")
+        self._clear(collection, stamp)
+        self._collection, self._stamp = collection, stamp
+
+    def _clear(self, collection: str, stamp: Stamp) -> None:
+        """Empty the open collection. The default drops it and creates it again with the same
+        stamp; a store that can empty a collection in place overrides this."""
+        self._drop()
+        self._open(collection, stamp, True)
 
     def drop(self) -> None:
         """Delete the open collection and everything in it (an unpublished replacement: the
