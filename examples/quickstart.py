@@ -28,8 +28,8 @@ from _offline import load_encoder  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parent / "documenti"
 
-QUERIES = ["Chi ha dipinto la Gioconda?", "Dove è nata la pizza?", "Qual è il vulcano attivo più alto d'Europa?",
-           "Quando scrisse il Principe Machiavelli?"]
+QUERIES = ["Chi ha dipinto la Gioconda?", "Dove è nata la pizza?",
+           "Qual è il vulcano attivo più alto d'Europa?", "Quando scrisse il Principe Machiavelli?"]
 
 
 def main() -> None:
