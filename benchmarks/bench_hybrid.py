@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                               encoder=cached, collection=f"bench_hybrid_{dim}_{hybrid}",
                               recreate=True, hybrid=hybrid)
                 t0 = time.perf_counter()
-                r.index(docs, show_progress_bar=False)
+                r.index(docs, show_progress_bar=False, chunking=False)  # a vector per paragraph
                 index_s[f"{dim}/{'hybrid' if hybrid else 'dense'}"] = time.perf_counter() - t0
                 if not hybrid:
                     r.store.drop()

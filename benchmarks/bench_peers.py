@@ -225,8 +225,10 @@ def build(name, workdir, collection, texts, ids, *, model, encoder, table, vecto
                  "bertino-milvus": f"milvus:{workdir / (collection + '.db')}"}[name]
         r = Retriever(dim=DIM, rerank_k=RERANK_K, encoder=encoder, store=store,
                       collection=collection, recreate=True)
+        # chunking off: one vector per paragraph (the first 256 tokens), as the peers index
+        # them and as the qrels name them
         r.index([{"id": i, "text": t} for i, t in zip(ids, texts, strict=True)],
-                show_progress_bar=False)
+                show_progress_bar=False, chunking=False)
         return r
     dim = 128 if name.endswith("128") else 384
     if name.startswith("numpy"):

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         r = Retriever(dim=args.dim, model=model, store=args.store, rerank=False,
                       encoder=cached, collection="bench_quality_a", recreate=True)
         t0 = time.perf_counter()
-        r.index(docs, show_progress_bar=False)
+        r.index(docs, show_progress_bar=False, chunking=False)  # a vector per paragraph
         index_a = time.perf_counter() - t0
         t0 = time.perf_counter()
         hits_a = r.search_batch(data.query_texts, k=10)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                       rerank_k=args.rerank_k, encoder=cached, collection="bench_quality_b",
                       recreate=True)
         t0 = time.perf_counter()
-        r.index(docs, show_progress_bar=False)
+        r.index(docs, show_progress_bar=False, chunking=False)  # a vector per paragraph
         index_b = time.perf_counter() - t0
         t0 = time.perf_counter()
         hits_b = r.search_batch(data.query_texts, k=10)

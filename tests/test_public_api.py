@@ -56,3 +56,22 @@ def test_make_store_specs(tmp_path):
     assert make_store(f"memory:{tmp_path}").root == tmp_path
     with pytest.raises(ValueError, match="unknown store"):
         make_store("redis:localhost")
+
+
+def test_the_version_is_written_in_one_place():
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    import bertino_rag
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"]  # no second, hard-coded copy
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "bertino_rag.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", bertino_rag.__version__)
+    assert importlib.metadata.version("bertino-rag") == bertino_rag.__version__

@@ -1,4 +1,4 @@
-"""Command line: ``bertino-rag index | search | eval | train``."""
+"""Command line: ``bertino-rag index | search | eval | train | migrate``."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("collection")
     g.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
     g.add_argument("--store", default=DEFAULT_STORE,
-                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]' or 'milvus:FILE.db|URL' "
+                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
+                        "'milvus:FILE.db|URL' "
                         f"(default: {DEFAULT_STORE})")
     g.add_argument("--collection", default="bertino")
     g.add_argument("--no-rerank", action="store_true",
@@ -345,12 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     # as one line by main), so a missing extra never hides a subcommand, and a bug in one fails
     # loudly here instead of removing it from the command line.
     from .evaluation.cli import register_cli as register_eval
+    from .migrate import register_cli as register_migrate
     from .serve.cli import register_cli as register_serve
     from .training.cli import register_cli as register_train
 
     register_eval(sub)
     register_train(sub)
     register_serve(sub)
+    register_migrate(sub)
     return parser
 
 

@@ -61,6 +61,8 @@ class IndexReport:
     n_deleted: int = 0
     #: time spent cutting documents into chunks and comparing them with the store
     chunk_seconds: float = 0.0
+    #: time the store spent building its search index after the writes (``build_index``)
+    build_seconds: float = 0.0
 
 
 def chunker_for(encoder: Encoder, chunking: Any) -> Chunker | None:
@@ -302,6 +304,10 @@ class Retriever:
         finally:
             if bar is not None:
                 bar.close()
+        build_started = time.perf_counter()
+        if stats.n_written:
+            self.store.build_index()  # e.g. HNSW for Qdrant Edge; searches are exact before
+        build_seconds = time.perf_counter() - build_started
         if stats.n_truncated:
             warnings.warn(
                 f"{stats.n_truncated} of {stats.n_written} documents are longer than the model's "
@@ -318,6 +324,7 @@ class Retriever:
             n_chunked=counts["chunked"], n_chunks=counts["chunks"],
             n_unchanged=counts["unchanged"], n_deleted=len(set(stale)),
             chunk_seconds=chunk_seconds,
+            build_seconds=build_seconds,
         )
         return stats.ids
 

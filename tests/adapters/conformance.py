@@ -2,12 +2,18 @@
 
 A subclass provides the ``make_store`` fixture: a factory that returns a new, unopened store
 object pointing at the same place each time it is called (so that reopening can be tested).
-Vectors are real MiniLM embeddings of a squad-it-dev slice; the oracle is exact numpy search.
+
+The suite needs no model and no data set: :func:`random_corpus` builds seeded random unit
+vectors (with Matryoshka-style truncation) and short Italian texts from a fixed vocabulary, so a
+new store can be checked anywhere in seconds. The oracles are exact numpy search and bm25s.
+``tests/adapters/test_real_vectors.py`` runs the same suite on real MiniLM vectors of a
+squad-it-dev slice by overriding the ``corpus`` fixture.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import Callable
 
@@ -16,6 +22,7 @@ import pytest
 
 from bertino_rag.adapters import StoreError, VectorStore
 from bertino_rag.adapters.filters import FilterError, matches, parse_filter
+from bertino_rag.encoder import Encoded
 from bertino_rag.fusion import Fusion
 from bertino_rag.lexical import (
     BM25,
@@ -27,6 +34,105 @@ from bertino_rag.lexical import (
 from bertino_rag.types import Document, Stamp, StampMismatchError
 
 SCORE_TOL = 1e-4
+
+# Content words (no stopword among them) the random texts are made of; the suite's lexical
+# tests search "foresta" and rely on "zanzibar" being absent.
+VOCABULARY = (
+    "foresta fiume pioggia albero animale specie clima bacino territorio governo regione "
+    "confine popolazione villaggio tribù scienziato studio ricerca deforestazione incendio "
+    "suolo nutriente carbonio ossigeno atmosfera temperatura stagione raccolto agricoltura "
+    "allevamento rete televisione canale programma notizia trasmissione emittente pubblico "
+    "spettatore pubblicità contratto azienda società dirigente presidente stazione segnale "
+    "serie episodio telegiornale redazione giornalista ascolto palinsesto missione razzo "
+    "navicella astronauta luna orbita lancio modulo equipaggio capsula motore carburante "
+    "traiettoria comandante pilota atterraggio superficie campione roccia esperimento "
+    "computer calcolo ingegnere progetto bilancio congresso agenzia spaziale satellite "
+    "telescopio pianeta stella galassia energia potenza velocità distanza chilometro "
+    "secolo decennio anno guerra pace trattato impero repubblica città capitale porto "
+    "nave commercio mercato prezzo moneta banca lavoro fabbrica macchina strada ponte"
+).split()
+TITLES = {"Amazzonia": 21, "ABC (Stati Uniti d'America)": 98, "Programma Apollo": 58}
+
+
+def _four_squares(n: int) -> list[int]:
+    """Four non-negative integers whose squares sum to ``n`` (Lagrange: they always exist)."""
+    for a in range(math.isqrt(n), -1, -1):
+        ra = n - a * a
+        for b in range(math.isqrt(ra), -1, -1):
+            rb = ra - b * b
+            for c in range(math.isqrt(rb), -1, -1):
+                d = math.isqrt(rb - c * c)
+                if c * c + d * d == rb:
+                    return [a, b, c, d]
+                if c < d:  # every later (c, d) repeats a pair already tried
+                    break
+    raise AssertionError(f"no four squares sum to {n}")
+
+
+def _lattice(rng: np.random.Generator, real: np.ndarray, norm2: int) -> np.ndarray:
+    """Integers along ``real`` whose squares sum to exactly ``norm2``."""
+    head = real[:-4]
+    ints = np.round(head * math.sqrt(0.97 * norm2) / np.linalg.norm(head)).astype(np.int64)
+    tail = np.array(_four_squares(norm2 - int((ints**2).sum()))) * rng.choice([-1, 1], size=4)
+    return np.concatenate([ints, tail])
+
+
+def _vectors(rng: np.random.Generator, head: np.ndarray, rest: np.ndarray, bits: int = 10):
+    """Unit vectors that make every engine compute the same scores.
+
+    Components are integers over a power of two, with squares summing to exactly 1: the
+    first ``len(head)`` components hold a quarter of the norm, so truncating to them and
+    renormalizing (what a Matryoshka encoder does) doubles them, exactly. Every dot product is
+    then exact in float32 whatever the summation order, a store that normalizes (cosine)
+    changes nothing, and float16 storage loses nothing: identical vectors score identically
+    everywhere, and the tie-break by id is what orders them.
+    """
+    a = np.array([_lattice(rng, h, 4**bits) for h in head])
+    b = np.array([_lattice(rng, r, 3 * 4**bits) for r in rest])
+    full = (np.concatenate([a, b], axis=1) / 2 ** (bits + 1)).astype(np.float32)
+    return Encoded(full=full, index=(a / 2**bits).astype(np.float32))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def random_corpus(seed: int = 0, full_dim: int = 384, index_dim: int = 128,
+                  n_queries: int = 200) -> dict:
+    """Seeded documents, queries and unit vectors: no model, no data set.
+
+    Documents are grouped under three titles (``metadata`` ``title`` and ``para``), each title
+    with its own topic words; a query is a handful of words of one document, and its vector
+    lies near that document's (as a real question near its paragraph). ``index`` vectors are
+    the first ``index_dim`` components renormalized, as a Matryoshka encoder truncates.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = np.array(VOCABULARY)
+    topics = np.array_split(rng.permutation(len(vocab)), len(TITLES))
+    docs, words_of = [], []
+    for (title, n), topic in zip(TITLES.items(), topics, strict=True):
+        for para in range(n):
+            n_words = int(rng.integers(12, 40))
+            own = rng.choice(vocab[topic], size=n_words * 2 // 3)
+            other = rng.choice(vocab, size=n_words - len(own))
+            words = [str(w) for w in rng.permutation(np.concatenate([own, other]))]
+            words_of.append(words)
+            docs.append({"id": f"{title}#{para}", "text": " ".join(words).capitalize() + ".",
+                         "metadata": {"title": title, "para": para}})
+    head = _unit_rows(rng.standard_normal((len(docs), index_dim)))
+    rest = _unit_rows(rng.standard_normal((len(docs), full_dim - index_dim)))
+    doc_vectors = _vectors(rng, head, rest)
+    targets = rng.integers(0, len(docs), size=n_queries)
+    queries = [" ".join(rng.choice(words_of[t], size=int(rng.integers(2, 6)))) + "?"
+               for t in targets]
+    noise = 0.8 * _unit_rows(rng.standard_normal((n_queries, full_dim)))
+    query_vectors = _vectors(rng, head[targets] + noise[:, :index_dim],
+                             rest[targets] + noise[:, index_dim:])
+    return {"model": "random-unit-vectors", "full_dim": full_dim, "docs": docs,
+            "queries": queries, "doc_vectors": doc_vectors, "query_vectors": query_vectors}
+
+
+_RANDOM_CORPUS: dict = {}
 
 
 def exact_topk(matrix: np.ndarray, query: np.ndarray, ids: list[str], k: int):
@@ -84,6 +190,10 @@ class StoreConformance:
     persistent: bool = False
     #: tolerance on full-vector (rescored) scores; full vectors may be stored as float16
     full_tol: float = 2e-3
+    #: the engine computes the second stage itself (a Qdrant prefetch query, which scores a
+    #: float16 copy of the query against float16 vectors): its scores equal the float32
+    #: products of the stored full vectors within ``full_tol``, not bit for bit
+    engine_rescores: bool = False
 
     @pytest.fixture
     def make_store(self, tmp_path) -> Callable[[], VectorStore]:  # pragma: no cover
@@ -94,14 +204,22 @@ class StoreConformance:
         return f"t_{uuid.uuid4().hex[:12]}"
 
     @pytest.fixture
-    def stamp(self, encoder) -> Stamp:
-        return Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128)
+    def corpus(self) -> dict:
+        """Documents, query texts, their vectors and the model they stand for (override to run
+        the suite on other data)."""
+        if not _RANDOM_CORPUS:
+            _RANDOM_CORPUS.update(random_corpus())
+        return _RANDOM_CORPUS
 
     @pytest.fixture
-    def data(self, squad_slice, slice_vectors):
+    def stamp(self, corpus) -> Stamp:
+        return Stamp(model=corpus["model"], full_dim=corpus["full_dim"], index_dim=128)
+
+    @pytest.fixture
+    def data(self, corpus):
         docs = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])
-                for d in squad_slice["docs"]]
-        return docs, slice_vectors["docs"], slice_vectors["queries"]
+                for d in corpus["docs"]]
+        return docs, corpus["doc_vectors"], corpus["query_vectors"]
 
     @pytest.fixture
     def filled(self, make_store, name, stamp, data):
@@ -173,10 +291,21 @@ class StoreConformance:
         filled.candidate_block = 3 * rerank_k  # 3 queries per block
         got = filled.search_batch(queries.index, k, flt, full_vectors=queries.full,
                                   rerank_k=rerank_k)
-        assert [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in got] == want
         one = filled.search(queries.index[4], k, flt, full_vector=queries.full[4],
                             rerank_k=rerank_k)
-        assert [(h.id, h.score, h.text, h.metadata) for h in one] == want[4]
+        if not self.engine_rescores:
+            assert [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in got] == want
+            assert [(h.id, h.score, h.text, h.metadata) for h in one] == want[4]
+            return
+        assert len(got) == len(want)
+        for hits, wanted_hits in zip([*got, one], [*want, want[4]], strict=True):
+            same_ranking([h.id for h in hits], [h.score for h in hits],
+                         [w[0] for w in wanted_hits], [w[1] for w in wanted_hits],
+                         tol=self.full_tol)
+            by_id = {w[0]: w for w in wanted_hits}
+            for h in hits:
+                if h.id in by_id:  # a near-tie swap may bring in a candidate ranked k+1
+                    assert (h.text, h.metadata) == by_id[h.id][2:]
 
     def test_fetch_full(self, filled, data):
         docs, vec, _ = data
@@ -185,7 +314,7 @@ class StoreConformance:
         with pytest.raises(KeyError, match="no-such-id"):
             filled.fetch_full(["no-such-id"])
 
-    def test_empty_collection(self, make_store, name, stamp, encoder):
+    def test_empty_collection(self, make_store, name, stamp):
         store = make_store()
         store.open(name, stamp)
         try:
@@ -530,6 +659,67 @@ class StoreConformance:
             again.close()
         filled.open(name, stamp)
 
+    # ------------------------------------------------------------------ export
+    def test_export_returns_every_point_with_its_vectors(self, filled, data):
+        docs, vec, _ = data
+        batches = list(filled.export(batch_size=7))
+        assert batches and all(0 < len(b.documents) <= 7 for b in batches)
+        got = [d for b in batches for d in b.documents]
+        assert sorted(d.id for d in got) == sorted(d.id for d in docs)  # each exactly once
+        row = {d.id: i for i, d in enumerate(docs)}
+        for b in batches:
+            rows = [row[d.id] for d in b.documents]
+            assert [(d.text, d.metadata) for d in b.documents] == [
+                (docs[r].text, docs[r].metadata) for r in rows]
+            assert b.vectors.dtype == np.float32 and b.vectors.shape == (len(rows), 128)
+            np.testing.assert_allclose(b.vectors, vec.index[rows], atol=1e-5)
+            assert b.full_vectors is not None
+            # full vectors come back as stored: float16 values
+            np.testing.assert_allclose(b.full_vectors, vec.full[rows], atol=2e-3)
+
+    def test_export_copies_into_another_store(self, filled, data, stamp):
+        """What export() yields, upserted into an exact store, searches like the original."""
+        from bertino_rag.adapters import MemoryStore
+
+        _, _, queries = data
+        copy = MemoryStore()
+        copy.open("copy", filled.stamp)
+        for b in filled.export(batch_size=50):
+            copy.upsert(b.documents, b.vectors, b.full_vectors)
+        assert copy.count() == filled.count()
+        want = filled.search(queries.index[3], k=5, full_vector=queries.full[3], rerank_k=30)
+        got = copy.search(queries.index[3], k=5, full_vector=queries.full[3], rerank_k=30)
+        same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want],
+                     [h.score for h in want], tol=self.full_tol)
+
+    def test_export_without_full_vectors_and_empty(self, make_store, name, stamp, data):
+        docs, vec, _ = data
+        slim = Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=128,
+                     full_vectors=False)
+        store = make_store()
+        store.open(name, slim)
+        try:
+            assert list(store.export()) == []
+            store.upsert(docs[:5], vec.index[:5])
+            (batch,) = list(store.export())
+            assert batch.full_vectors is None and len(batch.documents) == 5
+        finally:
+            store.drop()
+
+    def test_stored_stamp_and_open_existing(self, make_store, filled, name, stamp, data):
+        docs, _, _ = data
+        other = make_store()
+        assert other.stored_stamp(name) == stamp
+        assert other.stored_stamp(f"{name}_missing") is None
+        with pytest.raises(StoreError, match="no collection"):
+            other.open_existing(f"{name}_missing")
+        if other is not filled:
+            assert not other.is_open
+            assert other.open_existing(name) == stamp
+            assert other.count() == len(docs)
+            other.close()
+        assert filled.count() == len(docs)
+
     # ------------------------------------------------------------------ async
     def test_async_search_equals_sync(self, filled, data):
         _, _, queries = data
@@ -570,9 +760,9 @@ class StoreConformance:
             store.open(name, lex_stamp)
         assert not store.is_open
 
-    def test_lexical_matches_bm25s(self, lex_filled, squad_slice, data):
+    def test_lexical_matches_bm25s(self, lex_filled, corpus, data):
         docs, _, _ = data
-        for query in squad_slice["queries"][:40:4]:
+        for query in corpus["queries"][:40:4]:
             hits = lex_filled.lexical_search(query, k=10)
             want_ids, want_scores = bm25_reference(docs, query, 10,
                                                    avgdl=lex_filled.lexical_avgdl)
@@ -580,16 +770,16 @@ class StoreConformance:
                          tol=self.LEX_TOL)
             assert all(h.text == docs[[d.id for d in docs].index(h.id)].text for h in hits)
 
-    def test_lexical_batch_equals_single(self, lex_filled, squad_slice):
-        queries = squad_slice["queries"][:6]
+    def test_lexical_batch_equals_single(self, lex_filled, corpus):
+        queries = corpus["queries"][:6]
         batch = lex_filled.lexical_search_batch(queries, k=5)
         assert [[h.id for h in hits] for hits in batch] == [
             [h.id for h in lex_filled.lexical_search(q, k=5)] for q in queries
         ]
 
-    def test_lexical_delete_replace_and_idempotent_upsert(self, lex_filled, squad_slice, data):
+    def test_lexical_delete_replace_and_idempotent_upsert(self, lex_filled, corpus, data):
         docs, vec, _ = data
-        query = squad_slice["queries"][0]
+        query = corpus["queries"][0]
         before = lex_filled.lexical_search(query, k=5)
         gone = [h.id for h in before[:2]]
         lex_filled.delete(gone)
@@ -616,11 +806,11 @@ class StoreConformance:
             docs[3].id]
         assert lex_filled.count() == len(docs)
 
-    def test_lexical_filter(self, lex_filled, squad_slice, data):
+    def test_lexical_filter(self, lex_filled, corpus, data):
         docs, _, _ = data
         flt = {"para": {"$lt": 8}}
         allowed = [d for d in docs if d.metadata["para"] < 8]
-        query = squad_slice["queries"][1]
+        query = corpus["queries"][1]
         hits = lex_filled.lexical_search(query, k=5, filter=flt)
         assert hits and all(h.metadata["para"] < 8 for h in hits)
         # statistics are the collection's: the reference scores every document, then filters
@@ -630,12 +820,12 @@ class StoreConformance:
         same_ranking([h.id for h in hits], [h.score for h in hits], [i for i, _ in want],
                      [s for _, s in want], tol=self.LEX_TOL)
 
-    def test_hybrid_matches_funnel_oracle(self, lex_filled, squad_slice, data):
+    def test_hybrid_matches_funnel_oracle(self, lex_filled, corpus, data):
         docs, vec, queries = data
         ids = [d.id for d in docs]
         fusion = Fusion("minmax", 0.8)
         for qi in range(0, 30, 6):
-            text = squad_slice["queries"][qi]
+            text = corpus["queries"][qi]
             hits = lex_filled.hybrid_search(queries.index[qi], text, k=5,
                                             full_vector=queries.full[qi], rerank_k=20,
                                             fusion=fusion)
@@ -656,9 +846,9 @@ class StoreConformance:
             np.testing.assert_allclose([h.score for h in hits], [h.score for h in want],
                                        atol=5e-3)
 
-    def test_hybrid_rrf_and_rerank_off(self, lex_filled, squad_slice, data):
+    def test_hybrid_rrf_and_rerank_off(self, lex_filled, corpus, data):
         _, _, queries = data
-        text = squad_slice["queries"][2]
+        text = corpus["queries"][2]
         rrf = lex_filled.hybrid_search(queries.index[2], text, k=5, fusion=Fusion("rrf", 0.5))
         assert len(rrf) == 5 and all(0 < h.score <= 1 / 61 + 1e-9 for h in rrf)
         lexical = lex_filled.lexical_search(text, k=1)[0].id
@@ -718,9 +908,9 @@ class StoreConformance:
         assert lex_filled.count() == len(docs)
 
     def test_lexical_persistence_and_async(self, make_store, lex_filled, name, lex_stamp,
-                                           squad_slice, data):
+                                           corpus, data):
         _, _, queries = data
-        query = squad_slice["queries"][5]
+        query = corpus["queries"][5]
         before = lex_filled.lexical_search(query, k=5)
         got = asyncio.run(lex_filled.alexical_search(query, k=5))
         assert [h.id for h in got] == [h.id for h in before]

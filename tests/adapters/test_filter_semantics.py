@@ -1,7 +1,8 @@
 """Filters mean the same on every store: each filter, on every store, returns exactly the
 documents that the reference semantics (``filters.matches``) allows. Also the bounds.
 
-Stores: MemoryStore (RAM and folder), Qdrant local mode, Milvus Lite; random unit vectors.
+Stores: MemoryStore (RAM and folder), Qdrant local mode, Qdrant Edge, Milvus Lite; random unit
+vectors.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ FILTERS = [
     {"s": "y", "$or": [{"v": {"$nin": [0, 2]}}, {"w": 16}]},
     {"$or": [{"zz": 1}, {"zz": {"$ne": 1}}]},
 ]
-KINDS = ["memory", "memory-dir", "qdrant", "milvus"]
+KINDS = ["memory", "memory-dir", "qdrant", "qdrant-edge", "milvus"]
 
 
 def _holds_a_list(doc: Document) -> bool:
@@ -61,6 +62,12 @@ def store(request, tmp_path_factory):
         from bertino_rag.adapters import QdrantStore
 
         s = QdrantStore()
+    elif kind == "qdrant-edge":
+        if importlib.util.find_spec("qdrant_edge") is None:
+            pytest.skip("qdrant-edge-py is not installed")
+        from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
+
+        s = QdrantEdgeStore(tmp)
     else:
         if importlib.util.find_spec("milvus_lite") is None:
             pytest.skip("milvus-lite is not installed")
@@ -69,7 +76,7 @@ def store(request, tmp_path_factory):
         s = MilvusStore(uri=str(tmp / "f.db"))
     s.open("filters", STAMP)
     rng = np.random.default_rng(0)
-    docs = [d for d in DOCS if kind != "qdrant" or not _holds_a_list(d)]
+    docs = [d for d in DOCS if not kind.startswith("qdrant") or not _holds_a_list(d)]
     full = rng.normal(size=(len(docs), STAMP.full_dim)).astype(np.float32)
     full /= np.linalg.norm(full, axis=1, keepdims=True)
     index = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)

@@ -6,8 +6,10 @@ or dimension are never mixed into it. The public methods validate their input an
 backend's underscore methods, so every backend gets the same errors for the same mistakes.
 
 Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get``,
-``_delete``, ``_count``, ``_drop``, ``_ids_where`` and, when they can do better than the
-generic "search, fetch full vectors, rescore" path, ``_search_two_stage``. Backends with a native
+``_delete``, ``_count``, ``_drop``, ``_ids_where``, ``_export`` (read every stored point back
+with its vectors) and, when they can do better than the generic "search, fetch full vectors,
+rescore" path, ``_search_two_stage``. A store with an index to build after bulk writes
+overrides ``build_index``. Backends with a native
 async client also override ``_aupsert`` and ``_asearch``, which receive input already
 validated by :meth:`VectorStore._prepare_upsert` / :meth:`VectorStore._prepare_search`.
 
@@ -40,7 +42,7 @@ import random
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, ClassVar, TypeVar
@@ -71,6 +73,7 @@ __all__ = [
     "rescore",
     "retry",
     "safe_location",
+    "ExportBatch",
     "HybridQuery",
     "SearchQuery",
     "StoreError",
@@ -106,6 +109,20 @@ class SearchQuery:
     #: ``"document"``: one hit per document, with up to ``group_size`` chunks attached
     group_by: str | None = None
     group_size: int = 3
+
+
+@dataclass(frozen=True)
+class ExportBatch:
+    """Stored points read back by :meth:`VectorStore.export`: documents and their vectors.
+
+    ``vectors[i]`` (index dim, float32) and ``full_vectors[i]`` (full dim, float32 holding the
+    stored values; ``None`` when the collection keeps no full vectors) belong to
+    ``documents[i]``. Passing a batch to another store's ``upsert`` copies it as stored.
+    """
+
+    documents: list[Document]
+    vectors: np.ndarray
+    full_vectors: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -611,6 +628,29 @@ class VectorStore(ABC):
         """Where the store is, for messages (never with credentials)."""
         return type(self).__name__
 
+    def stored_stamp(self, collection: str) -> Stamp | None:
+        """The stamp of an existing ``collection`` in this store; ``None`` when there is no
+        such collection. Opens nothing.
+
+        Raises:
+            StoreError: the collection exists but was not created by bertino-rag.
+        """
+        if not isinstance(collection, str) or not collection.strip():
+            raise ValueError("collection name must be a non-empty string")
+        return self._stored_stamp(collection)
+
+    def open_existing(self, collection: str) -> Stamp:
+        """Open an existing collection with the stamp it was created with; return the stamp.
+
+        Raises:
+            StoreError: there is no such collection (nothing is created).
+        """
+        found = self.stored_stamp(collection)
+        if found is None:
+            raise StoreError(f"{self!r} has no collection {collection!r}")
+        self.open(collection, found)
+        return found
+
     def ensure_open(self, collection: str, stamp: Stamp, *, recreate: bool = False,
                     create: bool = True) -> None:
         """Make ``collection`` the open one, built with ``stamp``.
@@ -820,6 +860,31 @@ class VectorStore(ABC):
         if not ids:
             return np.zeros((0, stamp.full_dim), dtype=np.float32)
         return self._fetch_full([str(i) for i in ids])
+
+    def export(self, batch_size: int = 512) -> Iterator[ExportBatch]:
+        """Every stored document with its vectors, in batches of up to ``batch_size``.
+
+        Each document comes exactly once, in a backend-defined order. Writes made while the
+        export runs may or may not be seen.
+        """
+        stamp = self.stamp
+        batch_size = self._check_k(batch_size, "batch_size")
+        for docs, vectors, full in self._export(batch_size):
+            if not docs:
+                continue
+            vectors = np.asarray(vectors, dtype=np.float32).reshape(len(docs), stamp.index_dim)
+            if full is not None:
+                full = np.asarray(full, dtype=np.float32).reshape(len(docs), stamp.full_dim)
+            yield ExportBatch(list(docs), vectors, full if stamp.full_vectors else None)
+
+    def build_index(self) -> bool:
+        """Build the store's search index after bulk writes, where it has one to build.
+
+        Called by ``Retriever.index`` after writing. Returns True when anything was built;
+        searches are correct before and after. Default: nothing to do.
+        """
+        self.stamp  # noqa: B018
+        return False
 
     def search(
         self,
@@ -1222,6 +1287,16 @@ class VectorStore(ABC):
             "document's chunks); implement _ids_where"
         )
 
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        """Yield ``(documents, index vectors, full vectors or None)`` batches covering every
+        stored document once."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export its points yet")
+
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        """The stored stamp of ``collection``, ``None`` when it does not exist."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read stamps without open()")
     def _upsert_lexical(
         self,
         documents: list[Document],

@@ -1033,6 +1033,53 @@ class MemoryStore(VectorStore):
                                     if r >= 0])
             return self._hits_of(results)
 
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        if self.root is None:
+            if collection not in self._ram:
+                return None
+            row = self._ram[collection][0].execute(
+                "SELECT value FROM meta WHERE key = 'stamp'").fetchone()
+        else:
+            path = self.root / collection / "meta.sqlite"
+            if not path.exists():
+                return None
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.lock_timeout)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'stamp'").fetchone()
+            except sqlite3.OperationalError:  # a folder without our schema
+                row = None
+            finally:
+                db.close()
+        return None if row is None else Stamp.from_dict(json.loads(row[0]))
+
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        """Documents in id order, a page at a time (keyset pagination on the id)."""
+        last: str | None = None
+        while True:
+            with self._mutex:
+                self._refresh()
+                if last is None:
+                    rows = self.db.execute(
+                        "SELECT id, seg, row, text, metadata FROM docs ORDER BY id LIMIT ?",
+                        (batch_size,)).fetchall()
+                else:
+                    rows = self.db.execute(
+                        "SELECT id, seg, row, text, metadata FROM docs WHERE id > ? "
+                        "ORDER BY id LIMIT ?", (last, batch_size)).fetchall()
+                if not rows:
+                    return
+                docs = [Document(text=t, id=i, metadata=json.loads(m)) for i, _, _, t, m in rows]
+                index = np.stack([np.asarray(self._segments[seg].index[row], dtype=np.float32)
+                                  for _, seg, row, _, _ in rows])
+                full = None
+                if self.stamp.full_vectors:
+                    fulls = [self._segments[seg].full for _, seg, _, _, _ in rows]
+                    full = np.stack([np.asarray(f[row], dtype=np.float32)  # type: ignore[index]
+                                     for f, (_, _, row, _, _) in zip(fulls, rows, strict=True)])
+            yield docs, index, full
+            last = rows[-1][0]
     def _lexical_search(
         self, terms: list[list[str]], k: int, conditions: Any
     ) -> list[list[Hit]]:

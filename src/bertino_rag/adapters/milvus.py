@@ -508,6 +508,14 @@ class MilvusStore(VectorStore):
         self._index_type, self._full_dtype, self._metric = index_type, full_dtype, metric
         self._grouped = grouped
 
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        if self.client is None:
+            self.client = self._connect(require("pymilvus", "milvus"))
+        if not self._call("has_collection", self.client.has_collection, collection):
+            return None
+        desc = self._call("describe_collection", self.client.describe_collection, collection)
+        return self._read_stamp(desc, collection)
+
     def _read_stamp(self, desc: dict[str, Any], collection: str) -> Stamp:
         raw = (desc.get("properties") or {}).get(STAMP_KEY)
         description = str(desc.get("description") or "")
@@ -767,6 +775,27 @@ class MilvusStore(VectorStore):
             offset += len(rows)
         full = np.concatenate(parts) if parts else np.zeros((0, self.stamp.full_dim), np.float32)
         return found, full
+
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        full = self.stamp.full_vectors
+        fields = ["id", "vector", "text", "metadata", *(["full_vector"] if full else [])]
+        it = self._call("query_iterator", self.client.query_iterator, self.collection,
+                        batch_size=batch_size, filter="", output_fields=fields)
+        try:
+            while True:
+                rows = self._call("query_iterator.next", it.next)
+                if not rows:
+                    return
+                docs = [Document(text=r["text"], id=r["id"], metadata=r["metadata"] or {})
+                        for r in rows]
+                index = np.asarray([r["vector"] for r in rows], dtype=np.float32)
+                fulls = (np.stack([_decode_full(r["full_vector"]) for r in rows])
+                         if full else None)
+                yield docs, index, fulls
+        finally:
+            it.close()
 
     def _search_params(self, limit: int) -> dict[str, Any]:
         index = self._index_type

@@ -67,9 +67,8 @@ import functools
 import logging
 import os
 import threading
-import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -93,13 +92,19 @@ from .base import (
     check_found,
     id_ranks,
     lexical_config,
-    ranking_key,
     redact,
     rescore_rows,
     retry,
     safe_location,
 )
-from .filters import FilterError, Node, Or
+from .filters import Node
+from .qdrant_common import (
+    FilterVocabulary,
+    compile_conditions,
+    hits_from_points,
+    parse_index_fields,
+    point_id,
+)
 
 require("qdrant_client", "qdrant")
 
@@ -110,7 +115,7 @@ from qdrant_client.http.exceptions import (  # noqa: E402
 )
 from qdrant_client.local.qdrant_local import QdrantLocal  # noqa: E402
 
-__all__ = ["QdrantStore"]
+__all__ = ["QdrantStore", "point_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,19 +127,10 @@ LAYOUT_VERSION = 2
 LEXICAL = "lexical"
 META_KEY = "bertino_rag"
 STAMP_SUFFIX = "__bertino_stamp"
-#: namespace of the uuid5 point ids derived from document ids
-ID_NAMESPACE = uuid.UUID("6f2d6c1e-8a55-5b8e-9c43-2f4e0b6a9d11")
-_MAX_EXACT_FLOAT = 2**53
 _OVERSAMPLING = {"int8": 2.0, "binary": 3.0}
-_PAYLOAD_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
 
 Quantization = Literal["int8", "binary"] | None
 TwoStage = Literal["auto", "prefetch", "rescore"]
-
-
-def point_id(doc_id: str) -> str:
-    """The Qdrant point id of a document id (point ids must be unsigned ints or UUIDs)."""
-    return str(uuid.uuid5(ID_NAMESPACE, doc_id))
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -278,7 +274,7 @@ class QdrantStore(VectorStore):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.quantization = quantization
-        self.index_fields = _index_fields(index_fields)
+        self.index_fields = parse_index_fields(index_fields)
         self.batch_size = batch_size
         self.parallel = parallel
         self.max_retries = max(0, int(max_retries))
@@ -561,6 +557,26 @@ class QdrantStore(VectorStore):
                 self.client.create_payload_index, collection, f"metadata.{field}",
                 field_schema=models.PayloadSchemaType(schema), wait=True), "payload index")
 
+    def _stored_stamp(self, collection: str) -> Stamp | None:
+        acquired = False
+        if self._client is None and self.path is not None:
+            self._client, self._lock = _FOLDERS.acquire(self.path)
+            acquired = True
+        elif self._client is None:
+            self._client = QdrantClient(**self._server_options)
+        try:
+            if not self._call(lambda: self.client.collection_exists(collection), "open"):
+                return None
+            meta = self._read_meta(collection)
+            found = None if meta is None else Stamp.from_dict(meta["stamp"])
+            if found is None:
+                raise StoreError(f"Qdrant collection {collection!r} exists but has no "
+                                 "bertino-rag stamp (it was not created by bertino-rag)")
+            return found
+        finally:
+            if acquired:
+                self._release()
+
     def _delete_collection(self, collection: str) -> None:
         self._call(lambda: self.client.delete_collection(collection), "drop")
         side = collection + STAMP_SUFFIX
@@ -600,10 +616,8 @@ class QdrantStore(VectorStore):
         """A ``models.Filter``, ``None`` (no filter) or ``False`` (matches nothing)."""
         if isinstance(conditions, models.Filter):
             return conditions
-        if not conditions:
-            return None
-        compiled = _conjunction(conditions)
-        return None if compiled is True else compiled
+        compiled: models.Filter | None | bool = compile_conditions(conditions, _VOCABULARY)
+        return compiled
 
     # ------------------------------------------------------------------ writes
     def _points(self, documents: Sequence[Document], vectors: np.ndarray,
@@ -738,6 +752,31 @@ class QdrantStore(VectorStore):
         check_found(ids, found, self.collection)
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
+    def _export(
+        self, batch_size: int
+    ) -> Iterator[tuple[list[Document], np.ndarray, np.ndarray | None]]:
+        full = self.stamp.full_vectors
+        names = [self.index_vector, *([FULL] if full else [])]
+        offset: Any = None
+        def page(start: Any) -> Any:
+            return self._call(lambda: self.client.scroll(
+                self.collection, limit=batch_size, offset=start, with_payload=True,
+                with_vectors=names), "scroll")
+
+        while True:
+            records, offset = page(offset)
+            if records:
+                payloads = [r.payload or {} for r in records]
+                vectors: list[Any] = [r.vector for r in records]
+                docs = [Document(text=p["text"], id=p["doc_id"], metadata=p.get("metadata") or {})
+                        for p in payloads]
+                index = np.asarray([v[self.index_vector] for v in vectors], dtype=np.float32)
+                fulls = (np.asarray([v[FULL] for v in vectors], dtype=np.float32)
+                         if full else None)
+                yield docs, index, fulls
+            if offset is None:
+                return
+
     def _params(self) -> models.SearchParams | None:
         if self.local or (self.quantization is None and self.hnsw_ef is None):
             return None
@@ -765,7 +804,7 @@ class QdrantStore(VectorStore):
     def _query(self, requests: list[models.QueryRequest]) -> list[list[Hit]]:
         responses = self._call(
             lambda: self.client.query_batch_points(self.collection, requests), "query")
-        return [_hits(r.points) for r in responses]
+        return [hits_from_points(r.points) for r in responses]
 
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
         flt = self._compile(conditions)
@@ -983,78 +1022,10 @@ class QdrantStore(VectorStore):
             requests = self._prefetch(query.vectors, query.full, query.k, query.rerank_k, flt)
         responses = await self._acall(lambda: client.query_batch_points(name, requests),
                                       "query")
-        return [_hits(r.points) for r in responses]
+        return [hits_from_points(r.points) for r in responses]
 
     def __repr__(self) -> str:
         return f"QdrantStore({self.where}, collection={self._collection!r})"
-
-
-def _conjunction(nodes: Sequence[Node]) -> models.Filter | bool:
-    """Nodes that must all hold: a ``models.Filter``, ``True`` (no constraint) or ``False``
-    (nothing matches)."""
-    must: list[Any] = []
-    must_not: list[Any] = []
-    for node in nodes:
-        part = _node(node)
-        if part is False:
-            return False
-        if part is True:
-            continue
-        negate, condition = part
-        (must_not if negate else must).append(condition)
-    if not must and not must_not:
-        return True
-    return models.Filter(must=must or None, must_not=must_not or None)
-
-
-def _node(c: Node) -> tuple[bool, Any] | bool:
-    """One node as (negated?, condition), or True/False when it is decided already."""
-    if isinstance(c, Or):
-        branches = [_conjunction(b) for b in c.branches]
-        if any(b is True for b in branches):
-            return True
-        live: list[Any] = [b for b in branches if isinstance(b, models.Filter)]
-        if not live:
-            return False
-        return False, models.Filter(should=live)
-    key = f"metadata.{c.field}"
-    if c.op in ("$eq", "$ne"):
-        return c.op == "$ne", _equal(key, c.value)
-    if c.op in ("$in", "$nin"):
-        if not c.value:  # an empty should is "no constraint" in Qdrant
-            return c.op == "$nin"
-        return c.op == "$nin", _any_of(key, c.value)
-    if c.op == "$exists":
-        # is_empty: missing, null or [] -- the $exists semantics of filters.exists
-        return c.value, models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
-    if isinstance(c.value, str):
-        raise FilterError(
-            f"filter on {c.field!r}: Qdrant has no range on strings ({c.op} "
-            f"{c.value!r}); use $eq/$in, or store the field as a number"
-        )
-    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[c.op]
-    return False, models.FieldCondition(key=key, range=models.Range(**{bound: c.value}))
-
-
-def _any_of(key: str, values: Sequence[Any]) -> Any:
-    """``$in``: one MatchAny for the strings (fast on long lists), equalities for the rest."""
-    texts = list(dict.fromkeys(v for v in values if isinstance(v, str)))
-    rest = list(dict.fromkeys((type(v), v) for v in values if not isinstance(v, str)))
-    parts: list[Any] = []
-    if texts:
-        parts.append(models.FieldCondition(key=key, match=models.MatchAny(any=texts)))
-    parts += [_equal(key, v) for _, v in rest]
-    return parts[0] if len(parts) == 1 else models.Filter(should=parts)
-
-
-def _equal(key: str, value: Any) -> Any:
-    """Equality with filters.matches semantics: bool is not 1, "1" is not 1, 2 == 2.0."""
-    if isinstance(value, (bool, str)):
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    if isinstance(value, int) and abs(value) >= _MAX_EXACT_FLOAT:
-        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-    # a range matches int and float payloads alike (MatchValue would miss 2.0 for 2)
-    return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
 
 
 def _sparse(terms: Sequence[str]) -> models.SparseVector:
@@ -1062,27 +1033,11 @@ def _sparse(terms: Sequence[str]) -> models.SparseVector:
     return models.SparseVector(indices=indices, values=values)
 
 
-def _hits(points: Sequence[models.ScoredPoint]) -> list[Hit]:
-    hits = []
-    for p in points:
-        payload = p.payload or {}
-        hits.append(Hit(id=payload.get("doc_id", str(p.id)), text=payload.get("text", ""),
-                        score=float(p.score), metadata=payload.get("metadata") or {}))
-    hits.sort(key=lambda h: ranking_key(h.score, h.id))
-    return hits
-
-
-def _index_fields(fields: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
-    if fields is None:
-        return {}
-    if isinstance(fields, str):
-        fields = [fields]
-    pairs = fields.items() if isinstance(fields, Mapping) else ((f, "keyword") for f in fields)
-    out = {}
-    for field, kind in pairs:
-        kind = str(getattr(kind, "value", kind)).lower()
-        if kind not in _PAYLOAD_TYPES:
-            raise ValueError(f"index_fields[{field!r}]: type {kind!r} is not one of "
-                             f"{_PAYLOAD_TYPES}")
-        out[str(field)] = kind
-    return out
+_VOCABULARY = FilterVocabulary(
+    filter=models.Filter,
+    field=lambda key, **kw: models.FieldCondition(key=key, **kw),
+    match=lambda value: models.MatchValue(value=value),
+    match_any=lambda values: models.MatchAny(any=values),
+    range=models.Range,
+    is_empty=lambda key: models.IsEmptyCondition(is_empty=models.PayloadField(key=key)),
+)

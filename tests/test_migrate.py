@@ -1,0 +1,179 @@
+"""migrate(): memory <-> Qdrant Edge <-> Qdrant local <-> Milvus Lite, with ids, texts,
+metadata and both vectors; stamps checked; resumable; counts verified; the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bertino_rag.adapters import MemoryStore, StoreError
+from bertino_rag.migrate import MigrationError, migrate
+from bertino_rag.types import Document, Stamp, StampMismatchError
+
+from .adapters.conformance import same_ranking
+
+
+@pytest.fixture
+def stamp(encoder):
+    return Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128)
+
+
+@pytest.fixture
+def source(tmp_path, stamp, squad_slice, slice_vectors):
+    docs = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])
+            for d in squad_slice["docs"]]
+    vec = slice_vectors["docs"]
+    spec = f"memory:{tmp_path / 'memory'}"
+    store = MemoryStore(tmp_path / "memory")
+    store.open("docs", stamp)
+    store.upsert(docs, vec.index, vec.full)
+    store.close()
+    return spec, docs, vec
+
+
+def _specs(tmp_path):
+    specs = [f"qdrant-edge:{tmp_path / 'edge'}"]
+    try:
+        import qdrant_client  # noqa: F401
+
+        specs.append(f"qdrant:{tmp_path / 'qdrant'}")
+    except ImportError:
+        pass
+    try:
+        import milvus_lite  # noqa: F401
+        import pymilvus  # noqa: F401
+
+        specs.append(f"milvus:{tmp_path / 'milvus.db'}")
+    except ImportError:
+        pass
+    return specs
+
+
+def _contents(spec, collection):
+    from bertino_rag.adapters import make_store
+
+    store = make_store(spec)
+    store.open_existing(collection)
+    out = {}
+    for b in store.export(batch_size=64):
+        for i, d in enumerate(b.documents):
+            out[d.id] = (d.text, d.metadata, b.vectors[i], b.full_vectors[i])
+    store.close()
+    return out
+
+
+def test_round_trip_through_every_store(tmp_path, source, slice_vectors):
+    pytest.importorskip("qdrant_edge")
+    spec, docs, vec = source
+    chain = [spec, *_specs(tmp_path), f"memory:{tmp_path / 'back'}"]
+    for a, b in zip(chain, chain[1:], strict=False):
+        report = migrate(a, b, "docs")
+        assert report.written == len(docs) and report.skipped == 0
+        assert report.source_count == report.destination_count == len(docs)
+    back = _contents(chain[-1], "docs")
+    assert sorted(back) == sorted(d.id for d in docs)
+    for i, d in enumerate(docs):
+        text, metadata, index, full = back[d.id]
+        assert (text, metadata) == (d.text, d.metadata)
+        np.testing.assert_allclose(index, vec.index[i], atol=1e-5)
+        np.testing.assert_array_equal(full, vec.full[i].astype(np.float16).astype(np.float32))
+    # the copy searches like the original (exact stores at both ends)
+    q = slice_vectors["queries"]
+    first, last = MemoryStore(tmp_path / "memory"), MemoryStore(tmp_path / "back")
+    first.open_existing("docs")
+    last.open_existing("docs")
+    for qi in range(0, 40, 4):
+        want = first.search(q.index[qi], k=5, full_vector=q.full[qi], rerank_k=30)
+        got = last.search(q.index[qi], k=5, full_vector=q.full[qi], rerank_k=30)
+        same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want],
+                     [h.score for h in want], tol=1e-5)
+
+
+def test_stamp_mismatch_is_refused_before_any_write(tmp_path, source, stamp):
+    spec, docs, vec = source
+    other = MemoryStore(tmp_path / "dest")
+    other.open("docs", Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=64))
+    other.upsert(docs[:2], vec.index[:2, :64], vec.full[:2])
+    other.close()
+    with pytest.raises(StampMismatchError, match="index_dim"):
+        migrate(spec, f"memory:{tmp_path / 'dest'}", "docs")
+    again = MemoryStore(tmp_path / "dest")
+    again.open_existing("docs")
+    assert again.count() == 2
+
+
+def test_resumes_after_a_crash_without_duplicates(tmp_path, source, monkeypatch):
+    pytest.importorskip("qdrant_edge")
+    from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
+
+    spec, docs, _ = source
+    dest = QdrantEdgeStore(tmp_path / "edge")
+    calls = {"n": 0}
+    real = dest.upsert
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise StoreError("disk gone (simulated crash)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dest, "upsert", crashing)
+    with pytest.raises(StoreError, match="simulated"):
+        migrate(spec, dest, "docs", batch_size=40)
+    dest.close()
+    report = migrate(spec, f"qdrant-edge:{tmp_path / 'edge'}", "docs", batch_size=40)
+    assert report.skipped == 80 and report.written == len(docs) - 80
+    assert report.destination_count == len(docs)
+    # a third run has nothing left to write
+    report = migrate(spec, f"qdrant-edge:{tmp_path / 'edge'}", "docs", batch_size=40)
+    assert report.written == 0 and report.skipped == len(docs)
+    report = migrate(spec, f"qdrant-edge:{tmp_path / 'edge'}", "docs", overwrite=True)
+    assert report.written == len(docs) and report.destination_count == len(docs)
+
+
+def test_changed_documents_are_rewritten_and_counts_verified(tmp_path, source, stamp):
+    spec, docs, vec = source
+    dest = MemoryStore(tmp_path / "dest")
+    dest.open("docs", stamp)
+    stale = Document(text="vecchio testo", id=docs[0].id, metadata=docs[0].metadata)
+    dest.upsert([stale], vec.index[:1], vec.full[:1])
+    dest.close()
+    report = migrate(spec, f"memory:{tmp_path / 'dest'}", "docs")
+    assert report.written == len(docs) and report.skipped == 0
+    check = MemoryStore(tmp_path / "dest")
+    check.open_existing("docs")
+    assert check.get([docs[0].id])[0].text == docs[0].text
+    check.upsert([Document(text="in più", id="extra")], vec.index[:1], vec.full[:1])
+    check.close()
+    with pytest.raises(MigrationError, match=f"holds {len(docs) + 1} documents"):
+        migrate(spec, f"memory:{tmp_path / 'dest'}", "docs")
+
+
+def test_missing_source_and_bad_arguments(tmp_path, source):
+    spec, _, _ = source
+    with pytest.raises(StoreError, match="no collection 'nope'"):
+        migrate(spec, f"memory:{tmp_path / 'x'}", "nope")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="batch_size"):
+        migrate(spec, f"memory:{tmp_path / 'x'}", "docs", batch_size=0)
+    store = MemoryStore(tmp_path / "memory")
+    with pytest.raises(ValueError, match="same collection"):
+        migrate(store, store, "docs")
+
+
+def test_cli(tmp_path, source, capsys):
+    pytest.importorskip("qdrant_edge")
+    from bertino_rag.cli import main
+
+    spec, docs, _ = source
+    dest = f"qdrant-edge:{tmp_path / 'edge'}"
+    assert main(["migrate", "--from", spec, "--to", dest, "--collection", "docs",
+                 "--to-collection", "copia", "--quiet", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["written"] == len(docs) and report["destination_count"] == len(docs)
+    assert report["to_collection"] == "copia"
+    assert main(["migrate", "--from", spec, "--to", dest, "--collection", "nope",
+                 "--quiet"]) == 1
+    assert "no collection 'nope'" in capsys.readouterr().err
