@@ -92,6 +92,7 @@ from .base import (
     check_found,
     id_ranks,
     lexical_config,
+    ranking_key,
     redact,
     rescore_rows,
     retry,
@@ -970,7 +971,7 @@ class QdrantStore(VectorStore):
                 limit=query.k, group_size=query.group_size, with_payload=True), "query groups")
             hits = []
             for group in result.groups:
-                chunks = _hits(group.hits)
+                chunks = hits_from_points(group.hits)
                 if chunks:
                     best = chunks[0]
                     hits.append(Hit(id=str(group.id), text=best.text, score=best.score,
