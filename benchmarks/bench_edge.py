@@ -3,9 +3,12 @@
 Random unit vectors (384-d full, the first 128 dims renormalized as the index vector; store
 speed does not depend on what the vectors mean). Each configuration runs in its own process so
 that its memory is its own. For every store: upsert rate, p50/p95 of single queries (top 10),
-plain and two-stage (rerank_k=100); for Edge also the HNSW build time, exact search (the
-engine's brute force), int8 quantization, recall@10 of HNSW against exact, and bytes per point
-on disk. Run:
+plain and two-stage (rerank_k=100), RSS and bytes per point on disk; for Edge also the search
+before the HNSW build, the build time, exact search (the engine's brute force) and recall@10 of
+HNSW (and of int8 with rescoring) against exact numpy search. ``binary`` measures the recall of
+binary quantization of the 128-d vector (HNSW, oversampling 3, rescored) next to none and int8,
+on the random vectors and on real squad-it-dev MiniLM vectors (cached by
+``_indexing_common.squad_minilm_vectors``, encoded on first use). Run:
 
     python benchmarks/bench_edge.py --n 100000 --queries 200
 """
@@ -64,6 +67,75 @@ def du(path: Path) -> int:
     return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())  # allocated
 
 
+def exact_top10(index: np.ndarray, qi: np.ndarray) -> list[set[str]]:
+    out = []
+    for q in qi:
+        scores = index @ q
+        top = np.argpartition(-scores, 10)[:10]
+        out.append({f"d{i}" for i in top})
+    return out
+
+
+def recall(got: list[Any], want: list[set[str]]) -> float:
+    return float(np.mean([len({h.id for h in g} & w) / 10 for g, w in zip(got, want, strict=True)]))
+
+
+def binary_recall(index: np.ndarray, qi: np.ndarray, label: str) -> dict[str, Any]:
+    """recall@10 against exact of HNSW on the 128-d vector with no, int8 and binary
+    quantization (rescored with the originals, oversampling 3), on a raw Edge shard."""
+    import qdrant_edge as qe
+
+    want = exact_top10(index, qi)
+    out: dict[str, Any] = {"store": f"quantization recall ({label})", "n": len(index)}
+    kinds = {
+        "none": None,
+        "int8": qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99,
+                                            memory=qe.Memory.Cached),
+        "binary": qe.BinaryQuantizationConfig(memory=qe.Memory.Cached),
+    }
+    for name, quant in kinds.items():
+        tmp = tempfile.mkdtemp(prefix="bench-edge-bq-")
+        cfg = qe.EdgeConfig(
+            vectors={"v": qe.EdgeVectorParams(
+                size=index.shape[1], distance=qe.Distance.Cosine,
+                hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1),
+                quantization_config=quant)},
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
+        shard = qe.EdgeShard.create(tmp + "/s", cfg)
+        for s in range(0, len(index), 1024):
+            shard.update(qe.UpdateOperation.upsert_points(
+                [qe.Point(i, {"v": index[i]}, {}) for i in range(s, min(len(index), s + 1024))]))
+        shard.optimize()
+        params = None if quant is None else qe.SearchParams(
+            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=3.0))
+        got = []
+        for q in qi:
+            pts = shard.query(qe.QueryRequest(limit=10, query=qe.Query.Nearest(q.tolist(),
+                                                                             using="v"),
+                                              params=params))
+            got.append({f"d{p.id}" for p in pts})
+        out[f"recall_{name}"] = float(np.mean([len(g & w) / 10
+                                               for g, w in zip(got, want, strict=True)]))
+        shard.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def run_binary(n: int, queries: int, cache: Path) -> list[dict[str, Any]]:
+    index, _ = vectors(min(n, 100_000), 0)
+    qi, _ = vectors(queries, 1)
+    rows = [binary_recall(index, qi, "random unit vectors")]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _indexing_common import squad_minilm_vectors
+
+    _, _, _, docs, qs = squad_minilm_vectors(cache)
+    cut = docs[:, :DIM] / np.linalg.norm(docs[:, :DIM], axis=1, keepdims=True)
+    qcut = qs[:, :DIM] / np.linalg.norm(qs[:, :DIM], axis=1, keepdims=True)
+    rows.append(binary_recall(cut.astype(np.float32), qcut[:1000].astype(np.float32),
+                              "squad-it-dev MiniLM, 1,128 paragraphs, 1,000 questions"))
+    return rows
+
+
 def run_one(kind: str, n: int, queries: int) -> dict[str, Any]:
     from bertino_rag.types import Document, Stamp
 
@@ -91,27 +163,30 @@ def run_one(kind: str, n: int, queries: int) -> dict[str, Any]:
         store.upsert(docs[s:s + 10_000], index[s:s + 10_000], full[s:s + 10_000])
     out: dict[str, Any] = {"store": kind, "n": n, "upsert_per_s": n / (time.perf_counter() - t0)}
     q = min(queries, 20) if kind == "qdrant-local" else queries
+    want = exact_top10(index, qi[:q])
     if kind.startswith("edge"):
         from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
 
         secs, before = timed(store, qi[:q], None)
         out["before_build_ms"] = pct(secs)
+        out["before_build_recall"] = recall(before, want)
         t0 = time.perf_counter()
         store.build_index()
         out["build_s"] = time.perf_counter() - t0
+        out["indexed_fraction"] = store.indexed_fraction()
         exact = QdrantEdgeStore(tmp, exact=True)
         exact.open("bench", stamp)
-        secs, want = timed(exact, qi[:q], None)
+        secs, got_exact = timed(exact, qi[:q], None)
         out["exact_ms"] = pct(secs)
+        out["exact_recall"] = recall(got_exact, want)
+        secs, _ = timed(exact, qi[:q], qf[:q])
+        out["exact_two_stage_ms"] = pct(secs)
         exact.close()
     secs, got = timed(store, qi[:q], None)
     out["search_ms"] = pct(secs)
+    out["recall_at_10"] = recall(got, want)
     secs, _ = timed(store, qi[:q], qf[:q])
     out["two_stage_ms"] = pct(secs)
-    if kind.startswith("edge"):
-        out["recall_at_10"] = float(np.mean([
-            len({h.id for h in g} & {h.id for h in w}) / 10 for g, w in zip(got, want, strict=True)
-        ]))
     out["rss_mb"] = rss_mb() - base
     if kind != "qdrant-local":
         out["disk_bytes_per_point"] = du(tmp) / n
@@ -125,20 +200,29 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--stores", nargs="+",
-                    default=["edge", "edge-int8", "memory", "qdrant-local"])
+                    default=["edge", "edge-int8", "memory", "qdrant-local", "binary"])
+    ap.add_argument("--cache", default="/tmp/bertino-bench/squad_minilm.npz",
+                    help="squad-it-dev MiniLM vectors (binary quantization recall)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one == "binary":
+        for row in run_binary(args.n, args.queries, Path(args.cache)):
+            print(json.dumps(row))
+        return
     if args.one:
         print(json.dumps(run_one(args.one, args.n, args.queries)))
         return
+    print(json.dumps({"load_average": os.getloadavg(), "cpus": len(os.sched_getaffinity(0))}))
     for kind in args.stores:
         res = subprocess.run([sys.executable, __file__, "--one", kind, "--n", str(args.n),
-                              "--queries", str(args.queries)], capture_output=True, text=True,
-                             env=os.environ)
+                              "--queries", str(args.queries), "--cache", args.cache],
+                             capture_output=True, text=True, env=os.environ)
         if res.returncode != 0:
             print(f"{kind}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
             continue
-        print(res.stdout.strip().splitlines()[-1], flush=True)
+        for line in res.stdout.strip().splitlines():
+            if line.startswith("{"):
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Systems (same packaged MiniLM encoder, all-MiniLM-L6-v2, 384 dims, for every one):
 
-- ``bertino-memory`` / ``bertino-qdrant`` / ``bertino-milvus``: ``Retriever(dim=128,
-  rerank_k=100)`` on MemoryStore, Qdrant local mode (in memory), Milvus Lite;
+- ``bertino-memory`` / ``bertino-qdrant`` / ``bertino-edge`` / ``bertino-milvus``:
+  ``Retriever(dim=128, rerank_k=100)`` on MemoryStore, Qdrant local mode (in memory), Qdrant
+  Edge (the Qdrant engine in-process, in a temporary folder), Milvus Lite;
 - ``lc-qdrant-384`` / ``lc-qdrant-128``: langchain-qdrant ``QdrantVectorStore`` in memory;
 - ``lc-milvus-384`` / ``lc-milvus-128``: langchain-milvus ``Milvus`` on Milvus Lite;
 - ``numpy-384`` / ``numpy-128`` / ``numpy-2stage``: sentence-transformers vectors and exact
@@ -55,7 +56,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _indexing_common import SQUAD, machine, minilm, squad_minilm_vectors  # noqa: E402
 
-BERTINO = ["bertino-memory", "bertino-qdrant", "bertino-milvus"]
+BERTINO = ["bertino-memory", "bertino-qdrant", "bertino-edge", "bertino-milvus"]
 PEERS = ["lc-qdrant-384", "lc-qdrant-128", "lc-milvus-384", "lc-milvus-128",
          "numpy-384", "numpy-128", "numpy-2stage"]
 BASELINE = {"lc-qdrant-384": "bertino-qdrant", "lc-qdrant-128": "bertino-qdrant",
@@ -222,6 +223,7 @@ def build(name, workdir, collection, texts, ids, *, model, encoder, table, vecto
         from bertino_rag import Retriever
 
         store = {"bertino-memory": "memory", "bertino-qdrant": "qdrant",
+                 "bertino-edge": f"qdrant-edge:{workdir / ('edge-' + collection)}",
                  "bertino-milvus": f"milvus:{workdir / (collection + '.db')}"}[name]
         r = Retriever(dim=DIM, rerank_k=RERANK_K, encoder=encoder, store=store,
                       collection=collection, recreate=True)

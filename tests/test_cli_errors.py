@@ -66,6 +66,30 @@ def test_recreate_with_a_missing_or_bad_input_keeps_the_index(tmp_path, index, m
     assert before > 0 and _count(capsys, index, minilm_path) == before  # all still there
 
 
+def test_recreate_that_fails_mid_index_keeps_the_old_index(tmp_path, index, minilm_path,
+                                                           capsys, monkeypatch):
+    from bertino_rag.adapters import memory as memory_module
+
+    before = _count(capsys, index, minilm_path)
+    docs = tmp_path / "new.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"nuovo documento {i}"}) + "\n"
+                            for i in range(3)), encoding="utf-8")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memory_module.np, "save", full_disk)
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", index,
+                       "--recreate", "--quiet")
+    monkeypatch.undo()
+    assert code == 2 and "disk full" in err
+    assert _count(capsys, index, minilm_path) == before  # the old index is whole
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", index,
+                       "--recreate", "--quiet")
+    assert code == 0, err
+    assert _count(capsys, index, minilm_path) == 3
+
+
 def test_duplicate_ids_are_named(tmp_path, minilm_path, capsys):
     docs = tmp_path / "dup.jsonl"
     docs.write_text('{"id": 7, "text": "sette"}\n{"id": "7", "text": "altro sette"}\n',
@@ -198,3 +222,30 @@ def test_recreate_keeps_the_index_when_a_chunk_breaks_the_store_limit(tmp_path, 
     code, out, _ = run(capsys, "search", "capitale", "--model", minilm_path, "--store", store,
                        "--json")
     assert code == 0 and [h["text"] for h in json.loads(out)] == ["Roma è la capitale d'Italia."]
+
+
+def test_eval_problems_are_reported_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import sys
+
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "uno"}\n', encoding="utf-8")
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "uno?"}\n', encoding="utf-8")
+    (beir / "qrels").mkdir()
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+                                             encoding="utf-8")
+    missing_model = tmp_path / "no-such-model"  # loading it would fail: the check comes first
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code, _, err = run(capsys, "eval", beir, "--model", missing_model, "--plot",
+                       tmp_path / "p.png", "--quiet")
+    assert code == 2 and "matplotlib is not installed" in err
+    assert "pip install 'bertino-rag[eval]'" in err and "no-such-model" not in err
+    monkeypatch.delitem(sys.modules, "matplotlib")
+    code, _, err = run(capsys, "eval", beir, "--model", missing_model, "--json",
+                       tmp_path / "no" / "dir" / "r.json", "--quiet")
+    assert code == 2 and "--json" in err and "does not exist" in err
+    assert "no-such-model" not in err
+    monkeypatch.setitem(sys.modules, "pymilvus", None)
+    code, _, err = run(capsys, "eval", beir, "--model", missing_model, "--store",
+                       f"milvus:{tmp_path / 'm.db'}", "--quiet")
+    assert code == 2 and "bertino-rag[milvus]" in err and "no-such-model" not in err

@@ -177,3 +177,36 @@ def test_cli(tmp_path, source, capsys):
     assert main(["migrate", "--from", spec, "--to", dest, "--collection", "nope",
                  "--quiet"]) == 1
     assert "no collection 'nope'" in capsys.readouterr().err
+
+
+def test_hybrid_collection_moves_with_its_lexical_index(tmp_path, stamp, squad_slice,
+                                                        slice_vectors):
+    """A hybrid collection copied from MemoryStore to Qdrant Edge keeps its stamp (analyzer
+    included) and answers lexical queries with the source's BM25 ranking."""
+    from dataclasses import replace
+
+    from bertino_rag.adapters import make_store
+    from bertino_rag.lexical import BM25, Analyzer, lexical_spec
+
+    lex = replace(stamp, lexical=lexical_spec(Analyzer(), BM25()))
+    docs = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])
+            for d in squad_slice["docs"]]
+    vec = slice_vectors["docs"]
+    src = MemoryStore(tmp_path / "memory")
+    src.open("docs", lex)
+    src.upsert(docs, vec.index, vec.full)
+    src.close()
+    report = migrate(f"memory:{tmp_path / 'memory'}", f"qdrant-edge:{tmp_path / 'edge'}",
+                     "docs", batch_size=len(docs))
+    assert report.destination_count == len(docs)
+    src, dst = MemoryStore(tmp_path / "memory"), make_store(f"qdrant-edge:{tmp_path / 'edge'}")
+    try:
+        assert dst.open_existing("docs") == lex
+        src.open_existing("docs")
+        for query in squad_slice["queries"][:8]:
+            want, got = src.lexical_search(query, k=5), dst.lexical_search(query, k=5)
+            same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want],
+                         [h.score for h in want], tol=1e-3)
+    finally:
+        src.close()
+        dst.close()

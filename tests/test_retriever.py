@@ -129,6 +129,52 @@ def test_persisted_store_and_mismatch(encoder, tmp_path):
         assert fresh.count() == 0
 
 
+def test_recreate_replaces_only_when_the_first_index_succeeds(encoder, squad_slice, tmp_path,
+                                                              monkeypatch):
+    from bertino_rag.adapters import memory as memory_module
+    from bertino_rag.pipeline import IndexWriteError
+
+    docs = squad_slice["docs"][:6]
+    store = f"memory:{tmp_path / 'idx'}"
+    with Retriever(dim=128, encoder=encoder, store=store) as old:
+        old.index(docs[:4], chunking=False)
+    fresh = Retriever(dim=64, encoder=encoder, store=store, recreate=True, write_batch_size=2)
+    real_save = np.save
+    calls = {"n": 0}
+
+    def full_disk_at_the_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first batch's index and full vectors are written
+            raise OSError(28, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(memory_module.np, "save", full_disk_at_the_second_batch)
+    with pytest.raises(IndexWriteError, match="disk full"):
+        fresh.index(docs, chunking=False)
+    monkeypatch.undo()
+    with Retriever(dim=128, encoder=encoder, store=store, create=False) as reader:
+        assert reader.count() == 4  # the old collection is whole
+        assert reader.search(docs[1]["text"], k=1)[0].text == docs[1]["text"]
+    assert fresh.count() == 0  # what the failed call wrote is discarded
+    fresh.index(docs, chunking=False)
+    assert fresh.count() == 6 and not fresh.store.replacing
+    fresh.close()
+    with pytest.raises(StampMismatchError, match="index_dim"):
+        Retriever(dim=128, encoder=encoder, store=store)
+    with Retriever(dim=64, encoder=encoder, store=store) as reader:
+        assert reader.count() == 6
+
+
+def test_recreate_then_close_without_index_keeps_the_collection(encoder, tmp_path):
+    store = f"memory:{tmp_path / 'idx'}"
+    with Retriever(dim=128, encoder=encoder, store=store) as old:
+        old.index(["Il Po attraversa la pianura padana."])
+    with Retriever(dim=64, encoder=encoder, store=store, recreate=True) as fresh:
+        assert fresh.count() == 0
+    with Retriever(dim=128, encoder=encoder, store=store) as again:
+        assert again.count() == 1
+
+
 def test_async_search_equals_sync(indexed, squad_slice):
     q = squad_slice["queries"][3]
     sync = indexed.search(q, k=5)
@@ -153,3 +199,11 @@ def test_search_batch_shows_no_progress_bar(indexed, squad_slice, capfd):
     results = indexed.search_batch(queries, k=1)
     assert len(results) == len(queries)
     assert "Batches" not in capfd.readouterr().err
+
+
+def test_long_indexing_shows_one_progress_bar(encoder, squad_slice, capfd):
+    r = Retriever(dim=64, encoder=encoder, write_batch_size=16)
+    capfd.readouterr()
+    r.index(squad_slice["queries"][:4 * encoder.batch_size + 8], show_progress_bar=True)
+    err = capfd.readouterr().err
+    assert "Indexing" in err and "Batches" not in err  # one bar: the encoder shows none

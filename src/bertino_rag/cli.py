@@ -303,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
              ".jsonl: one per line; or a BEIR folder)")
     p.add_argument("path", help="a folder (read recursively), a file, or a BEIR folder")
     add_collection_arguments(p)
-    p.add_argument("--recreate", action="store_true", help="drop the collection first")
+    p.add_argument("--recreate", action="store_true",
+                   help="replace the collection (kept until indexing succeeds, on memory and "
+                        "milvus stores)")
     p.add_argument("--include", action="append", metavar="GLOB",
                    help="only files matching this glob (repeatable), e.g. '*.pdf'")
     p.add_argument("--exclude", action="append", metavar="GLOB",

@@ -101,7 +101,11 @@ class Retriever:
             truncated vectors only (for 128 of 768 dims, 83% less vector storage).
         rerank_k: candidates fetched on the truncated vectors before rescoring.
         collection: collection name in the store.
-        recreate: drop the collection first if it exists.
+        recreate: replace the collection with what the first :meth:`index` call writes. On
+            a store that supports it (``MemoryStore``, ``MilvusStore``) the old collection
+            stays whole, and is what other readers see, until that call succeeds; if it fails
+            (or the process dies, or the retriever is closed first) the old collection is
+            kept. Other stores (Qdrant) drop the old collection here.
         create: ``False`` opens an existing collection only (to search it): nothing is
             created, and a missing collection raises
             :class:`~bertino_rag.adapters.CollectionNotFoundError` listing those that exist.
@@ -180,7 +184,10 @@ class Retriever:
             lexical=lexical,
         )
         self.hybrid = hybrid
-        self.store.ensure_open(collection, self.stamp, recreate=recreate, create=create)
+        if recreate:  # the old collection stays until the first index() call succeeds
+            self.store.open_replacement(collection, self.stamp)
+        else:
+            self.store.ensure_open(collection, self.stamp, create=create)
         self.collection = collection
         self.last_index_report: IndexReport | None = None
         self._default_chunker: Chunker | None = None
@@ -246,6 +253,10 @@ class Retriever:
                 position and how many documents were already written (they stay written).
             IndexWriteError: a store write failed; it names the failed and unwritten ids, and
                 what was written before stays.
+
+        With ``recreate=True``, the first call that succeeds replaces the collection (see
+        :class:`Retriever`); a call that fails leaves the old collection as it was, and what
+        it wrote is discarded.
         """
         started = time.perf_counter()
         step = self.write_batch_size if batch_size is None else batch_size
@@ -301,6 +312,17 @@ class Retriever:
             )
             if stale:  # only once everything new is written: nothing is lost on a failure
                 self.store.delete(list(dict.fromkeys(stale)))
+            if self.store.replacing:  # recreate=True: the complete replacement goes live
+                self.store.publish()
+        except BaseException:
+            if self.store.replacing and self.store.supports_atomic_replace:
+                # what this call wrote is discarded: a retry starts from an empty replacement
+                try:
+                    self.store.open_replacement(self.collection, self.stamp)
+                except Exception as err:  # the first error is the one to report
+                    logger.warning("discarding the failed replacement of %r failed: %s",
+                                   self.collection, err)
+            raise
         finally:
             if bar is not None:
                 bar.close()

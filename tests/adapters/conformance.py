@@ -190,6 +190,8 @@ class StoreConformance:
     persistent: bool = False
     #: tolerance on full-vector (rescored) scores; full vectors may be stored as float16
     full_tol: float = 2e-3
+    #: the ``full_vector_dtype`` the store must declare (None: either)
+    full_vector_dtype: str | None = None
     #: the engine computes the second stage itself (a Qdrant prefetch query, which scores a
     #: float16 copy of the query against float16 vectors): its scores equal the float32
     #: products of the stored full vectors within ``full_tol``, not bit for bit
@@ -306,6 +308,30 @@ class StoreConformance:
             for h in hits:
                 if h.id in by_id:  # a near-tie swap may bring in a candidate ranked k+1
                     assert (h.text, h.metadata) == by_id[h.id][2:]
+
+    def test_full_vector_dtype_is_declared(self, filled, data):
+        docs, _, _ = data
+        dtype = filled.full_vector_dtype
+        assert dtype in ("float16", "float32")
+        if self.full_vector_dtype is not None:
+            assert dtype == self.full_vector_dtype
+        got = filled.fetch_full([d.id for d in docs[:5]])
+        np.testing.assert_array_equal(got.astype(dtype).astype(np.float32), got)
+        from bertino_rag.evaluation.cost import full_bytes_per_doc
+
+        assert full_bytes_per_doc(filled, 384) == (np.dtype(dtype).itemsize * 384, dtype)
+
+    def test_clear_empties_the_collection_and_keeps_it_open(self, filled, name, stamp, data):
+        docs, vec, _ = data
+        filled.clear()
+        assert filled.is_open and filled.stamp == stamp
+        assert filled.count() == 0
+        assert filled.search(vec.index[0], k=3) == []
+        assert filled.get([docs[0].id]) == []
+        assert name in filled.collections()
+        filled.upsert(docs[:3], vec.index[:3], vec.full[:3])
+        assert filled.count() == 3
+        assert [h.id for h in filled.search(vec.index[1], k=1)] == [docs[1].id]
 
     def test_fetch_full(self, filled, data):
         docs, vec, _ = data
@@ -622,6 +648,40 @@ class StoreConformance:
             assert second.stamp == other
         finally:
             second.drop()
+
+    def test_replacement_swaps_in_at_publish(self, make_store, filled, name, stamp, data):
+        """``open_replacement`` + ``publish``: with an atomic swap, the old collection stays
+        whole until publish and closing first keeps it; without, it is dropped at once."""
+        docs, vec, queries = data
+        other = Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=64)
+        index64 = vec.index[:, :64] / np.linalg.norm(vec.index[:, :64], axis=1, keepdims=True)
+        new = make_store()
+        new.open_replacement(name, other)
+        try:
+            assert new.replacing and new.count() == 0 and new.stamp == other
+            assert name in new.collections() and len(new.collections()) == len(
+                set(new.collections()))
+            new.upsert(docs[:5], index64[:5], vec.full[:5])
+            assert new.count() == 5
+            if new.supports_atomic_replace and self.persistent:
+                assert filled.count() == len(docs)  # others still read the old collection
+                new.close()  # unpublished: discarded
+                assert filled.count() == len(docs) and name in make_store().collections()
+                new.open_replacement(name, other)
+                new.upsert(docs[:5], index64[:5], vec.full[:5])
+            new.publish()
+            assert not new.replacing and new.count() == 5
+            assert new.search(index64[2], k=1)[0].id == docs[2].id
+            new.close()
+            again = make_store()
+            if self.persistent:
+                again.open(name, other, create=False)
+                assert again.count() == 5
+                again.close()
+        finally:
+            new.close()
+            filled.close()
+            filled.open(name, other)  # the fixture drops it
 
     def test_rerank_off_layout(self, make_store, name, stamp, data):
         docs, vec, queries = data

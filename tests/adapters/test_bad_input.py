@@ -291,6 +291,37 @@ def test_milvus_lite_close_frees_the_file_for_another_process(tmp_path):
     store.close()
 
 
+@pytest.mark.skipif(not HAS_MILVUS, reason="pymilvus / milvus-lite are not installed")
+def test_milvus_lite_file_held_by_another_process_says_it_is_in_use(tmp_path):
+    import subprocess
+    import sys
+
+    from bertino_rag.adapters import MilvusStore
+
+    path = str(tmp_path / "held.db")
+    code = ("import sys, time; from bertino_rag.adapters.milvus import MilvusStore; "
+            f"s = MilvusStore(uri={path!r}); s.collections(); print('ready', flush=True); "
+            "sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreConnectionError, match="in use by another process") as err:
+            MilvusStore(uri=path)
+        assert "held.db" in str(err.value)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    again = MilvusStore(uri=path)  # free once the other process has ended
+    again.open("c", STAMP)
+    again.close()
+    second = MilvusStore(uri=path)  # and a second store object in this process opens it
+    second.open("c", STAMP)
+    assert second.count() == 0
+    second.close()
+
+
 @pytest.mark.skipif(not HAS_QDRANT, reason="qdrant-client is not installed")
 def test_qdrant_reports_only_what_is_not_stored(monkeypatch):
     """A request that failed after it was applied (a timeout on the answer) is not reported."""

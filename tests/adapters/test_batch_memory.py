@@ -82,6 +82,6 @@ def test_two_stage_batch_memory_is_flat_in_queries(store):
     large, kept = transient_bytes(store, 8 * BLOCK_QUERIES)
     # 4x the queries, the same bounded blocks. Candidates' full vectors as Python floats in
     # the results would need 64 x 40 x 384 x 32 bytes (~31 MB) here.
-    assert large < 1.25 * small + (256 << 10), (store.backend, small, large)
-    assert large < 8 << 20, (store.backend, large)
-    assert kept < 4 << 20, (store.backend, kept)  # 640 hits
+    assert large < 1.25 * small + (256 << 10), (store.kind, small, large)
+    assert large < 8 << 20, (store.kind, large)
+    assert kept < 4 << 20, (store.kind, kept)  # 640 hits

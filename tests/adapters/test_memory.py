@@ -10,6 +10,8 @@ from .conformance import StoreConformance
 
 
 class TestMemoryInRam(StoreConformance):
+    full_vector_dtype = "float16"
+
     @pytest.fixture
     def make_store(self):
         store = MemoryStore()
@@ -18,6 +20,7 @@ class TestMemoryInRam(StoreConformance):
 
 class TestMemoryOnDisk(StoreConformance):
     persistent = True
+    full_vector_dtype = "float16"
 
     @pytest.fixture
     def make_store(self, tmp_path):

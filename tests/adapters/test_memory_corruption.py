@@ -260,6 +260,68 @@ def test_lost_wal_loses_nothing_acknowledged(tmp_path, data):
     assert store.count() == 50
 
 
+_UNCHECKPOINTED = textwrap.dedent("""
+    import os, sqlite3, sys
+    sys.path.insert(0, sys.argv[2])
+    from bertino_rag.adapters import MemoryStore
+    from bertino_rag.types import Stamp
+    folder = os.path.join(sys.argv[1], "c")
+    store = MemoryStore(path=sys.argv[1], lock_timeout=0.2)
+    store.open("c", Stamp(model="test-model", full_dim=32, index_dim=8))
+    reader = sqlite3.connect(os.path.join(folder, "meta.sqlite"))
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM docs").fetchone()  # a snapshot: no checkpoint
+    store.delete([f"d{i}" for i in range(10)])  # acknowledged, and only in the WAL
+    os._exit(0)  # killed before anything else
+""")
+
+
+def _delete_left_in_the_wal(folder: Path) -> Path:
+    """A writer deletes d0..d9 and is killed while a reader keeps the delete in the WAL."""
+    src = str(Path(memory_module.__file__).parents[2])
+    subprocess.run([sys.executable, "-c", _UNCHECKPOINTED, str(folder.parent), src],
+                   check=True, timeout=120)
+    wal = folder / "meta.sqlite-wal"
+    assert wal.stat().st_size > 0
+    return wal
+
+
+def test_garbled_wal_that_undoes_a_delete_is_detected(folder):
+    wal = _delete_left_in_the_wal(folder)
+    with open(wal, "r+b") as fh:  # garble the delete's commit frame, the WAL's last
+        fh.seek(-64, os.SEEK_END)
+        fh.write(os.urandom(64))
+    with pytest.raises(StoreCorruptionError, match="write-ahead log") as err:
+        _open(folder)
+    assert err.value.path == wal and "undid the last 1 write" in str(err.value)
+    assert len(_files(folder)) == 6  # nothing deleted
+
+
+def test_an_intact_wal_replays_the_acknowledged_delete(folder):
+    _delete_left_in_the_wal(folder)
+    store = _open(folder)
+    assert store.count() == N - 10 and store.get(["d3"]) == []
+
+
+def test_an_unreadable_acknowledgement_file_is_ignored_and_rewritten(folder, data, caplog):
+    (folder / "meta.acked").write_bytes(b"\xff garbage")
+    with caplog.at_level(logging.WARNING, logger="bertino_rag.adapters.memory"):
+        store = _open(folder)
+    assert "meta.acked is unreadable" in caplog.text and store.count() == N
+    store.delete(["d0"])
+    gen = store.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+    assert int((folder / "meta.acked").read_text().split()[0]) == int(gen)
+
+
+def test_drop_keeps_the_generation_growing(folder, data):
+    store = _open(folder)
+    store.drop()
+    again = _open(folder)  # a generation that restarted would look like a lost WAL
+    docs, index, full = data
+    again.upsert(docs[:3], index[:3], full[:3])
+    assert _open(folder).count() == 3
+
+
 # ---------------------------------------------------------------------- a full disk
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")

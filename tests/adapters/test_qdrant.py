@@ -29,6 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Failed to obtain server version:
 
 class TestQdrantInMemory(StoreConformance):
     full_tol = 1e-4  # same float16 values as the oracle: only the summation order differs
+    full_vector_dtype = "float32"  # local mode: float16-rounded values held as float32
 
     @pytest.fixture
     def make_store(self):
@@ -39,6 +40,7 @@ class TestQdrantInMemory(StoreConformance):
 class TestQdrantOnDisk(StoreConformance):
     persistent = True
     full_tol = 1e-4
+    full_vector_dtype = "float32"
 
     @pytest.fixture
     def make_store(self, fast_dir):
@@ -49,6 +51,7 @@ class TestQdrantOnDisk(StoreConformance):
 @pytest.mark.skipif(not QDRANT_URL, reason="QDRANT_URL is not set: no Qdrant server to test")
 class TestQdrantServer(StoreConformance):
     persistent = True
+    full_vector_dtype = "float16"
 
     @pytest.fixture
     def make_store(self):

@@ -22,6 +22,7 @@ from .conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 
 class TestQdrantEdge(StoreConformance):
     persistent = True
+    full_vector_dtype = "float16"
     engine_rescores = True  # two-stage is one prefetch query: the engine scores the full vectors
 
     @pytest.fixture
@@ -381,3 +382,41 @@ def test_hnsw_recall_on_the_whole_corpus(tmp_path, encoder, squad):
     print(f"recall@10 HNSW vs exact: {recall:.4f}")
     assert recall >= 0.99
     store.drop()
+
+
+@pytest.mark.filterwarnings("ignore:.*max_seq_length")
+def test_hybrid_retriever_on_edge_equals_memory(tmp_path, encoder, squad_slice):
+    """Retriever(hybrid=True) on Edge gives MemoryStore's lexical and hybrid results (one
+    write, so the fixed avgdl is the collection's mean), also after deleting documents: the
+    document frequencies are the live ones."""
+    from bertino_rag import Retriever
+
+    docs = squad_slice["docs"][:40]
+    queries = squad_slice["queries"][:12]
+    retrievers = [Retriever(dim=128, encoder=encoder, store=store, rerank_k=20, hybrid=True,
+                            chunking=False)
+                  for store in (MemoryStore(), QdrantEdgeStore(tmp_path / "edge"))]
+    try:
+        for r in retrievers:
+            r.index(docs, show_progress_bar=False)
+        memory, edge = retrievers
+        assert edge.store.lexical_avgdl is not None
+        for mode in ("lexical", "hybrid"):
+            _assert_same(edge.search_batch(queries, k=5, mode=mode),
+                         memory.search_batch(queries, k=5, mode=mode), tol=1e-3)
+        gone = [h.id for h in memory.search(queries[0], k=3, mode="lexical")]
+        for r in retrievers:
+            r.store.delete(gone)
+        # MemoryStore's BM25 normalizes by the live mean length; Edge by the one fixed at the
+        # first write: compare Edge with the reference at Edge's avgdl
+        from .conformance import bm25_reference
+
+        kept = [Document(text=d["text"], id=d["id"]) for d in docs if d["id"] not in gone]
+        got = edge.search(queries[0], k=8, mode="lexical")
+        want_ids, want_scores = bm25_reference(kept, queries[0], 8,
+                                               avgdl=edge.store.lexical_avgdl)
+        same_ranking([h.id for h in got], [h.score for h in got], want_ids, want_scores,
+                     tol=1e-3)
+    finally:
+        for r in retrievers:
+            r.close()

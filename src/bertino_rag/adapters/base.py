@@ -41,6 +41,7 @@ import math
 import random
 import re
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -556,6 +557,16 @@ def rescore(
     ]
 
 
+class _DeprecatedBackend:
+    """``VectorStore.backend``: the old name of :attr:`VectorStore.kind`, with a warning."""
+
+    def __get__(self, obj: object, owner: type) -> str:
+        warnings.warn("VectorStore.backend is deprecated; use VectorStore.kind (the kind of "
+                      "store: 'backend' also names the encoder runtime)", DeprecationWarning,
+                      stacklevel=2)
+        return str(owner.kind)  # type: ignore[attr-defined]
+
+
 class VectorStore(ABC):
     """Abstract vector store holding one collection of Matryoshka vectors.
 
@@ -568,8 +579,10 @@ class VectorStore(ABC):
         ``full_vector=`` and ``rerank_k=``.
     """
 
-    #: short backend name, used in messages and reports
-    backend: str = "abstract"
+    #: the kind of store ("memory", "qdrant", "milvus"), in messages and reports
+    kind: ClassVar[str] = "abstract"
+    #: deprecated alias of :attr:`kind` ("backend" also names the encoder runtime)
+    backend: ClassVar[str] = _DeprecatedBackend()  # type: ignore[assignment]
     #: candidates a two-stage batch holds at once (queries x rerank_k): bounds its memory, so
     #: that a batch of any number of queries runs in flat memory
     candidate_block: int = 1 << 16
@@ -577,10 +590,23 @@ class VectorStore(ABC):
     limits: StoreLimits = StoreLimits()
     #: whether the store can keep a lexical index beside the vectors (``Stamp.lexical``)
     supports_lexical: ClassVar[bool] = False
+    #: whether :meth:`open_replacement` builds beside the old collection, which stays whole
+    #: until :meth:`publish` swaps them; otherwise it drops the old collection at once
+    supports_atomic_replace: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("backend")
+        if isinstance(legacy, str):  # a store written against the old name keeps working
+            warnings.warn(f"{cls.__name__}: the class attribute 'backend' is deprecated; "
+                          f"write kind = {legacy!r}", DeprecationWarning, stacklevel=2)
+            cls.kind = legacy
+            del cls.backend
 
     def __init__(self) -> None:
         self._stamp: Stamp | None = None
         self._collection: str | None = None
+        self._replacing = False
 
     # ------------------------------------------------------------------ lifecycle
     def open(
@@ -599,6 +625,16 @@ class VectorStore(ABC):
                 (and ``recreate`` is False). Nothing is changed in that case.
             CollectionNotFoundError: ``create=False`` and the collection does not exist.
         """
+        self._check_open_args(collection, stamp, create)
+        if self._replacing:
+            self._discard_replacement()
+            self._replacing = False
+        self._open(collection, stamp, recreate)
+        self._collection = collection
+        self._stamp = stamp
+
+    def _check_open_args(self, collection: str, stamp: Stamp, create: bool) -> None:
+        """What :meth:`open` and :meth:`open_replacement` refuse before touching anything."""
         check_collection_name(collection)
         if not create:
             existing = self.collections()
@@ -615,9 +651,53 @@ class VectorStore(ABC):
                     f"{type(self).__name__} cannot keep a lexical index: build the collection "
                     "with hybrid=False, or use a store that has one (memory, qdrant, milvus)"
                 )
-        self._open(collection, stamp, recreate)
+
+    def open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Open a new, empty collection that replaces ``collection`` at :meth:`publish`.
+
+        Writes and searches through this store object go to the replacement. Where the store
+        supports it (:attr:`supports_atomic_replace`), the old collection stays whole, and is
+        what every other reader sees, until :meth:`publish` swaps the two at once; closing
+        without publishing (or a crash) discards the replacement and leaves the old collection
+        as it was. Other stores drop the old collection here (``open(recreate=True)``).
+
+        Raises:
+            ValueError: a collection name or stamp that :meth:`open` refuses.
+        """
+        self._check_open_args(collection, stamp, True)
+        if self._replacing:
+            self._discard_replacement()
+            self._replacing = False
+        self._open_replacement(collection, stamp)
         self._collection = collection
         self._stamp = stamp
+        self._replacing = True
+
+    @property
+    def replacing(self) -> bool:
+        """Whether the open collection is a replacement that :meth:`publish` has not swapped
+        in yet."""
+        return self._replacing
+
+    def publish(self) -> None:
+        """Make the replacement opened by :meth:`open_replacement` the collection, and delete
+        the old one; the store stays open on it. Nothing happens when nothing is replacing."""
+        if not self._replacing:
+            return
+        self._publish()
+        self._replacing = False
+
+    def _open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Default for stores without a swap: the old collection is dropped now."""
+        self._open(collection, stamp, True)
+
+    def _publish(self) -> None:
+        """Swap the replacement in (stores with :attr:`supports_atomic_replace`)."""
+        return None
+
+    def _discard_replacement(self) -> None:
+        """Delete an unpublished replacement (stores with :attr:`supports_atomic_replace`)."""
+        return None
 
     def collections(self) -> list[str]:
         """Names of the bertino-rag collections in this store, sorted."""
@@ -627,6 +707,13 @@ class VectorStore(ABC):
     def location(self) -> str:
         """Where the store is, for messages (never with credentials)."""
         return type(self).__name__
+
+    @property
+    def full_vector_dtype(self) -> str:
+        """The numpy dtype name of the full vectors as this store holds them (``"float16"``
+        or ``"float32"``): what a full vector costs per dimension, for reports. Every store
+        rescores with float16-rounded values; a store that says nothing is counted float32."""
+        return "float32"
 
     def stored_stamp(self, collection: str) -> Stamp | None:
         """The stamp of an existing ``collection`` in this store; ``None`` when there is no
@@ -682,15 +769,44 @@ class VectorStore(ABC):
     def is_open(self) -> bool:
         return self._stamp is not None
 
+    def clear(self) -> None:
+        """Remove every document from the open collection, which stays open with its stamp
+        (a store object shared by several retrievers keeps working).
+
+        Raises:
+            StoreError: a replacement is being built (:meth:`open_replacement`): publish or
+                close it first.
+        """
+        stamp, collection = self.stamp, self._collection
+        assert collection is not None
+        if self._replacing:
+            raise StoreError(f"{self.location}: clear() while a replacement of {collection!r} "
+                             "is being built; publish() or close() it first")
+        self._clear(collection, stamp)
+        self._collection, self._stamp = collection, stamp
+
+    def _clear(self, collection: str, stamp: Stamp) -> None:
+        """Empty the open collection. The default drops it and creates it again with the same
+        stamp; a store that can empty a collection in place overrides this."""
+        self._drop()
+        self._open(collection, stamp, True)
+
     def drop(self) -> None:
-        """Delete the open collection and everything in it."""
+        """Delete the open collection and everything in it (an unpublished replacement: the
+        replacement, and the collection it was to replace)."""
         self.stamp  # noqa: B018
+        if self._replacing:
+            self.publish()
         self._drop()
         self._stamp = None
         self._collection = None
 
     def close(self) -> None:
-        """Release connections, files and locks. The data stays."""
+        """Release connections, files and locks. The data stays; an unpublished replacement
+        (:meth:`open_replacement`) is discarded."""
+        if self._replacing:
+            self._replacing = False
+            self._discard_replacement()
         self._stamp = None
         self._collection = None
 

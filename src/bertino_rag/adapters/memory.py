@@ -8,6 +8,9 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
   checksums, the segments whose files may be deleted, and, per document, its id, segment, row,
   text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id). No
   pickle anywhere;
+- ``meta.acked``: the generation of the last acknowledged write, fsynced before the write
+  returns, so that a lost or garbled ``meta.sqlite-wal`` that undid acknowledged writes is
+  refused at the next open (:meth:`MemoryStore._record_generation`);
 - ``seg-NNNNNN.lex*.npy``: a hybrid collection's postings of the segment's rows
   (:mod:`._postings`), written and made live with the vectors; their sizes and CRC-32s are
   in ``segments.lex_sums`` and checked like the vectors'.
@@ -41,6 +44,7 @@ from ..documents import DOC_ID
 from ..types import Document, Hit, Stamp
 from . import _postings
 from .base import (
+    COLLECTION_NAME,
     StoreCorruptionError,
     StoreError,
     StoreWriteError,
@@ -74,6 +78,15 @@ _TIER_BASE = 4  # segments of the same size tier merged when this many accumulat
 #: 2: files are deleted only when listed in ``garbage``; segments carry checksums
 _LAYOUT = "2"
 _CRC_BLOCK = 1 << 22
+#: ``DIR/<collection>.replacing/``: a replacement being built (``open_replacement``), with its
+#: ``.lock`` file beside it held while it is built; ``DIR/<collection>.replaced/``: the old
+#: folder during the swap. Neither is a valid collection name, so no collection can collide.
+_REPLACING = ".replacing"
+_REPLACED = ".replaced"
+#: written into a replacement once it is complete: only a complete one is swapped in
+_COMPLETE = "complete"
+#: the generation of the last acknowledged write, outside SQLite (see :meth:`_record_generation`)
+_ACKED = "meta.acked"
 _RESTORE = (
     "Nothing was deleted. Restore the folder (meta.sqlite with its -wal file, and the seg-* "
     "files) from a backup; or move the folder away and index the documents again"
@@ -224,8 +237,9 @@ class MemoryStore(VectorStore):
         >>> store = MemoryStore(path="./bertino_index")  # doctest: +SKIP
     """
 
-    backend = "memory"
+    kind = "memory"
     supports_lexical = True
+    supports_atomic_replace = True
 
     def __init__(
         self,
@@ -251,9 +265,14 @@ class MemoryStore(VectorStore):
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
         self._vocab: dict[str, int] = {}
         self._lex_stats: tuple[int, int, float] | None = None  # (generation, live docs, avgdl)
+        self._key: str | None = None  # folder name (or RAM key) of the open collection
+        self._guard: Any = None  # the lock held while a replacement is built
 
     # ------------------------------------------------------------------ plumbing
     def _connect(self, collection: str) -> sqlite3.Connection:
+        """Connect to the collection stored under ``collection`` (a folder name or RAM key:
+        a collection's name, or ``<name>.replacing`` for a replacement)."""
+        self._key = collection
         if self.root is None:
             # In RAM, collections live in this object: closing keeps them, drop() removes one.
             if collection in self._ram:
@@ -267,6 +286,8 @@ class MemoryStore(VectorStore):
             folder = self.root / collection
             if folder.resolve().parent != self.root.resolve():  # names are validated; belt
                 raise ValueError(f"collection {collection!r} would leave the folder {self.root}")
+            if not collection.endswith(_REPLACING):
+                _finish_swap(self.root, collection)
             _check_metadata_present(folder)
             self._dir = folder
             self._dir.mkdir(parents=True, exist_ok=True)
@@ -313,24 +334,95 @@ class MemoryStore(VectorStore):
                 return
             from filelock import Timeout
 
-            try:
-                self._file_lock.acquire(timeout=self.lock_timeout)
-            except Timeout as err:
-                raise StoreError(
-                    f"another process is writing {self._dir} (lock held for more than "
-                    f"{self.lock_timeout:.0f}s); try again when it finishes"
-                ) from err
+            def acquire() -> Any:
+                lock = self._file_lock
+                try:
+                    lock.acquire(timeout=self.lock_timeout)
+                except Timeout as err:
+                    raise StoreError(
+                        f"another process is writing {self._dir} (lock held for more than "
+                        f"{self.lock_timeout:.0f}s); try again when it finishes"
+                    ) from err
+                return lock
+
+            lock = acquire()
             try:
                 if refresh:
                     self._refresh()
+                    while self._file_lock is not lock:  # followed a replacement: lock it
+                        lock.release()
+                        lock = acquire()
+                        self._refresh()
+                    self._check_acknowledged()  # before garbage is deleted
                     self._collect_garbage()
                 yield
                 try:
                     self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error as err:  # the write is durable in the WAL already
                     logger.warning("MemoryStore: checkpoint of %s failed: %s", self._dir, err)
+                self._record_generation()
             finally:
-                self._file_lock.release()
+                lock.release()
+
+    def _record_generation(self) -> None:
+        """Write the generation of the write that is about to be acknowledged to
+        ``meta.acked``, beside ``meta.sqlite`` and fsynced.
+
+        Why outside SQLite: a commit that the checkpoint has not copied into ``meta.sqlite``
+        yet (a crash right after it, a reader blocking the checkpoint) lives only in
+        ``meta.sqlite-wal``; if that file is then lost or garbled, SQLite drops the bad frame
+        and every frame after it without an error, and the collection silently goes back in
+        time (a delete is undone, new documents vanish). SQLite's own checks cannot see this
+        (the older state is consistent), and a counter inside the database is rolled back
+        with it. A write's generation recorded here before it returns makes the rollback of
+        any acknowledged write detectable at the next open (:meth:`_check_acknowledged`).
+        Cost: one 32-byte write and fsync per write call (``docs/benchmarks.md``).
+        """
+        if self._dir is None:
+            return
+        gen = int(self._meta("generation") or 0)
+        body = f"{gen:020d} {zlib.crc32(str(gen).encode()):010d}\n".encode()
+        path = self._dir / _ACKED
+        created = not path.exists()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.pwrite(fd, body, 0)  # fixed width: rewritten in place
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                self._fsync_dir()
+        except OSError as err:  # the write is committed; only the check of it is weaker
+            logger.warning("MemoryStore: recording the write in %s failed: %s", path, err)
+
+    def _check_acknowledged(self) -> None:
+        """Refuse a collection whose metadata is older than its last acknowledged write."""
+        if self._dir is None:
+            return
+        path = self._dir / _ACKED
+        try:  # read before the database: a writer records after its commit
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:  # written before this check existed
+            return
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        parts = text.split()
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or zlib.crc32(
+                str(int(parts[0])).encode()) != int(parts[1]):
+            logger.warning("MemoryStore: %s is unreadable and is ignored; the next write "
+                           "rewrites it", path)
+            return
+        acked = int(parts[0])
+        gen = int(self._meta("generation") or 0)
+        if gen < acked:
+            wal = self._dir / "meta.sqlite-wal"
+            raise StoreCorruptionError(
+                wal, f"{self._dir / 'meta.sqlite'} holds the collection as of write {gen}, but "
+                f"write {acked} was acknowledged ({path.name}): the write-ahead log {wal} was "
+                f"lost or damaged, which silently undid the last {acked - gen} write(s) "
+                f"(deleted documents come back, new ones vanish). {_RESTORE}."
+            )
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -345,6 +437,9 @@ class MemoryStore(VectorStore):
         for _ in range(3):
             gen = int(self._meta("generation") or 0)
             if gen == self._generation:
+                return
+            if self._dir is not None and self._meta("replaced") is not None:
+                self._follow_replacement()
                 return
             try:
                 self._reload(gen)
@@ -558,6 +653,7 @@ class MemoryStore(VectorStore):
                     self._adopt_legacy_orphans()
                 if not recreate:
                     self._check_accounted()
+                    self._check_acknowledged()
                 if found is None or recreate:
                     with self.db:
                         if self._dir is not None:  # everything of the old collection goes
@@ -592,6 +688,106 @@ class MemoryStore(VectorStore):
             self.close()
             raise
 
+    def _follow_replacement(self) -> None:
+        """The folder this store reads was replaced (``publish`` in another store object or
+        process): open the collection that took its name. A stamp that differs from this
+        store's raises :class:`StampMismatchError`, and the store is left closed."""
+        collection, stamp = self._collection, self._stamp
+        assert collection is not None and stamp is not None
+        self._close_files()
+        self._open_collection(collection, stamp, False)
+
+    # ------------------------------------------------------------------ replacement
+    def _open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Build the replacement beside the old collection: ``DIR/<collection>.replacing/``
+        (in RAM: its own key), swapped in by :meth:`_publish`."""
+        self.close()
+        key = collection + _REPLACING
+        if self.root is None:
+            if key in self._ram:
+                self._ram.pop(key)[0].close()
+            self._open_collection(key, stamp, True)
+            return
+        from filelock import FileLock, Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        guard = FileLock(str(self.root / f"{key}.lock"))
+        try:
+            guard.acquire(timeout=0)
+        except Timeout as err:
+            raise StoreError(
+                f"another process is replacing collection {collection!r} in {self.root} "
+                "(index --recreate or recreate=True); try again when it finishes"
+            ) from err
+        try:
+            # an abandoned replacement (a crash before its publish) was never acknowledged
+            shutil.rmtree(self.root / key, ignore_errors=True)
+            self._open_collection(key, stamp, True)
+        except BaseException:
+            guard.release()
+            raise
+        self._guard = guard
+
+    def _publish(self) -> None:
+        """Swap the replacement in: the old folder is marked replaced (so that readers of it
+        follow), renamed aside, the replacement renamed to the collection's name, and the
+        old folder deleted. A crash at any step leaves either the old collection or the
+        complete replacement, which the next open finishes swapping in (:func:`_finish_swap`).
+        """
+        with self._mutex:
+            collection, stamp, key = self.collection, self.stamp, self._key
+            assert key is not None
+            if self.root is None:
+                entry = self._ram.pop(key)
+                previous = self._ram.pop(collection, None)
+                if previous is not None:
+                    previous[0].close()
+                self._ram[collection] = entry
+                self._key = collection
+                return
+            new = self.root / key
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._close_files()
+            complete = new / _COMPLETE
+            with open(complete, "wb") as fh:
+                os.fsync(fh.fileno())
+            _fsync_folder(new)
+            live, old = self.root / collection, self.root / (collection + _REPLACED)
+            if live.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                _mark_replaced(live, self.lock_timeout)
+                os.rename(live, old)
+            try:
+                os.rename(new, live)
+            except FileNotFoundError:  # another opener finished the swap meanwhile
+                if not live.exists():
+                    raise
+            _fsync_folder(self.root)
+            (live / _COMPLETE).unlink(missing_ok=True)
+            shutil.rmtree(old, ignore_errors=True)
+            self._release_guard()
+            self._replacing = False  # published: a failure from here on must not discard it
+            self._open_collection(collection, stamp, False)
+
+    def _discard_replacement(self) -> None:
+        with self._mutex:
+            key = self._key
+            if self.root is None:
+                if key is not None and key in self._ram:
+                    self._ram.pop(key)[0].close()
+                self._db = None
+                self._close_files()
+                return
+            self._close_files()
+            if key is not None and key.endswith(_REPLACING):
+                shutil.rmtree(self.root / key, ignore_errors=True)
+            self._release_guard()
+
+    def _release_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.release()
+            self._guard = None
+
     def _adopt_legacy_orphans(self) -> None:
         """A folder written before the garbage table: files of non-live segments numbered
         below the newest live one were retired by merges; newer ones are a crashed write's.
@@ -611,17 +807,35 @@ class MemoryStore(VectorStore):
                           if db.execute("SELECT 1 FROM meta WHERE key = 'stamp'").fetchone())
         if not self.root.is_dir():
             return []
+        for folder in list(self.root.glob(f"*{_REPLACING}")):
+            if (folder / _COMPLETE).exists():  # a swap that a crash interrupted
+                _finish_swap(self.root, folder.name.removesuffix(_REPLACING))
         found = []
         for folder in self.root.iterdir():
+            if not COLLECTION_NAME.match(folder.name):  # a replacement, or not ours
+                continue
             if (folder / "meta.sqlite").is_file() or any(folder.glob("seg-*.npy")):
                 found.append(folder.name)  # a folder with data, even damaged, is listed
         return sorted(found)
+
+    @property
+    def full_vector_dtype(self) -> str:
+        return "float16"
 
     @property
     def location(self) -> str:
         return "memory" if self.root is None else str(self.root)
 
     def close(self) -> None:
+        with self._mutex:
+            if self._replacing:
+                self._replacing = False
+                self._discard_replacement()
+            self._close_files()
+        super().close()
+
+    def _close_files(self) -> None:
+        """Close the open collection's connection and forget its state (the data stays)."""
         with self._mutex:
             if self._db is not None and self.root is not None:
                 self._db.close()
@@ -632,7 +846,7 @@ class MemoryStore(VectorStore):
             self._generation = None
             self._vocab = {}
             self._lex_stats = None
-        super().close()
+            self._key = None
 
     def _new_segment(
         self, index: np.ndarray, full: np.ndarray | None,
@@ -861,13 +1075,14 @@ class MemoryStore(VectorStore):
                     self.db.execute("INSERT OR IGNORE INTO garbage (seg) SELECT seg FROM segments")
                 self.db.execute("DELETE FROM docs")
                 self.db.execute("DELETE FROM segments")
-                self.db.execute("DELETE FROM meta WHERE key != 'last_seg'")
+                # the generation only grows: meta.acked compares with it
+                self.db.execute("DELETE FROM meta WHERE key NOT IN ('last_seg', 'generation')")
                 self.db.execute("DELETE FROM terms")
             self._segments.clear()
             self._vocab = {}
             self._collect_garbage()
-        if self.root is None and self._collection in self._ram:
-            self._ram.pop(self._collection)[0].close()
+        if self.root is None and self._key in self._ram:
+            self._ram.pop(self._key)[0].close()
             self._db = None
         self.close()
 
@@ -1153,6 +1368,57 @@ def _check_metadata_present(folder: Path) -> None:
         db, f"{db} is {state}, but the folder holds {held}: the metadata listing the documents "
         f"is lost, and opening would discard them. {_RESTORE}."
     )
+
+
+def _fsync_folder(folder: Path) -> None:
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _mark_replaced(live: Path, lock_timeout: float) -> None:
+    """Record in a collection folder about to be swapped out that it was replaced (and bump
+    its generation), under its write lock, so that its readers reopen the new one."""
+    from filelock import FileLock
+
+    lock = FileLock(str(live / ".lock"))
+    lock.acquire(timeout=lock_timeout)
+    try:
+        if not (live / "meta.sqlite").is_file():
+            return
+        db = sqlite3.connect(str(live / "meta.sqlite"), timeout=lock_timeout)
+        try:
+            with db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('replaced', '1')")
+                db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                           "WHERE key = 'generation'")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:  # a damaged collection is replaced all the same
+            logger.warning("MemoryStore: could not mark %s as replaced: %s", live, err)
+        finally:
+            db.close()
+    finally:
+        lock.release()
+
+
+def _finish_swap(root: Path, collection: str) -> None:
+    """Finish a swap that a crash interrupted: a complete replacement with no collection
+    beside it takes the collection's name; an old folder left aside is deleted."""
+    live = root / collection
+    new, old = root / (collection + _REPLACING), root / (collection + _REPLACED)
+    if not live.exists() and (new / _COMPLETE).exists():
+        try:
+            os.rename(new, live)
+        except FileNotFoundError:  # finished by another process meanwhile
+            pass
+        else:
+            _fsync_folder(root)
+            (live / _COMPLETE).unlink(missing_ok=True)
+    if live.exists() and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _chunks(items: list[str], size: int = _SQL_CHUNK) -> Iterator[list[str]]:

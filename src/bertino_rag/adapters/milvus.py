@@ -124,6 +124,8 @@ class IndexFallbackWarning(UserWarning):
 
 
 _SERVER_SCHEMES = ("http", "https", "tcp", "grpc", "unix")
+#: suffix of the collection a replacement is built in (``open_replacement``)
+_REPLACING = "__bertino_replacing"
 # Milvus Lite serves a .db file from one in-process server, which holds the file's lock until
 # it stops; pymilvus' close() leaves it running. Stores count their users per file and stop
 # the server with the last one, so that another process can open the file.
@@ -306,7 +308,8 @@ class MilvusStore(VectorStore):
         >>> store = MilvusStore(uri="http://localhost:19530", index="HNSW")  # doctest: +SKIP
     """
 
-    backend = "milvus"
+    kind = "milvus"
+    supports_atomic_replace = True
     supports_lexical = True
     limits = StoreLimits(max_id_bytes=ID_MAX_BYTES, max_text_bytes=TEXT_MAX_BYTES)
 
@@ -390,10 +393,19 @@ class MilvusStore(VectorStore):
     def location(self) -> str:
         return f"Milvus at {self.where}"
 
+    @property
+    def full_vector_dtype(self) -> str:
+        """float16 on a server (float32 where the open collection fell back to it); Milvus Lite
+        holds the same (float16-rounded) values in float32."""
+        if self._full_dtype is not None:
+            return "float16" if self._full_dtype == self._DataType.FLOAT16_VECTOR else "float32"
+        return "float32" if self.is_lite else "float16"
+
     def collections(self) -> list[str]:
         if self.client is None:
             self.client = self._connect(require("pymilvus", "milvus"))
-        return sorted(self._call("list_collections", self.client.list_collections))
+        return sorted(n for n in self._call("list_collections", self.client.list_collections)
+                      if not n.endswith(_REPLACING))
 
     def _clean(self, err: BaseException) -> str:
         return redact(str(err), *self._secrets)
@@ -444,7 +456,7 @@ class MilvusStore(VectorStore):
             else:
                 try:
                     with _quiet_pymilvus():
-                        self.client.query(self.collection, filter="id == {p}",
+                        self.client.query(self._name, filter="id == {p}",
                                           filter_params={"p": ""}, output_fields=["id"], limit=1)
                     self._templating = True
                 except self._MilvusException:
@@ -613,8 +625,37 @@ class MilvusStore(VectorStore):
             f"the indexes {candidates}: {self._clean(last) if last else 'no index available'}"
         )
 
+    @property
+    def _name(self) -> str:
+        """The Milvus collection that calls go to: the replacement while one is built."""
+        return self.collection + _REPLACING if self._replacing else self.collection
+
+    def _open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Build into ``<collection>__bertino_replacing``; :meth:`_publish` drops the old
+        collection and renames the replacement (Milvus has no atomic swap of names: between
+        the two calls, milliseconds, the collection does not exist; a crash there leaves the
+        complete replacement under its own name)."""
+        self._open(collection + _REPLACING, stamp, True)
+
+    def _publish(self) -> None:
+        collection, temp = self.collection, self.collection + _REPLACING
+        self._call("flush", self.client.flush, temp)
+        if self._call("has_collection", self.client.has_collection, collection):
+            self._call("drop_collection", self.client.drop_collection, collection)
+        self._call("rename_collection", self.client.rename_collection, temp, collection)
+        self._call("load_collection", self.client.load_collection, collection)
+
+    def _discard_replacement(self) -> None:
+        if self.client is not None:
+            self._call("drop_collection", self.client.drop_collection,
+                       self.collection + _REPLACING)
+
     def close(self) -> None:
-        """Close the client (when this store created it); :meth:`open` connects again."""
+        """Close the client (when this store created it); :meth:`open` connects again. An
+        unpublished replacement is dropped."""
+        if self._replacing:
+            self._replacing = False
+            self._discard_replacement()
         if self._owns_client and self.client is not None:
             self.client.close()
             self.client = None
@@ -624,7 +665,7 @@ class MilvusStore(VectorStore):
         super().close()
 
     def _drop(self) -> None:
-        self._call("drop_collection", self.client.drop_collection, self.collection)
+        self._call("drop_collection", self.client.drop_collection, self._name)
 
     # ------------------------------------------------------------------ filters and ids
     def _native_filter(self, filter: Any) -> Any:
@@ -653,7 +694,7 @@ class MilvusStore(VectorStore):
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = list(dict.fromkeys(ids[start : start + _LOOKUP_CHUNK]))
-            rows = self._call("query", self.client.query, self.collection,
+            rows = self._call("query", self.client.query, self._name,
                               output_fields=["id", *fields], **self._ids_filter(chunk))
             found.update({row["id"]: row for row in rows})
         return found
@@ -694,7 +735,7 @@ class MilvusStore(VectorStore):
                 self._call(
                     f"upsert (entities {start}..{min(len(rows), start + self.batch_size)} of "
                     f"{len(rows)}; earlier batches are stored)",
-                    self.client.upsert, self.collection, rows[start : start + self.batch_size])
+                    self.client.upsert, self._name, rows[start : start + self.batch_size])
             except StoreError as err:
                 raise StoreWriteError(str(err), [d.id for d in documents[start:]]) from err
 
@@ -708,18 +749,18 @@ class MilvusStore(VectorStore):
     def _delete(self, ids: list[str]) -> None:
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = list(dict.fromkeys(ids[start : start + _LOOKUP_CHUNK]))
-            self._call("delete", self.client.delete, self.collection, **self._ids_filter(chunk))
+            self._call("delete", self.client.delete, self._name, **self._ids_filter(chunk))
 
     def flush(self) -> None:
         """Seal written data into segments (Milvus builds their indexes then)."""
-        self._call("flush", self.client.flush, self.collection)
+        self._call("flush", self.client.flush, self._name)
 
     # ------------------------------------------------------------------ reads
     def _ids_where(self, conditions: list[Node]) -> list[str]:
         compiled = compile_filter(conditions)
         if compiled is None:
             return []
-        iterator = self._call("query", self.client.query_iterator, self.collection,
+        iterator = self._call("query", self.client.query_iterator, self._name,
                               batch_size=1000, output_fields=["id"], **self._expr(compiled))
         ids: list[str] = []
         try:
@@ -732,7 +773,7 @@ class MilvusStore(VectorStore):
             iterator.close()
 
     def _count(self) -> int:
-        rows = self._call("count", self.client.query, self.collection, filter="",
+        rows = self._call("count", self.client.query, self._name, filter="",
                           output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
@@ -750,7 +791,7 @@ class MilvusStore(VectorStore):
         """Query keyword arguments reading the full vectors of ``ids``, in bounded chunks."""
         distinct = list(dict.fromkeys(ids))
         return [
-            {"collection_name": self.collection, "output_fields": ["id", "full_vector"],
+            {"collection_name": self._name, "output_fields": ["id", "full_vector"],
              # float vectors come back as one numpy array, not a Python float per value
              "strict_float32": True, **self._ids_filter(distinct[start : start + _LOOKUP_CHUNK])}
             for start in range(0, len(distinct), _LOOKUP_CHUNK)
@@ -819,7 +860,7 @@ class MilvusStore(VectorStore):
         if compiled is None:
             return None
         return {
-            "collection_name": self.collection,
+            "collection_name": self._name,
             "data": [np.ascontiguousarray(v, dtype=np.float32) for v in vectors],
             "anns_field": "vector",
             "limit": limit,
@@ -988,7 +1029,7 @@ class MilvusStore(VectorStore):
         for part in self._query_chunks(len(terms), limit, fields):
             texts = [" ".join(term_token(t) for t in q) for q in terms[part]]
             results = self._call(
-                "lexical search", self.client.search, self.collection, data=texts,
+                "lexical search", self.client.search, self._name, data=texts,
                 anns_field=LEXICAL, limit=limit, output_fields=fields,
                 search_params={"metric_type": "BM25"}, **expr)
             for result in results:
@@ -1051,7 +1092,7 @@ class MilvusStore(VectorStore):
         rows: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             got = await self._acall("query", client.query(
-                self.collection, output_fields=["id", "text", "metadata"],
+                self._name, output_fields=["id", "text", "metadata"],
                 **self._ids_filter(wanted[start : start + _LOOKUP_CHUNK])))
             rows.update({row["id"]: row for row in got})
         return _texts(pairs, rows)
@@ -1064,7 +1105,7 @@ class MilvusStore(VectorStore):
         rows = self._rows(batch.documents, batch.vectors, batch.full)
         client = self._aclient()
         for start in range(0, len(rows), self.batch_size):
-            await self._acall("upsert", client.upsert(self.collection,
+            await self._acall("upsert", client.upsert(self._name,
                                                       rows[start : start + self.batch_size]))
         return None
 

@@ -232,7 +232,7 @@ class QdrantStore(VectorStore):
         >>> Retriever(dim=128, store=store)  # doctest: +SKIP
     """
 
-    backend = "qdrant"
+    kind = "qdrant"
     supports_lexical = True
     #: first retry delay in seconds (doubles per retry)
     _retry_base: float = 0.5
@@ -343,6 +343,11 @@ class QdrantStore(VectorStore):
     @property
     def location(self) -> str:
         return f"Qdrant at {self.where}"
+
+    @property
+    def full_vector_dtype(self) -> str:
+        """float16 on a server; local mode holds the same (float16-rounded) values in float32."""
+        return "float32" if self.local else "float16"
 
     def collections(self) -> list[str]:
         if self._client is None and self.path is not None:

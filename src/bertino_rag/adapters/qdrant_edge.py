@@ -12,8 +12,17 @@ Layout of ``QdrantEdgeStore(path=DIR)``, one folder per collection (``DIR/<colle
   quantized), vector ``full`` (only when the stamp keeps full vectors: cosine, ``float16``,
   on disk, no graph), payload ``{"doc_id", "text", "metadata"}``, point id
   ``uuid5(doc_id)``;
+- sparse vector ``lexical`` (only for a hybrid collection, ``Stamp.lexical`` set): the
+  library's sparse encoding of the analyzer's terms (:func:`~bertino_rag.lexical.document_vector`,
+  BM25's term-frequency part with the ``avgdl`` fixed by the first write, as in
+  :class:`QdrantStore`), written by the same upsert as the dense vectors, and the document's
+  term indices in the payload field ``lexical_terms`` (integer index). The query weighs each
+  term by :meth:`~bertino_rag.lexical.BM25.idf` of its live document frequency, counted on
+  that index: Edge's own ``Modifier.Idf`` counts deleted and replaced points until their segment
+  is vacuumed, which would make scores drift from MemoryStore's after every delete or update;
 - ``stamp.json``: the :class:`~bertino_rag.types.Stamp` (an Edge shard has no collection
-  metadata), written atomically before the shard is created.
+  metadata), written atomically before the shard is created, and, for a hybrid collection, the
+  ``avgdl`` of its sparse values.
 
 Two-stage search is one Query API call: ``prefetch`` on ``dim<D>`` with ``rerank_k`` and the
 filter, then ``query`` on ``full``.
@@ -34,6 +43,7 @@ process on the same folder share one shard.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
@@ -44,8 +54,16 @@ from typing import Any, Literal
 import numpy as np
 
 from .._deps import require
+from ..lexical import BM25, document_vector, mean_length, query_vector
 from ..types import Document, Hit, Stamp
-from .base import StoreError, VectorStore, check_found
+from .base import (
+    HybridQuery,
+    StoreError,
+    VectorStore,
+    check_found,
+    lexical_config,
+    ranking_key,
+)
 from .filters import Node
 from .qdrant_common import (
     FilterVocabulary,
@@ -62,6 +80,9 @@ import qdrant_edge as qe  # noqa: E402
 __all__ = ["QdrantEdgeStore"]
 
 FULL = "full"
+LEXICAL = "lexical"
+#: payload field with a hybrid document's term indices (the document frequencies are counted on it)
+TERMS = "lexical_terms"
 STAMP_FILE = "stamp.json"
 SHARD_DIR = "shard"
 #: searched exactly below this many points per segment; HNSW above
@@ -180,7 +201,8 @@ class QdrantEdgeStore(VectorStore):
         >>> Retriever(dim=128, store=store)  # doctest: +SKIP
     """
 
-    backend = "qdrant-edge"
+    kind = "qdrant-edge"
+    supports_lexical = True
 
     def __init__(
         self,
@@ -234,6 +256,8 @@ class QdrantEdgeStore(VectorStore):
         self.two_stage = two_stage
         self.batch_size = batch_size
         self._handle: _Shard | None = None
+        #: the mean document length the sparse values are normalized by (hybrid collections)
+        self._avgdl: float | None = None
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -281,8 +305,12 @@ class QdrantEdgeStore(VectorStore):
                                                full_scan_threshold=_kb(self.index_threshold,
                                                                        stamp.index_dim)),
             )
+        sparse = None
+        if stamp.lexical is not None:
+            sparse = {LEXICAL: qe.EdgeSparseVectorParams()}
         return qe.EdgeConfig(
             vectors=vectors,
+            sparse_vectors=sparse,
             optimizers=qe.EdgeOptimizersConfig(
                 indexing_threshold=_kb(self.index_threshold, stamp.index_dim)),
         )
@@ -309,6 +337,7 @@ class QdrantEdgeStore(VectorStore):
             handle.close()
             shutil.rmtree(folder, ignore_errors=True)
         found = _read_stamp(folder)
+        self._avgdl = _read_sidecar(folder).get("avgdl") if found is not None else None
         if found is None and shard_dir.exists() and any(shard_dir.iterdir()):
             raise StoreError(
                 f"{folder} holds a Qdrant Edge shard without a bertino-rag stamp (it was not "
@@ -331,9 +360,12 @@ class QdrantEdgeStore(VectorStore):
                 if "WouldBlock" in str(err) or "lock" in str(err).lower():
                     raise _locked_error(folder, err) from err
                 raise StoreError(f"cannot open Qdrant Edge shard {shard_dir}: {err}") from err
-        for field, kind in self.index_fields.items():
-            handle.shard.update(qe.UpdateOperation.create_field_index(
-                f"metadata.{field}", _PAYLOAD_TYPES[kind]))
+        fields = {f"metadata.{field}": _PAYLOAD_TYPES[kind]
+                  for field, kind in self.index_fields.items()}
+        if stamp.lexical is not None:
+            fields[TERMS] = qe.PayloadSchemaType.Integer
+        for key, schema in fields.items():
+            handle.shard.update(qe.UpdateOperation.create_field_index(key, schema))
 
     def collections(self) -> list[str]:
         if not self.root.is_dir():
@@ -345,6 +377,10 @@ class QdrantEdgeStore(VectorStore):
     @property
     def location(self) -> str:
         return f"Qdrant Edge at {self.root}"
+
+    @property
+    def full_vector_dtype(self) -> str:
+        return "float16"
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
         folder = self._folder(collection)
@@ -407,8 +443,11 @@ class QdrantEdgeStore(VectorStore):
 
     # ------------------------------------------------------------------ writes
     def _upsert(self, documents: list[Document], vectors: np.ndarray,
-                full_vectors: np.ndarray | None) -> None:
+                full_vectors: np.ndarray | None,
+                terms: list[dict[str, int]] | None = None) -> None:
         shard, name = self.shard, self.index_vector
+        bm25 = lexical_config(self.stamp.lexical)[1] if terms is not None and \
+            self.stamp.lexical else None
         done = 0
         for start in range(0, len(documents), self.batch_size):
             stop = min(len(documents), start + self.batch_size)
@@ -418,8 +457,13 @@ class QdrantEdgeStore(VectorStore):
                 if full_vectors is not None:
                     named[FULL] = full_vectors[i]
                 d = documents[i]
-                points.append(qe.Point(point_id(d.id), named,
-                                       {"doc_id": d.id, "text": d.text, "metadata": d.metadata}))
+                payload: dict[str, Any] = {"doc_id": d.id, "text": d.text,
+                                           "metadata": d.metadata}
+                if terms is not None and bm25 is not None:
+                    indices, values = document_vector(terms[i], bm25, self._avgdl or 1.0)
+                    named[LEXICAL] = qe.SparseVector(indices, values)
+                    payload[TERMS] = indices
+                points.append(qe.Point(point_id(d.id), named, payload))
             try:
                 shard.update(qe.UpdateOperation.upsert_points(points))
             except Exception as err:
@@ -431,6 +475,29 @@ class QdrantEdgeStore(VectorStore):
                     "same call again to complete it"
                 ) from err
             done = stop
+
+    def _upsert_lexical(self, documents: list[Document], vectors: np.ndarray,
+                        full_vectors: np.ndarray | None, terms: list[dict[str, int]]) -> None:
+        """Points with their dense and sparse vectors together, one write per batch."""
+        self._fix_avgdl(terms)
+        self._upsert(documents, vectors, full_vectors, terms)
+
+    def _fix_avgdl(self, terms: list[dict[str, int]]) -> float:
+        """The ``avgdl`` of the sparse values: the one kept in ``stamp.json``, or, on the first
+        write with any term, this batch's mean length, written to ``stamp.json`` first."""
+        if self._avgdl is not None:
+            return self._avgdl
+        avgdl = mean_length(terms)
+        if avgdl <= 0:  # only empty documents so far: their vectors are empty either way
+            return 1.0
+        _write_stamp(self._folder(self.collection), self.stamp, avgdl=avgdl)
+        self._avgdl = avgdl
+        return avgdl
+
+    @property
+    def lexical_avgdl(self) -> float | None:
+        self.stamp  # noqa: B018 - raises when not open
+        return self._avgdl
 
     def _delete(self, ids: list[str]) -> None:
         self.shard.update(qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
@@ -484,11 +551,13 @@ class QdrantEdgeStore(VectorStore):
             return None
         return qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=quant)
 
-    def _query(self, requests: list[qe.QueryRequest]) -> list[list[Hit]]:
+    def _points(self, requests: list[qe.QueryRequest]) -> list[list[Any]]:
         if len(requests) == 1:
-            return [hits_from_points(self.shard.query(requests[0]))]
-        results = self.shard.query_batch(qe.QueryBatchRequest(requests))
-        return [hits_from_points(points) for points in results]
+            return [self.shard.query(requests[0])]
+        return list(self.shard.query_batch(qe.QueryBatchRequest(requests)))
+
+    def _query(self, requests: list[qe.QueryRequest]) -> list[list[Hit]]:
+        return [hits_from_points(points) for points in self._points(requests)]
 
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
         flt = self._compile(conditions)
@@ -521,6 +590,78 @@ class QdrantEdgeStore(VectorStore):
                 with_payload=True)
             for v, f in zip(vectors, full_vectors, strict=True)
         ])
+
+    def _sparse_requests(self, terms: list[list[str]], k: int, flt: Any
+                         ) -> tuple[list[qe.QueryRequest], list[dict[int, float]]]:
+        """One sparse query per query: its distinct term indices weighted by their BM25 IDF
+        over the live documents (see the module docstring), and those weights.
+
+        Each asks for more than ``k`` points, with their sparse vectors, for
+        :meth:`_lexical_hits` to cut at ``k`` by the one ranking rule.
+        """
+        vectors = [query_vector(t)[0] for t in terms]
+        wanted = sorted({i for v in vectors for i in v})
+        n = self._count()
+        df = np.asarray([self.shard.count(qe.CountRequest(exact=True, filter=qe.Filter(
+            must=[qe.FieldCondition(TERMS, match=qe.MatchValue(i))]))) for i in wanted],
+            dtype=np.float64)
+        idf = dict(zip(wanted, np.asarray(BM25.idf(df, n), dtype=np.float64).tolist(),
+                       strict=True))
+        weights = [{i: idf[i] for i in v} for v in vectors]
+        limit = k + max(k, 10)
+        return [qe.QueryRequest(limit=limit, query=qe.Query.Nearest(
+                    qe.SparseVector(sorted(w), [w[i] for i in sorted(w)]), using=LEXICAL),
+                    filter=flt, with_payload=True, with_vector=[LEXICAL])
+                for w in weights], weights
+
+    @staticmethod
+    def _lexical_hits(points: list[Any], weights: dict[int, float], k: int) -> list[Hit]:
+        """The top ``k`` of a sparse query's points, scored again in float64 from their stored
+        values: the engine sums in float32, so documents with the same terms and length (the
+        same stored values) could come back in any order; summed here they tie exactly, and
+        ties go by id as on every store."""
+        hits = []
+        for p in points:
+            vec = (p.vector or {}).get(LEXICAL)
+            if vec is None:
+                continue
+            score = math.fsum(weights.get(i, 0.0) * float(x)
+                              for i, x in zip(vec.indices, vec.values, strict=True))
+            if score > 0:
+                payload = p.payload or {}
+                hits.append(Hit(id=payload.get("doc_id", str(p.id)),
+                                text=payload.get("text", ""), score=score,
+                                metadata=payload.get("metadata") or {}))
+        hits.sort(key=lambda h: ranking_key(h.score, h.id))
+        return hits[:k]
+
+    def _lexical_search(self, terms: list[list[str]], k: int, conditions: Any
+                        ) -> list[list[Hit]]:
+        flt = self._compile(conditions)
+        if flt is False:
+            return [[] for _ in terms]
+        requests, weights = self._sparse_requests(terms, k, flt)
+        return [self._lexical_hits(points, w, k)
+                for points, w in zip(self._points(requests), weights, strict=True)]
+
+    def _hybrid_candidates(self, query: HybridQuery) -> tuple[list[list[Hit]], list[list[Hit]]]:
+        """Both sides' candidates in one batch query: the dense requests on the truncated
+        vector, then the sparse ones (queries with no term ask nothing)."""
+        d = query.dense
+        flt = self._compile(d.conditions)
+        if flt is False:
+            return [[] for _ in query.terms], [[] for _ in query.terms]
+        name, params = self.index_vector, self._params()
+        asked = [i for i, t in enumerate(query.terms) if t]
+        requests = [qe.QueryRequest(limit=d.k, query=qe.Query.Nearest(v.tolist(), using=name),
+                                    filter=flt, params=params, with_payload=True)
+                    for v in d.vectors]
+        sparse, weights = self._sparse_requests([query.terms[i] for i in asked], d.k, flt)
+        results = self._points(requests + sparse)
+        lexical: list[list[Hit]] = [[] for _ in query.terms]
+        for i, points, w in zip(asked, results[len(d.vectors):], weights, strict=True):
+            lexical[i] = self._lexical_hits(points, w, d.k)
+        return [hits_from_points(p) for p in results[: len(d.vectors)]], lexical
 
     def _export(self, batch_size: int) -> Iterator[tuple[list[Document], np.ndarray,
                                                          np.ndarray | None]]:
@@ -571,24 +712,37 @@ def _quantization(kind: Quantization) -> Any:
     return qe.TurboQuantQuantizationConfig(bits=bits, memory=qe.Memory.Cached)
 
 
-def _read_stamp(folder: Path) -> Stamp | None:
+def _read_sidecar(folder: Path) -> dict[str, Any]:
+    """The content of ``stamp.json``; ``{}`` when there is none."""
     path = folder / STAMP_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, ValueError) as err:
         raise StoreError(f"cannot read the stamp {path}: {err}") from err
-    return Stamp.from_dict(data["stamp"])
+    if not isinstance(data, dict) or "stamp" not in data:
+        raise StoreError(f"cannot read the stamp {path}: no 'stamp' entry")
+    return data
 
 
-def _write_stamp(folder: Path, stamp: Stamp) -> None:
+def _read_stamp(folder: Path) -> Stamp | None:
+    data = _read_sidecar(folder)
+    return Stamp.from_dict(data["stamp"]) if data else None
+
+
+def _write_stamp(folder: Path, stamp: Stamp, avgdl: float | None = None) -> None:
     """Write ``stamp.json`` atomically: a temporary file, fsynced, renamed."""
     path = folder / STAMP_FILE
     tmp = path.with_name(path.name + ".tmp")
+    entry: dict[str, Any] = {"stamp": stamp.to_dict(), "index_vector": f"dim{stamp.index_dim}",
+                             "full_vector": FULL if stamp.full_vectors else None, "version": 1}
+    if stamp.lexical is not None:
+        entry["lexical_vector"] = LEXICAL
+    if avgdl is not None:
+        entry["avgdl"] = avgdl
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"stamp": stamp.to_dict(), "index_vector": f"dim{stamp.index_dim}",
-                   "full_vector": FULL if stamp.full_vectors else None, "version": 1}, fh)
+        json.dump(entry, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -87,6 +87,26 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _check_before_loading(args: argparse.Namespace) -> None:
+    """What can fail without the model fails here, before it loads and the evaluation runs:
+    a missing extra (matplotlib for --plot, the store's client), an output file whose folder
+    does not exist."""
+    from .._deps import require
+
+    if args.plot:
+        require("matplotlib", "eval")
+    kind = args.store.split(":", 1)[0].strip().lower()
+    if kind == "qdrant":
+        require("qdrant_client", "qdrant")
+    elif kind == "milvus":
+        require("pymilvus", "milvus")
+    for flag, target in (("--plot", args.plot), ("--json", args.json_out),
+                         ("--markdown", args.markdown), ("--tune-fusion", args.tune_fusion)):
+        if target and not Path(target).resolve().parent.is_dir():
+            raise ValueError(f"{flag} {target}: the folder {Path(target).resolve().parent} "
+                             "does not exist; create it or write the file elsewhere")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..encoder import Encoder
     from .dataset import load_eval_set, load_sts_set
@@ -129,6 +149,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                              f"{', '.join(clash)} without it")
     elif args.max_tokens is not None or args.overlap:
         raise ValueError("--max-tokens and --overlap size the chunks of --documents")
+    _check_before_loading(args)
     from ..fusion import Fusion
 
     fusion = Fusion.coerce(args.fusion) if args.fusion else None

@@ -23,17 +23,11 @@ def full_layouts(full_dim: int) -> dict[str, int]:
 
 
 def full_bytes_per_doc(store: Any, full_dim: int) -> tuple[int, str]:
-    """Bytes of one full vector as ``store`` holds it, and the dtype counted.
-
-    Every store rescores with float16 values. ``MemoryStore``, a Qdrant server and a Milvus
-    server store them as float16; Qdrant local mode and Milvus Lite hold the same values in
-    float32 (and any store this function does not know is counted float32).
-    """
-    backend = getattr(store, "backend", "")
-    half = (backend == "memory"
-            or (backend == "qdrant" and getattr(store, "local", True) is False)
-            or (backend == "milvus" and getattr(store, "is_lite", True) is False))
-    return (2 * full_dim, "float16") if half else (4 * full_dim, "float32")
+    """Bytes of one full vector as ``store`` holds it, and the dtype counted: the store's own
+    :attr:`~bertino_rag.adapters.VectorStore.full_vector_dtype` (float32 for an object that
+    does not declare one)."""
+    dtype = str(getattr(store, "full_vector_dtype", "float32"))
+    return np.dtype(dtype).itemsize * full_dim, dtype
 
 
 def time_calls(fn: Callable[[int], object], n: int, *, warmup: int = 3) -> list[float]:

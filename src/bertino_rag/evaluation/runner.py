@@ -258,7 +258,7 @@ def evaluate(
         model=_display_name(encoder.name), full_dim=encoder.full_dim, dims=dims,
         document_text=("title + newline + text" if evalset and evalset.with_title else "text"),
         store=store if isinstance(store, str) else type(store_obj).__name__,
-        backend=store_obj.backend, full_dtype=full_dtype, configs=[],
+        backend=store_obj.kind, full_dtype=full_dtype, configs=[],
         beir_source=evalset.source if evalset else "", sts_source=sts.source if sts else "",
         n_docs=len(evalset.doc_ids) if evalset else 0,
         n_queries=len(evalset.query_ids) if evalset else 0,

@@ -444,11 +444,10 @@ class BertinoVectorStore(VectorStore):
         """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes them all."""
         if kwargs:
             raise TypeError(f"delete got unknown arguments {sorted(kwargs)}")
-        stamp = self._ensure_open()
+        self._ensure_open()
         if ids is None:  # empty the collection, keeping it open for a Retriever sharing it
             with self._lock:
-                self.store.drop()
-                self.store.open(self.collection, stamp)
+                self.store.clear()
             return True
         if isinstance(ids, str):
             ids = [ids]

@@ -204,7 +204,7 @@ class _Service:
         logger.info(
             "serving collection %r of %r (model %s, %d-d, store %s); API key %s",
             self.retriever.collection, self.retriever.store, self.retriever.encoder.model_id,
-            self.retriever.dim, self.retriever.store.backend,
+            self.retriever.dim, self.retriever.store.kind,
             "required" if self.settings.api_key else "not required",
         )
 
@@ -386,7 +386,7 @@ def create_app(
         store = retriever.store
         return [{
             "name": retriever.collection, "stamp": store.stamp.to_dict(),
-            "count": await asyncio.to_thread(retriever.count), "store": store.backend,
+            "count": await asyncio.to_thread(retriever.count), "store": store.kind,
         }]
 
     @app.get("/health", response_model=HealthResponse, response_model_exclude_none=True,
