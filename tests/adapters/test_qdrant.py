@@ -52,6 +52,7 @@ class TestQdrantOnDisk(StoreConformance):
 class TestQdrantServer(StoreConformance):
     persistent = True
     full_vector_dtype = "float16"
+    engine_rescores = True  # a server's two-stage search is one prefetch query
 
     @pytest.fixture
     def make_store(self):
