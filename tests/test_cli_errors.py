@@ -126,6 +126,24 @@ def test_stamp_mismatch_says_what_the_collection_was_built_with(index, minilm_pa
     assert "recreate" not in err.lower()
 
 
+def test_stamp_advice_names_the_hybrid_option(tmp_path, index, minilm_path, capsys):
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"text": "Roma è la capitale."}\n', encoding="utf-8")
+    store = index.replace("idx", "idx2")
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+                       "--hybrid", "--quiet")
+    assert code == 0, err
+    code, _, err = run(capsys, "search", "roma", "--model", minilm_path, "--store", store)
+    assert code == 2 and "was built with --dim 128 --hybrid" in err
+    assert "--model" not in err and "recreate" not in err.lower()  # the model is the same
+    code, _, err = run(capsys, "search", "roma", "--model", minilm_path, "--store", index,
+                       "--mode", "lexical")
+    assert code == 2 and "was indexed without --hybrid" in err and "--mode dense" in err
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", index,
+                       "--hybrid", "--quiet")
+    assert code == 2 and "index into it without --hybrid" in err and "--recreate" in err
+
+
 def test_bad_filters_are_reported_before_the_model_loads(tmp_path, capsys):
     missing_model = tmp_path / "no-such-model"  # loading it would fail: the filter fails first
     for flt, message in [("x", "--filter is not valid JSON"),

@@ -137,18 +137,33 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
 
 def _mismatch_advice(err: Any, args: argparse.Namespace) -> str:
     """A stamp mismatch in command-line terms: the options the collection was built with."""
-    found = err.found
+    found, requested = err.found, err.requested
     built = ""
+    lexical_only = False
     if found is not None:
-        options = [f"--model {found.model}", f"--dim {found.index_dim}"]
+        options = []
+        if requested is None or requested.model != found.model:
+            options.append(f"--model {found.model}" if not found.model.startswith("model@")
+                           else f"--model <the local model whose id is {found.model}>")
+        options.append(f"--dim {found.index_dim}")
         if not found.full_vectors:
             options.append("--no-rerank")
+        if found.lexical is not None:
+            options.append("--hybrid")
         built = f" was built with {' '.join(options)}"
-    advice = (f"collection {err.collection!r} in {args.store}{built} ("
-              + "; ".join(err.diffs) + "): search it with those options")
+        lexical_only = requested is not None and err.diffs and all(
+            d.startswith("lexical:") for d in err.diffs)
+    if lexical_only and found.lexical is None:
+        advice = (f"collection {err.collection!r} in {args.store} was indexed without --hybrid: "
+                  "it has no lexical index; " + (
+                      "search it without --hybrid (--mode dense)" if args.command != "index"
+                      else "index into it without --hybrid"))
+    else:
+        advice = (f"collection {err.collection!r} in {args.store}{built} ("
+                  + "; ".join(err.diffs) + "): search it with those options")
     if args.command == "index":
-        advice += (", index into another --collection, or pass --recreate to drop it and "
-                   "index again")
+        advice += (", index into another --collection, or pass --recreate to replace it "
+                   "(the old one is kept until indexing succeeds)")
     return advice
 
 

@@ -274,3 +274,53 @@ def test_lite_connection_is_not_dropped_for_pinging(tmp_path):
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "too_many_pings" not in out.stderr and "GOAWAY" not in out.stderr, out.stderr[-2000:]
+
+
+def test_group_by_document_uses_grouping_search_and_agrees_with_memory(lite_uri, monkeypatch):
+    from bertino_rag.adapters import MemoryStore
+
+    from .test_qdrant import _chunked, _same_groups
+
+    docs, index, full, qi, qf, stamp = _chunked()
+    store, memory = _open(lite_uri, "grouped", stamp), MemoryStore()
+    memory.open("grouped", stamp)
+    try:
+        for s in (store, memory):
+            s.upsert(docs, index, full)
+        grouped: list[str] = []
+        real = store.client.search
+        monkeypatch.setattr(store.client, "search", lambda *a, **kw: grouped.append(
+            kw.get("group_by_field")) or real(*a, **kw))
+        for flt in (None, {"tema": 1}):
+            got = store.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+            want = memory.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+            for g, w in zip(got, want, strict=True):
+                _same_groups(g, w)
+        assert grouped and set(grouped) == {"document"}
+        grouped.clear()
+        # two-stage: the funnel's candidates grouped (generic path), as on every store
+        got = store.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+        want = memory.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+        for g, w in zip(got, want, strict=True):
+            _same_groups(g, w)
+        assert grouped and set(grouped) == {None}
+        # a collection created without the document field: the generic path
+        store.close()
+        old = MilvusStore(uri=lite_uri)
+        old.open("grouped", stamp)
+        assert old._grouped
+        old._grouped = False
+        real_old = old.client.search
+        monkeypatch.setattr(old.client, "search", lambda *a, **kw: grouped.append(
+            kw.get("group_by_field")) or real_old(*a, **kw))
+        grouped.clear()
+        assert [h.id for h in old.search(qi[0], k=5, group_by="document")] == [
+            h.id for h in memory.search(qi[0], k=5, group_by="document")]
+        assert set(grouped) == {None}
+        with pytest.raises(ValueError, match="doc_id metadata of more than 512"):
+            old.upsert([Document(text="x", id="x", metadata={"doc_id": "d" * 600})],
+                       index[:1], full[:1])
+        old.drop()
+        old.close()
+    finally:
+        memory.close()

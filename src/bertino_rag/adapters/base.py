@@ -654,7 +654,8 @@ class VectorStore(ABC):
             if not self.supports_lexical:
                 raise ValueError(
                     f"{type(self).__name__} cannot keep a lexical index: build the collection "
-                    "with hybrid=False, or use a store that has one (memory, qdrant, milvus)"
+                    "with hybrid=False, or use a store that has one (memory, qdrant, qdrant-edge, "
+                    "milvus)"
                 )
 
     def open_replacement(self, collection: str, stamp: Stamp) -> None:

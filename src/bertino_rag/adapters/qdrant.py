@@ -7,8 +7,11 @@ Collection layout (one point per document, id ``uuid5(doc_id)``):
   originals go to disk (read only to rescore the oversampled candidates);
 - vector ``full`` (only when the stamp keeps full vectors): the full vector, cosine, on disk,
   ``float16``, with no HNSW graph (``m=0``): it is only read to rescore candidates;
-- payload ``{"doc_id": original id, "text": ..., "metadata": {...}}``; filters apply to
-  ``metadata.<field>``;
+- payload ``{"doc_id": original id, "text": ..., "metadata": {...}, "document": ...}``;
+  filters apply to ``metadata.<field>``; ``document`` is the document a point belongs to (its
+  chunk's ``doc_id`` metadata, else its own id), the key of Qdrant's group API for
+  ``search(..., group_by="document")``. Collections created before it (layout version 1) may
+  hold points without it: they are grouped by the generic path of the store contract;
 - sparse vector ``lexical`` (only for a hybrid collection, ``Stamp.lexical`` set): the
   document's terms from the library's analyzer as :func:`~bertino_rag.lexical.document_vector`
   (the BM25 term-frequency part per :func:`~bertino_rag.lexical.term_index`), with
@@ -74,6 +77,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .._deps import require
+from ..documents import document_of
 from ..lexical import document_vector, mean_length, query_vector
 from ..types import Document, Hit, Stamp
 from .base import (
@@ -88,6 +92,7 @@ from .base import (
     check_found,
     id_ranks,
     lexical_config,
+    ranking_key,
     redact,
     rescore_rows,
     retry,
@@ -116,6 +121,10 @@ __all__ = ["QdrantStore", "point_id"]
 logger = logging.getLogger(__name__)
 
 FULL = "full"
+#: payload key of the document a point belongs to (the group key of grouped search)
+GROUP_KEY = "document"
+#: layout version of new collections: 2, every point carries ``GROUP_KEY``
+LAYOUT_VERSION = 2
 LEXICAL = "lexical"
 META_KEY = "bertino_rag"
 STAMP_SUFFIX = "__bertino_stamp"
@@ -282,6 +291,8 @@ class QdrantStore(VectorStore):
         self._metadata_supported = True
         #: the mean document length the sparse values are normalized by (hybrid collections)
         self._avgdl: float | None = None
+        #: layout version of the open collection (see the module doc)
+        self._version = LAYOUT_VERSION
         self._server_options: dict[str, Any] = {}
         if client is not None:
             if not isinstance(client, QdrantClient):
@@ -437,6 +448,8 @@ class QdrantStore(VectorStore):
                     "recreate=True to drop it"
                 )
             stamp.check(found, collection)
+            assert meta is not None
+            self._version = int(meta.get("version", 1))
             self._avgdl = None if meta is None or meta.get("avgdl") is None else float(
                 meta["avgdl"])
         self._ensure_payload_indexes(collection)
@@ -465,7 +478,9 @@ class QdrantStore(VectorStore):
 
     def _create(self, collection: str, stamp: Stamp) -> None:
         meta = {META_KEY: {"stamp": stamp.to_dict(), "index_vector": f"dim{stamp.index_dim}",
-                           "full_vector": FULL if stamp.full_vectors else None, "version": 1}}
+                           "full_vector": FULL if stamp.full_vectors else None,
+                           "version": LAYOUT_VERSION}}
+        self._version = LAYOUT_VERSION
         kwargs: dict[str, Any] = {"on_disk_payload": True}
         if stamp.lexical is not None:
             meta[META_KEY]["lexical_vector"] = LEXICAL
@@ -625,7 +640,8 @@ class QdrantStore(VectorStore):
         return models.Batch(
             ids=[point_id(d.id) for d in documents],
             vectors=named,
-            payloads=[{"doc_id": d.id, "text": d.text, "metadata": d.metadata} for d in documents],
+            payloads=[{"doc_id": d.id, "text": d.text, "metadata": d.metadata,
+                       GROUP_KEY: document_of(d.id, d.metadata)} for d in documents],
         )
 
     def _batches(self, n: int) -> list[slice]:
@@ -933,6 +949,41 @@ class QdrantStore(VectorStore):
         for i, hits in zip(asked, results[len(d.vectors):], strict=True):
             lexical[i] = [h for h in hits if h.score > 0]
         return results[: len(d.vectors)], lexical
+
+    def _search_grouped(self, query: SearchQuery) -> list[list[Hit]]:
+        """One hit per document with Qdrant's group API on the ``document`` payload key:
+        ``k`` groups, each its best point's hit with the ``group_size`` best points of the
+        document attached (one ``query_points_groups`` call per query).
+
+        The generic path of the store contract (search, then group) serves two-stage search and
+        collections of layout version 1 (their points may lack the key). Two-stage: the group
+        API widens its prefetch to fill the groups (measured in local mode: documents with no
+        point among the ``rerank_k`` first-stage candidates come back), so its results would not
+        be the funnel's that every other store returns; the generic path groups the funnel's
+        own candidates, searched in one Query API call per batch.
+        """
+        if self._version < 2 or query.full is not None:
+            return super()._search_grouped(query)
+        compiled = self._compile(query.conditions)
+        if compiled is False:
+            return [[] for _ in query.vectors]
+        flt = None if compiled is True else compiled
+        out = []
+        for v in query.vectors:
+            result = self._call(functools.partial(
+                self.client.query_points_groups, self.collection, GROUP_KEY, query=v.tolist(),
+                using=self.index_vector, query_filter=flt, search_params=self._params(),
+                limit=query.k, group_size=query.group_size, with_payload=True), "query groups")
+            hits = []
+            for group in result.groups:
+                chunks = hits_from_points(group.hits)
+                if chunks:
+                    best = chunks[0]
+                    hits.append(Hit(id=str(group.id), text=best.text, score=best.score,
+                                    metadata=best.metadata, chunks=tuple(chunks)))
+            hits.sort(key=lambda h: ranking_key(h.score, h.id))
+            out.append(hits)
+        return out
 
     # ------------------------------------------------------------------ async
     async def _aupsert(self, batch: UpsertBatch) -> None:

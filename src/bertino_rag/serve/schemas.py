@@ -160,7 +160,7 @@ class CollectionInfo(BaseModel):
     name: str
     stamp: dict[str, Any]
     count: int
-    store: str = Field(description="store kind (memory, qdrant, milvus)")
+    store: str = Field(description="store kind (memory, qdrant, qdrant-edge, milvus)")
 
 
 class HealthResponse(BaseModel):
