@@ -29,10 +29,13 @@ the mean document length measured on the first write into the collection (the fi
 ``Retriever.index``) and kept with the stamp. MemoryStore normalizes by the live mean; as long
 as later documents are of the same kind the two agree (on squad-it-dev, 0.998 top-10 agreement
 against 0.89 with fastembed's fixed 256). Document frequencies and ``N`` are live on both.
-Hybrid search takes both sides' candidates in one ``query_batch_points`` call (dense and sparse
-requests together) and fuses them with the library's :class:`~bertino_rag.fusion.Fusion`, on a
-server as in local mode: the default min-max fusion has no Qdrant counterpart (Qdrant fuses by
-RRF or DBSF only), and the funnel rescores the lexical candidates with full vectors too.
+On a server, hybrid search takes both sides' candidates in one ``query_batch_points`` call
+(dense and sparse requests together); in local mode, whose sparse search is a Python loop over
+every point, unfiltered lexical queries are scored in numpy over the collection's sparse
+vectors (read once, again after a write). Both fuse with the library's
+:class:`~bertino_rag.fusion.Fusion`: the default min-max fusion has no Qdrant counterpart
+(Qdrant fuses by RRF or DBSF only), and the funnel rescores the lexical candidates with full
+vectors too.
 
 Full vectors are rounded to float16 before upload on every location: the server stores them as
 ``FLOAT16``, local mode holds the same values in float32, so rescored scores are the same
