@@ -11,10 +11,13 @@ paragraph. Three indexes answer the same questions at document level:
 - ``paragraphs``: the corpus paragraphs (chunking off, as today), a hit counted for its article
   (``group_by="document"`` over a ``doc_id`` = article metadata field).
 
-Metrics per question at document level (one relevant document): hit@1, hit@5 and NDCG@10
-(``1/log2(1 + rank)`` when the article is in the top 10). Also: chunking time against encode
-time in the same ``index()`` call (``IndexReport.chunk_seconds`` / ``encode_seconds``), and the
-chunk length distribution (tokens, special tokens included) against the model's limit.
+Metrics at document level, by the code of ``bertino-rag eval --documents``
+(:func:`bertino_rag.evaluation.documents.rank_documents` and ``document_metrics``, i.e.
+sentence-transformers' ``InformationRetrievalEvaluator``): hit@1 (Accuracy@1), hit@5
+(Accuracy@5) and NDCG@10 on article ids. Every query is encoded once for the three indexes
+(``CachingEncoder``). Also: chunking time against encode time in the same ``index()`` call
+(``IndexReport.chunk_seconds`` / ``encode_seconds``), and the chunk length distribution
+(tokens, special tokens included) against the model's limit.
 
 Usage:
     python benchmarks/bench_documents.py [--data DIR] [--model PATH] [--every 4] [--json out]
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -39,21 +41,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bertino_rag import Encoder, Retriever  # noqa: E402
 from bertino_rag.data import load_beir  # noqa: E402
+from bertino_rag.evaluation.documents import (  # noqa: E402
+    CachingEncoder,
+    document_metrics,
+    rank_documents,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def doc_metrics(results: list[list[str]], gold: list[str]) -> dict[str, float]:
-    hit1 = hit5 = ndcg = 0.0
-    for ranked, want in zip(results, gold, strict=True):
-        top = ranked[:10]
-        if want in top:
-            rank = top.index(want) + 1
-            ndcg += 1.0 / math.log2(1 + rank)
-            hit1 += rank == 1
-            hit5 += rank <= 5
-    n = len(gold)
-    return {"hit@1": hit1 / n, "hit@5": hit5 / n, "ndcg@10": ndcg / n}
 
 
 def main() -> int:
@@ -83,7 +77,7 @@ def main() -> int:
     questions = [data.queries[q] for q in qids]
     gold = [title_of[next(iter(data.qrels[q]))] for q in qids]
 
-    encoder = Encoder(model, dim=args.dim, device="cpu")
+    encoder = CachingEncoder(Encoder(model, dim=args.dim, device="cpu"))
     limit = encoder.max_seq_length
     out: dict = {"model": encoder.model_id, "dim": args.dim, "articles": len(docs),
                  "paragraphs": len(paragraphs), "questions": len(qids),
@@ -108,10 +102,11 @@ def main() -> int:
         report = r.last_index_report
         assert report is not None
         began = time.perf_counter()
-        results = r.search_batch(questions, k=10, group_by="document")
+        rankings = rank_documents(r, questions)
         search_s = time.perf_counter() - began
-        ranked = [[h.id for h in hits] for hits in results]
-        run = {**doc_metrics(ranked, gold), "stored": r.count(),
+        m = document_metrics(rankings, qids, {q: {g: 1} for q, g in zip(qids, gold, strict=True)})
+        run = {"hit@1": m["accuracy@1"], "hit@5": m["accuracy@5"], "ndcg@10": m["ndcg@10"],
+               "stored": r.count(),
                "truncated": report.n_truncated, "encode_s": round(report.encode_seconds, 2),
                "chunk_s": round(report.chunk_seconds, 3), "search_s": round(search_s, 2)}
         if chunking:

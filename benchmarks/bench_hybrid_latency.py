@@ -10,8 +10,12 @@ out. Each mode answers the same squad-it-dev questions one at a time:
 - lexical: BM25 on the analyzed question;
 - hybrid: both candidate sets, the union rescored with full vectors, min-max fused.
 
+Each store in ``--stores`` gets the same documents, vectors and questions, so their rows
+compare; the ratio to dense is each store's own.
+
 Usage:
-    python benchmarks/bench_hybrid_latency.py [--docs 100000] [--queries 300] [--store memory]
+    python benchmarks/bench_hybrid_latency.py [--docs 100000] [--queries 300]
+        [--stores memory,qdrant]
 """
 
 from __future__ import annotations
@@ -72,31 +76,14 @@ def latencies(store, qfull: np.ndarray, dim: int, questions: list[str],
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad-it-dev"))
-    p.add_argument("--docs", type=int, default=100_000)
-    p.add_argument("--queries", type=int, default=300)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--full-dim", type=int, default=768)
-    p.add_argument("--rerank-k", type=int, default=100)
-    p.add_argument("--store", default="memory")
-    p.add_argument("--batch", type=int, default=2048)
-    args = p.parse_args(argv)
-
-    rng = np.random.default_rng(0)
-    texts = corpus(args.data, args.docs, seed=1)
-    questions = list(load_beir(args.data).queries.values())[: args.queries]
-    analyzer = Analyzer()
-    t0 = time.perf_counter()
-    for t in texts:
-        analyzer.counts(t)
-    analyze_s = time.perf_counter() - t0
-
+def run_store(spec: str, args, texts: list[str], questions: list[str], analyzer: Analyzer
+              ) -> tuple[dict[str, dict[str, float] | None], dict[str, float]]:
+    """Write the documents dense-only, then hybrid; latencies per mode on the hybrid one."""
+    rng = np.random.default_rng(0)  # the same vectors for every store
     results: dict[str, dict[str, float] | None] = {}
     write_s: dict[str, float] = {}
     for hybrid in (False, True):
-        store = make_store(args.store)
+        store = make_store(spec)
         stamp = Stamp(model="bench", full_dim=args.full_dim, index_dim=args.dim,
                       lexical=lexical_spec(analyzer, BM25()) if hybrid else None)
         store.open("bench_hybrid_latency", stamp, recreate=True)
@@ -113,23 +100,54 @@ def main(argv: list[str] | None = None) -> int:
         write_s["hybrid" if hybrid else "dense"] = spent
         if not hybrid:
             store.drop()
+            store.close()
             continue
         qfull = unit(rng, len(questions), args.full_dim)
         results = latencies(store, qfull, args.dim, questions, args.rerank_k)
         store.drop()
+        store.close()
+    return results, write_s
 
-    print(f"\n{args.docs} documents, {len(questions)} questions, store {args.store}, "
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad-it-dev"))
+    p.add_argument("--docs", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--full-dim", type=int, default=768)
+    p.add_argument("--rerank-k", type=int, default=100)
+    p.add_argument("--stores", "--store", default="memory",
+                   help="comma-separated store specs (memory, qdrant, milvus:FILE.db...)")
+    p.add_argument("--batch", type=int, default=2048)
+    args = p.parse_args(argv)
+
+    texts = corpus(args.data, args.docs, seed=1)
+    questions = list(load_beir(args.data).queries.values())[: args.queries]
+    analyzer = Analyzer()
+    t0 = time.perf_counter()
+    for t in texts:
+        analyzer.counts(t)
+    analyze_s = time.perf_counter() - t0
+
+    specs = args.stores.split(",")
+    runs = {spec: run_store(spec, args, texts, questions, analyzer) for spec in specs}
+
+    print(f"\n{args.docs} documents, {len(questions)} questions, stores {', '.join(specs)}, "
           f"{args.dim} of {args.full_dim} dims, rerank_k={args.rerank_k}; "
           f"{platform.machine()}, {os.cpu_count()} CPUs\n")
-    print("| Mode | p50 ms | p95 ms | p50 vs dense |\n|:--|--:|--:|--:|")
-    base = results["dense"]
-    for mode, lat in results.items():
-        assert lat is not None and base is not None
-        print(f"| {mode} | {lat['p50']:.2f} | {lat['p95']:.2f} | "
-              f"{lat['p50'] / base['p50']:.2f}x |")
+    print("| Store | Mode | p50 ms | p95 ms | p50 vs dense |\n|:--|:--|--:|--:|--:|")
+    for spec, (results, _) in runs.items():
+        base = results["dense"]
+        for mode, lat in results.items():
+            assert lat is not None and base is not None
+            print(f"| {spec} | {mode} | {lat['p50']:.2f} | {lat['p95']:.2f} | "
+                  f"{lat['p50'] / base['p50']:.2f}x |")
     print(f"\nIndexing {args.docs} documents: analysis {analyze_s:.1f} s; store writes "
-          f"dense {write_s['dense']:.1f} s, hybrid {write_s['hybrid']:.1f} s "
-          f"(+{write_s['hybrid'] - write_s['dense']:.1f} s, analysis included)")
+          + "; ".join(
+        f"{spec} dense {w['dense']:.1f} s, hybrid {w['hybrid']:.1f} s "
+        f"(+{w['hybrid'] - w['dense']:.1f} s, analysis included)"
+        for spec, (_, w) in runs.items()))
     return 0
 
 

@@ -4,6 +4,7 @@ delete by document, on MemoryStore, Qdrant local mode and Milvus Lite."""
 from __future__ import annotations
 
 import itertools
+import re
 import warnings
 
 import pytest
@@ -317,3 +318,38 @@ def test_a_stream_names_a_bad_chunk_and_keeps_what_it_wrote(encoder):
                                                     r".*5000 bytes") as err:
         r.index(docs(), window=1, batch_size=1)
     assert err.value.position == 1 and err.value.n_written == len(chunk_ids(r, "art")) > 1
+
+
+def test_bad_files_are_named_and_nothing_indexed_is_lost(encoder, tmp_path):
+    from bertino_rag.loaders import DocumentLoader, DocumentLoadError, SkippedFileWarning
+    from tests.test_loaders import bad_files
+
+    good = tmp_path / "buoni"
+    good.mkdir()
+    (good / "roma.txt").write_text("Roma è la capitale d'Italia.", encoding="utf-8")
+    (good / "articolo.md").write_text(ARTICLE, encoding="utf-8")
+    r = Retriever(dim=128, encoder=encoder, chunking=SMALL)
+    r.index(DocumentLoader(good))
+    before = {d.id: (d.text, d.metadata) for d in r.get(r.store.ids_where(
+        {"source": {"$in": [str(good / "roma.txt"), str(good / "articolo.md")]}}))}
+    assert len(before) == r.count() > 2  # the article is stored as chunks
+
+    # every bad input of the issue beside one new good file, in the same folder
+    expected = bad_files(good)
+    (good / "nuovo.txt").write_text("Napoli è famosa per la pizza.", encoding="utf-8")
+    loader = DocumentLoader(good)
+    with pytest.warns(SkippedFileWarning) as caught:
+        r.index(loader)
+    named = {str(w.message).split(": ")[0] for w in caught}
+    assert named == {f"skipped {good / name}" for name in expected}
+    assert {s.path for s in loader.skipped} == {str(good / name) for name in expected}
+    assert r.last_index_report.n_unchanged == len(before)
+    assert r.count() == len(before) + 1
+    after = {d.id: (d.text, d.metadata) for d in r.get(list(before))}
+    assert after == before
+
+    # fatal on the first bad file: named, and the index is as it was
+    with pytest.raises(DocumentLoadError, match=re.escape(str(good))):
+        r.index(DocumentLoader(good, on_error="raise"))
+    assert r.count() == len(before) + 1
+    assert {d.id: (d.text, d.metadata) for d in r.get(list(before))} == before

@@ -1,4 +1,11 @@
-"""Command line: ``bertino-rag index | search | eval | train | migrate``."""
+"""Command line: ``bertino-rag index | search | eval | train | serve | migrate``.
+
+Every subcommand is registered explicitly in :func:`build_parser` (its module imports the
+standard library only; an optional extra is imported when the subcommand runs, and a missing
+one is reported as one line naming the extra). Every subcommand that loads a model reads the
+same encoder flags, :func:`add_encoder_arguments`; index, search and serve add the collection
+flags of :func:`add_collection_arguments`.
+"""
 
 from __future__ import annotations
 

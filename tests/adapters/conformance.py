@@ -486,6 +486,11 @@ class StoreConformance:
                                for c in h.chunks)
                     assert [c.score for c in h.chunks] == sorted(
                         (c.score for c in h.chunks), reverse=True)
+                    # the attached chunks are the document's best ones, on every store
+                    mine = sorted((float(sc) for doc, sc in zip(owner, scores, strict=True)
+                                   if doc == h.id), reverse=True)
+                    np.testing.assert_allclose([c.score for c in h.chunks],
+                                               mine[: len(h.chunks)], atol=SCORE_TOL)
                 # two-stage: the same documents, scored on full vectors
                 two = store.search(q, k=7, group_by="document", full_vector=queries.full[qi],
                                    rerank_k=20)

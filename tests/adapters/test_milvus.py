@@ -274,3 +274,89 @@ def test_lite_connection_is_not_dropped_for_pinging(tmp_path):
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "too_many_pings" not in out.stderr and "GOAWAY" not in out.stderr, out.stderr[-2000:]
+
+
+def test_lexical_schema_and_too_many_terms(lite_uri, stamp, docs_vectors):
+    """A hybrid collection has Milvus's BM25 function over the analyzer's terms, indexed with
+    the stamp's k1 and b; a document with more terms than the lexical field holds is refused
+    before anything of the call is written."""
+    from bertino_rag.lexical import BM25, Analyzer, lexical_spec, term_token
+
+    docs, vec, _ = docs_vectors
+    lex = Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=stamp.index_dim,
+                lexical=lexical_spec(Analyzer(), BM25()))
+    store = _open(lite_uri, "lexical_schema", lex)
+    try:
+        store.upsert(docs[:5], vec.index[:5], vec.full[:5])
+        desc = store.client.describe_collection("lexical_schema")
+        (function,) = desc["functions"]
+        from pymilvus import FunctionType
+
+        assert function["type"] == FunctionType.BM25
+        assert function["input_field_names"] == ["lexical_text"]
+        assert function["output_field_names"] == ["lexical"]
+        index = store.client.describe_index("lexical_schema", "lexical")
+        # k1 and b: Lite does not describe them; the scores show them (conformance, 1e-3)
+        assert index["index_type"] == "SPARSE_INVERTED_INDEX"
+        assert index["metric_type"] == "BM25"
+        row = store.client.query("lexical_schema", filter=f'id == "{docs[0].id}"',
+                                 output_fields=["lexical_text"])[0]
+        terms = Analyzer().terms(docs[0].text)
+        assert sorted(row["lexical_text"].split()) == sorted(term_token(t) for t in terms)
+        long = Document(text=" ".join(str(i) for i in range(7000)), id="long")
+        with pytest.raises(ValueError, match="split it into chunks"):
+            store.upsert([docs[5], long], vec.index[5:7], vec.full[5:7])
+        assert store.count() == 5
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_group_by_document_uses_grouping_search_and_agrees_with_memory(lite_uri, monkeypatch):
+    from bertino_rag.adapters import MemoryStore
+
+    from .test_qdrant import _chunked, _same_groups
+
+    docs, index, full, qi, qf, stamp = _chunked()
+    store, memory = _open(lite_uri, "grouped", stamp), MemoryStore()
+    memory.open("grouped", stamp)
+    try:
+        for s in (store, memory):
+            s.upsert(docs, index, full)
+        grouped: list[str] = []
+        real = store.client.search
+        monkeypatch.setattr(store.client, "search", lambda *a, **kw: grouped.append(
+            kw.get("group_by_field")) or real(*a, **kw))
+        for flt in (None, {"tema": 1}):
+            got = store.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+            want = memory.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+            for g, w in zip(got, want, strict=True):
+                _same_groups(g, w)
+        assert grouped and set(grouped) == {"document"}
+        grouped.clear()
+        # two-stage: the funnel's candidates grouped (generic path), as on every store
+        got = store.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+        want = memory.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+        for g, w in zip(got, want, strict=True):
+            _same_groups(g, w)
+        assert grouped and set(grouped) == {None}
+        # a collection created without the document field: the generic path
+        store.close()
+        old = MilvusStore(uri=lite_uri)
+        old.open("grouped", stamp)
+        assert old._grouped
+        old._grouped = False
+        real_old = old.client.search
+        monkeypatch.setattr(old.client, "search", lambda *a, **kw: grouped.append(
+            kw.get("group_by_field")) or real_old(*a, **kw))
+        grouped.clear()
+        assert [h.id for h in old.search(qi[0], k=5, group_by="document")] == [
+            h.id for h in memory.search(qi[0], k=5, group_by="document")]
+        assert set(grouped) == {None}
+        with pytest.raises(ValueError, match="doc_id metadata of more than 512"):
+            old.upsert([Document(text="x", id="x", metadata={"doc_id": "d" * 600})],
+                       index[:1], full[:1])
+        old.drop()
+        old.close()
+    finally:
+        memory.close()

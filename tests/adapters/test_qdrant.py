@@ -52,6 +52,7 @@ class TestQdrantOnDisk(StoreConformance):
 class TestQdrantServer(StoreConformance):
     persistent = True
     full_vector_dtype = "float16"
+    engine_rescores = True  # a server's two-stage search is one prefetch query
 
     @pytest.fixture
     def make_store(self):
@@ -433,3 +434,138 @@ def test_example_runs_on_local_mode(minilm_path, squad_slice, tmp_path):
         capture_output=True, text=True, env=env, timeout=600, check=True)
     assert "local mode" in out.stderr
     assert "6 paragraphs" in out.stdout and "doc1.txt#1" in out.stdout
+
+
+# --------------------------------------------------------------------------- lexical
+def _lex_stamp(stamp):
+    from bertino_rag.lexical import BM25, Analyzer, lexical_spec
+
+    return Stamp(model=stamp.model, full_dim=stamp.full_dim, index_dim=stamp.index_dim,
+                 lexical=lexical_spec(Analyzer(), BM25()))
+
+
+def test_sparse_layout_and_avgdl_kept_with_the_stamp(stamp, data, fast_dir):
+    """The ``lexical`` sparse vector has the IDF modifier; the avgdl of the first write is
+    kept with the stamp and used by later writes and by a reopened store."""
+    from bertino_rag.lexical import Analyzer, mean_length
+
+    docs, vec, _ = data
+    name, lex = _name(), _lex_stamp(stamp)
+    store = QdrantStore(path=fast_dir)
+    store.open(name, lex)
+    assert store.lexical_avgdl is None  # nothing written yet
+    store.upsert(docs[:40], vec.index[:40], vec.full[:40])
+    first = mean_length(Analyzer().counts_batch(d.text for d in docs[:40]))
+    assert store.lexical_avgdl == pytest.approx(first)
+    store.upsert(docs[40:], vec.index[40:], vec.full[40:])
+    assert store.lexical_avgdl == pytest.approx(first)  # fixed: values are written once
+    info = store.client.get_collection(name)
+    assert info.config.params.sparse_vectors["lexical"].modifier == models.Modifier.IDF
+    point = store.client.retrieve(name, [point_id(docs[0].id)], with_vectors=["lexical"])[0]
+    assert len(point.vector["lexical"].indices) == len(set(Analyzer().terms(docs[0].text)))
+    store.close()
+    again = QdrantStore(path=fast_dir)
+    again.open(name, lex)
+    try:
+        assert again.lexical_avgdl == pytest.approx(first)
+    finally:
+        again.drop()
+        again.close()
+
+
+def test_local_lexical_index_equals_the_engine_and_follows_writes(stamp, data, squad_slice,
+                                                                   fast_dir):
+    """Local mode scores unfiltered lexical queries in numpy (the engine loops in Python):
+    the same ids and scores as the engine's own sparse search (reached here through a native
+    filter), and stale after a write by another store on the same folder."""
+    docs, vec, _ = data
+    name, lex = _name(), _lex_stamp(stamp)
+    store, other = QdrantStore(path=fast_dir), QdrantStore(path=fast_dir)
+    store.open(name, lex)
+    other.open(name, lex)
+    try:
+        store.upsert(docs, vec.index, vec.full)
+        for query in squad_slice["queries"][:30:3]:
+            ours = store.lexical_search(query, k=10)
+            engine = store.lexical_search(query, k=10, filter=models.Filter())
+            same_ranking([h.id for h in ours], [h.score for h in ours],
+                         [h.id for h in engine], [h.score for h in engine], tol=1e-4)
+            assert [h.text for h in ours] == [h.text for h in engine]
+        query = "tartarughe giganti di Zanzibar"
+        assert store.lexical_search(query, k=3) == []
+        other.upsert([Document(text="Zanzibar ospita la tartaruga gigante.", id="zz")],
+                     vec.index[:1], vec.full[:1])
+        assert [h.id for h in store.lexical_search(query, k=3)] == ["zz"]
+        other.delete(["zz"])
+        assert store.lexical_search(query, k=3) == []
+    finally:
+        store.drop()
+        store.close()
+        other.close()
+
+
+def _chunked(n_docs: int = 12, per_doc: int = 4, dim: int = 32, full_dim: int = 64):
+    """Chunks of ``n_docs`` documents plus as many whole documents, on random unit vectors."""
+    rng = np.random.default_rng(7)
+    docs = [Document(text=f"d{d} c{c}", id=f"d{d}#{c}",
+                     metadata={"doc_id": f"d{d}", "chunk": c, "tema": d % 3})
+            for d in range(n_docs) for c in range(per_doc)]
+    docs += [Document(text=f"intero {i}", id=f"w{i}", metadata={"tema": i % 3})
+             for i in range(n_docs)]
+    full = rng.normal(size=(len(docs), full_dim)).astype(np.float32)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    index = full[:, :dim] / np.linalg.norm(full[:, :dim], axis=1, keepdims=True)
+    queries = rng.normal(size=(6, full_dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    qindex = queries[:, :dim] / np.linalg.norm(queries[:, :dim], axis=1, keepdims=True)
+    return docs, index, full, qindex, queries, Stamp("m", full_dim, dim)
+
+
+def _same_groups(got, want):
+    assert [h.id for h in got] == [h.id for h in want]
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=2e-3)
+    for g, w in zip(got, want, strict=True):
+        assert g.text == g.chunks[0].text and g.metadata == g.chunks[0].metadata
+        # the native group holds the document's best chunks: what the generic one holds, or more
+        n = min(len(g.chunks), len(w.chunks))
+        assert [c.id for c in g.chunks[:n]] == [c.id for c in w.chunks[:n]]
+
+
+@pytest.mark.parametrize("two_stage", ["rescore", "prefetch"])
+def test_group_by_document_uses_the_group_api_and_agrees_with_memory(two_stage, monkeypatch):
+    docs, index, full, qi, qf, stamp = _chunked()
+    store, memory = QdrantStore(two_stage=two_stage), MemoryStore()
+    for s in (store, memory):
+        s.open("g", stamp)
+        s.upsert(docs, index, full)
+    calls = []
+    real = store.client.query_points_groups
+    monkeypatch.setattr(store.client, "query_points_groups",
+                        lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    for flt in (None, {"tema": 1}):
+        got = store.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+        want = memory.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+        for g, w in zip(got, want, strict=True):
+            _same_groups(g, w)
+    assert len(calls) == 2 * len(qi) and all(kw["limit"] == 5 for kw in calls)
+    calls.clear()
+    got = store.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+    want = memory.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+    for g, w in zip(got, want, strict=True):
+        _same_groups(g, w)
+    # two-stage grouping is the funnel's, on every store: the generic path
+    assert calls == []
+
+
+def test_collections_of_layout_1_are_grouped_by_the_generic_path(monkeypatch):
+    docs, index, full, qi, _, stamp = _chunked()
+    store = QdrantStore()
+    store.open("old", stamp)
+    store.upsert(docs, index, full)
+    want = store.search_batch(qi, k=4, group_by="document")
+    store._version = 1  # as read from a collection created before the group key
+    monkeypatch.setattr(store.client, "query_points_groups",
+                        lambda *a, **kw: pytest.fail("group API on a layout-1 collection"))
+    got = store.search_batch(qi, k=4, group_by="document")
+    for g, w in zip(got, want, strict=True):
+        assert [h.id for h in g] == [h.id for h in w]

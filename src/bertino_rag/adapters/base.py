@@ -16,6 +16,11 @@ validated by :meth:`VectorStore._prepare_upsert` / :meth:`VectorStore._prepare_s
 Two rules every backend shares live here once: the order of results
 (:func:`ranking_key`: higher score first, ties by id) and the error for ids that are not
 stored (:func:`check_found`).
+Each store says what it is and what it stores: :attr:`VectorStore.kind` (``"memory"``,
+``"qdrant"``...) and :attr:`VectorStore.full_vector_dtype` (what a full vector costs per
+dimension), so that code above the stores (reports, the service) never tests for a store type.
+:meth:`VectorStore.clear` empties the open collection and keeps it open (``_clear``: drop and
+create again by default, in place where a store can).
 Documents cut into chunks carry their document's id in the ``doc_id`` metadata field
 (:mod:`bertino_rag.documents`): :meth:`VectorStore.delete_documents` removes a document with
 all its chunks, on every store, through ``_ids_where``.

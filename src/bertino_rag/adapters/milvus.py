@@ -19,7 +19,10 @@ Schema of a collection (one entity per document):
   document's terms from the library's analyzer, each written as
   :func:`~bertino_rag.lexical.term_token` (a word Milvus's ``standard`` tokenizer keeps whole),
   and the SPARSE_FLOAT_VECTOR Milvus's BM25 function derives from them, indexed
-  ``SPARSE_INVERTED_INDEX`` with metric ``BM25`` and the stamp's ``k1`` and ``b``.
+  ``SPARSE_INVERTED_INDEX`` with metric ``BM25`` and the stamp's ``k1`` and ``b``;
+- ``document``: VARCHAR, the document an entity belongs to (its chunk's ``doc_id`` metadata,
+  else its own id): the ``group_by_field`` of ``search(..., group_by="document")``. Collections
+  created before it have no such field and are grouped by the store contract's generic path.
 
 Lexical search is Milvus's own BM25 on the library's terms: Milvus keeps the statistics (live
 ``N``, average length, document frequencies) and scores with Lucene's formula, so scores are
@@ -54,6 +57,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .._deps import require
+from ..documents import document_of
 from ..lexical import term_token
 from ..types import Document, Hit, Stamp
 from .base import (
@@ -82,6 +86,8 @@ logger = logging.getLogger(__name__)
 
 STAMP_KEY = "bertino.stamp"
 LEXICAL = "lexical"
+#: the scalar field of the document an entity belongs to (the group key of grouped search)
+GROUP_FIELD = "document"
 LEXICAL_TEXT = "lexical_text"
 ID_MAX_BYTES = 512
 TEXT_MAX_BYTES = 65_535
@@ -378,6 +384,8 @@ class MilvusStore(VectorStore):
         self._index_type = ""
         self._metric = "IP"
         self._full_dtype: Any = None
+        #: whether the open collection has the ``document`` field (native grouped search)
+        self._grouped = False
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ connection
@@ -499,6 +507,7 @@ class MilvusStore(VectorStore):
             stamp.check(found, collection)
             fields = {f["name"]: f for f in desc.get("fields", [])}
             full_dtype = fields["full_vector"]["type"] if "full_vector" in fields else None
+            grouped = GROUP_FIELD in fields
             index_type = self._index_type_of(collection)
             metric = self._metric_of(collection, stamp)
         else:
@@ -506,8 +515,10 @@ class MilvusStore(VectorStore):
                 self._call("drop_collection", self.client.drop_collection, collection)
             index_type, full_dtype = self._create(collection, stamp)
             metric = self.metric or ("IP" if stamp.normalized else "COSINE")
+            grouped = True
         self._call("load_collection", self.client.load_collection, collection)
         self._index_type, self._full_dtype, self._metric = index_type, full_dtype, metric
+        self._grouped = grouped
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
         if self.client is None:
@@ -555,6 +566,7 @@ class MilvusStore(VectorStore):
         schema.add_field("metadata", dt.JSON)
         schema.add_field(FILTER_FIELD, dt.JSON)
         schema.add_field("id_hex", dt.VARCHAR, max_length=2 * ID_MAX_BYTES)
+        schema.add_field(GROUP_FIELD, dt.VARCHAR, max_length=ID_MAX_BYTES)
         if stamp.lexical is not None:
             pymilvus = require("pymilvus", "milvus")
             schema.add_field(LEXICAL_TEXT, dt.VARCHAR, max_length=TEXT_MAX_BYTES,
@@ -706,6 +718,8 @@ class MilvusStore(VectorStore):
                    "id_hex": d.id.encode("utf-8").hex()}
             if full is not None:
                 row["full_vector"] = full[i]
+            if self._grouped:
+                row[GROUP_FIELD] = document_of(d.id, d.metadata)
             if terms is not None:
                 row[LEXICAL_TEXT] = lexical_texts[i]
             rows.append(row)
@@ -882,6 +896,60 @@ class MilvusStore(VectorStore):
                 return None
             results.extend(self._call("search", self.client.search, **request))
         return results
+
+    def check_documents(
+        self, documents: Any, *, offset: int = 0, text_limit: bool = True,
+        describe: Any = None,
+    ) -> None:
+        """The contract's rules, and a ``doc_id`` metadata value within the id limit (it is
+        the ``document`` field's value)."""
+        super().check_documents(documents, offset=offset, text_limit=text_limit,
+                                describe=describe)
+        for i, d in enumerate(documents):
+            owner = d.metadata.get("doc_id")
+            if owner is not None and len(str(owner).encode("utf-8")) > ID_MAX_BYTES:
+                where = (describe(i) if describe is not None
+                         else f"document at position {offset + i}")
+                raise ValueError(f"{where} has a doc_id metadata of more than {ID_MAX_BYTES} "
+                                 "UTF-8 bytes; Milvus keeps document ids of at most "
+                                 f"{ID_MAX_BYTES} bytes")
+
+    def _search_grouped(self, query: SearchQuery) -> list[list[Hit]]:
+        """One hit per document with Milvus's grouping search (``group_by_field`` on the
+        ``document`` field): ``k`` groups, each its best entity's hit with the ``group_size``
+        best entities of the document attached.
+
+        The generic path of the store contract serves collections without the field and
+        two-stage search: a grouping search ranks on one vector field, and rescoring its groups
+        with full vectors would not give the funnel's results (Milvus's multi-vector
+        ``hybrid_search`` fuses the scores of separate searches; it does not rescore one
+        search's candidates), so the funnel's own candidates are grouped instead.
+        """
+        limit = query.k * query.group_size
+        if not self._grouped or query.full is not None or limit > MAX_LIMIT:
+            return super()._search_grouped(query)
+        fields = ["text", "metadata", GROUP_FIELD]
+        out: list[list[Hit]] = []
+        for part in self._query_chunks(len(query.vectors), limit, fields):
+            request = self._request(query.vectors[part], query.k, query.conditions, fields)
+            if request is None:
+                return [[] for _ in query.vectors]
+            results = self._call("search", self.client.search, **request,
+                                 group_by_field=GROUP_FIELD, group_size=query.group_size)
+            for result in results:
+                groups: dict[str, list[Hit]] = {}
+                for h in result:
+                    groups.setdefault(str(h["entity"][GROUP_FIELD]), []).extend(self._hits([h]))
+                hits = []
+                for doc, chunks in groups.items():
+                    chunks.sort(key=lambda c: ranking_key(c.score, c.id))
+                    best = chunks[0]
+                    hits.append(Hit(id=doc, text=best.text, score=best.score,
+                                    metadata=best.metadata,
+                                    chunks=tuple(chunks[: query.group_size])))
+                hits.sort(key=lambda h: ranking_key(h.score, h.id))
+                out.append(hits[: query.k])
+        return out
 
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
         results = self._run(vectors, k, conditions, ["text", "metadata"])
