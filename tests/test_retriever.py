@@ -171,6 +171,7 @@ def test_recreate_then_close_without_index_keeps_the_collection(encoder, tmp_pat
         old.index(["Il Po attraversa la pianura padana."])
     with Retriever(dim=64, encoder=encoder, store=store, recreate=True) as fresh:
         assert fresh.count() == 0
+        assert fresh.index([]) == [] and fresh.store.replacing  # nothing to write: kept
     with Retriever(dim=128, encoder=encoder, store=store) as again:
         assert again.count() == 1
 

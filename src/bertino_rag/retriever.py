@@ -312,8 +312,8 @@ class Retriever:
             )
             if stale:  # only once everything new is written: nothing is lost on a failure
                 self.store.delete(list(dict.fromkeys(stale)))
-            if self.store.replacing:  # recreate=True: the complete replacement goes live
-                self.store.publish()
+            if self.store.replacing and stats.n_input:  # recreate=True: the complete
+                self.store.publish()  # replacement goes live; an empty call replaces nothing
         except BaseException:
             if self.store.replacing and self.store.supports_atomic_replace:
                 # what this call wrote is discarded: a retry starts from an empty replacement
