@@ -36,6 +36,11 @@ def make(kind: str, tmp_path) -> VectorStore:
         from bertino_rag.adapters.qdrant import QdrantStore
 
         return QdrantStore()
+    if kind == "edge":
+        pytest.importorskip("qdrant_edge")
+        from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
+
+        return QdrantEdgeStore(tmp_path / "edge")
     pytest.importorskip("pymilvus")
     pytest.importorskip("milvus_lite")
     from bertino_rag.adapters.milvus import MilvusStore
@@ -43,7 +48,7 @@ def make(kind: str, tmp_path) -> VectorStore:
     return MilvusStore(uri=str(tmp_path / "memory.db"))
 
 
-@pytest.fixture(params=["memory", "qdrant", "milvus"])
+@pytest.fixture(params=["memory", "qdrant", "edge", "milvus"])
 def store(request, tmp_path):
     rng = np.random.default_rng(3)
     full = unit(rng, N_DOCS, FULL_DIM)
@@ -53,6 +58,8 @@ def store(request, tmp_path):
             for i in range(N_DOCS)]
     store.upsert(docs, unit(rng, N_DOCS, INDEX_DIM), full)
     store.candidate_block = BLOCK_QUERIES * RERANK_K
+    if request.param == "edge":
+        store.query_block = BLOCK_QUERIES  # queries per engine call
     yield store
     store.drop()
     store.close()

@@ -47,7 +47,7 @@ import math
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -559,16 +559,26 @@ class QdrantEdgeStore(VectorStore):
     def _query(self, requests: list[qe.QueryRequest]) -> list[list[Hit]]:
         return [hits_from_points(points) for points in self._points(requests)]
 
+    #: queries per engine call in a batch search: requests (vectors as Python lists) and the
+    #: engine's answers exist for one block at a time, so memory is flat in the batch size
+    query_block: int = 256
+
+    def _query_blocks(self, count: int,
+                      request: Callable[[int], qe.QueryRequest]) -> list[list[Hit]]:
+        out: list[list[Hit]] = []
+        for start in range(0, count, self.query_block):
+            stop = min(count, start + self.query_block)
+            out.extend(self._query([request(i) for i in range(start, stop)]))
+        return out
+
     def _search(self, vectors: np.ndarray, k: int, conditions: Any) -> list[list[Hit]]:
         flt = self._compile(conditions)
         if flt is False:
             return [[] for _ in vectors]
         name, params = self.index_vector, self._params()
-        return self._query([
-            qe.QueryRequest(limit=k, query=qe.Query.Nearest(v.tolist(), using=name),
-                            filter=flt, params=params, with_payload=True)
-            for v in vectors
-        ])
+        return self._query_blocks(len(vectors), lambda i: qe.QueryRequest(
+            limit=k, query=qe.Query.Nearest(vectors[i].tolist(), using=name),
+            filter=flt, params=params, with_payload=True))
 
     def _search_two_stage(self, vectors: np.ndarray, full_vectors: np.ndarray, k: int,
                           rerank_k: int, conditions: Any) -> list[list[Hit]]:
@@ -580,16 +590,13 @@ class QdrantEdgeStore(VectorStore):
         if flt is False:
             return [[] for _ in vectors]
         name, params = self.index_vector, self._params()
-        return self._query([
-            qe.QueryRequest(
-                limit=k,
-                prefetches=[qe.Prefetch(limit=rerank_k,
-                                        query=qe.Query.Nearest(v.tolist(), using=name),
-                                        filter=flt, params=params)],
-                query=qe.Query.Nearest(f.tolist(), using=FULL),
-                with_payload=True)
-            for v, f in zip(vectors, full_vectors, strict=True)
-        ])
+        return self._query_blocks(len(vectors), lambda i: qe.QueryRequest(
+            limit=k,
+            prefetches=[qe.Prefetch(limit=rerank_k,
+                                    query=qe.Query.Nearest(vectors[i].tolist(), using=name),
+                                    filter=flt, params=params)],
+            query=qe.Query.Nearest(full_vectors[i].tolist(), using=FULL),
+            with_payload=True))
 
     def _sparse_requests(self, terms: list[list[str]], k: int, flt: Any
                          ) -> tuple[list[qe.QueryRequest], list[dict[int, float]]]:
