@@ -97,11 +97,3 @@ def slice_vectors(encoder, squad_slice):
     docs = encoder.encode([d["text"] for d in squad_slice["docs"]], warn_truncation=False)
     queries = encoder.encode(squad_slice["queries"], kind="query")
     return {"docs": docs, "queries": queries}
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """Collect unreachable stores while the interpreter is whole: a qdrant-client local-mode
-    client left to the interpreter's shutdown prints "Exception ignored in __del__"."""
-    import gc
-
-    gc.collect()
