@@ -91,9 +91,7 @@ from .base import (
     StoreError,
     StoreWriteError,
     UpsertBatch,
-    VectorStore,
     aretry,
-    check_found,
     id_ranks,
     lexical_config,
     ranking_key,
@@ -105,7 +103,9 @@ from .base import (
 )
 from .filters import Node
 from .qdrant_common import (
+    FULL,
     FilterVocabulary,
+    PointRecordReads,
     compile_conditions,
     hits_from_points,
     parse_index_fields,
@@ -125,7 +125,6 @@ __all__ = ["QdrantStore", "point_id"]
 
 logger = logging.getLogger(__name__)
 
-FULL = "full"
 #: payload key of the document a point belongs to (the group key of grouped search)
 GROUP_KEY = "document"
 #: layout version of new collections: 2, every point carries ``GROUP_KEY``
@@ -250,7 +249,7 @@ class _LocalLexical:
         return [(self.doc_ids[r], float(acc[r])) for r in top]
 
 
-class QdrantStore(VectorStore):
+class QdrantStore(PointRecordReads):
     """Qdrant behind the store contract: in memory, in a folder, or on a server.
 
     Args:
@@ -813,17 +812,6 @@ class QdrantStore(VectorStore):
             for r in records:
                 found[(r.payload or {}).get("doc_id", str(r.id))] = r
         return found
-
-    def _get(self, ids: list[str]) -> list[Document]:
-        found = self._records(ids, with_full=False)
-        return [Document(text=found[i].payload["text"], id=i,
-                         metadata=found[i].payload.get("metadata") or {})
-                for i in ids if i in found]
-
-    def _fetch_full(self, ids: list[str]) -> np.ndarray:
-        found = self._records(ids, with_full=True)
-        check_found(ids, found, self.collection)
-        return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
     def _export(
         self, batch_size: int

@@ -13,14 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..types import Hit
-from .base import ranking_key
+import numpy as np
+
+from ..types import Document, Hit
+from .base import VectorStore, check_found, ranking_key
 from .filters import FilterError, Node, Or
 
 __all__ = [
-    "ID_NAMESPACE", "PAYLOAD_TYPES", "FilterVocabulary", "compile_conditions", "equal_condition",
-    "hits_from_points", "parse_index_fields", "point_id",
+    "FULL", "ID_NAMESPACE", "PAYLOAD_TYPES", "FilterVocabulary", "PointRecordReads",
+    "compile_conditions", "equal_condition", "hits_from_points", "parse_index_fields", "point_id",
 ]
+
+#: the named vector that holds the full-dim vectors
+FULL = "full"
 
 #: payload index types, as Qdrant names them
 PAYLOAD_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uuid")
@@ -171,3 +176,23 @@ def parse_index_fields(fields: Mapping[str, str] | Sequence[str] | None) -> dict
                              f"{PAYLOAD_TYPES}")
         out[str(field)] = kind
     return out
+
+
+class PointRecordReads(VectorStore):
+    """``_get`` and ``_fetch_full`` of the Qdrant stores (qdrant-client and Qdrant Edge), over
+    their ``_records``: the stored points by document id, each with its ``payload`` (``text``,
+    ``metadata``) and, when asked, its ``FULL`` vector."""
+
+    def _records(self, ids: list[str], with_full: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _get(self, ids: list[str]) -> list[Document]:
+        found = self._records(ids, with_full=False)
+        return [Document(text=found[i].payload["text"], id=i,
+                         metadata=found[i].payload.get("metadata") or {})
+                for i in ids if i in found]
+
+    def _fetch_full(self, ids: list[str]) -> np.ndarray:
+        found = self._records(ids, with_full=True)
+        check_found(ids, found, self.collection)
+        return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)

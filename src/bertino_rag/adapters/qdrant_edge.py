@@ -59,14 +59,14 @@ from ..types import Document, Hit, Stamp
 from .base import (
     HybridQuery,
     StoreError,
-    VectorStore,
-    check_found,
     lexical_config,
     ranking_key,
 )
 from .filters import Node
 from .qdrant_common import (
+    FULL,
     FilterVocabulary,
+    PointRecordReads,
     compile_conditions,
     hits_from_points,
     parse_index_fields,
@@ -79,7 +79,6 @@ import qdrant_edge as qe  # noqa: E402
 
 __all__ = ["QdrantEdgeStore"]
 
-FULL = "full"
 LEXICAL = "lexical"
 #: payload field with a hybrid document's term indices (the document frequencies are counted on it)
 TERMS = "lexical_terms"
@@ -171,7 +170,7 @@ def _locked_error(folder: Path, err: Exception) -> StoreError:
     )
 
 
-class QdrantEdgeStore(VectorStore):
+class QdrantEdgeStore(PointRecordReads):
     """The Qdrant engine in-process (Qdrant Edge), persisted to a folder.
 
     Args:
@@ -529,17 +528,6 @@ class QdrantEdgeStore(VectorStore):
                                          with_vector=[FULL] if with_full else False):
                 found[(r.payload or {}).get("doc_id", str(r.id))] = r
         return found
-
-    def _get(self, ids: list[str]) -> list[Document]:
-        found = self._records(ids, with_full=False)
-        return [Document(text=found[i].payload["text"], id=i,
-                         metadata=found[i].payload.get("metadata") or {})
-                for i in ids if i in found]
-
-    def _fetch_full(self, ids: list[str]) -> np.ndarray:
-        found = self._records(ids, with_full=True)
-        check_found(ids, found, self.collection)
-        return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
 
     def _params(self) -> qe.SearchParams | None:
         if self.exact:
