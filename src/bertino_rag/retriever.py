@@ -180,6 +180,12 @@ class Retriever:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
         if write_batch_size <= 0:
             raise ValueError(f"write_batch_size must be positive, got {write_batch_size}")
+        if encoder is not None and not isinstance(encoder, TextEncoder):
+            hint = (" (a LangChain Embeddings: pass EmbeddingsEncoder(embeddings), from "
+                    "bertino_rag.integrations.langchain)"
+                    if hasattr(encoder, "embed_documents") else "")
+            raise TypeError(f"encoder must be a bertino_rag.encoder.TextEncoder, got "
+                            f"{type(encoder).__name__}{hint}")
         self.encoder: TextEncoder = encoder or Encoder(
             model, dim=dim, device=device, batch_size=batch_size, backend=backend,
             quantize=quantize, calibration=calibration,

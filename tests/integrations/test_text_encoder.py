@@ -82,6 +82,12 @@ def test_a_retriever_over_langchain_embeddings_matches_the_native_one():
     assert foreign.last_index_report.n_truncated == 0  # unknown limit: nothing counted
 
 
+def test_an_embeddings_passed_as_encoder_is_named_with_the_wrapper():
+    with pytest.raises(TypeError, match=r"got ScaledMiniLM \(a LangChain Embeddings: pass "
+                                        r"EmbeddingsEncoder\(embeddings\)"):
+        Retriever(dim=128, encoder=ScaledMiniLM())  # type: ignore[arg-type]
+
+
 def test_chunking_needs_a_tokenizer():
     with pytest.raises(ValueError, match="needs the encoder's tokenizer.*chunking=False"):
         Retriever(dim=128, encoder=EmbeddingsEncoder(ScaledMiniLM()), chunking=True)
