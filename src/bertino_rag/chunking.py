@@ -33,7 +33,10 @@ import re
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .encoder import TextEncoder
 
 __all__ = ["Chunk", "Chunker", "split_sentences"]
 
@@ -130,7 +133,7 @@ class Chunker:
     """Cut texts into chunks of at most ``max_tokens`` tokens of ``tokenizer``.
 
     Args:
-        tokenizer: a Hugging Face fast tokenizer (the encoder's own: ``encoder.model.tokenizer``).
+        tokenizer: a Hugging Face fast tokenizer (the encoder's own: ``encoder.tokenizer``).
         max_tokens: the budget per chunk, special tokens excluded.
         overlap: tokens of trailing sentences repeated at the start of the next chunk (whole
             sentences only; 0: none). Must be less than half of ``max_tokens``.
@@ -162,16 +165,23 @@ class Chunker:
 
     @classmethod
     def for_encoder(
-        cls, encoder: Any, max_tokens: int | None = None, overlap: int = 0
+        cls, encoder: TextEncoder, max_tokens: int | None = None, overlap: int = 0
     ) -> Chunker:
-        """A chunker sized to what ``encoder`` (an :class:`~bertino_rag.Encoder`) reads.
+        """A chunker sized to what ``encoder`` (a :class:`~bertino_rag.encoder.TextEncoder`)
+        reads.
 
         ``max_tokens`` defaults to the model's ``max_seq_length`` minus its special tokens and
         the document prompt; a larger value is refused (those chunks would be truncated).
         """
-        tokenizer = encoder.model.tokenizer
+        tokenizer = encoder.tokenizer
+        if tokenizer is None or encoder.max_seq_length is None:
+            raise ValueError(
+                f"token-aware chunking needs the encoder's tokenizer and sequence length; "
+                f"{encoder!r} has none: pass chunking=False (documents stored whole) or a "
+                "Chunker built on a tokenizer"
+            )
         limit = int(encoder.max_seq_length) - tokenizer.num_special_tokens_to_add(pair=False)
-        prompt = (getattr(encoder.model, "prompts", None) or {}).get("document") or ""
+        prompt = encoder.prompt("document")
         if prompt:
             limit -= len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         if max_tokens is None:

@@ -248,7 +248,7 @@ def index_pipelined(
     encode: Callable[[list[str]], tuple[Any, Any]],
     write: Callable[[list[Document], Any, Any], None],
     lengths: Callable[[list[str]], list[int]],
-    max_length: int,
+    max_length: int | None,
     batch_size: int,
     window: int,
     depth: int = 2,
@@ -263,7 +263,8 @@ def index_pipelined(
         encode: texts -> (index vectors, full vectors or ``None``).
         write: (documents, index vectors, full vectors) -> None; the store's upsert.
         lengths: texts -> token lengths (sort key, and counts truncated texts).
-        max_length: the model's max sequence length (longer texts are counted as truncated).
+        max_length: the model's max sequence length (longer texts are counted as truncated;
+            ``None``: unknown, nothing is counted).
         batch_size: documents per write.
         window: documents sorted by length together (a multiple of ``batch_size`` works best).
         depth: encoded batches that may wait for the writer (bounds memory).
@@ -300,7 +301,8 @@ def index_pipelined(
             if prepare is not None:
                 win = prepare(win, at)
             sizes = lengths([d.text for d in win])
-            stats.n_truncated += sum(1 for n in sizes if n > max_length)
+            if max_length is not None:
+                stats.n_truncated += sum(1 for n in sizes if n > max_length)
             order = sorted(range(len(win)), key=lambda i: -sizes[i])
             for start in range(0, len(win), batch_size):
                 if writer.error is not None:

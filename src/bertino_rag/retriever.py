@@ -1,4 +1,12 @@
-"""Retriever: text in, hits out, over any store, with Matryoshka two-stage search."""
+"""Retriever: text in, hits out, over any store, with Matryoshka two-stage search.
+
+The one path from text to store: a :class:`~bertino_rag.encoder.TextEncoder` gives the vectors,
+the retriever builds the collection's stamp, opens (or replaces) the collection, runs the
+indexing pipeline (:mod:`bertino_rag.pipeline`, with chunking) and decides on two-stage search;
+the store (:mod:`bertino_rag.adapters`) keeps and searches. LangChain's ``VectorStore``
+(:mod:`bertino_rag.integrations.langchain`) and ``bertino-rag serve`` translate their calls onto
+a :class:`Retriever`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .adapters import VectorStore, make_store
 from .chunking import Chunker
 from .documents import (
@@ -22,7 +32,7 @@ from .documents import (
     chunk_documents,
     plan_writes,
 )
-from .encoder import Encoder, TruncationWarning
+from .encoder import Encoder, TextEncoder, TruncationWarning, matryoshka_slice
 from .fusion import Fusion
 from .lexical import BM25, Analyzer, lexical_spec
 from .pipeline import index_pipelined
@@ -65,7 +75,7 @@ class IndexReport:
     build_seconds: float = 0.0
 
 
-def chunker_for(encoder: Encoder, chunking: Any) -> Chunker | None:
+def chunker_for(encoder: TextEncoder, chunking: Any) -> Chunker | None:
     """The :class:`~bertino_rag.chunking.Chunker` of a ``chunking`` setting of
     :meth:`Retriever.index` for ``encoder`` (``None`` when chunking is off)."""
     if chunking is False:
@@ -109,7 +119,10 @@ class Retriever:
         create: ``False`` opens an existing collection only (to search it): nothing is
             created, and a missing collection raises
             :class:`~bertino_rag.adapters.CollectionNotFoundError` listing those that exist.
-        encoder: an existing :class:`Encoder` to share (its model is used; ``model`` ignored).
+        encoder: an existing encoder to share (its model is used; ``model`` ignored): an
+            :class:`Encoder`, or any :class:`~bertino_rag.encoder.TextEncoder` (for instance
+            :class:`~bertino_rag.integrations.langchain.EmbeddingsEncoder` over a LangChain
+            ``Embeddings``).
         batch_size: texts per forward pass.
         write_batch_size: documents encoded and written per store call while indexing.
         backend: encoder backend, ``"torch"``, ``"onnx"`` or ``"openvino"``.
@@ -117,7 +130,8 @@ class Retriever:
             ``backend="openvino"`` (see :class:`Encoder`).
         calibration: texts calibrating OpenVINO's static int8 (see :class:`Encoder`).
         chunking: the default of :meth:`index`'s ``chunking`` (``True``: documents longer than
-            the model reads are cut into chunks).
+            the model reads are cut into chunks). Default: ``True`` when the encoder has a
+            tokenizer, else ``False`` (documents are stored whole).
         hybrid: keep a lexical (BM25) index beside the vectors, written by the same
             ``index()`` pass, and search with ``mode="hybrid"`` by default.
         analyzer: the text analyzer of the lexical index (default: Italian,
@@ -144,14 +158,14 @@ class Retriever:
         *,
         recreate: bool = False,
         create: bool = True,
-        encoder: Encoder | None = None,
+        encoder: TextEncoder | None = None,
         batch_size: int = 32,
         write_batch_size: int = 512,
         device: str | None = None,
         backend: str = "torch",
         quantize: str | None = None,
         calibration: Sequence[str] | None = None,
-        chunking: bool | int | Mapping[str, int] | Chunker = True,
+        chunking: bool | int | Mapping[str, int] | Chunker | None = None,
         hybrid: bool = False,
         analyzer: Analyzer | None = None,
         fusion: Fusion | str | os.PathLike[str] | None = None,
@@ -166,7 +180,7 @@ class Retriever:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
         if write_batch_size <= 0:
             raise ValueError(f"write_batch_size must be positive, got {write_batch_size}")
-        self.encoder = encoder or Encoder(
+        self.encoder: TextEncoder = encoder or Encoder(
             model, dim=dim, device=device, batch_size=batch_size, backend=backend,
             quantize=quantize, calibration=calibration,
         )
@@ -191,6 +205,9 @@ class Retriever:
         self.collection = collection
         self.last_index_report: IndexReport | None = None
         self._default_chunker: Chunker | None = None
+        if chunking is None:
+            chunking = (self.encoder.tokenizer is not None
+                        and self.encoder.max_seq_length is not None)
         self.chunking = chunking
         self._chunker(chunking)  # a bad setting fails here, not at the first index()
 
@@ -367,12 +384,26 @@ class Retriever:
         return mode
 
     def _rerank_args(self, rerank: bool | None, rerank_k: int | None) -> tuple[bool, int]:
+        """Whether this search is two-stage (the full vectors rescore the candidates of the
+        truncated ones), and how many candidates: the one place that decides."""
         use = self.rerank if rerank is None else bool(rerank)
         if use and not self.rerank:
             raise ValueError(
                 "this retriever was built with rerank=False: the collection keeps no full vectors"
             )
-        return use, self.rerank_k if rerank_k is None else rerank_k
+        # at the full dimension the first stage already searches the full vectors
+        two_stage = use and self.dim < self.encoder.full_dim
+        return two_stage, self.rerank_k if rerank_k is None else rerank_k
+
+    def _dense(self, index: Any, full: Any, k: int, filter: Any, rerank_k: int,
+               group_by: str | None, group_size: int) -> list[list[Hit]]:
+        """The store's dense search of a batch of query vectors (two-stage with ``full``)."""
+        if full is not None:
+            return self.store.search_batch(index, k, filter, full_vectors=full,
+                                           rerank_k=rerank_k, group_by=group_by,
+                                           group_size=group_size)
+        return self.store.search_batch(index, k, filter, group_by=group_by,
+                                       group_size=group_size)
 
     def search(
         self,
@@ -458,14 +489,50 @@ class Retriever:
                 q.index, queries, k, filter, full_vectors=q.full if use else None,
                 rerank_k=rk, fusion=fuse,
             )
-        if use:
-            results = self.store.search_batch(q.index, k, filter, full_vectors=q.full,
-                                              rerank_k=rk, group_by=group_by,
-                                              group_size=group_size)
-        else:
-            results = self.store.search_batch(q.index, k, filter, group_by=group_by,
-                                              group_size=group_size)
+        results = self._dense(q.index, q.full if use else None, k, filter, rk, group_by,
+                              group_size)
         return [self._expand(hits, expand) for hits in results]
+
+    def search_by_vector(
+        self,
+        vector: Sequence[float] | Any,
+        k: int = 10,
+        filter: Any = None,
+        *,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
+    ) -> list[Hit]:
+        """Dense search with a query vector computed elsewhere, best first.
+
+        A full-dimensional vector (``encoder.full_dim``) is cut to ``dim`` for the first stage
+        and rescores the candidates whole, as :meth:`search` does; a vector of ``dim``
+        components searches the first stage only. Vectors are L2-normalized here.
+
+        Raises:
+            ValueError: a vector that is not flat, has NaN or infinite values, or has neither
+                the full nor the searched dimension.
+        """
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.ndim != 1 or vec.size == 0:
+            raise ValueError(f"query vector must be a flat list of floats, got shape {vec.shape}")
+        if not np.isfinite(vec).all():
+            raise ValueError("query vector contains NaN or infinite values")
+        use, rk = self._rerank_args(rerank, rerank_k)
+        self._check_expand(expand)
+        full_dim = self.encoder.full_dim
+        if vec.shape[0] not in (full_dim, self.dim):
+            raise ValueError(
+                f"query vector has {vec.shape[0]} dims; collection {self.collection!r} takes "
+                f"{full_dim} (full) or {self.dim} (truncated)"
+            )
+        rows = vec[None, :]
+        full = matryoshka_slice(rows, full_dim) if use and vec.shape[0] == full_dim else None
+        hits = self._dense(matryoshka_slice(rows, self.dim), full, k, filter, rk, group_by,
+                           group_size)[0]
+        return self._expand(hits, expand)
 
     async def asearch(
         self,
@@ -544,6 +611,13 @@ class Retriever:
         return out
 
     # ------------------------------------------------------------------ management
+    def clear(self) -> None:
+        """Remove every document; the collection stays open with its stamp, so others sharing
+        the store keep working. A replacement not yet published (``recreate=True`` before the
+        first :meth:`index`) is empty already: nothing happens."""
+        if not self.store.replacing:
+            self.store.clear()
+
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id, with all their chunks (unknown ids are ignored); a chunk's
         own id deletes that chunk."""

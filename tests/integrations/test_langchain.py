@@ -200,8 +200,8 @@ def test_vector_store_matches_the_core_retriever(embeddings):
     vs = BertinoVectorStore(embeddings)
     ids = vs.add_documents(lc_docs(paragraphs), ids=[p["id"] for p in paragraphs])
     assert ids == [p["id"] for p in paragraphs]
-    assert vs._stamp.index_dim == 128 and vs._stamp.full_dim == 384 and vs._stamp.full_vectors
-    assert vs._stamp.model == minilm_encoder().model_id
+    assert vs.stamp.index_dim == 128 and vs.stamp.full_dim == 384 and vs.stamp.full_vectors
+    assert vs.stamp.model == minilm_encoder().model_id
     got = vs.similarity_search_with_score(QUESTION, k=5)
     want = core.search(QUESTION, k=5)
     assert [d.id for d, _ in got] == [h.id for h in want]
@@ -231,8 +231,8 @@ def test_any_embeddings_are_truncated_like_the_native_path(embeddings):
     for vs in (native, foreign):
         vs.add_texts([p["text"] for p in paragraphs], [p["metadata"] for p in paragraphs],
                      ids=[p["id"] for p in paragraphs])
-    assert foreign._stamp.model == "someone/minilm-wrapper"
-    assert (foreign._stamp.index_dim, foreign._stamp.full_vectors) == (128, True)
+    assert foreign.stamp.model == "someone/minilm-wrapper"
+    assert (foreign.stamp.index_dim, foreign.stamp.full_vectors) == (128, True)
     a = native.similarity_search_with_score(QUESTION, k=6)
     b = foreign.similarity_search_with_score(QUESTION, k=6)
     assert [d.id for d, _ in a] == [d.id for d, _ in b]
@@ -284,7 +284,7 @@ def test_search_kwargs_filter_threshold_and_mmr(embeddings):
 def test_mmr_without_stored_full_vectors(embeddings):
     vs = BertinoVectorStore(embeddings, rerank=False)
     vs.add_documents(lc_docs(italian_chunks()))
-    assert not vs._stamp.full_vectors
+    assert not vs.stamp.full_vectors
     ranked = vs.similarity_search(QUESTION, k=4)
     pure = vs.max_marginal_relevance_search(QUESTION, k=4, fetch_k=8, lambda_mult=1.0)
     assert {d.id for d in pure} == {d.id for d in ranked}

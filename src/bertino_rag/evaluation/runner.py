@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..adapters import VectorStore, make_store
-from ..encoder import Encoder, Kind, matryoshka_slice
+from ..encoder import Encoder, Kind, TextEncoder, matryoshka_slice
 from ..retriever import Retriever
 from .cost import full_bytes_per_doc, percentiles_ms, time_calls
 from .dataset import EvalSet, StsSet
@@ -92,16 +92,17 @@ class EvalReport:
         raise KeyError(name)
 
 
-class PrecomputedEncoder(Encoder):
-    """The same model, answering texts already encoded from a table (one pass for everything).
+class PrecomputedEncoder(TextEncoder):
+    """An encoder answering texts already encoded from a table (one pass for everything).
 
-    The Retriever runs its real code path (validation, slicing, store calls); only the forward
-    pass of texts encoded before is skipped. Unknown texts go through the model.
+    It stands for ``base`` (same model id, dims, tokenizer and limits), so the Retriever runs
+    its real code path (validation, slicing, store calls); only the forward pass of texts
+    encoded before is skipped. Unknown texts go through ``base``.
     """
 
     @classmethod
     def for_inputs(
-        cls, base: Encoder, evalset: EvalSet, encoded: EncodedInputs
+        cls, base: TextEncoder, evalset: EvalSet, encoded: EncodedInputs
     ) -> PrecomputedEncoder:
         """An encoder answering the documents and queries of ``evalset`` from ``encoded``."""
         assert encoded.docs is not None and encoded.queries is not None
@@ -112,10 +113,27 @@ class PrecomputedEncoder(Encoder):
             table[("query", t)] = v
         return cls(base, table)
 
-    def __init__(self, base: Encoder, table: dict[tuple[str, str], np.ndarray]) -> None:
-        super().__init__(base.name, dim=base.dim, batch_size=base.batch_size,
-                         backend=base.backend, sentence_transformer=base.model)
+    def __init__(self, base: TextEncoder, table: dict[tuple[str, str], np.ndarray]) -> None:
+        self.base = base
+        self.model_id = base.model_id
+        self.full_dim = base.full_dim
+        self.dim = base.dim
+        self.batch_size = base.batch_size
         self._table = table
+
+    @property
+    def max_seq_length(self) -> int | None:
+        return self.base.max_seq_length
+
+    @property
+    def tokenizer(self) -> Any | None:
+        return self.base.tokenizer
+
+    def prompt(self, kind: Kind) -> str:
+        return self.base.prompt(kind)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return self.base.token_lengths(texts)
 
     def encode_full(
         self, texts: Sequence[str], *, kind: Kind = "document",
@@ -124,10 +142,13 @@ class PrecomputedEncoder(Encoder):
         try:
             rows = [self._table[(kind, t)] for t in texts]
         except KeyError:
-            return super().encode_full(texts, kind=kind, show_progress_bar=show_progress_bar)
+            return self.base.encode_full(texts, kind=kind, show_progress_bar=show_progress_bar)
         if not rows:
             return np.zeros((0, self.full_dim), dtype=np.float32)
         return np.stack(rows).astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"PrecomputedEncoder({self.base!r}, {len(self._table)} texts)"
 
 
 def _display_name(name: str) -> str:
@@ -187,7 +208,7 @@ def _check_dims(dims: Sequence[int] | None, encoder: Encoder, what: str) -> list
 
 
 @contextlib.contextmanager
-def _collection(store: VectorStore, encoder: Encoder, dim: int, rerank: bool, evalset: EvalSet,
+def _collection(store: VectorStore, encoder: TextEncoder, dim: int, rerank: bool, evalset: EvalSet,
                 tag: str) -> Iterator[Retriever]:
     """A fresh collection (unique name, dropped afterwards) indexed through ``Retriever``."""
     # chunking off: every corpus document is one vector, as the precomputed path embeds it

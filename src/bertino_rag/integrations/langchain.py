@@ -10,6 +10,9 @@ Needs the ``langchain`` extra (``langchain-core`` only): ``pip install 'bertino-
 - :class:`BertinoVectorStore`: a LangChain ``VectorStore`` over any bertino-rag store and any
   LangChain ``Embeddings``, with two-stage Matryoshka search; it supports ids, ``delete``,
   ``get_by_ids``, MMR and LangChain's ``index()`` API (record manager, incremental cleanup).
+  It translates LangChain's calls onto a :class:`~bertino_rag.retriever.Retriever`.
+- :class:`EmbeddingsEncoder`: any LangChain ``Embeddings`` as a bertino-rag encoder, for a
+  :class:`~bertino_rag.retriever.Retriever` (and the vector store above).
 
 Example:
     >>> from bertino_rag import Retriever  # doctest: +SKIP
@@ -45,14 +48,12 @@ from pydantic import ConfigDict, Field  # noqa: E402
 
 from ..adapters import VectorStore as CoreStore  # noqa: E402
 from ..adapters import make_store  # noqa: E402
-from ..encoder import Encoder, matryoshka_slice  # noqa: E402
+from ..encoder import Encoder, TextEncoder, matryoshka_slice  # noqa: E402
 from ..fusion import Fusion  # noqa: E402
-from ..lexical import BM25, Analyzer, lexical_spec  # noqa: E402
-from ..pipeline import distinct_documents  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..types import Hit, Stamp  # noqa: E402
 
-__all__ = ["BertinoEmbeddings", "BertinoRetriever", "BertinoVectorStore"]
+__all__ = ["BertinoEmbeddings", "BertinoRetriever", "BertinoVectorStore", "EmbeddingsEncoder"]
 
 
 class BertinoEmbeddings(Embeddings):
@@ -78,7 +79,7 @@ class BertinoEmbeddings(Embeddings):
         self,
         model: str | os.PathLike[str] | None = None,
         *,
-        encoder: Encoder | None = None,
+        encoder: TextEncoder | None = None,
         dim: int | None = None,
         device: str | None = None,
         batch_size: int = 32,
@@ -86,7 +87,7 @@ class BertinoEmbeddings(Embeddings):
     ) -> None:
         if encoder is not None and model is not None:
             raise ValueError("pass either encoder= or model=, not both")
-        self.encoder = encoder or Encoder(
+        self.encoder: TextEncoder = encoder or Encoder(
             model, device=device, batch_size=batch_size, backend=backend
         )
         self.dim = self.encoder.dim if dim is None else self.encoder.check_dim(dim)
@@ -94,7 +95,7 @@ class BertinoEmbeddings(Embeddings):
     @property
     def model_name(self) -> str:
         """The model's hub id or path."""
-        return self.encoder.name
+        return str(getattr(self.encoder, "name", self.encoder.model_id))
 
     @property
     def model_id(self) -> str:
@@ -215,25 +216,69 @@ def _model_id_of(embedding: Embeddings) -> str:
     return type(embedding).__name__
 
 
-def _as_matrix(vectors: Any, what: str) -> np.ndarray:
-    arr = np.asarray(vectors, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ValueError(f"{what}: expected a list of equal-length vectors, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what} contain NaN or infinite values")
-    return arr
+class EmbeddingsEncoder(TextEncoder):
+    """Any LangChain ``Embeddings`` as a bertino-rag encoder (for :class:`Retriever`).
+
+    The full vector is the embeddings' output, L2-normalized; the searched one its first
+    ``dim`` components, renormalized (Matryoshka truncation; it loses little only with a
+    model trained for it). Without ``full_dim``, one probe query measures the dimension.
+    There is no tokenizer: documents are stored whole, and nothing is counted as truncated.
+
+    Args:
+        embeddings: the LangChain ``Embeddings``.
+        model_id: the id collections are stamped with (default: the embeddings' ``model``,
+            ``model_name`` or ``model_id``, else its class name).
+        dim: the default truncation (default: the full dimension).
+        full_dim: the embeddings' dimension (default: measured with one probe query).
+        batch_size: texts per ``embed_documents`` call.
+
+    Example:
+        >>> r = Retriever(dim=256, encoder=EmbeddingsEncoder(OpenAIEmbeddings()))  # doctest: +SKIP
+    """
+
+    def __init__(self, embeddings: Embeddings, *, model_id: str | None = None,
+                 dim: int | None = None, full_dim: int | None = None,
+                 batch_size: int = 32) -> None:
+        if not isinstance(embeddings, Embeddings):
+            raise TypeError(f"embeddings must be a LangChain Embeddings, got {type(embeddings)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.embeddings = embeddings
+        self.model_id = model_id or _model_id_of(embeddings)
+        self.batch_size = batch_size
+        if full_dim is None:  # one probe tells the dimension
+            full_dim = len(embeddings.embed_query("dimensione"))
+        self.full_dim = int(full_dim)
+        self.dim = self.full_dim if dim is None else self.check_dim(dim)
+
+    def encode_full(self, texts: Sequence[str], *, kind: str = "document",
+                    show_progress_bar: bool | None = None) -> np.ndarray:
+        texts = list(texts)
+        if kind == "query":
+            raw: list[list[float]] = [self.embeddings.embed_query(t) for t in texts]
+        else:
+            raw = []
+            for start in range(0, len(texts), self.batch_size):
+                raw.extend(self.embeddings.embed_documents(texts[start:start + self.batch_size]))
+        return np.asarray(raw, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingsEncoder({type(self.embeddings).__name__}, model_id={self.model_id!r})"
 
 
 class BertinoVectorStore(VectorStore):
     """LangChain ``VectorStore`` over any bertino-rag store, with two-stage Matryoshka search.
 
-    Vectors come from ``embedding``: with :class:`BertinoEmbeddings` one forward pass gives
-    the full and the truncated vector; with any other ``Embeddings`` the full vector is
-    normalized and its first ``dim`` components (renormalized) are searched. When the
-    collection keeps full vectors (``rerank``), the best ``rerank_k`` candidates are rescored
-    with them. The collection is stamped with the embeddings' model id and dims, so vectors of
-    another model are never mixed in. It is opened on first use (one probe embedding when
-    nothing else tells the dimension).
+    A thin translation of LangChain's calls onto a :class:`~bertino_rag.retriever.Retriever`,
+    which builds the stamp, opens the collection, writes and searches. Vectors come from
+    ``embedding``: with :class:`BertinoEmbeddings` one forward pass gives the full and the
+    truncated vector; with any other ``Embeddings`` (through :class:`EmbeddingsEncoder`) the
+    full vector is normalized and its first ``dim`` components (renormalized) are searched.
+    When the collection keeps full vectors (``rerank``), the best ``rerank_k`` candidates are
+    rescored with them. The collection is stamped with the embeddings' model id and dims, so
+    vectors of another model are never mixed in. With another ``Embeddings`` it is opened on
+    first use (one probe embedding tells the dimension). Each text is one document: split long
+    texts with a LangChain text splitter first.
 
     Scores are cosine similarities; relevance scores (``similarity_score_threshold``) are the
     same, clipped to ``[0, 1]``. Documents added without ids get random UUIDs, as in
@@ -250,7 +295,9 @@ class BertinoVectorStore(VectorStore):
         rerank: keep full vectors and rescore with them (default: when ``dim`` is smaller
             than the full dimension).
         rerank_k: candidates rescored.
-        recreate: drop the collection first if it exists.
+        recreate: replace the collection: it is empty from here on, and the replacement is
+            published by the first write (see :class:`~bertino_rag.retriever.Retriever`'s
+            ``recreate``).
         model_id: the model id to stamp (default: the embeddings' ``model``/``model_name``,
             else its class name).
         hybrid: keep the lexical (BM25) index beside the vectors; searches then default to
@@ -282,98 +329,80 @@ class BertinoVectorStore(VectorStore):
         self.store = make_store(store)
         self.collection = collection
         self.rerank_k = rerank_k
-        self.model_id = model_id or _model_id_of(embedding)
-        self._dim = dim
-        self._rerank = rerank
-        self._hybrid = bool(hybrid)
         self.fusion = Fusion.coerce(fusion)
-        self._recreate = recreate
-        self._stamp: Stamp | None = None
+        self._retriever: Retriever | None = None
         self._lock = threading.Lock()
-        if isinstance(embedding, BertinoEmbeddings):
-            if dim is None:
-                self._dim = embedding.dim
-            self._ensure_open(embedding.encoder.full_dim)
+        native = embedding if isinstance(embedding, BertinoEmbeddings) else None
+        if native is not None and model_id is not None and model_id != native.model_id:
+            raise ValueError(
+                f"model_id={model_id!r} does not name the model of these BertinoEmbeddings "
+                f"({native.model_id!r}), which stamps its own model id"
+            )
+        self.model_id = native.model_id if native else model_id or _model_id_of(embedding)
+        self._settings: dict[str, Any] = {
+            # another Embeddings is wrapped at first use: its probe embedding tells the dimension
+            "encoder": native.encoder if native else None,
+            "dim": native.dim if native and dim is None else dim,
+            "rerank": rerank, "recreate": recreate, "hybrid": bool(hybrid),
+        }
+        if native:
+            self._open()  # the dimension is known: a stamp mismatch shows here
 
     @classmethod
     def from_retriever(cls, retriever: Retriever, **kwargs: Any) -> BertinoVectorStore:
-        """A vector store on a :class:`Retriever`'s collection (same model, dims and store)."""
-        return cls(
-            BertinoEmbeddings(encoder=retriever.encoder, dim=retriever.dim),
-            retriever.store,
-            collection=retriever.collection,
-            dim=retriever.dim,
-            rerank=retriever.rerank,
-            rerank_k=kwargs.pop("rerank_k", retriever.rerank_k),
-            hybrid=kwargs.pop("hybrid", retriever.hybrid),
-            fusion=kwargs.pop("fusion", retriever.fusion),
-            **kwargs,
-        )
+        """A vector store on a :class:`Retriever`'s collection (the same retriever: model,
+        dims and store); ``rerank_k`` and ``fusion`` set this store's search defaults."""
+        unknown = set(kwargs) - {"rerank_k", "fusion"}
+        if unknown:
+            raise TypeError(f"from_retriever got unknown arguments {sorted(unknown)}; "
+                            "allowed: rerank_k, fusion")
+        encoder = retriever.encoder
+        embedding: Embeddings = (encoder.embeddings if isinstance(encoder, EmbeddingsEncoder)
+                                 else BertinoEmbeddings(encoder=encoder, dim=retriever.dim))
+        vs = cls.__new__(cls)
+        vs._embedding = embedding
+        vs.store = retriever.store
+        vs.collection = retriever.collection
+        vs.rerank_k = kwargs.get("rerank_k", retriever.rerank_k)
+        vs.fusion = Fusion.coerce(kwargs.get("fusion", retriever.fusion))
+        vs.model_id = encoder.model_id
+        vs._settings = {}
+        vs._lock = threading.Lock()
+        vs._retriever = retriever
+        return vs
 
     @property
     def embeddings(self) -> Embeddings:
         return self._embedding
 
     # ------------------------------------------------------------------ collection
-    def _ensure_open(self, full_dim: int | None = None) -> Stamp:
-        """Open (or create) the collection once the full dimension is known."""
+    def _open(self) -> Retriever:
+        """The retriever on the collection, built on first use."""
         with self._lock:
-            if self._stamp is not None:
-                return self._stamp
-            if full_dim is None:  # nothing embedded yet: one probe tells the dimension
-                full_dim = len(self._embedding.embed_query("dimensione"))
-            index_dim = self._dim or full_dim
-            if index_dim > full_dim:
-                raise ValueError(
-                    f"dim={index_dim} is larger than the embeddings' dimension ({full_dim})"
+            if self._retriever is None:
+                s = self._settings
+                encoder: TextEncoder = s["encoder"] or EmbeddingsEncoder(
+                    self._embedding, model_id=self.model_id)
+                dim = encoder.full_dim if s["dim"] is None else encoder.check_dim(s["dim"])
+                rerank = s["rerank"] if s["rerank"] is not None else dim < encoder.full_dim
+                self._retriever = Retriever(
+                    dim=dim, encoder=encoder, store=self.store, rerank=bool(rerank),
+                    rerank_k=self.rerank_k, collection=self.collection,
+                    recreate=s["recreate"], hybrid=s["hybrid"], fusion=self.fusion,
+                    chunking=False,
                 )
-            rerank = self._rerank if self._rerank is not None else index_dim < full_dim
-            stamp = Stamp(model=self.model_id, full_dim=full_dim, index_dim=index_dim,
-                          normalized=True, full_vectors=bool(rerank),
-                          lexical=lexical_spec(Analyzer(), BM25()) if self._hybrid else None)
-            self.store.ensure_open(self.collection, stamp, recreate=self._recreate)
-            self._recreate = False
-            self._stamp = stamp
-            return stamp
+            return self._retriever
 
-    # ------------------------------------------------------------------ embedding
-    def _split(self, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        stamp = self._ensure_open(full.shape[1])
-        if full.shape[1] != stamp.full_dim:
-            raise ValueError(
-                f"the embeddings returned {full.shape[1]}-d vectors, but collection "
-                f"{self.collection!r} holds {stamp.full_dim}-d vectors"
-            )
-        return matryoshka_slice(full, stamp.index_dim), matryoshka_slice(full, full.shape[1])
+    @property
+    def retriever(self) -> Retriever:
+        """The :class:`~bertino_rag.retriever.Retriever` this store translates onto (opening
+        the collection when it is not open yet)."""
+        return self._open()
 
-    def _embed(self, texts: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """(index, full) normalized vectors of ``texts``."""
-        emb = self._embedding
-        if isinstance(emb, BertinoEmbeddings):
-            stamp = self._ensure_open(emb.encoder.full_dim)
-            out = emb.encoder.encode(texts, kind=kind, dim=stamp.index_dim,  # type: ignore[arg-type]
-                                     show_progress_bar=False, warn_truncation=kind == "document")
-            return out.index, out.full
-        if kind == "query":
-            raw = [emb.embed_query(texts[0])]
-        else:
-            raw = emb.embed_documents(texts)
-        full = _as_matrix(raw, f"{kind} embeddings")
-        if full.shape[0] != len(texts):
-            raise ValueError(
-                f"the embeddings returned {full.shape[0]} vectors for {len(texts)} texts"
-            )
-        return self._split(full)
-
-    async def _aembed(self, texts: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
-        emb = self._embedding
-        if isinstance(emb, BertinoEmbeddings) or self._stamp is None:
-            return await asyncio.to_thread(self._embed, texts, kind)
-        if kind == "query":
-            raw = [await emb.aembed_query(texts[0])]
-        else:
-            raw = await emb.aembed_documents(texts)
-        return self._split(_as_matrix(raw, f"{kind} embeddings"))
+    @property
+    def stamp(self) -> Stamp | None:
+        """The open collection's stamp (``None`` until it is opened)."""
+        return None if self._retriever is None else self._retriever.stamp
 
     # ------------------------------------------------------------------ writes
     def _prepare(
@@ -382,7 +411,7 @@ class BertinoVectorStore(VectorStore):
         metadatas: list[dict[str, Any]] | None,
         ids: Sequence[str | None] | None,
         kwargs: dict[str, Any],
-    ) -> tuple[list[Any], list[str], int]:
+    ) -> tuple[list[dict[str, Any]], list[str], int]:
         batch_size = kwargs.pop("batch_size", None) or 512
         if kwargs:
             raise TypeError(f"add_texts got unknown arguments {sorted(kwargs)}")
@@ -393,13 +422,8 @@ class BertinoVectorStore(VectorStore):
             raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
         given = [i if i is not None and i != "" else str(uuid.uuid4())
                  for i in (ids or [None] * len(texts))]
-        # Retriever.index's rule: an exact repeat is written once, one id for two different
-        # documents (7 and "7" are one id) is refused naming both positions
-        docs, _ = distinct_documents(
-            [{"text": t, "id": i, "metadata": (metadatas[n] if metadatas else None)}
-             for n, (t, i) in enumerate(zip(texts, given, strict=True))],
-            lambda batch, at: self.store.check_documents(batch, offset=at),
-        )
+        docs = [{"text": t, "id": i, "metadata": (metadatas[n] if metadatas else None)}
+                for n, (t, i) in enumerate(zip(texts, given, strict=True))]
         return docs, [str(i) for i in given], int(batch_size)
 
     def add_texts(
@@ -418,10 +442,7 @@ class BertinoVectorStore(VectorStore):
                 call is written. An exact repeat is written once.
         """
         docs, ids_, step = self._prepare(texts, metadatas, ids, kwargs)
-        for start in range(0, len(docs), step):
-            chunk = docs[start : start + step]
-            index, full = self._embed([d.text for d in chunk], "document")
-            self.store.upsert(chunk, index, full if self._stamp.full_vectors else None)  # type: ignore[union-attr]
+        self._open().index(docs, batch_size=step, chunking=False, show_progress_bar=False)
         return ids_
 
     async def aadd_texts(
@@ -432,22 +453,20 @@ class BertinoVectorStore(VectorStore):
         ids: list[str] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Async :meth:`add_texts`, through the store's async path."""
+        """Async :meth:`add_texts` (encoding and writing in a worker thread)."""
         docs, ids_, step = self._prepare(texts, metadatas, ids, kwargs)
-        for start in range(0, len(docs), step):
-            chunk = docs[start : start + step]
-            index, full = await self._aembed([d.text for d in chunk], "document")
-            await self.store.aupsert(chunk, index, full if self._stamp.full_vectors else None)  # type: ignore[union-attr]
+        r = await asyncio.to_thread(self._open)
+        await r.aindex(docs, batch_size=step, chunking=False, show_progress_bar=False)
         return ids_
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes them all."""
+        """Delete documents by id (unknown ids are ignored); ``ids=None`` deletes them all
+        (the collection stays open for a :class:`Retriever` sharing it)."""
         if kwargs:
             raise TypeError(f"delete got unknown arguments {sorted(kwargs)}")
-        self._ensure_open()
-        if ids is None:  # empty the collection, keeping it open for a Retriever sharing it
-            with self._lock:
-                self.store.clear()
+        r = self._open()
+        if ids is None:
+            r.clear()
             return True
         if isinstance(ids, str):
             ids = [ids]
@@ -456,56 +475,27 @@ class BertinoVectorStore(VectorStore):
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """Stored documents by id; unknown ids are skipped."""
-        self._ensure_open()
         return [Document(id=d.id, page_content=d.text, metadata=d.metadata)
-                for d in self.store.get([str(i) for i in ids])]
+                for d in self._open().get([str(i) for i in ids])]
 
     # ------------------------------------------------------------------ search
-    def _search_args(self, kwargs: dict[str, Any]) -> tuple[Any, int, str]:
-        filter_ = kwargs.pop("filter", None)
-        rerank_k = kwargs.pop("rerank_k", None) or self.rerank_k
-        mode = kwargs.pop("mode", None)
-        if kwargs:
-            raise TypeError(
-                f"unknown search arguments {sorted(kwargs)}; allowed: filter, rerank_k, mode"
-            )
-        if mode is None:
-            mode = "hybrid" if self._hybrid else "dense"
-        if mode not in ("dense", "lexical", "hybrid"):
-            raise ValueError(
-                f"unknown search mode {mode!r}; choose one of ['dense', 'lexical', 'hybrid']")
-        if mode != "dense":
-            self._ensure_open()
-            self.store.require_lexical(mode)
-        return filter_, rerank_k, mode
+    def _search_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The :meth:`Retriever.search` keywords of a LangChain call's ``kwargs``."""
+        allowed = {"filter", "rerank_k", "mode", "group_by"}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise TypeError(f"unknown search arguments {sorted(unknown)}; allowed: "
+                            f"{', '.join(sorted(allowed))}")
+        return {"filter": kwargs.get("filter"),
+                "rerank_k": kwargs.get("rerank_k") or self.rerank_k,
+                "mode": kwargs.get("mode"), "group_by": kwargs.get("group_by")}
 
-    def _text_search_args(self, kwargs: dict[str, Any]) -> tuple[Any, Any, str, str | None]:
-        """``_search_args`` plus ``group_by``, which only the dense mode groups here."""
-        group_by = kwargs.pop("group_by", None)
-        filter_, rerank_k, mode = self._search_args(kwargs)
-        if group_by is not None and mode in ("lexical", "hybrid"):
-            raise ValueError(f"group_by={group_by!r} works with mode='dense' in "
-                             "BertinoVectorStore; use Retriever.as_langchain() to group "
-                             "lexical or hybrid results")
-        return filter_, rerank_k, mode, group_by
-
-    @staticmethod
-    def _dense_only(mode: str) -> None:
-        if mode != "dense":
-            raise ValueError(
-                f"mode={mode!r} needs the query text: use similarity_search, not a search by "
-                "vector")
-
-    def _two_stage(self) -> bool:
-        stamp = self._stamp
-        return stamp is not None and stamp.full_vectors and stamp.index_dim < stamp.full_dim
-
-    def _search(self, index: np.ndarray, full: np.ndarray | None, k: int,
-                filter_: Any, rerank_k: int, group_by: str | None = None) -> list[Hit]:
-        if full is not None and self._two_stage():
-            return self.store.search(index, k, filter_, full_vector=full, rerank_k=rerank_k,
-                                     group_by=group_by)
-        return self.store.search(index, k, filter_, group_by=group_by)
+    def _by_vector_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        args = self._search_args(kwargs)
+        if args.pop("mode") not in (None, "dense"):
+            raise ValueError(f"mode={kwargs['mode']!r} needs the query text: use "
+                             "similarity_search, not a search by vector")
+        return args
 
     @staticmethod
     def _with_scores(hits: list[Hit]) -> list[tuple[Document, float]]:
@@ -514,54 +504,22 @@ class BertinoVectorStore(VectorStore):
                     else h.metadata)), h.score)
                 for h in hits]
 
-    def _query_vectors(self, embedding: Sequence[float]) -> tuple[np.ndarray, np.ndarray | None]:
-        vec = _as_matrix([list(embedding)], "query vector")
-        stamp = self._ensure_open(vec.shape[1])
-        if vec.shape[1] == stamp.full_dim:
-            index, full = self._split(vec)
-            return index[0], full[0]
-        if vec.shape[1] == stamp.index_dim:
-            return matryoshka_slice(vec, stamp.index_dim)[0], None
-        raise ValueError(
-            f"query vector has {vec.shape[1]} dims; collection {self.collection!r} takes "
-            f"{stamp.full_dim} (full) or {stamp.index_dim} (truncated)"
-        )
-
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """The ``k`` best documents with their scores (cosine; BM25 with ``mode="lexical"``;
         fused with ``mode="hybrid"``). Takes ``filter``, ``rerank_k``, ``mode`` and
         ``group_by="document"`` (dense mode: one result per document whose chunks were added)."""
-        filter_, rerank_k, mode, group_by = self._text_search_args(kwargs)
-        if mode == "lexical":
-            return self._with_scores(self.store.lexical_search(query, k, filter_))
-        index, full = self._embed([query], "query")
-        if mode == "hybrid":
-            return self._with_scores(self.store.hybrid_search(
-                index[0], query, k, filter_, full_vector=full[0] if self._two_stage() else None,
-                rerank_k=rerank_k, fusion=self.fusion))
-        return self._with_scores(self._search(index[0], full[0], k, filter_, rerank_k,
-                                              group_by))
+        args = self._search_args(kwargs)
+        return self._with_scores(self._open().search(query, k, fusion=self.fusion, **args))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Async :meth:`similarity_search_with_score`, through the store's async path."""
-        filter_, rerank_k, mode, group_by = self._text_search_args(kwargs)
-        if mode == "lexical":
-            return self._with_scores(await self.store.alexical_search(query, k, filter_))
-        index, full = await self._aembed([query], "query")
-        if mode == "hybrid":
-            return self._with_scores(await self.store.ahybrid_search(
-                index[0], query, k, filter_, full_vector=full[0] if self._two_stage() else None,
-                rerank_k=rerank_k, fusion=self.fusion))
-        if self._two_stage():
-            hits = await self.store.asearch(index[0], k, filter_, full_vector=full[0],
-                                            rerank_k=rerank_k, group_by=group_by)
-        else:
-            hits = await self.store.asearch(index[0], k, filter_, group_by=group_by)
-        return self._with_scores(hits)
+        args = self._search_args(kwargs)
+        r = await asyncio.to_thread(self._open)
+        return self._with_scores(await r.asearch(query, k, fusion=self.fusion, **args))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         """The ``k`` best documents. Takes ``filter``, ``rerank_k``."""
@@ -575,12 +533,9 @@ class BertinoVectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[Document]:
         """Search with a query vector, full-dimensional (two-stage) or truncated."""
-        group_by = kwargs.pop("group_by", None)
-        filter_, rerank_k, mode = self._search_args({"mode": "dense", **kwargs})
-        self._dense_only(mode)
-        index, full = self._query_vectors(embedding)
+        args = self._by_vector_args(kwargs)
         return [doc for doc, _ in self._with_scores(
-            self._search(index, full, k, filter_, rerank_k, group_by))]
+            self._open().search_by_vector(embedding, k, **args))]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         return lambda score: min(1.0, max(0.0, score))
@@ -596,27 +551,22 @@ class BertinoVectorStore(VectorStore):
         """Maximal marginal relevance among the ``fetch_k`` best candidates.
 
         Diversity is measured on the full vectors (stored ones, or the candidates re-embedded
-        when the collection keeps none).
+        when the collection keeps none); a truncated query vector compares truncated vectors.
         """
-        filter_, rerank_k, mode = self._search_args({"mode": "dense", **kwargs})
-        self._dense_only(mode)
-        index, full = self._query_vectors(embedding)
-        hits = self._search(index, full, max(k, fetch_k), filter_, rerank_k)
+        args = self._by_vector_args(kwargs)
+        r = self._open()
+        hits = r.search_by_vector(embedding, max(k, fetch_k), **args)
         if not hits:
             return []
-        stamp = self._ensure_open()
-        if stamp.full_vectors and full is not None:
-            vectors = self.store.fetch_full([h.id for h in hits])
-            query = full
-        elif full is not None:
-            vectors = self._embed([h.text for h in hits], "document")[1]
-            query = full
+        query = np.asarray(embedding, dtype=np.float32)
+        if query.shape[0] == r.encoder.full_dim:
+            query = matryoshka_slice(query, r.encoder.full_dim)
+            vectors = (r.store.fetch_full([h.id for h in hits]) if r.stamp.full_vectors
+                       else r.encoder.encode([h.text for h in hits], dim=r.dim).full)
         else:  # a truncated query vector: compare truncated vectors
-            vectors = self._embed([h.text for h in hits], "document")[0]
-            query = index
-        chosen = maximal_marginal_relevance(
-            np.asarray(query, dtype=np.float32), list(vectors), lambda_mult=lambda_mult, k=k
-        )
+            query = matryoshka_slice(query, r.dim)
+            vectors = r.encoder.encode([h.text for h in hits], dim=r.dim).index
+        chosen = maximal_marginal_relevance(query, list(vectors), lambda_mult=lambda_mult, k=k)
         return [Document(id=hits[i].id, page_content=hits[i].text, metadata=hits[i].metadata)
                 for i in chosen]
 
@@ -629,9 +579,10 @@ class BertinoVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """Maximal marginal relevance search for a text query (see the ``_by_vector`` form)."""
-        _, full = self._embed([query], "query")
+        r = self._open()
+        full = r.encoder.encode_query(query, dim=r.dim).full[0]
         return self.max_marginal_relevance_search_by_vector(
-            full[0].tolist(), k, fetch_k, lambda_mult, **kwargs
+            full.tolist(), k, fetch_k, lambda_mult, **kwargs
         )
 
     @classmethod
@@ -652,4 +603,4 @@ class BertinoVectorStore(VectorStore):
 
     def __repr__(self) -> str:
         return (f"BertinoVectorStore(model={self.model_id!r}, collection={self.collection!r}, "
-                f"stamp={self._stamp}, store={self.store!r})")
+                f"stamp={self.stamp}, store={self.store!r})")
