@@ -186,6 +186,17 @@ def test_unreachable_qdrant_server_is_one_line(tmp_path, minilm_path, capsys, mo
     assert "cannot reach Qdrant at http://127.0.0.1:1" in lines[0] and "SEKRET" not in err
 
 
+def test_unreachable_milvus_server_is_one_line(tmp_path, minilm_path, capsys, monkeypatch):
+    if importlib.util.find_spec("pymilvus") is None:
+        pytest.skip("pymilvus is not installed")
+    monkeypatch.setenv("MILVUS_TOKEN", "SEKRET")
+    code, _, err = run(capsys, "search", "q", "--model", minilm_path, "--store",
+                       "milvus:http://127.0.0.1:1")
+    lines = [x for x in err.strip().splitlines() if not x.startswith("warning:")]
+    assert code == 2 and len(lines) == 1, err
+    assert "cannot reach Milvus at http://127.0.0.1:1" in lines[0] and "SEKRET" not in err
+
+
 def test_latin1_input_is_detected_and_read(tmp_path, minilm_path, capsys):
     docs = tmp_path / "latino.txt"
     docs.write_bytes("prima riga\nperché no, disse il cavaliere.\n".encode("latin-1"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import importlib.util
+import re
 import uuid
 
 import numpy as np
@@ -263,10 +264,46 @@ def test_milvus_location_that_is_neither_file_nor_url_is_refused_fast():
 def test_milvus_unreachable_is_a_connection_error_without_secrets():
     from bertino_rag.adapters import MilvusStore
 
+    store = MilvusStore(uri="http://bob:PW@127.0.0.1:1", token="TOK", timeout=2)
     with pytest.raises(StoreConnectionError, match=r"cannot reach Milvus at http://127\.0\.0\.1"
                        ) as err:
-        MilvusStore(uri="http://bob:PW@127.0.0.1:1", token="TOK", timeout=2)
+        store.open("c", STAMP)
     assert "PW" not in str(err.value) and "TOK" not in str(err.value)
+
+
+# ---------------------------------------------------------------------- connecting
+def _unreachable(kind: str):
+    """A store on a server URL where nothing listens (port 1), and the kind it reports."""
+    if kind == "qdrant":
+        if not HAS_QDRANT:
+            pytest.skip("qdrant-client is not installed")
+        from bertino_rag.adapters import QdrantStore
+
+        return QdrantStore(url="http://127.0.0.1:1", timeout=1, max_retries=0), "Qdrant"
+    if importlib.util.find_spec("pymilvus") is None:
+        pytest.skip("pymilvus is not installed")
+    from bertino_rag.adapters import MilvusStore
+
+    return MilvusStore(uri="http://127.0.0.1:1", timeout=1, max_retries=0), "Milvus"
+
+
+@pytest.mark.parametrize("kind", ["qdrant", "milvus"])
+def test_constructor_connects_to_nothing_and_first_use_names_the_url(kind):
+    """Constructors validate, open() connects: building a store on an unreachable server
+    succeeds; every call that needs the server raises StoreConnectionError naming the store
+    and the URL, and the next call tries again."""
+    store, name = _unreachable(kind)  # nothing listens there: no error yet
+    assert not store.is_open
+    calls = [lambda: store.open("c", STAMP), store.collections,
+             lambda: store.stored_stamp("c"), lambda: store.open("c", STAMP)]
+    for call in calls:
+        with pytest.raises(StoreConnectionError,
+                           match=f"^cannot reach {name} at {re.escape('http://127.0.0.1:1')}"
+                           ) as err:
+            call()
+        assert err.value.kind == name and err.value.location == "http://127.0.0.1:1"
+    assert not store.is_open
+    store.close()  # closing a store that never connected is fine
 
 
 @pytest.mark.skipif(not HAS_MILVUS, reason="pymilvus / milvus-lite are not installed")
@@ -307,7 +344,7 @@ def test_milvus_lite_file_held_by_another_process_says_it_is_in_use(tmp_path):
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         with pytest.raises(StoreConnectionError, match="in use by another process") as err:
-            MilvusStore(uri=path)
+            MilvusStore(uri=path).collections()
         assert "held.db" in str(err.value)
     finally:
         assert holder.stdin is not None

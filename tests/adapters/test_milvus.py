@@ -114,15 +114,29 @@ def test_bad_index_names():
 
 # ---------------------------------------------------------------------- connection
 def test_unreachable_server_names_the_uri_and_hides_the_token():
+    store = MilvusStore(uri="http://alice:s3cret@127.0.0.1:9", token="tok-123", timeout=2)
     with pytest.raises(StoreError, match=r"127\.0\.0\.1:9") as err:
-        MilvusStore(uri="http://alice:s3cret@127.0.0.1:9", token="tok-123", timeout=2)
+        store.open("c", Stamp(model="m", full_dim=8, index_dim=4))
     assert "s3cret" not in str(err.value) and "tok-123" not in str(err.value)
+
+
+def test_lite_file_is_opened_at_first_use_not_by_the_constructor(tmp_path):
+    path = tmp_path / "sub" / "lazy.db"
+    store = MilvusStore(uri=str(path))
+    assert not path.exists()  # the constructor validates (and makes the folder) only
+    assert store.is_lite and store.server_version.startswith("milvus_lite")  # connects
+    assert path.exists() and store.collections() == []
+    store.close()
+    store.open("c", Stamp(model="m", full_dim=8, index_dim=4))  # connects again
+    assert store.collections() == ["c"]
+    store.close()
 
 
 def test_token_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("MILVUS_TOKEN", "env-token-xyz")
+    store = MilvusStore(uri="http://127.0.0.1:9", timeout=2)
     with pytest.raises(StoreError) as err:
-        MilvusStore(uri="http://127.0.0.1:9", timeout=2)
+        store.collections()
     assert "env-token-xyz" not in str(err.value) and "env-token-xyz" not in repr(err.value)
 
 

@@ -108,6 +108,30 @@ def test_one_location_only(tmp_path):
         QdrantStore(quantization="int4")
 
 
+def test_url_that_is_no_server_url_is_refused_by_the_constructor():
+    with pytest.raises(ValueError, match="invalid host or port") as err:
+        QdrantStore(url="http://admin:SECRET@qdrant.example:port")
+    assert "SECRET" not in str(err.value) and "admin" not in str(err.value)
+    with pytest.raises(ValueError, match=r"http:// or https://"):
+        QdrantStore(url="ftp://qdrant.example:6333")
+    QdrantStore(url="localhost:6333")  # qdrant-client reads this one as a host and port
+
+
+def test_in_memory_and_folder_stores_build_their_client_at_first_use(tmp_path):
+    memory = QdrantStore()
+    assert memory.collections() == []  # built here
+    memory.open("c", Stamp(model="m", full_dim=8, index_dim=4))
+    assert memory.collections() == ["c"]
+    folder = QdrantStore(path=tmp_path / "qd")
+    assert not (tmp_path / "qd").exists()  # the constructor creates and locks nothing
+    with pytest.raises(StoreError, match="call open"):
+        folder.client  # noqa: B018 - a folder's client exists while a collection is open
+    folder.open("c", Stamp(model="m", full_dim=8, index_dim=4))
+    assert folder.collections() == ["c"] and (tmp_path / "qd").is_dir()
+    folder.close()
+    assert QdrantStore(path=tmp_path / "qd").collections() == ["c"]  # the folder was freed
+
+
 def test_api_key_from_environment_is_never_shown(monkeypatch):
     monkeypatch.setenv("QDRANT_API_KEY", "s3cret-key-xyz")
     store = QdrantStore(url="https://127.0.0.1:9")  # nothing listens there: not contacted

@@ -2,8 +2,16 @@
 
 A store holds one open collection at a time. :meth:`VectorStore.open` creates it, or opens it
 and checks its :class:`~bertino_rag.types.Stamp` (model, dims, layout): vectors of another model
-or dimension are never mixed into it. The public methods validate their input and then call the
-backend's underscore methods, so every backend gets the same errors for the same mistakes.
+or dimension are never mixed into it.
+
+One rule for connecting: a store's constructor validates its arguments (and fails fast on bad
+ones) but connects to nothing, opens no file and takes no lock; :meth:`VectorStore.open`, and
+the calls that need the store before a collection is open (:meth:`VectorStore.collections`,
+:meth:`VectorStore.stored_stamp`), connect on first need. An unreachable server therefore
+raises :class:`StoreConnectionError` there, never from the constructor.
+
+The public methods validate their input and then call the backend's underscore methods, so
+every backend gets the same errors for the same mistakes.
 
 Backends implement: ``_open``, ``_upsert``, ``_search``, ``_fetch_full``, ``_get``,
 ``_delete``, ``_count``, ``_drop``, ``_ids_where``, ``_export`` (read every stored point back
@@ -629,6 +637,8 @@ class VectorStore(ABC):
             StampMismatchError: the collection exists with another model, dim or layout
                 (and ``recreate`` is False). Nothing is changed in that case.
             CollectionNotFoundError: ``create=False`` and the collection does not exist.
+            StoreConnectionError: the store cannot be reached (stores connect here, on first
+                need, not in their constructor).
         """
         self._check_open_args(collection, stamp, create)
         if self._replacing:

@@ -282,6 +282,11 @@ def _texts(
 class MilvusStore(VectorStore):
     """Milvus Lite (embedded, a ``.db`` path) or a Milvus server.
 
+    The constructor only validates its arguments; the store connects on first need
+    (:meth:`open`, :meth:`collections`, :meth:`stored_stamp`, :attr:`server_version`), where
+    an unreachable server or a ``.db`` file held by another process raises
+    :class:`~bertino_rag.adapters.StoreConnectionError`.
+
     Args:
         uri: a ``.db`` file for Milvus Lite, or ``http(s)://host:19530`` for a server.
         token: server token (``user:password`` or an API key); default ``$MILVUS_TOKEN``.
@@ -367,17 +372,14 @@ class MilvusStore(VectorStore):
                 require("milvus_lite", "milvus")
                 folder = os.path.dirname(os.path.abspath(self.uri))
                 os.makedirs(folder, exist_ok=True)
-            client = self._connect(pymilvus)
         else:
             self.uri = ""
             self.where = "the given MilvusClient"
             self._secrets = (self._token,) if self._token else ()
-        self.client = client
-        try:
-            self.server_version = str(client.get_server_version())
-        except Exception as err:
-            raise StoreConnectionError("Milvus", self.where, self._clean(err)) from None
-        self.is_lite = self.server_version.startswith("milvus_lite")
+        # connected on first need (_ensure_connected): the constructor only validates
+        self._client: Any = client
+        self._server_version: str | None = None
+        self._connecting = threading.Lock()
         self._templating: bool | None = None
         self._async: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         # per open collection
@@ -394,6 +396,52 @@ class MilvusStore(VectorStore):
         return f"Milvus at {self.where}"
 
     @property
+    def client(self) -> Any:
+        """The ``pymilvus.MilvusClient``, connected on first use.
+
+        Raises:
+            StoreConnectionError: the server or the Milvus Lite file cannot be reached.
+        """
+        return self._ensure_connected()
+
+    @property
+    def server_version(self) -> str:
+        """The engine's version (``milvus_lite...`` for Milvus Lite); connects on first use."""
+        self._ensure_connected()
+        assert self._server_version is not None
+        return self._server_version
+
+    @property
+    def is_lite(self) -> bool:
+        """Whether the engine is Milvus Lite (a local file, or one served over the network)."""
+        return self.server_version.startswith("milvus_lite")
+
+    def _ensure_connected(self) -> Any:
+        """Connect (once, and again after :meth:`close`) and read the server version: the one
+        place a MilvusStore connects. A given ``client=`` is used as it is."""
+        if self._client is not None and self._server_version is not None:
+            return self._client
+        with self._connecting:
+            if self._client is None:
+                self._client = self._connect(require("pymilvus", "milvus"))
+            if self._server_version is None:
+                try:
+                    self._server_version = str(self._client.get_server_version())
+                except Exception as err:
+                    if self._owns_client:
+                        self._disconnect()
+                    raise StoreConnectionError("Milvus", self.where, self._clean(err)) from None
+            return self._client
+
+    def _disconnect(self) -> None:
+        """Close the client this store created (and free the Milvus Lite file)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+            if _is_local(self.uri):
+                _lite_release(self.uri)  # the .db file is free for other processes
+
+    @property
     def full_vector_dtype(self) -> str:
         """float16 on a server (float32 where the open collection fell back to it); Milvus Lite
         holds the same (float16-rounded) values in float32."""
@@ -402,8 +450,6 @@ class MilvusStore(VectorStore):
         return "float32" if self.is_lite else "float16"
 
     def collections(self) -> list[str]:
-        if self.client is None:
-            self.client = self._connect(require("pymilvus", "milvus"))
         return sorted(n for n in self._call("list_collections", self.client.list_collections)
                       if not n.endswith(_REPLACING))
 
@@ -498,8 +544,7 @@ class MilvusStore(VectorStore):
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
-        if self.client is None:  # closed before: connect again
-            self.client = self._connect(require("pymilvus", "milvus"))
+        self._ensure_connected()
         exists = self._call("has_collection", self.client.has_collection, collection)
         if exists and not recreate:
             desc = self._call("describe_collection", self.client.describe_collection, collection)
@@ -521,8 +566,6 @@ class MilvusStore(VectorStore):
         self._grouped = grouped
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
-        if self.client is None:
-            self.client = self._connect(require("pymilvus", "milvus"))
         if not self._call("has_collection", self.client.has_collection, collection):
             return None
         desc = self._call("describe_collection", self.client.describe_collection, collection)
@@ -646,7 +689,7 @@ class MilvusStore(VectorStore):
         self._call("load_collection", self.client.load_collection, collection)
 
     def _discard_replacement(self) -> None:
-        if self.client is not None:
+        if self._client is not None:
             self._call("drop_collection", self.client.drop_collection,
                        self.collection + _REPLACING)
 
@@ -656,11 +699,8 @@ class MilvusStore(VectorStore):
         if self._replacing:
             self._replacing = False
             self._discard_replacement()
-        if self._owns_client and self.client is not None:
-            self.client.close()
-            self.client = None
-            if _is_local(self.uri):
-                _lite_release(self.uri)  # the .db file is free for other processes
+        if self._owns_client:
+            self._disconnect()
         self._async = weakref.WeakKeyDictionary()
         super().close()
 

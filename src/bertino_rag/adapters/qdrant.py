@@ -120,6 +120,8 @@ from qdrant_client.http.exceptions import (  # noqa: E402
     UnexpectedResponse,
 )
 from qdrant_client.local.qdrant_local import QdrantLocal  # noqa: E402
+from urllib3.exceptions import LocationParseError  # noqa: E402 - installed with qdrant-client
+from urllib3.util import parse_url  # noqa: E402
 
 __all__ = ["QdrantStore", "point_id"]
 
@@ -154,6 +156,24 @@ def _is_transient(err: BaseException) -> bool:
             return False
         return name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
     return False
+
+
+def _check_url(url: str) -> None:
+    """Refuse, in the constructor, a server URL that qdrant-client would refuse when the
+    client is built at first use. Same parse as qdrant-client's (urllib3's ``parse_url``,
+    ``localhost:port`` read as a host), but the message never shows credentials."""
+    try:
+        parsed = parse_url(f"//{url}" if url.startswith("localhost") else url)
+    except LocationParseError:
+        raise ValueError(
+            f"QdrantStore: url {safe_location(url)!r} has an invalid host or port; "
+            "e.g. url='http://localhost:6333'"
+        ) from None
+    if parsed.scheme not in (None, "http", "https"):
+        raise ValueError(
+            f"QdrantStore: url {safe_location(url)!r} must be http:// or https:// "
+            "(e.g. url='http://localhost:6333')"
+        )
 
 
 class _LocalFolders:
@@ -252,6 +272,10 @@ class _LocalLexical:
 class QdrantStore(PointRecordReads):
     """Qdrant behind the store contract: in memory, in a folder, or on a server.
 
+    The constructor only validates its arguments; the client is built on first need
+    (:meth:`open`, :meth:`collections`, :meth:`stored_stamp`, :attr:`client`), where an
+    unreachable server raises :class:`~bertino_rag.adapters.StoreConnectionError`.
+
     Args:
         path: folder for embedded local mode (persisted).
         url: server or cluster URL, e.g. ``http://localhost:6333``.
@@ -276,7 +300,8 @@ class QdrantStore(PointRecordReads):
         prefer_grpc: talk gRPC to the server.
 
     Raises:
-        ValueError: when more than one of ``path``, ``url`` and ``client`` is given.
+        ValueError: when more than one of ``path``, ``url`` and ``client`` is given, or
+            ``url`` is not an http(s) URL.
 
     .. warning::
        With ``path=``, qdrant-client's local mode unpickles the folder's points: opening a
@@ -350,11 +375,14 @@ class QdrantStore(PointRecordReads):
         #: layout version of the open collection (see the module doc)
         self._version = LAYOUT_VERSION
         self._server_options: dict[str, Any] = {}
+        # the client is built on first need (_ensure_client): the constructor only validates
         if client is not None:
             if not isinstance(client, QdrantClient):
                 raise TypeError(f"client must be a QdrantClient, got {type(client).__name__}")
             self._client = client
+            self.local = isinstance(getattr(client, "_client", None), QdrantLocal)
         elif url is not None:
+            _check_url(url)
             key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY") or None
             try:
                 password = urlsplit(url).password
@@ -363,12 +391,10 @@ class QdrantStore(PointRecordReads):
             self._secrets = tuple(x for x in (key, password) if x)
             self._server_options = {"url": url, "api_key": key, "timeout": timeout,
                                     "prefer_grpc": prefer_grpc}
-            self._client = QdrantClient(**self._server_options)
-        elif path is None:
-            self._client = QdrantClient(":memory:")
-        self.local = self._client is None or isinstance(
-            getattr(self._client, "_client", None), QdrantLocal
-        )
+            self.local = False
+        else:
+            self.local = True  # in memory, or a local-mode folder
+        self._connecting = threading.Lock()
         self.two_stage = ("rescore" if self.local else "prefetch") if two_stage == "auto" \
             else two_stage
         if self.local and quantization is not None:
@@ -381,10 +407,32 @@ class QdrantStore(PointRecordReads):
     # ------------------------------------------------------------------ plumbing
     @property
     def client(self) -> QdrantClient:
-        """The underlying ``QdrantClient`` (connected at :meth:`open` for ``path=``)."""
+        """The underlying ``QdrantClient``, built on first use; with ``path=``, the folder's
+        client exists while a collection is open (local mode locks the folder)."""
         if self._client is None:
-            raise StoreError("QdrantStore: no collection is open; call open() first")
+            if self.path is not None:
+                raise StoreError("QdrantStore: no collection is open; call open() first")
+            self._ensure_client()
+        assert self._client is not None
         return self._client
+
+    def _ensure_client(self) -> bool:
+        """Build the client of this store's location when there is none (at first use, and
+        again after :meth:`close`): the one place a QdrantStore connects. Returns whether it
+        acquired a local-mode folder, which the caller releases (:meth:`_release`) unless it
+        keeps a collection open."""
+        with self._connecting:
+            if self._client is not None:
+                return False
+            if self.path is not None:
+                self._client, self._lock = _FOLDERS.acquire(self.path)
+                return True
+            if self.url is not None:
+                # qdrant-client asks a server for its version here (a compatibility check)
+                self._client = QdrantClient(**self._server_options)
+            else:
+                self._client = QdrantClient(":memory:")
+            return False
 
     @property
     def index_vector(self) -> str:
@@ -406,20 +454,15 @@ class QdrantStore(PointRecordReads):
         return "float32" if self.local else "float16"
 
     def collections(self) -> list[str]:
-        if self._client is None and self.path is not None:
-            if not Path(self.path).exists():
-                return []
-            client, lock = _FOLDERS.acquire(self.path)
-            try:
-                with lock:
-                    names = [c.name for c in client.get_collections().collections]
-            finally:
-                _FOLDERS.release(self.path)
-        else:
-            if self._client is None:  # a server store after close()
-                self._client = QdrantClient(**self._server_options)
+        if self._client is None and self.path is not None and not Path(self.path).exists():
+            return []  # nothing to list, and no folder is created for it
+        acquired = self._ensure_client()
+        try:
             names = [c.name for c in
                      self._call(lambda: self.client.get_collections(), "list").collections]
+        finally:
+            if acquired:
+                self._release()
         return sorted(n for n in names if not n.endswith(STAMP_SUFFIX))
 
     def _clean(self, err: BaseException) -> str:
@@ -465,12 +508,7 @@ class QdrantStore(PointRecordReads):
 
     # ------------------------------------------------------------------ lifecycle
     def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
-        acquired = False
-        if self._client is None and self.path is not None:
-            self._client, self._lock = _FOLDERS.acquire(self.path)
-            acquired = True
-        elif self._client is None:  # a server store after close(): reconnect
-            self._client = QdrantClient(**self._server_options)
+        acquired = self._ensure_client()
         try:
             self._open_collection(collection, stamp, recreate)
         except BaseException:
@@ -620,12 +658,7 @@ class QdrantStore(PointRecordReads):
                 field_schema=models.PayloadSchemaType(schema), wait=True), "payload index")
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
-        acquired = False
-        if self._client is None and self.path is not None:
-            self._client, self._lock = _FOLDERS.acquire(self.path)
-            acquired = True
-        elif self._client is None:
-            self._client = QdrantClient(**self._server_options)
+        acquired = self._ensure_client()
         try:
             if not self._call(lambda: self.client.collection_exists(collection), "open"):
                 return None
