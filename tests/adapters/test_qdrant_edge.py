@@ -420,3 +420,46 @@ def test_hybrid_retriever_on_edge_equals_memory(tmp_path, encoder, squad_slice):
     finally:
         for r in retrievers:
             r.close()
+
+
+def test_cached_document_frequencies_follow_every_write(tmp_path):
+    """Lexical queries cache the live document frequencies per open shard; every write (also
+    one through another store object of this process on the same folder) makes the next
+    query count again, so scores stay BM25's over the documents stored now."""
+    from bertino_rag.lexical import BM25, Analyzer, lexical_spec
+
+    from .conformance import bm25_reference
+
+    stamp = Stamp(model="m", full_dim=8, index_dim=8, full_vectors=False,
+                  lexical=lexical_spec(Analyzer(), BM25()))
+    texts = ["Roma è la capitale d'Italia.", "Milano è la capitale della moda.",
+             "Napoli guarda il Vesuvio.", "Roma ha il Colosseo e il Pantheon.",
+             "La capitale del Piemonte è Torino."]
+    docs = [Document(text=t, id=f"d{i}") for i, t in enumerate(texts)]
+    rng = np.random.default_rng(0)
+    vec = rng.standard_normal((len(docs), 8)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    a, b = QdrantEdgeStore(tmp_path), QdrantEdgeStore(tmp_path)
+    for s in (a, b):
+        s.open("c", stamp)
+    query = "Roma capitale"
+
+    def check(kept):
+        got = a.lexical_search(query, k=5)
+        want_ids, want_scores = bm25_reference(kept, query, 5, avgdl=a.lexical_avgdl)
+        same_ranking([h.id for h in got], [h.score for h in got], want_ids, want_scores,
+                     tol=1e-4)
+
+    try:
+        a.upsert(docs[:3], vec[:3])
+        check(docs[:3])
+        check(docs[:3])  # answered from the cache
+        b.upsert(docs[3:], vec[3:])
+        check(docs)
+        b.delete(["d0"])
+        check(docs[1:])
+        a.upsert([Document(text="Roma e Milano.", id="d2")], vec[:1])  # replaces d2
+        check([d for d in docs[1:] if d.id != "d2"] + [Document(text="Roma e Milano.", id="d2")])
+    finally:
+        a.close()
+        b.close()

@@ -19,7 +19,8 @@ Layout of ``QdrantEdgeStore(path=DIR)``, one folder per collection (``DIR/<colle
   term indices in the payload field ``lexical_terms`` (integer index). The query weighs each
   term by :meth:`~bertino_rag.lexical.BM25.idf` of its live document frequency, counted on
   that index: Edge's own ``Modifier.Idf`` counts deleted and replaced points until their segment
-  is vacuumed, which would make scores drift from MemoryStore's after every delete or update;
+  is vacuumed, which would make scores drift from MemoryStore's after every delete or update.
+  The counts are cached per open shard until the next write (only one process may open it);
 - ``stamp.json``: the :class:`~bertino_rag.types.Stamp` (an Edge shard has no collection
   metadata), written atomically before the shard is created, and, for a hybrid collection, the
   ``avgdl`` of its sparse values.
@@ -120,19 +121,61 @@ _VOCABULARY = FilterVocabulary(
 )
 
 
+#: document frequencies kept per open shard before the cache starts again (about 8 MB)
+DF_CACHE_TERMS = 100_000
+
+
 class _Shard:
-    """One collection folder's open shard, shared by the stores of this process on it."""
+    """One collection folder's open shard, shared by the stores of this process on it.
+
+    It also caches the live document frequency of the lexical terms that queries asked for
+    (each is an exact count on the ``lexical_terms`` index). Every write of this process goes
+    through :meth:`written`, which forgets them, and no other process can write: the folder
+    is open in one process at a time.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.lock = threading.RLock()
         self.shard: qe.EdgeShard | None = None
         self.refs = 0
+        self._df: dict[int, int] = {}
+        self._n: int | None = None
+        self._writes = 0
+        self._df_lock = threading.Lock()
 
     def close(self) -> None:
         if self.shard is not None:
             self.shard.close()
             self.shard = None
+        self.written()
+
+    def written(self) -> None:
+        """Forget the cached frequencies: the shard was (or may have been) written."""
+        with self._df_lock:
+            self._writes += 1
+            self._df.clear()
+            self._n = None
+
+    def frequencies(self, terms: list[int], count: Callable[[int], int],
+                    total: Callable[[], int]) -> tuple[list[int], int]:
+        """The live document frequency of each of ``terms`` and the number of points, from
+        the cache or counted (``count(term)``, ``total()``) and then cached."""
+        with self._df_lock:
+            seen = self._writes
+            have = {t: self._df[t] for t in terms if t in self._df}
+            n = self._n
+        counted = {t: count(t) for t in terms if t not in have}
+        if n is None:
+            n = total()
+        with self._df_lock:
+            if self._writes == seen:  # no write meanwhile: the counts are current
+                if len(self._df) + len(counted) > DF_CACHE_TERMS:
+                    self._df.clear()
+                self._df.update(counted)
+                self._n = n
+        have.update(counted)
+        return [have[t] for t in terms], n
 
 
 class _Registry:
@@ -333,7 +376,7 @@ class QdrantEdgeStore(PointRecordReads):
         folder = handle.folder
         shard_dir = folder / SHARD_DIR
         if recreate:
-            handle.close()
+            handle.close()  # and forgets its cached frequencies
             shutil.rmtree(folder, ignore_errors=True)
         found = _read_stamp(folder)
         self._avgdl = _read_sidecar(folder).get("avgdl") if found is not None else None
@@ -466,6 +509,7 @@ class QdrantEdgeStore(PointRecordReads):
             try:
                 shard.update(qe.UpdateOperation.upsert_points(points))
             except Exception as err:
+                self._written()  # a part of the batch may be written
                 failed = [d.id for d in documents[start:]]
                 raise StoreError(
                     f"Qdrant Edge upsert into {self.collection!r} failed after {done} of "
@@ -474,6 +518,11 @@ class QdrantEdgeStore(PointRecordReads):
                     "same call again to complete it"
                 ) from err
             done = stop
+            self._written()
+
+    def _written(self) -> None:
+        if self._handle is not None:
+            self._handle.written()
 
     def _upsert_lexical(self, documents: list[Document], vectors: np.ndarray,
                         full_vectors: np.ndarray | None, terms: list[dict[str, int]]) -> None:
@@ -499,7 +548,10 @@ class QdrantEdgeStore(PointRecordReads):
         return self._avgdl
 
     def _delete(self, ids: list[str]) -> None:
-        self.shard.update(qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
+        try:
+            self.shard.update(qe.UpdateOperation.delete_points([point_id(i) for i in ids]))
+        finally:
+            self._written()
 
     def _ids_where(self, conditions: list[Node]) -> list[str]:
         flt = self._compile(conditions)
@@ -596,10 +648,14 @@ class QdrantEdgeStore(PointRecordReads):
         """
         vectors = [query_vector(t)[0] for t in terms]
         wanted = sorted({i for v in vectors for i in v})
-        n = self._count()
-        df = np.asarray([self.shard.count(qe.CountRequest(exact=True, filter=qe.Filter(
-            must=[qe.FieldCondition(TERMS, match=qe.MatchValue(i))]))) for i in wanted],
-            dtype=np.float64)
+        shard, handle = self.shard, self._handle
+        assert handle is not None
+        counts, n = handle.frequencies(
+            wanted,
+            lambda i: int(shard.count(qe.CountRequest(exact=True, filter=qe.Filter(
+                must=[qe.FieldCondition(TERMS, match=qe.MatchValue(i))])))),
+            self._count)
+        df = np.asarray(counts, dtype=np.float64)
         idf = dict(zip(wanted, np.asarray(BM25.idf(df, n), dtype=np.float64).tolist(),
                        strict=True))
         weights = [{i: idf[i] for i in v} for v in vectors]
