@@ -65,7 +65,6 @@ Where it runs, and how two-stage search runs there:
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import logging
 import os
@@ -964,26 +963,6 @@ class QdrantStore(PointRecordReads):
                 doc_ids[i] = (r.payload or {}).get("doc_id", str(r.id))
                 full[i] = r.vector[FULL]  # type: ignore[index,call-overload,assignment]
         return doc_ids, full
-
-    def _with_payloads(self, results: list[list[Hit]]) -> list[list[Hit]]:
-        """The final hits with their text and metadata, read once per distinct document."""
-        wanted = list(dict.fromkeys(h.id for hits in results for h in hits))
-        found = self._records(wanted, with_full=False)
-        seen: set[str] = set()
-        out = []
-        for hits in results:
-            row = []
-            for h in hits:
-                if h.id not in found:  # deleted since the candidates were taken
-                    continue
-                payload = found[h.id].payload or {}
-                metadata = payload.get("metadata") or {}
-                # each hit owns its metadata, as the hits of a plain search do
-                row.append(Hit(id=h.id, text=payload.get("text", ""), score=h.score,
-                               metadata=copy.deepcopy(metadata) if h.id in seen else metadata))
-                seen.add(h.id)
-            out.append(row)
-        return out
 
     def _search_two_stage(self, vectors: np.ndarray, full_vectors: np.ndarray, k: int,
                           rerank_k: int, conditions: Any) -> list[list[Hit]]:

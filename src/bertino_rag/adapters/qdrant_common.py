@@ -8,6 +8,7 @@ own classes. Neither client is imported here.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -179,9 +180,9 @@ def parse_index_fields(fields: Mapping[str, str] | Sequence[str] | None) -> dict
 
 
 class PointRecordReads(VectorStore):
-    """``_get`` and ``_fetch_full`` of the Qdrant stores (qdrant-client and Qdrant Edge), over
-    their ``_records``: the stored points by document id, each with its ``payload`` (``text``,
-    ``metadata``) and, when asked, its ``FULL`` vector."""
+    """``_get``, ``_fetch_full`` and ``_with_payloads`` of the Qdrant stores (qdrant-client and
+    Qdrant Edge), over their ``_records``: the stored points by document id, each with its
+    ``payload`` (``text``, ``metadata``) and, when asked, its ``FULL`` vector."""
 
     def _records(self, ids: list[str], with_full: bool) -> dict[str, Any]:
         raise NotImplementedError
@@ -196,3 +197,23 @@ class PointRecordReads(VectorStore):
         found = self._records(ids, with_full=True)
         check_found(ids, found, self.collection)
         return np.asarray([found[i].vector[FULL] for i in ids], dtype=np.float32)
+
+    def _with_payloads(self, results: list[list[Hit]]) -> list[list[Hit]]:
+        """The final hits with their text and metadata, read once per distinct document."""
+        wanted = list(dict.fromkeys(h.id for hits in results for h in hits))
+        found = self._records(wanted, with_full=False)
+        seen: set[str] = set()
+        out = []
+        for hits in results:
+            row = []
+            for h in hits:
+                if h.id not in found:  # deleted since the candidates were taken
+                    continue
+                payload = found[h.id].payload or {}
+                metadata = payload.get("metadata") or {}
+                # each hit owns its metadata, as the hits of a plain search do
+                row.append(Hit(id=h.id, text=payload.get("text", ""), score=h.score,
+                               metadata=copy.deepcopy(metadata) if h.id in seen else metadata))
+                seen.add(h.id)
+            out.append(row)
+        return out

@@ -638,7 +638,8 @@ class QdrantEdgeStore(PointRecordReads):
             query=qe.Query.Nearest(full_vectors[i].tolist(), using=FULL),
             with_payload=True))
 
-    def _sparse_requests(self, terms: list[list[str]], k: int, flt: Any
+    def _sparse_requests(self, terms: list[list[str]], k: int, flt: Any,
+                         payload: Any = True
                          ) -> tuple[list[qe.QueryRequest], list[dict[int, float]]]:
         """One sparse query per query: its distinct term indices weighted by their BM25 IDF
         over the live documents (see the module docstring), and those weights.
@@ -662,7 +663,7 @@ class QdrantEdgeStore(PointRecordReads):
         limit = k + max(k, 10)
         return [qe.QueryRequest(limit=limit, query=qe.Query.Nearest(
                     qe.SparseVector(sorted(w), [w[i] for i in sorted(w)]), using=LEXICAL),
-                    filter=flt, with_payload=True, with_vector=[LEXICAL])
+                    filter=flt, with_payload=payload, with_vector=[LEXICAL])
                 for w in weights], weights
 
     @staticmethod
@@ -676,8 +677,9 @@ class QdrantEdgeStore(PointRecordReads):
             vec = (p.vector or {}).get(LEXICAL)
             if vec is None:
                 continue
-            score = math.fsum(weights.get(i, 0.0) * float(x)
-                              for i, x in zip(vec.indices, vec.values, strict=True))
+            score = math.fsum([weights[i] * float(x)
+                               for i, x in zip(vec.indices, vec.values, strict=True)
+                               if i in weights])
             if score > 0:
                 payload = p.payload or {}
                 hits.append(Hit(id=payload.get("doc_id", str(p.id)),
@@ -713,6 +715,48 @@ class QdrantEdgeStore(PointRecordReads):
         for i, points, w in zip(asked, results[len(d.vectors):], weights, strict=True):
             lexical[i] = self._lexical_hits(points, w, d.k)
         return [hits_from_points(p) for p in results[: len(d.vectors)]], lexical
+
+    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
+        """The funnel with the engine doing the vector work: both sides' candidates in one
+        batch query that reads only their ``doc_id``, the union of each query's candidates
+        scored on the full vectors by the engine (a ``Nearest`` query on ``full`` restricted
+        to the union's point ids, as the two-stage prefetch scores them), the fusion, then
+        the payloads of the final hits only. Reading every candidate's payload and full vector
+        into Python instead made this the most of the query's time (profiled at 20k points).
+        ``two_stage="rescore"`` keeps the generic funnel, rescored in numpy."""
+        d = query.dense
+        if d.full is None or self.two_stage == "rescore":
+            return super()._hybrid_search(query)
+        flt = self._compile(d.conditions)
+        if flt is False:
+            return [[] for _ in query.terms]
+        ids_only = qe.PayloadSelector.Include(["doc_id"])
+        name, params = self.index_vector, self._params()
+        asked = [i for i, t in enumerate(query.terms) if t]
+        sparse, weights = self._sparse_requests([query.terms[i] for i in asked], d.k, flt,
+                                                payload=ids_only)
+        results = self._points(
+            [qe.QueryRequest(limit=d.k, query=qe.Query.Nearest(v.tolist(), using=name),
+                             filter=flt, params=params, with_payload=ids_only)
+             for v in d.vectors] + sparse)
+        lexical: list[list[Hit]] = [[] for _ in query.terms]
+        for i, points, w in zip(asked, results[len(d.vectors):], weights, strict=True):
+            lexical[i] = self._lexical_hits(points, w, d.k)
+        unions: list[set[Any]] = [  # point ids as the engine gives them: uuid strings
+            {*(str(p.id) for p in points), *(point_id(h.id) for h in lex)}
+            for points, lex in zip(results[: len(d.vectors)], lexical, strict=True)]
+        asked = [i for i, u in enumerate(unions) if u]
+        scored = self._points([
+            qe.QueryRequest(limit=len(unions[i]),
+                            query=qe.Query.Nearest(d.full[i].tolist(), using=FULL),
+                            filter=qe.Filter(must=[qe.HasIdCondition(unions[i])]),
+                            with_payload=ids_only)
+            for i in asked]) if asked else []
+        dense: list[list[Hit]] = [[] for _ in query.terms]
+        for i, points in zip(asked, scored, strict=True):
+            dense[i] = hits_from_points(points)
+        return self._with_payloads([query.fusion.fuse(den, lex, query.k)
+                                    for den, lex in zip(dense, lexical, strict=True)])
 
     def _export(self, batch_size: int) -> Iterator[tuple[list[Document], np.ndarray,
                                                          np.ndarray | None]]:
