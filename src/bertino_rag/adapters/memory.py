@@ -45,6 +45,7 @@ from ..types import Document, Hit, Stamp
 from . import _postings
 from .base import (
     COLLECTION_NAME,
+    HybridQuery,
     StoreCorruptionError,
     StoreError,
     StoreWriteError,
@@ -53,6 +54,7 @@ from .base import (
     id_ranks,
     lexical_config,
     ranking_key,
+    rescore,
     rescore_rows,
 )
 from .filters import _FIELD, Node, Or
@@ -1295,53 +1297,83 @@ class MemoryStore(VectorStore):
                                      for f, (_, _, row, _, _) in zip(fulls, rows, strict=True)])
             yield docs, index, full
             last = rows[-1][0]
+    def _lexical_pairs(
+        self, terms: list[list[str]], k: int, allowed: dict[int, np.ndarray] | None
+    ) -> list[list[tuple[str, float, int, int]]]:
+        """The best ``k`` (id, BM25 score, segment, row) per query, ranked; holds the mutex
+        and has refreshed."""
+        bm25 = lexical_config(self.stamp.lexical or "")[1]
+        segs = [s for _, s in sorted(self._segments.items()) if s.lex is not None]
+        if self._lex_stats is None or self._lex_stats[0] != self._generation:
+            n_docs = total = 0
+            for part in segs:
+                assert part.lex is not None
+                n_docs += int(part.alive.sum())
+                total += int(np.asarray(part.lex.length)[part.alive].sum())
+            self._lex_stats = (self._generation or 0, n_docs, total / max(n_docs, 1))
+        _, n_docs, avg_len = self._lex_stats
+        results: list[list[tuple[str, float, int, int]]] = []
+        for query in terms:
+            tids = [self._vocab[t] for t in query if t in self._vocab]
+            if not tids:
+                results.append([])
+                continue
+            parts = [
+                (s.lex, s.alive, None if allowed is None else allowed.get(s.seg, _NO_ROWS))
+                for s in segs
+            ]
+            scored = _postings.score(parts, tids, bm25, n_docs, avg_len)  # type: ignore[arg-type]
+            pairs: list[tuple[str, float, int, int]] = []
+            for s, (rows, scores) in zip(segs, scored, strict=True):
+                if len(rows) > k:  # keep the top k and everything tied with the k-th
+                    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+                    sel = scores >= kth
+                    rows, scores = rows[sel], scores[sel]
+                pairs.extend(zip(s.ids[rows], scores.tolist(), [s.seg] * len(rows),
+                                 rows.tolist(), strict=True))
+            pairs.sort(key=lambda p: ranking_key(p[1], p[0]))
+            results.append(pairs[:k])
+        return results
+
     def _lexical_search(
         self, terms: list[list[str]], k: int, conditions: Any
     ) -> list[list[Hit]]:
-        bm25 = lexical_config(self.stamp.lexical or "")[1]
         with self._mutex:
             self._refresh()
-            allowed = self._candidate_rows(conditions)
-            segs = [s for _, s in sorted(self._segments.items()) if s.lex is not None]
-            if self._lex_stats is None or self._lex_stats[0] != self._generation:
-                n_docs = total = 0
-                for part in segs:
-                    assert part.lex is not None
-                    n_docs += int(part.alive.sum())
-                    total += int(np.asarray(part.lex.length)[part.alive].sum())
-                self._lex_stats = (self._generation or 0, n_docs, total / max(n_docs, 1))
-            _, n_docs, avg_len = self._lex_stats
-            results: list[list[tuple[str, float]]] = []
-            for query in terms:
-                tids = [self._vocab[t] for t in query if t in self._vocab]
-                if not tids:
-                    results.append([])
-                    continue
-                parts = [
-                    (s.lex, s.alive, None if allowed is None else allowed.get(s.seg, _NO_ROWS))
-                    for s in segs
-                ]
-                scored = _postings.score(parts, tids, bm25, n_docs, avg_len)  # type: ignore[arg-type]
-                pairs: list[tuple[str, float]] = []
-                for s, (rows, scores) in zip(segs, scored, strict=True):
-                    if len(rows) > k:  # keep the top k and everything tied with the k-th
-                        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-                        sel = scores >= kth
-                        rows, scores = rows[sel], scores[sel]
-                    pairs.extend(zip(s.ids[rows], scores.tolist(), strict=True))
-                pairs.sort(key=lambda p: ranking_key(p[1], p[0]))
-                results.append(pairs[:k])
-            wanted = list(dict.fromkeys(doc_id for pairs in results for doc_id, _ in pairs))
-            found = self._rows_of(wanted)
-        return [
-            [
-                Hit(id=doc_id, text=found[doc_id][2], score=float(score),
-                    metadata=json.loads(found[doc_id][3]))
-                for doc_id, score in pairs
-                if doc_id in found
-            ]
-            for pairs in results
-        ]
+            pairs = self._lexical_pairs(terms, k, self._candidate_rows(conditions))
+            return self._hits_of([[(p[0], float(p[1])) for p in row] for row in pairs])
+
+    def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
+        """The funnel on the arrays themselves, as :meth:`_search_two_stage` runs two-stage
+        search: both sides' candidates as (segment, row), the union's full vectors gathered
+        from the segments and rescored by :func:`rescore`, the fusion, and only the final
+        hits read from SQLite. Same results as the generic funnel, without building a hit
+        (a SQLite read and a JSON parse) per candidate."""
+        d = query.dense
+        if d.full is None:
+            return super()._hybrid_search(query)
+        results: list[list[tuple[str, float]]] = []
+        with self._mutex:
+            self._refresh()
+            allowed = self._candidate_rows(d.conditions)
+            scores, keys = self._top_keys(d.vectors, d.k, allowed)
+            lexical = self._lexical_pairs(query.terms, d.k, allowed)
+            for qi, lex in enumerate(lexical):
+                union: dict[str, tuple[int, int]] = {p[0]: (p[2], p[3]) for p in lex}
+                for score, (seg, row) in zip(scores[qi], keys[qi], strict=True):
+                    if np.isfinite(score):
+                        union.setdefault(self._segments[int(seg)].ids[int(row)],
+                                         (int(seg), int(row)))
+                ids = list(union)
+                full = np.empty((len(ids), self.stamp.full_dim), dtype=np.float32)
+                for j, (seg, row) in enumerate(union.values()):
+                    full[j] = self._segments[seg].full[row]  # type: ignore[index]
+                dense = rescore([Hit(id=i, text="", score=0.0) for i in ids], full,
+                                d.full[qi], len(ids))
+                fused = query.fusion.fuse(
+                    dense, [Hit(id=p[0], text="", score=float(p[1])) for p in lex], query.k)
+                results.append([(h.id, h.score) for h in fused])
+            return self._hits_of(results)
 
     def __repr__(self) -> str:
         where = "memory" if self.root is None else str(self.root)
