@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from bertino_rag import Retriever
+from bertino_rag.encoder import display_name
 from bertino_rag.loaders import DocumentLoader
 
 # examples/_offline.py, found also when the script is run by runpy or from elsewhere
@@ -46,7 +47,7 @@ def main() -> None:
     retriever.index(loader)
     report = retriever.last_index_report
     assert report is not None
-    print(f"model {encoder.model_id}: indexed {report.n_input} documents from {folder} "
+    print(f"model {display_name(encoder.name)}: indexed {report.n_input} documents from {folder} "
           f"({report.n_chunked} cut into chunks, {retriever.count()} items stored), searching "
           f"{retriever.dim}-d vectors, rescoring with {encoder.full_dim}-d vectors\n")
     for query in QUERIES:

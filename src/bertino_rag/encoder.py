@@ -21,6 +21,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "Encoder",
     "TextEncoder",
     "TruncationWarning",
+    "display_name",
     "matryoshka_slice",
     "resolve_model",
 ]
@@ -131,6 +133,14 @@ def model_id_of(name_or_path: str) -> str:
                 fh.seek(max(size - (1 << 20), 1 << 20))
                 digest.update(fh.read(1 << 20))
     return f"{os.path.basename(folder)}@{digest.hexdigest()[:12]}"
+
+
+def display_name(name: str) -> str:
+    """A hub id as it is; a local folder as its last two path parts."""
+    path = Path(name)
+    if path.is_dir():
+        return "/".join(path.resolve().parts[-2:])
+    return name
 
 
 def matryoshka_slice(vectors: np.ndarray, dim: int) -> np.ndarray:

@@ -9,13 +9,12 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..adapters import VectorStore, make_store
-from ..encoder import Encoder, Kind, TextEncoder, matryoshka_slice
+from ..encoder import Encoder, Kind, TextEncoder, display_name, matryoshka_slice
 from ..retriever import Retriever
 from .cost import full_bytes_per_doc, percentiles_ms, time_calls
 from .dataset import EvalSet, StsSet
@@ -151,14 +150,6 @@ class PrecomputedEncoder(TextEncoder):
         return f"PrecomputedEncoder({self.base!r}, {len(self._table)} texts)"
 
 
-def _display_name(name: str) -> str:
-    """A hub id as it is; a local folder as its last two path parts."""
-    path = Path(name)
-    if path.is_dir():
-        return "/".join(path.resolve().parts[-2:])
-    return name
-
-
 def config_name(dim: int, rerank_k: int | None = None) -> str:
     """``dim_128`` for exact search, ``dim_128+rerank@100`` for a funnel."""
     return f"dim_{dim}" if rerank_k is None else f"dim_{dim}+rerank@{rerank_k}"
@@ -276,7 +267,7 @@ def evaluate(
     full_cold, full_dtype = full_bytes_per_doc(store_obj, encoder.full_dim)
     notes = list(evalset.notes if evalset else []) + list(sts.notes if sts else [])
     report = EvalReport(
-        model=_display_name(encoder.name), full_dim=encoder.full_dim, dims=dims,
+        model=display_name(encoder.name), full_dim=encoder.full_dim, dims=dims,
         document_text=("title + newline + text" if evalset and evalset.with_title else "text"),
         store=store if isinstance(store, str) else type(store_obj).__name__,
         backend=store_obj.kind, full_dtype=full_dtype, configs=[],
