@@ -13,7 +13,7 @@ from .adapters import (
     make_store,
 )
 from .adapters.filters import FilterError
-from .encoder import DEFAULT_MODEL, Encoded, Encoder, TruncationWarning
+from .encoder import DEFAULT_MODEL, Encoded, Encoder, TextEncoder, TruncationWarning
 from .pipeline import IndexWriteError, StreamValidationError
 from .retriever import IndexReport, Retriever
 from .types import Document, Hit, Stamp, StampMismatchError
@@ -39,6 +39,7 @@ __all__ = [
     "StoreError",
     "StoreWriteError",
     "StreamValidationError",
+    "TextEncoder",
     "TruncationWarning",
     "VectorStore",
     "__version__",

@@ -56,6 +56,9 @@ class Broken(Embeddings):
 
 
 def test_every_encoder_is_one_text_encoder():
+    import bertino_rag
+
+    assert bertino_rag.TextEncoder is TextEncoder
     enc = minilm_encoder()
     wrapped = EmbeddingsEncoder(ScaledMiniLM())
     cached = PrecomputedEncoder(enc, {})
