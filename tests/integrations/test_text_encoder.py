@@ -103,6 +103,12 @@ def test_bad_vectors_from_an_embeddings_are_named():
     nan = EmbeddingsEncoder(Broken([0.1, float("nan"), 0.3]))
     with pytest.raises(ValueError, match="NaN or infinite"):
         nan.encode_query("tre")
+    ragged = EmbeddingsEncoder(Broken([0.1, 0.2, 0.3]), full_dim=3)
+    ragged.embeddings.embed_documents = lambda texts: [[0.1, 0.2, 0.3], [0.1]]
+    with pytest.raises(ValueError, match="not vectors of 3 numbers each"):
+        ragged.encode(["uno", "due"])
+    with pytest.raises(ValueError, match="full_dim must be a positive int"):
+        EmbeddingsEncoder(Broken([0.1]), full_dim=0)
 
 
 def test_search_by_vector_full_truncated_and_wrong_dims():

@@ -248,7 +248,9 @@ class EmbeddingsEncoder(TextEncoder):
         self.batch_size = batch_size
         if full_dim is None:  # one probe tells the dimension
             full_dim = len(embeddings.embed_query("dimensione"))
-        self.full_dim = int(full_dim)
+        if isinstance(full_dim, bool) or not isinstance(full_dim, int) or full_dim <= 0:
+            raise ValueError(f"full_dim must be a positive int, got {full_dim!r}")
+        self.full_dim = full_dim
         self.dim = self.full_dim if dim is None else self.check_dim(dim)
 
     def encode_full(self, texts: Sequence[str], *, kind: str = "document",
@@ -260,7 +262,11 @@ class EmbeddingsEncoder(TextEncoder):
             raw = []
             for start in range(0, len(texts), self.batch_size):
                 raw.extend(self.embeddings.embed_documents(texts[start:start + self.batch_size]))
-        return np.asarray(raw, dtype=np.float32)
+        try:
+            return np.asarray(raw, dtype=np.float32)
+        except (TypeError, ValueError) as err:  # ragged lists, or not numbers
+            raise ValueError(f"{self.model_id!r} returned {kind} embeddings that are not "
+                             f"vectors of {self.full_dim} numbers each ({err})") from None
 
     def __repr__(self) -> str:
         return f"EmbeddingsEncoder({type(self.embeddings).__name__}, model_id={self.model_id!r})"
