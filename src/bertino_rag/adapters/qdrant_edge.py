@@ -697,24 +697,32 @@ class QdrantEdgeStore(PointRecordReads):
         return [self._lexical_hits(points, w, k)
                 for points, w in zip(self._points(requests), weights, strict=True)]
 
-    def _hybrid_candidates(self, query: HybridQuery) -> tuple[list[list[Hit]], list[list[Hit]]]:
+    def _candidate_points(self, query: HybridQuery, flt: Any, payload: Any
+                          ) -> tuple[list[list[Any]], list[list[Hit]]]:
         """Both sides' candidates in one batch query: the dense requests on the truncated
-        vector, then the sparse ones (queries with no term ask nothing)."""
+        vector (their points, with ``payload``), then the sparse ones as lexical hits
+        (queries with no term ask nothing)."""
         d = query.dense
-        flt = self._compile(d.conditions)
-        if flt is False:
-            return [[] for _ in query.terms], [[] for _ in query.terms]
         name, params = self.index_vector, self._params()
         asked = [i for i, t in enumerate(query.terms) if t]
-        requests = [qe.QueryRequest(limit=d.k, query=qe.Query.Nearest(v.tolist(), using=name),
-                                    filter=flt, params=params, with_payload=True)
-                    for v in d.vectors]
-        sparse, weights = self._sparse_requests([query.terms[i] for i in asked], d.k, flt)
-        results = self._points(requests + sparse)
+        sparse, weights = self._sparse_requests([query.terms[i] for i in asked], d.k, flt,
+                                                payload=payload)
+        results = self._points(
+            [qe.QueryRequest(limit=d.k, query=qe.Query.Nearest(v.tolist(), using=name),
+                             filter=flt, params=params, with_payload=payload)
+             for v in d.vectors] + sparse)
         lexical: list[list[Hit]] = [[] for _ in query.terms]
         for i, points, w in zip(asked, results[len(d.vectors):], weights, strict=True):
             lexical[i] = self._lexical_hits(points, w, d.k)
-        return [hits_from_points(p) for p in results[: len(d.vectors)]], lexical
+        return results[: len(d.vectors)], lexical
+
+    def _hybrid_candidates(self, query: HybridQuery) -> tuple[list[list[Hit]], list[list[Hit]]]:
+        """:meth:`_candidate_points` with payloads, for the generic funnel."""
+        flt = self._compile(query.dense.conditions)
+        if flt is False:
+            return [[] for _ in query.terms], [[] for _ in query.terms]
+        points, lexical = self._candidate_points(query, flt, True)
+        return [hits_from_points(p) for p in points], lexical
 
     def _hybrid_search(self, query: HybridQuery) -> list[list[Hit]]:
         """The funnel with the engine doing the vector work: both sides' candidates in one
@@ -731,20 +739,10 @@ class QdrantEdgeStore(PointRecordReads):
         if flt is False:
             return [[] for _ in query.terms]
         ids_only = qe.PayloadSelector.Include(["doc_id"])
-        name, params = self.index_vector, self._params()
-        asked = [i for i, t in enumerate(query.terms) if t]
-        sparse, weights = self._sparse_requests([query.terms[i] for i in asked], d.k, flt,
-                                                payload=ids_only)
-        results = self._points(
-            [qe.QueryRequest(limit=d.k, query=qe.Query.Nearest(v.tolist(), using=name),
-                             filter=flt, params=params, with_payload=ids_only)
-             for v in d.vectors] + sparse)
-        lexical: list[list[Hit]] = [[] for _ in query.terms]
-        for i, points, w in zip(asked, results[len(d.vectors):], weights, strict=True):
-            lexical[i] = self._lexical_hits(points, w, d.k)
+        points, lexical = self._candidate_points(query, flt, ids_only)
         unions: list[set[Any]] = [  # point ids as the engine gives them: uuid strings
-            {*(str(p.id) for p in points), *(point_id(h.id) for h in lex)}
-            for points, lex in zip(results[: len(d.vectors)], lexical, strict=True)]
+            {*(str(p.id) for p in pts), *(point_id(h.id) for h in lex)}
+            for pts, lex in zip(points, lexical, strict=True)]
         asked = [i for i, u in enumerate(unions) if u]
         scored = self._points([
             qe.QueryRequest(limit=len(unions[i]),
@@ -753,8 +751,8 @@ class QdrantEdgeStore(PointRecordReads):
                             with_payload=ids_only)
             for i in asked]) if asked else []
         dense: list[list[Hit]] = [[] for _ in query.terms]
-        for i, points in zip(asked, scored, strict=True):
-            dense[i] = hits_from_points(points)
+        for i, found in zip(asked, scored, strict=True):
+            dense[i] = hits_from_points(found)
         return self._with_payloads([query.fusion.fuse(den, lex, query.k)
                                     for den, lex in zip(dense, lexical, strict=True)])
 
