@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertino_rag.adapters import MemoryStore
+from bertino_rag.stores import MemoryStore
 from bertino_rag.types import Document, Stamp
 
 STAMP = Stamp(model="bench", full_dim=768, index_dim=128)

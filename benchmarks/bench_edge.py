@@ -146,15 +146,15 @@ def run_one(kind: str, n: int, queries: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     base = rss_mb()
     if kind == "memory":
-        from bertino_rag.adapters import MemoryStore
+        from bertino_rag.stores import MemoryStore
 
         store: Any = MemoryStore(tmp)
     elif kind == "qdrant-local":
-        from bertino_rag.adapters.qdrant import QdrantStore
+        from bertino_rag.stores.qdrant import QdrantStore
 
         store = QdrantStore()  # in memory: a local-mode folder writes under 100 points/s
     else:
-        from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
 
         store = QdrantEdgeStore(tmp, quantization="int8" if kind == "edge-int8" else None)
     store.open("bench", stamp)
@@ -165,7 +165,7 @@ def run_one(kind: str, n: int, queries: int) -> dict[str, Any]:
     q = min(queries, 20) if kind == "qdrant-local" else queries
     want = exact_top10(index, qi[:q])
     if kind.startswith("edge"):
-        from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
 
         secs, before = timed(store, qi[:q], None)
         out["before_build_ms"] = pct(secs)

@@ -36,8 +36,8 @@ from bertino_rag.evaluation import (  # noqa: E402
     ir_metrics,
     load_eval_set,
 )
-from bertino_rag.fusion import Fusion  # noqa: E402
 from bertino_rag.lexical import Analyzer  # noqa: E402
+from bertino_rag.search.fusion import Fusion  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONS = [Fusion("minmax", w) for w in (0.5, 0.6, 0.7, 0.8, 0.9)] + [

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bertino_rag.adapters import make_store
 from bertino_rag.data import load_beir
 from bertino_rag.evaluation.cost import percentiles_ms
 from bertino_rag.lexical import BM25, Analyzer, lexical_spec
+from bertino_rag.stores import make_store
 from bertino_rag.types import Document, Stamp
 
 REPO = Path(__file__).resolve().parents[1]

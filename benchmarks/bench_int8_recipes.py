@@ -85,7 +85,7 @@ def openvino_recipes() -> None:
     from transformers import AutoTokenizer
 
     from bertino_rag import Encoder
-    from bertino_rag._backends import (
+    from bertino_rag.encoder.backends import (
         SMOOTH_QUANT_ALPHA,
         _gelu_fed_matmuls,
         default_calibration_texts,

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from bertino_rag.adapters import MemoryStore
 from bertino_rag.encoder import matryoshka_slice
+from bertino_rag.stores import MemoryStore
 from bertino_rag.types import Document, Stamp
 
 FULL, DIM = 768, 128

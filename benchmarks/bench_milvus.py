@@ -54,7 +54,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def bench_store(uri: str, full: np.ndarray, queries: np.ndarray, rerank: bool, nq: int):
-    from bertino_rag.adapters.milvus import MilvusStore
+    from bertino_rag.stores.milvus import MilvusStore
     from bertino_rag.types import Document, Stamp
 
     n, fd = full.shape
@@ -144,8 +144,8 @@ def bench_plain(uri: str, full: np.ndarray, queries: np.ndarray, nq: int):
 def ndcg(data, doc_ids, qids, dfull, qfull, tmp: Path):
     import pytrec_eval
 
-    from bertino_rag.adapters import MemoryStore
-    from bertino_rag.adapters.milvus import MilvusStore
+    from bertino_rag.stores import MemoryStore
+    from bertino_rag.stores.milvus import MilvusStore
     from bertino_rag.types import Document, Stamp
 
     docs = [Document(text=data.corpus[d]["text"], id=d) for d in doc_ids]

@@ -33,8 +33,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from qdrant_client import QdrantClient, models  # noqa: E402
 
-from bertino_rag.adapters import MemoryStore  # noqa: E402
-from bertino_rag.adapters.qdrant import QdrantStore, point_id  # noqa: E402
+from bertino_rag.stores import MemoryStore  # noqa: E402
+from bertino_rag.stores.qdrant import QdrantStore, point_id  # noqa: E402
 from bertino_rag.types import Document, Stamp  # noqa: E402
 
 BYTES = {None: 4, models.Datatype.FLOAT32: 4, models.Datatype.FLOAT16: 2,

@@ -37,7 +37,7 @@ def worker(spec: str, n: int, out: str | None) -> dict:
     import numpy as np
     from _indexing_common import squad_minilm_vectors
 
-    from bertino_rag.adapters import make_store
+    from bertino_rag.stores import make_store
     from bertino_rag.types import Document, Stamp
 
     warnings.simplefilter("ignore")

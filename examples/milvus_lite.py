@@ -21,7 +21,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from bertino_rag import Encoder, Retriever  # noqa: E402
-from bertino_rag.adapters.milvus import MilvusStore  # noqa: E402
+from bertino_rag.stores.milvus import MilvusStore  # noqa: E402
 
 DOCS = [
     {"text": "Leonardo da Vinci dipinse la Gioconda, oggi conservata al Museo del Louvre "

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from bertino_rag import Retriever
-from bertino_rag.adapters.qdrant import QdrantStore
+from bertino_rag.stores.qdrant import QdrantStore
 
 # examples/_offline.py, found also when the script is run by runpy or from elsewhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bertino_rag import Retriever
 from bertino_rag.encoder import display_name
-from bertino_rag.loaders import DocumentLoader
+from bertino_rag.indexing.loaders import DocumentLoader
 
 # examples/_offline.py, found also when the script is run by runpy or from elsewhere
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bertino_rag.chunking import Chunker, split_sentences
+from bertino_rag.indexing.chunking import Chunker, split_sentences
 from tests.conftest import SQUAD
 
 

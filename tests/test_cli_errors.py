@@ -68,7 +68,7 @@ def test_recreate_with_a_missing_or_bad_input_keeps_the_index(tmp_path, index, m
 
 def test_recreate_that_fails_mid_index_keeps_the_old_index(tmp_path, index, minilm_path,
                                                            capsys, monkeypatch):
-    from bertino_rag.adapters import memory as memory_module
+    from bertino_rag.stores import memory as memory_module
 
     before = _count(capsys, index, minilm_path)
     docs = tmp_path / "new.jsonl"
@@ -175,7 +175,7 @@ def test_milvus_path_without_db_is_one_line(tmp_path, capsys):
 def test_unreachable_qdrant_server_is_one_line(tmp_path, minilm_path, capsys, monkeypatch):
     if importlib.util.find_spec("qdrant_client") is None:
         pytest.skip("qdrant-client is not installed")
-    from bertino_rag.adapters import qdrant
+    from bertino_rag.stores import qdrant
 
     monkeypatch.setattr(qdrant.QdrantStore, "_retry_base", 0.01, raising=False)
     monkeypatch.setenv("QDRANT_API_KEY", "SEKRET")

@@ -45,7 +45,7 @@ def test_bad_batch_size_is_refused_by_the_parser(capsys):
 def test_a_broken_subcommand_module_fails_loudly(monkeypatch):
     # None in sys.modules makes the import raise ImportError: it used to be swallowed, and
     # `bertino-rag eval` silently vanished from the command line.
-    monkeypatch.setitem(sys.modules, "bertino_rag.evaluation.cli", None)
+    monkeypatch.setitem(sys.modules, "bertino_rag.cli.eval", None)
     with pytest.raises(ImportError):
         build_parser()
 

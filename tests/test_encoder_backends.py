@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertino_rag import Encoder, _backends
+from bertino_rag import Encoder
+from bertino_rag.encoder import backends as _backends
 
 from .conftest import float_and_int8
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertino_rag import Encoder, Retriever, _backends
+from bertino_rag import Encoder, Retriever
+from bertino_rag.encoder import backends as _backends
 
 from .conftest import float_and_int8
 

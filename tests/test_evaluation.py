@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 
-from bertino_rag.adapters import MemoryStore
 from bertino_rag.data import BeirData, load_beir
 from bertino_rag.evaluation import (
     IR_KEYS,
@@ -24,6 +23,7 @@ from bertino_rag.evaluation import (
     to_markdown,
     write_plot,
 )
+from bertino_rag.stores import MemoryStore
 from bertino_rag.types import Document, Stamp
 
 from .conftest import SQUAD, STSB

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertino_rag.chunking import Chunker
 from bertino_rag.cli import main
 from bertino_rag.data import BeirData
 from bertino_rag.evaluation import prepare_beir
 from bertino_rag.evaluation.documents import DOC_KEYS, evaluate_documents
+from bertino_rag.indexing.chunking import Chunker
 
 ARTICLES = 4  # the first articles of the corpus
 PARAGRAPHS = 5  # their first paragraphs, joined: 1,000-2,000 tokens per article

@@ -11,7 +11,7 @@ from bertino_rag import Retriever
 from bertino_rag.cli import main
 from bertino_rag.evaluation import prepare_beir
 from bertino_rag.evaluation.modes import evaluate_modes, tune_fusion
-from bertino_rag.fusion import Fusion
+from bertino_rag.search.fusion import Fusion
 
 from .conftest import SQUAD
 

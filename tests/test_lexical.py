@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from bertino_rag.fusion import Fusion
 from bertino_rag.lexical import (
     BM25,
     Analyzer,
@@ -15,6 +14,7 @@ from bertino_rag.lexical import (
     lexical_spec,
     parse_lexical_spec,
 )
+from bertino_rag.search.fusion import Fusion
 from bertino_rag.types import Hit
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bertino_rag.loaders import (
+from bertino_rag.indexing.loaders import (
     DocumentLoader,
     DocumentLoadError,
     SkippedFileWarning,

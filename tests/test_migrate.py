@@ -8,11 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from bertino_rag.adapters import MemoryStore, StoreError
-from bertino_rag.migrate import MigrationError, migrate
+from bertino_rag.stores import MemoryStore, StoreError
+from bertino_rag.stores.migrate import MigrationError, migrate
+from bertino_rag.testing.conformance import same_ranking
 from bertino_rag.types import Document, Stamp, StampMismatchError
-
-from .adapters.conformance import same_ranking
 
 
 @pytest.fixture
@@ -52,7 +51,7 @@ def _specs(tmp_path):
 
 
 def _contents(spec, collection):
-    from bertino_rag.adapters import make_store
+    from bertino_rag.stores import make_store
 
     store = make_store(spec)
     store.open_existing(collection)
@@ -106,7 +105,7 @@ def test_stamp_mismatch_is_refused_before_any_write(tmp_path, source, stamp):
 
 def test_resumes_after_a_crash_without_duplicates(tmp_path, source, monkeypatch):
     pytest.importorskip("qdrant_edge")
-    from bertino_rag.adapters.qdrant_edge import QdrantEdgeStore
+    from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
 
     spec, docs, _ = source
     dest = QdrantEdgeStore(tmp_path / "edge")
@@ -185,8 +184,8 @@ def test_hybrid_collection_moves_with_its_lexical_index(tmp_path, stamp, squad_s
     included) and answers lexical queries with the source's BM25 ranking."""
     from dataclasses import replace
 
-    from bertino_rag.adapters import make_store
     from bertino_rag.lexical import BM25, Analyzer, lexical_spec
+    from bertino_rag.stores import make_store
 
     lex = replace(stamp, lexical=lexical_spec(Analyzer(), BM25()))
     docs = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])

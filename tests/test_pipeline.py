@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bertino_rag import MemoryStore, Retriever, TruncationWarning
-from bertino_rag.pipeline import IndexWriteError, StreamValidationError, index_pipelined
+from bertino_rag.indexing.pipeline import IndexWriteError, StreamValidationError, index_pipelined
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ def test_public_names_import():
 @pytest.mark.parametrize(
     "module,blocked,extra",
     [
-        ("bertino_rag.adapters.qdrant", "qdrant_client", "qdrant"),
-        ("bertino_rag.adapters.milvus", "pymilvus", "milvus"),
+        ("bertino_rag.stores.qdrant", "qdrant_client", "qdrant"),
+        ("bertino_rag.stores.milvus", "pymilvus", "milvus"),
         ("bertino_rag.integrations.langchain", "langchain_core", "langchain"),
         ("bertino_rag.serve.app", "fastapi", "serve"),
         ("bertino_rag.serve.client", "httpx", "serve"),
@@ -50,7 +50,7 @@ def test_missing_extra_names_the_install(monkeypatch, module, blocked, extra):
 
 
 def test_make_store_specs(tmp_path):
-    from bertino_rag.adapters import MemoryStore, make_store
+    from bertino_rag.stores import MemoryStore, make_store
 
     assert isinstance(make_store(None), MemoryStore)
     assert make_store(f"memory:{tmp_path}").root == tmp_path

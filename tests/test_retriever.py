@@ -131,8 +131,8 @@ def test_persisted_store_and_mismatch(encoder, tmp_path):
 
 def test_recreate_replaces_only_when_the_first_index_succeeds(encoder, squad_slice, tmp_path,
                                                               monkeypatch):
-    from bertino_rag.adapters import memory as memory_module
-    from bertino_rag.pipeline import IndexWriteError
+    from bertino_rag.indexing.pipeline import IndexWriteError
+    from bertino_rag.stores import memory as memory_module
 
     docs = squad_slice["docs"][:6]
     store = f"memory:{tmp_path / 'idx'}"

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from bertino_rag import MemoryStore, Retriever, TruncationWarning
-from bertino_rag.chunking import Chunker
+from bertino_rag.indexing.chunking import Chunker
 
 SENTENCES = [
     "Il Colosseo è l'anfiteatro più grande del mondo romano.",
@@ -30,10 +30,10 @@ def make_store(kind: str, tmp_path):
     if kind == "memory":
         return MemoryStore()
     if kind == "qdrant":
-        from bertino_rag.adapters import QdrantStore
+        from bertino_rag.stores import QdrantStore
 
         return QdrantStore()
-    from bertino_rag.adapters import MilvusStore
+    from bertino_rag.stores import MilvusStore
 
     return MilvusStore(uri=str(tmp_path / "chunks.db"))
 
@@ -266,8 +266,8 @@ def _long_italian(squad, at_least: int) -> str:
 
 
 def test_the_store_text_limit_applies_to_the_chunks_it_stores(encoder, squad, tmp_path):
-    from bertino_rag.adapters import MilvusStore
-    from bertino_rag.adapters.milvus import TEXT_MAX_BYTES
+    from bertino_rag.stores import MilvusStore
+    from bertino_rag.stores.milvus import TEXT_MAX_BYTES
 
     big = _long_italian(squad, TEXT_MAX_BYTES)
     r = Retriever(dim=128, encoder=encoder, store=MilvusStore(uri=str(tmp_path / "m.db")))
@@ -302,8 +302,8 @@ def test_the_store_text_limit_applies_to_the_chunks_it_stores(encoder, squad, tm
 
 
 def test_a_stream_names_a_bad_chunk_and_keeps_what_it_wrote(encoder):
-    from bertino_rag.adapters.base import StoreLimits
-    from bertino_rag.pipeline import StreamValidationError
+    from bertino_rag.indexing.pipeline import StreamValidationError
+    from bertino_rag.stores.base import StoreLimits
 
     class Small(MemoryStore):
         limits = StoreLimits(max_text_bytes=400)
@@ -321,7 +321,7 @@ def test_a_stream_names_a_bad_chunk_and_keeps_what_it_wrote(encoder):
 
 
 def test_bad_files_are_named_and_nothing_indexed_is_lost(encoder, tmp_path):
-    from bertino_rag.loaders import DocumentLoader, DocumentLoadError, SkippedFileWarning
+    from bertino_rag.indexing.loaders import DocumentLoader, DocumentLoadError, SkippedFileWarning
     from tests.test_loaders import bad_files
 
     good = tmp_path / "buoni"

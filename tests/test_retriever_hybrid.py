@@ -10,8 +10,8 @@ import pytest
 
 from bertino_rag import MemoryStore, Retriever, StampMismatchError
 from bertino_rag.evaluation import PrecomputedEncoder, ir_metrics
-from bertino_rag.fusion import Fusion
 from bertino_rag.lexical import Analyzer, EmptyQueryError, LexicalUnavailableError
+from bertino_rag.search.fusion import Fusion
 
 
 @pytest.fixture(scope="module")

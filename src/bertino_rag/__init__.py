@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .adapters import (
+from .encoder import DEFAULT_MODEL, Encoded, Encoder, TextEncoder, TruncationWarning
+from .indexing.pipeline import IndexWriteError, StreamValidationError
+from .retriever import IndexReport, Retriever
+from .stores import (
     CollectionNotFoundError,
     MemoryStore,
     StoreConnectionError,
@@ -12,10 +15,7 @@ from .adapters import (
     VectorStore,
     make_store,
 )
-from .adapters.filters import FilterError
-from .encoder import DEFAULT_MODEL, Encoded, Encoder, TextEncoder, TruncationWarning
-from .pipeline import IndexWriteError, StreamValidationError
-from .retriever import IndexReport, Retriever
+from .stores.filters import FilterError
 from .types import Document, Hit, Stamp, StampMismatchError
 
 __version__ = "0.1.0"

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .adapters import VectorStore, make_store
-from .chunking import Chunker
-from .documents import (
+from .encoder import Encoder, TextEncoder, TruncationWarning, matryoshka_slice
+from .indexing.chunking import Chunker
+from .indexing.documents import (
     CHAR_END,
     CHAR_START,
     CHUNK,
@@ -32,10 +32,10 @@ from .documents import (
     chunk_documents,
     plan_writes,
 )
-from .encoder import Encoder, TextEncoder, TruncationWarning, matryoshka_slice
-from .fusion import Fusion
+from .indexing.pipeline import index_pipelined
 from .lexical import BM25, Analyzer, lexical_spec
-from .pipeline import index_pipelined
+from .search.fusion import Fusion
+from .stores import VectorStore, make_store
 from .types import Document, Hit, Stamp
 
 __all__ = ["MODES", "IndexReport", "Retriever", "chunker_for"]
@@ -656,7 +656,7 @@ class Retriever:
 
     def as_langchain(self, **kwargs: Any) -> Any:
         """A LangChain ``BaseRetriever`` over this retriever (needs the ``langchain`` extra)."""
-        from .integrations.langchain import BertinoRetriever
+        from .integrations.langchain_retriever import BertinoRetriever
 
         return BertinoRetriever(retriever=self, **kwargs)
 

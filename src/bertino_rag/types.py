@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import StampMismatchError
+
 __all__ = ["Document", "Hit", "Stamp", "StampMismatchError", "dedupe", "doc_id_for", "to_documents"]
 
 
@@ -88,28 +90,6 @@ class Stamp:
         ]
         if diffs:
             raise StampMismatchError(collection, diffs, found=found, requested=self)
-
-
-class StampMismatchError(ValueError):
-    """A collection was built by another model, dimension or layout.
-
-    Attributes:
-        found: the collection's stamp (what it was built with), when known.
-        requested: the stamp that was asked for.
-    """
-
-    def __init__(self, collection: str, diffs: list[str], *, found: Stamp | None = None,
-                 requested: Stamp | None = None):
-        self.collection = collection
-        self.diffs = diffs
-        self.found = found
-        self.requested = requested
-        super().__init__(
-            f"collection {collection!r} was built with different settings ("
-            + "; ".join(diffs)
-            + "). Its vectors cannot be mixed with the new ones: use another collection name, "
-            "or pass recreate=True to drop it and index again."
-        )
 
 
 def doc_id_for(text: str) -> str:

@@ -18,12 +18,12 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 
 from bertino_rag import Retriever, StampMismatchError  # noqa: E402
-from bertino_rag.adapters import MemoryStore  # noqa: E402
 from bertino_rag.integrations.langchain import (  # noqa: E402
     BertinoEmbeddings,
     BertinoRetriever,
     BertinoVectorStore,
 )
+from bertino_rag.stores import MemoryStore  # noqa: E402
 
 from .shared import italian_chunks, italian_paragraphs, italian_retriever, minilm_encoder  # noqa: E402
 

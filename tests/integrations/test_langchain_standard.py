@@ -21,12 +21,12 @@ from langchain_tests.integration_tests import (  # noqa: E402
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests  # noqa: E402
 
-from bertino_rag.adapters import MemoryStore, make_store  # noqa: E402
 from bertino_rag.integrations.langchain import (  # noqa: E402
     BertinoEmbeddings,
     BertinoRetriever,
     BertinoVectorStore,
 )
+from bertino_rag.stores import MemoryStore, make_store  # noqa: E402
 
 from ..conftest import minilm  # noqa: E402
 from .shared import italian_retriever, minilm_encoder  # noqa: E402

@@ -11,7 +11,6 @@ pytest.importorskip("langchain_core")
 from langchain_core.embeddings import Embeddings  # noqa: E402
 
 from bertino_rag import Encoder, Retriever  # noqa: E402
-from bertino_rag.adapters import MemoryStore  # noqa: E402
 from bertino_rag.encoder import TextEncoder  # noqa: E402
 from bertino_rag.evaluation import PrecomputedEncoder  # noqa: E402
 from bertino_rag.integrations.langchain import (  # noqa: E402
@@ -19,6 +18,7 @@ from bertino_rag.integrations.langchain import (  # noqa: E402
     BertinoVectorStore,
     EmbeddingsEncoder,
 )
+from bertino_rag.stores import MemoryStore  # noqa: E402
 
 from .shared import italian_chunks, minilm_encoder  # noqa: E402
 

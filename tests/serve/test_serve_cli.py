@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from bertino_rag.cli import main
-from bertino_rag.serve.cli import is_loopback
+from bertino_rag.cli.serve import is_loopback
 from bertino_rag.serve.client import BertinoClient
 
 KEY = "serve-key-" + "Zq81" * 6

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bertino_rag.cli.train import add_arguments, config_from_args
 from bertino_rag.training import TrainConfig, load_config, pick_mini_batch_size, scale_dims
-from bertino_rag.training.cli import add_arguments, config_from_args
 from bertino_rag.training.train import CPU_MINI_BATCH, dataloader_settings
 
 

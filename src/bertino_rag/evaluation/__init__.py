@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-from .cli import register_cli
 from .dataset import EvalSet, StsSet, load_eval_set, load_sts_set, prepare_beir
 from .metrics import IR_KEYS, STS_KEYS, exact_search, ir_metrics, sts_correlations
 from .report import from_json, to_json, to_markdown, write_json, write_plot
@@ -40,7 +39,6 @@ __all__ = [
     "load_eval_set",
     "load_sts_set",
     "prepare_beir",
-    "register_cli",
     "sts_correlations",
     "to_json",
     "to_markdown",

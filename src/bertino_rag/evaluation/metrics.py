@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..adapters.base import ranking_key
+from ..stores.base import ranking_key
 
 __all__ = ["IR_KEYS", "STS_KEYS", "exact_search", "ir_metrics", "sts_correlations"]
 

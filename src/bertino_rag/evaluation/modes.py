@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..encoder import Encoder
-from ..fusion import Fusion
+from ..search.fusion import Fusion
 from .dataset import EvalSet
 from .metrics import ir_metrics
 from .runner import PrecomputedEncoder, encode_inputs

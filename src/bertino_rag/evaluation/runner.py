@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..adapters import VectorStore, make_store
 from ..encoder import Encoder, Kind, TextEncoder, display_name, matryoshka_slice
 from ..retriever import Retriever
+from ..stores import VectorStore, make_store
 from .cost import full_bytes_per_doc, percentiles_ms, time_calls
 from .dataset import EvalSet, StsSet
 from .metrics import DEPTH, IR_KEYS, STS_KEYS, exact_search, ir_metrics, sts_correlations

@@ -32,26 +32,21 @@ import os  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable, Iterable, Sequence  # noqa: E402
-from typing import Any, Literal  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from langchain_core.callbacks import (  # noqa: E402
-    AsyncCallbackManagerForRetrieverRun,
-    CallbackManagerForRetrieverRun,
-)
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
-from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from langchain_core.vectorstores.utils import maximal_marginal_relevance  # noqa: E402
-from pydantic import ConfigDict, Field  # noqa: E402
 
-from ..adapters import VectorStore as CoreStore  # noqa: E402
-from ..adapters import make_store  # noqa: E402
 from ..encoder import Encoder, TextEncoder, matryoshka_slice  # noqa: E402
-from ..fusion import Fusion  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
+from ..search.fusion import Fusion  # noqa: E402
+from ..stores import VectorStore as CoreStore  # noqa: E402
+from ..stores import make_store  # noqa: E402
 from ..types import Hit, Stamp  # noqa: E402
+from .langchain_retriever import BertinoRetriever  # noqa: E402
 
 __all__ = ["BertinoEmbeddings", "BertinoRetriever", "BertinoVectorStore", "EmbeddingsEncoder"]
 
@@ -123,87 +118,6 @@ class BertinoEmbeddings(Embeddings):
 
     def __repr__(self) -> str:
         return f"BertinoEmbeddings(model={self.model_name!r}, dim={self.dim})"
-
-
-_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "mode", "group_by", "expand")
-
-
-class BertinoRetriever(BaseRetriever):
-    """LangChain retriever over a bertino-rag :class:`~bertino_rag.retriever.Retriever`.
-
-    Each returned ``Document`` has ``id`` set and carries the id and the cosine score in its
-    metadata (under ``id_key`` and ``score_key``; a stored field of the same name is shadowed
-    in the returned copy only). ``k``, ``filter``, ``rerank`` and ``rerank_k`` can also be
-    passed per call: ``retriever.invoke(question, k=3)``.
-
-    Attributes:
-        retriever: the bertino-rag retriever searched.
-        k: number of documents returned.
-        filter: metadata filter, e.g. ``{"title": "Amazzonia"}``.
-        rerank: rescore with full vectors (``None``: the retriever's setting).
-        rerank_k: candidates rescored (``None``: the retriever's setting).
-        group_by: ``"document"``: one ``Document`` per indexed document (its best chunk, with
-            the ids of its matching chunks under ``"chunk_ids"`` in the metadata).
-        expand: neighbouring chunks joined to each chunk on each side (see
-            :meth:`Retriever.search`).
-        id_key: metadata key of the document id.
-        score_key: metadata key of the score.
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    retriever: Retriever
-    k: int = Field(default=4, gt=0)
-    filter: Any = None
-    rerank: bool | None = None
-    rerank_k: int | None = Field(default=None, gt=0)
-    #: ``"dense"``, ``"lexical"`` or ``"hybrid"`` (``None``: hybrid on a hybrid collection)
-    mode: str | None = None
-    group_by: Literal["document"] | None = None
-    expand: int = Field(default=0, ge=0)
-    id_key: str = "id"
-    score_key: str = "score"
-
-    def _search_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(kwargs) - set(_SEARCH_KEYS)
-        if unknown:
-            raise TypeError(
-                f"BertinoRetriever got unknown search arguments {sorted(unknown)}; "
-                f"allowed: {list(_SEARCH_KEYS)}"
-            )
-        args = {key: kwargs.get(key, getattr(self, key)) for key in _SEARCH_KEYS}
-        return args
-
-    def _to_documents(self, hits: list[Hit]) -> list[Document]:
-        return [
-            Document(
-                id=h.id,
-                page_content=h.text,
-                metadata={**h.metadata, self.id_key: h.id, self.score_key: h.score,
-                          **({"chunk_ids": [c.id for c in h.chunks]} if h.chunks else {})},
-            )
-            for h in hits
-        ]
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        a = self._search_args(kwargs)
-        hits = self.retriever.search(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
-            mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
-        )
-        return self._to_documents(hits)
-
-    async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        a = self._search_args(kwargs)
-        hits = await self.retriever.asearch(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
-            mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
-        )
-        return self._to_documents(hits)
 
 
 def _model_id_of(embedding: Embeddings) -> str:

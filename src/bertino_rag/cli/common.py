@@ -1,0 +1,85 @@
+"""What every subcommand shares: the encoder flags, the collection flags and their parsing.
+
+Declared here once, so that each subcommand reads and documents them the same way. This module
+imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["BACKENDS", "DEFAULT_STORE", "add_collection_arguments", "add_encoder_arguments",
+           "calibration_texts", "encoder_options", "positive_int"]
+
+DEFAULT_STORE = "memory:./bertino_index"
+
+
+BACKENDS = ("torch", "onnx", "openvino")
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """The encoder flags of every subcommand that loads a model (index, search, serve, eval):
+    declared here once, so that each subcommand reads and documents them the same way."""
+    g = p.add_argument_group("encoder")
+    g.add_argument("--model", default=None,
+                   help="hub id or local path (default: $BERTINO_RAG_MODEL or "
+                        "nickprock/multi-sentence-BERTino)")
+    g.add_argument("--backend", choices=list(BACKENDS), default="torch",
+                   help="encoder runtime; onnx/openvino export the model once and cache it")
+    g.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8 encoder: dynamic with onnx, static (calibrated) with openvino")
+    g.add_argument("--calibration", default=None, metavar="FILE.txt",
+                   help="openvino int8: calibration texts, one per line (default: the "
+                        "shipped Italian set)")
+    g.add_argument("--batch-size", type=positive_int, default=32,
+                   help="texts per encoder call (default: 32)")
+    g.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda (default: the best available)")
+
+
+def calibration_texts(args: argparse.Namespace) -> list[str] | None:
+    """The texts of ``--calibration FILE`` (one per non-empty line), or None."""
+    if not getattr(args, "calibration", None):
+        return None
+    with open(args.calibration, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def encoder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``Encoder``/``Retriever`` that :func:`add_encoder_arguments`
+    reads."""
+    return {"model": args.model, "backend": args.backend, "quantize": args.quantize,
+            "calibration": calibration_texts(args), "batch_size": args.batch_size,
+            "device": args.device}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_collection_arguments(p: argparse.ArgumentParser) -> None:
+    """The encoder flags plus the collection's: store, dim, two-stage search and hybrid
+    (index, search, serve)."""
+    add_encoder_arguments(p)
+    g = p.add_argument_group("collection")
+    g.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
+    g.add_argument("--store", default=DEFAULT_STORE,
+                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
+                        "'milvus:FILE.db|URL' "
+                        f"(default: {DEFAULT_STORE})")
+    g.add_argument("--collection", default="bertino")
+    g.add_argument("--no-rerank", action="store_true",
+                   help="store and search the truncated vectors only")
+    g.add_argument("--rerank-k", type=int, default=100)
+    g.add_argument("--hybrid", action="store_true",
+                   help="keep (or use) the Italian lexical (BM25) index beside the vectors")
+    g.add_argument("--fusion", default=None,
+                   help="hybrid fusion: 'minmax', 'rrf' or a file written by "
+                        "'bertino-rag eval --tune-fusion' (default: minmax, weight 0.8)")

