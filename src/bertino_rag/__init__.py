@@ -15,7 +15,7 @@ from .stores import (
     VectorStore,
     make_store,
 )
-from .stores.filters import FilterError
+from .search.filters import FilterError
 from .types import Document, Hit, Stamp, StampMismatchError
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ pytest.importorskip(
 )
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
-from bertino_rag.stores.filters import FilterError, matches, parse_filter  # noqa: E402
+from bertino_rag.search.filters import FilterError, matches, parse_filter  # noqa: E402
 from bertino_rag.stores.milvus import MilvusStore  # noqa: E402
 from bertino_rag.stores.milvus_filters import compile_filter, render_inline  # noqa: E402
 from bertino_rag.types import Document, Stamp  # noqa: E402

@@ -16,7 +16,7 @@ pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (ext
 from qdrant_client import QdrantClient, models  # noqa: E402
 
 from bertino_rag.stores import MemoryStore, StoreError  # noqa: E402
-from bertino_rag.stores.filters import FilterError, matches, parse_filter  # noqa: E402
+from bertino_rag.search.filters import FilterError, matches, parse_filter  # noqa: E402
 from bertino_rag.stores.qdrant import QdrantStore, point_id  # noqa: E402
 from bertino_rag.testing.conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 from bertino_rag.types import Document, Stamp, StampMismatchError  # noqa: E402

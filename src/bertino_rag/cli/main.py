@@ -191,7 +191,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _filter_arg(text: str | None) -> dict[str, Any] | None:
-    from ..stores.filters import parse_filter
+    from ..search.filters import parse_filter
 
     if not text:
         return None

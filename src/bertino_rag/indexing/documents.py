@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadItem
-from ..types import Document, Hit
+from ..types import Document
 
 __all__ = [
     "CHAR_END",
@@ -41,7 +41,6 @@ __all__ = [
     "chunk_documents",
     "chunk_id",
     "document_of",
-    "group_hits",
     "plan_writes",
     "split_document",
 ]
@@ -87,11 +86,20 @@ def split_document(doc: Document, spans: Sequence[tuple[int, int, str]]) -> list
 
 
 def chunk_documents(
-    docs: Sequence[Document], chunker: Any
+    docs: Sequence[Document], chunker: Any, token_counts: dict[str, int] | None = None,
 ) -> list[tuple[Document, list[Document]]]:
     """Each document with what to store for it (:func:`split_document` of the chunks that
-    ``chunker``, a :class:`~bertino_rag.chunking.Chunker`, cuts)."""
+    ``chunker``, a :class:`~bertino_rag.indexing.chunking.Chunker`, cuts).
+
+    Args:
+        token_counts: filled with the token count of each stored text (special tokens
+            excluded), as the chunker measured it: no second tokenization to count them.
+    """
     spans = chunker.split_many([d.text for d in docs])
+    if token_counts is not None:
+        for cs in spans:
+            for c in cs:
+                token_counts[c.text] = c.n_tokens
     return [(d, split_document(d, [(c.start, c.end, c.text) for c in cs]))
             for d, cs in zip(docs, spans, strict=True)]
 
@@ -163,18 +171,3 @@ def plan_writes(
     old_ids = set(chunked) | {i for i in doc_ids if i in present}
     plan.stale = sorted(old_ids - new_ids)
     return plan
-
-
-def group_hits(hits: Sequence[Hit], k: int, group_size: int) -> list[Hit]:
-    """One hit per document from ``hits`` (best first): the document's id, its best chunk's
-    score, text and metadata, and up to ``group_size`` of its chunks attached, best first.
-    Documents are ordered by their best score, ties by id; the first ``k`` are returned."""
-    groups: dict[str, list[Hit]] = {}
-    for h in sorted(hits, key=lambda h: (-h.score, h.id)):
-        groups.setdefault(document_of(h.id, h.metadata), []).append(h)
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1][0].score, kv[0]))[:k]
-    return [
-        Hit(id=doc, text=chunks[0].text, score=chunks[0].score, metadata=chunks[0].metadata,
-            chunks=tuple(chunks[:group_size]))
-        for doc, chunks in ordered
-    ]

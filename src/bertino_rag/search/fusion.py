@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..types import Hit
+from .ranked import Ranked
 
 __all__ = ["FUSION_METHODS", "Fusion"]
 
@@ -106,37 +109,61 @@ class Fusion:
         raise TypeError(f"fusion must be a Fusion, a method name or a file, got {value!r}")
 
     # ------------------------------------------------------------------ fusing
+    def fuse_ranked(self, dense: Ranked, lexical: Ranked, k: int) -> Ranked:
+        """The funnel's fusion stage: the top ``k`` of the two rankings fused, best first;
+        each candidate keeps its row handle and document from whichever side had it."""
+        ids, scores = self.fuse_scores(dense.ids, dense.scores.tolist(), lexical.ids,
+                                       lexical.scores.tolist(), k)
+        where: dict[str, tuple[Ranked, int]] = {}
+        for side in (lexical, dense):
+            for j, i in enumerate(side.ids):
+                where[i] = (side, j)
+        picks = [where[i] for i in ids]
+        rows = None
+        if all(side.rows is not None for side, _ in picks):
+            rows = np.asarray([side.rows[j] for side, j in picks],  # type: ignore[index]
+                              dtype=np.int64)
+        docs = None
+        if all(side.documents is not None for side, _ in picks):
+            docs = [side.documents[j] for side, j in picks]  # type: ignore[index]
+        return Ranked(ids, np.asarray(scores, dtype=np.float64), rows, docs)
+
+    def fuse_scores(self, dense_ids: Sequence[str], dense_scores: Sequence[float],
+                    lexical_ids: Sequence[str], lexical_scores: Sequence[float], k: int
+                    ) -> tuple[list[str], list[float]]:
+        """The top ``k`` ids of the two rankings fused, and their fused scores."""
+        if self.method == "rrf":
+            d_part = _rrf(dense_ids, dense_scores, self.rrf_k)
+            l_part = _rrf(lexical_ids, lexical_scores, self.rrf_k)
+        else:
+            d_part = _minmax(dense_ids, dense_scores)
+            l_part = _minmax(lexical_ids, lexical_scores)
+        w = float(self.weight)
+        fused = {i: (1.0 - w) * d_part.get(i, 0.0) + w * l_part.get(i, 0.0)
+                 for i in dict.fromkeys((*dense_ids, *lexical_ids))}
+        order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
+        return order, [fused[i] for i in order]
+
     def fuse(self, dense: Sequence[Hit], lexical: Sequence[Hit], k: int) -> list[Hit]:
-        """The top ``k`` of the two rankings fused; each hit's score is its fused score."""
+        """The top ``k`` of two hit lists fused; each hit's score is its fused score."""
         by_id: dict[str, Hit] = {}
         for h in (*dense, *lexical):
             by_id.setdefault(h.id, h)
-        if self.method == "rrf":
-            d_part = _rrf(dense, self.rrf_k)
-            l_part = _rrf(lexical, self.rrf_k)
-        else:
-            d_part = _minmax(dense)
-            l_part = _minmax(lexical)
-        w = float(self.weight)
-        fused = {
-            i: (1.0 - w) * d_part.get(i, 0.0) + w * l_part.get(i, 0.0) for i in by_id
-        }
-        order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-        return [
-            Hit(id=i, text=by_id[i].text, score=fused[i], metadata=by_id[i].metadata)
-            for i in order
-        ]
+        ids, scores = self.fuse_scores([h.id for h in dense], [h.score for h in dense],
+                                       [h.id for h in lexical], [h.score for h in lexical], k)
+        return [Hit(id=i, text=by_id[i].text, score=s, metadata=by_id[i].metadata)
+                for i, s in zip(ids, scores, strict=True)]
 
 
-def _rrf(hits: Sequence[Hit], k: int) -> dict[str, float]:
-    ranked = sorted(hits, key=lambda h: (-h.score, h.id))
-    return {h.id: 1.0 / (k + rank) for rank, h in enumerate(ranked, 1)}
+def _rrf(ids: Sequence[str], scores: Sequence[float], k: int) -> dict[str, float]:
+    order = sorted(range(len(ids)), key=lambda j: (-scores[j], ids[j]))
+    return {ids[j]: 1.0 / (k + rank) for rank, j in enumerate(order, 1)}
 
 
-def _minmax(hits: Sequence[Hit]) -> dict[str, float]:
-    if not hits:
+def _minmax(ids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    if not ids:
         return {}
-    scores = [h.score for h in hits if math.isfinite(h.score)]
-    lo, hi = min(scores), max(scores)
+    finite = [s for s in scores if math.isfinite(s)]
+    lo, hi = min(finite), max(finite)
     span = hi - lo
-    return {h.id: 1.0 if span <= 0 else (h.score - lo) / span for h in hits}
+    return {i: 1.0 if span <= 0 else (s - lo) / span for i, s in zip(ids, scores, strict=True)}

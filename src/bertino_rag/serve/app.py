@@ -49,7 +49,7 @@ from .. import __version__  # noqa: E402
 from ..indexing.pipeline import IndexWriteError  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..stores.base import StoreError  # noqa: E402
-from ..stores.filters import parse_filter  # noqa: E402
+from ..search.filters import parse_filter  # noqa: E402
 from ..types import to_documents  # noqa: E402
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware  # noqa: E402
 from .scheduler import EncoderGate, SearchBatcher, ServiceBusy, gate_encoder  # noqa: E402

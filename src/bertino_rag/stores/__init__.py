@@ -1,5 +1,6 @@
-"""Vector stores behind one contract: the embedded numpy store, Qdrant (client and Edge) and
-Milvus.
+"""Stores: the protocol they implement, the base that checks what callers pass, and the
+stores themselves (the embedded numpy store, Qdrant, Qdrant Edge, Milvus, and the reference
+store).
 
 ``QdrantStore``, ``QdrantEdgeStore`` and ``MilvusStore`` import their clients lazily; a
 missing extra raises an ImportError that names the ``pip install`` to run.
@@ -9,18 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import (
+from ..errors import (
     CollectionNotFoundError,
-    ExportBatch,
+    FilterError,
     StoreConnectionError,
     StoreCorruptionError,
     StoreError,
     StoreWriteError,
-    VectorStore,
-    rescore,
 )
-from .filters import FilterError
+from ..search.rescore import rescore
+from .base import VectorStore
 from .memory import MemoryStore
+from .protocol import Capabilities, ExportBatch, StoreProtocol, WriteBatch
+from .reference import ReferenceStore
+from .registry import STORE_KINDS, make_store, spec_help
 
 if TYPE_CHECKING:
     from .milvus import MilvusStore
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from .qdrant_edge import QdrantEdgeStore
 
 __all__ = [
+    "STORE_KINDS",
+    "Capabilities",
     "CollectionNotFoundError",
     "ExportBatch",
     "FilterError",
@@ -35,13 +40,17 @@ __all__ = [
     "MilvusStore",
     "QdrantEdgeStore",
     "QdrantStore",
+    "ReferenceStore",
     "StoreConnectionError",
     "StoreCorruptionError",
     "StoreError",
+    "StoreProtocol",
     "StoreWriteError",
     "VectorStore",
+    "WriteBatch",
     "make_store",
     "rescore",
+    "spec_help",
 ]
 
 
@@ -59,47 +68,3 @@ def __getattr__(name: str) -> Any:
 
         return MilvusStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def make_store(spec: str | VectorStore | None = None) -> VectorStore:
-    """Build a store from a short spec (used by the CLI and ``Retriever(store=...)``).
-
-    - ``None`` or ``"memory"``: in-memory numpy store; ``"memory:DIR"``: persisted to DIR;
-    - ``"qdrant"``: Qdrant local mode in memory; ``"qdrant:DIR"``: local mode persisted;
-      ``"qdrant:http://host:6333"``: a Qdrant server (key from ``QDRANT_API_KEY``);
-    - ``"qdrant-edge:DIR"``: the Qdrant engine in-process (Qdrant Edge), persisted to DIR;
-    - ``"milvus:FILE.db"``: Milvus Lite; ``"milvus:http://host:19530"``: a Milvus server
-      (token from ``MILVUS_TOKEN``).
-    """
-    if spec is None:
-        return MemoryStore()
-    if isinstance(spec, VectorStore):
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"store must be a VectorStore or a spec string, got {type(spec).__name__}")
-    kind, _, where = spec.partition(":")
-    kind = kind.strip().lower()
-    where = where.strip()
-    if kind == "memory":
-        return MemoryStore(path=where or None)
-    if kind == "qdrant":
-        from .qdrant import QdrantStore
-
-        if where.startswith(("http://", "https://")):
-            return QdrantStore(url=where)
-        return QdrantStore(path=where) if where else QdrantStore()
-    if kind == "qdrant-edge":
-        if not where:
-            raise ValueError("store 'qdrant-edge' needs a folder: 'qdrant-edge:DIR'")
-        from .qdrant_edge import QdrantEdgeStore
-
-        return QdrantEdgeStore(where)
-    if kind == "milvus":
-        from .milvus import MilvusStore, check_uri
-
-        check_uri(where or "./bertino_milvus.db")  # before the import cost of a client
-        return MilvusStore(uri=where or "./bertino_milvus.db")
-    raise ValueError(
-        f"unknown store {spec!r}: use 'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
-        "'milvus:FILE|URL'"
-    )

@@ -78,7 +78,7 @@ from .base import (
     retry,
     safe_location,
 )
-from .filters import Condition, Node, matches
+from ..search.filters import Condition, Node, matches
 from .milvus_filters import FILTER_FIELD, MilvusFilter, compile_filter, filter_keys, render_inline
 
 __all__ = ["IndexFallbackWarning", "MilvusStore"]

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .filters import Condition, FilterError, Node, Or
+from ..search.filters import Condition, FilterError, Node, Or
 
 __all__ = ["FILTER_FIELD", "MilvusFilter", "compile_filter", "filter_keys", "render_inline"]
 

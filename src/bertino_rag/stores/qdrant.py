@@ -100,7 +100,7 @@ from .base import (
     retry,
     safe_location,
 )
-from .filters import Node
+from ..search.filters import Node
 from .qdrant_common import (
     FULL,
     FilterVocabulary,

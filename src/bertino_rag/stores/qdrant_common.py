@@ -18,7 +18,7 @@ import numpy as np
 
 from ..types import Document, Hit
 from .base import VectorStore, check_found, ranking_key
-from .filters import FilterError, Node, Or
+from ..search.filters import FilterError, Node, Or
 
 __all__ = [
     "FULL", "ID_NAMESPACE", "PAYLOAD_TYPES", "FilterVocabulary", "PointRecordReads",

@@ -63,7 +63,7 @@ from .base import (
     lexical_config,
     ranking_key,
 )
-from .filters import Node
+from ..search.filters import Node
 from .qdrant_common import (
     FULL,
     FilterVocabulary,

@@ -30,7 +30,7 @@ from bertino_rag.lexical import (
 )
 from bertino_rag.search.fusion import Fusion
 from bertino_rag.stores import StoreError, VectorStore
-from bertino_rag.stores.filters import FilterError, matches, parse_filter
+from bertino_rag.search.filters import FilterError, matches, parse_filter
 from bertino_rag.types import Document, Stamp, StampMismatchError
 
 SCORE_TOL = 1e-4
@@ -417,7 +417,7 @@ class StoreConformance:
     def test_documents_past_the_filter_bound(self, make_store, name, stamp, data):
         # More documents in one call than a filter's $in takes (MAX_IN_VALUES): listing and
         # deleting their chunks must still work (Retriever.index asks for a whole window).
-        from bertino_rag.stores.filters import MAX_IN_VALUES
+        from bertino_rag.search.filters import MAX_IN_VALUES
 
         docs, vec, _ = data
         n = len(docs)

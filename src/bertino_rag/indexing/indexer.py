@@ -1,0 +1,197 @@
+"""One indexing call, from documents to a store: chunking, the pipeline, the replacement swap.
+
+:func:`index_documents` is what :meth:`bertino_rag.retriever.Retriever.index` runs. Each
+document is checked once, as it is read: with chunking, what is written for it (the document,
+or its chunks) is checked against the store's rules; without, the document itself. The store
+then writes without checking again (``VectorStore.write_checked``). Token counts come from
+the chunker's one tokenization of each document when chunking is on; without it, from one
+tokenizer call per window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TruncationWarning
+from ..types import Document
+from .chunking import Chunker
+from .documents import check_chunks, chunk_documents, plan_writes
+from .pipeline import index_pipelined
+
+if TYPE_CHECKING:
+    from ..encoder import TextEncoder
+    from ..stores.base import VectorStore
+    from ..types import Stamp
+
+__all__ = ["IndexReport", "chunker_for", "index_documents"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What the last :meth:`Retriever.index` call did."""
+
+    n_input: int
+    n_written: int
+    n_truncated: int
+    seconds: float
+    #: documents repeated exactly within the call (same id, text and metadata), written once
+    n_duplicates: int = 0
+    #: time spent encoding, in the caller's thread
+    encode_seconds: float = 0.0
+    #: time spent in store writes, in the writer thread (overlapped with encoding)
+    write_seconds: float = 0.0
+    #: time encoding waited for the writer: the part of writing not hidden behind encoding
+    wait_seconds: float = 0.0
+    #: documents stored as chunks (longer than the model reads), and the chunks of the call
+    n_chunked: int = 0
+    n_chunks: int = 0
+    #: stored items left alone because they were already stored unchanged
+    n_unchanged: int = 0
+    #: stored chunks of these documents deleted because the new version no longer has them
+    n_deleted: int = 0
+    #: time spent cutting documents into chunks and comparing them with the store
+    chunk_seconds: float = 0.0
+    #: time the store spent building its search index after the writes (``build_index``)
+    build_seconds: float = 0.0
+
+
+def chunker_for(encoder: TextEncoder, chunking: Any) -> Chunker | None:
+    """The :class:`~bertino_rag.indexing.chunking.Chunker` of a ``chunking`` setting of
+    :meth:`Retriever.index` for ``encoder`` (``None`` when chunking is off)."""
+    if chunking is False:
+        return None
+    if chunking is True:
+        return Chunker.for_encoder(encoder)
+    if isinstance(chunking, Chunker):
+        return chunking
+    if isinstance(chunking, int) and not isinstance(chunking, bool):
+        return Chunker.for_encoder(encoder, max_tokens=chunking)
+    if isinstance(chunking, Mapping) and set(chunking) <= {"max_tokens", "overlap"}:
+        return Chunker.for_encoder(encoder, **chunking)
+    raise ValueError(
+        f"chunking must be True, False, a max_tokens int, a dict with max_tokens and/or "
+        f"overlap, or a Chunker; got {chunking!r}"
+    )
+
+
+def index_documents(
+    docs: Iterable[Any],
+    *,
+    store: VectorStore,
+    encoder: TextEncoder,
+    stamp: Stamp,
+    collection: str,
+    dim: int,
+    chunker: Chunker | None,
+    batch_size: int,
+    window: int,
+    show_progress_bar: bool | None,
+) -> tuple[list[str], IndexReport]:
+    """Encode and write ``docs`` (see :meth:`Retriever.index`); their ids and a report."""
+    started = time.perf_counter()
+    if isinstance(docs, (str, bytes)) or isinstance(docs, Mapping):
+        docs = [docs]
+    total = len(docs) if isinstance(docs, Sequence) else None
+    if show_progress_bar is None:
+        show_progress_bar = total is not None and total > 4 * encoder.batch_size
+    bar = None
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = (tqdm(total=total, desc="Indexing", unit="doc") if chunker is None
+               else tqdm(desc="Indexing", unit="chunk"))
+    counts = {"chunked": 0, "chunks": 0, "unchanged": 0}
+    stale: list[str] = []
+    chunk_seconds = 0.0
+    lengths: dict[str, int] = {}  # the chunker's token counts of what it writes
+    specials = 0
+    if chunker is not None:
+        specials = chunker.tokenizer.num_special_tokens_to_add(pair=False)
+
+    def prepare(window_docs: list[Document], positions: list[int]) -> list[Document]:
+        nonlocal chunk_seconds
+        began = time.perf_counter()
+        assert chunker is not None
+        parts = chunk_documents(window_docs, chunker, lengths)
+        check_chunks(parts, positions, store.check_documents)
+        plan = plan_writes(parts, store.get, store.ids_of_documents)
+        counts["chunked"] += sum(1 for _, p in parts if len(p) > 1)
+        counts["chunks"] += sum(len(p) for _, p in parts)
+        counts["unchanged"] += plan.unchanged
+        stale.extend(plan.stale)
+        chunk_seconds += time.perf_counter() - began
+        return plan.write
+
+    def token_lengths(texts: list[str]) -> list[int]:
+        """The chunker's counts (plus special tokens) where it measured the text, the
+        tokenizer's for the others (without chunking: every text)."""
+        found = [lengths.pop(t, None) for t in texts]
+        missing = [t for t, n in zip(texts, found, strict=True) if n is None]
+        measured = iter(encoder.token_lengths(missing) if missing else [])
+        return [next(measured) if n is None else n + specials for n in found]
+
+    def encode(texts: list[str]) -> tuple[Any, Any]:
+        out = encoder.encode(texts, kind="document", warn_truncation=False,
+                             show_progress_bar=False, dim=dim)
+        return out.index, (out.full if stamp.full_vectors else None)
+
+    try:
+        stats = index_pipelined(
+            docs,
+            encode=encode,
+            write=store.write_checked,
+            lengths=token_lengths,
+            max_length=encoder.max_seq_length,
+            batch_size=batch_size,
+            window=window,
+            on_progress=bar.update if bar is not None else None,
+            # without chunking, each document is what is written: checked here, once
+            validate=None if chunker is not None else (
+                lambda docs, at: store.check_documents(docs, offset=at)),
+            prepare=prepare if chunker is not None else None,
+        )
+        if stale:  # only once everything new is written: nothing is lost on a failure
+            store.delete(list(dict.fromkeys(stale)))
+        if store.replacing and stats.n_input:  # recreate=True: the complete
+            store.publish()  # replacement goes live; an empty call replaces nothing
+    except BaseException:
+        if store.replacing and store.supports_atomic_replace:
+            # what this call wrote is discarded: a retry starts from an empty replacement
+            try:
+                store.open_replacement(collection, stamp)
+            except Exception as err:  # the first error is the one to report
+                logger.warning("discarding the failed replacement of %r failed: %s",
+                               collection, err)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    build_started = time.perf_counter()
+    if stats.n_written:
+        store.build_index()  # e.g. HNSW for Qdrant Edge; searches are exact before
+    build_seconds = time.perf_counter() - build_started
+    if stats.n_truncated:
+        warnings.warn(
+            f"{stats.n_truncated} of {stats.n_written} documents are longer than the model's "
+            f"max_seq_length ({encoder.max_seq_length} tokens) and were embedded from "
+            "their beginning only; split long documents into chunks to embed all of them.",
+            TruncationWarning,
+            stacklevel=3,
+        )
+    report = IndexReport(
+        n_input=stats.n_input, n_written=stats.n_written, n_truncated=stats.n_truncated,
+        n_duplicates=stats.n_duplicates, seconds=time.perf_counter() - started,
+        encode_seconds=stats.encode_seconds,
+        write_seconds=stats.write_seconds, wait_seconds=stats.wait_seconds,
+        n_chunked=counts["chunked"], n_chunks=counts["chunks"],
+        n_unchanged=counts["unchanged"], n_deleted=len(set(stale)),
+        chunk_seconds=chunk_seconds, build_seconds=build_seconds,
+    )
+    return stats.ids, report
