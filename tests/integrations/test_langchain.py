@@ -129,19 +129,28 @@ def test_retriever_fields_and_per_call_overrides():
     assert tagged.tags == ["it"] and len(tagged.invoke(QUESTION)) == 1
 
 
-async def test_ainvoke_awaits_retriever_asearch(monkeypatch):
+async def test_ainvoke_awaits_retriever_asearch_off_the_event_loop(monkeypatch):
+    """``ainvoke`` awaits ``Retriever.asearch``, which runs the search in a worker thread: the
+    event loop's thread never encodes or searches."""
+    import threading
+
     r = italian_retriever()
-    calls = []
-    original = r.asearch
+    calls, threads = [], []
+    original_async, original_sync = r.asearch, r.search
 
     async def spy(*args, **kwargs):
         calls.append(args)
-        return await original(*args, **kwargs)
+        return await original_async(*args, **kwargs)
+
+    def sync_spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return original_sync(*args, **kwargs)
 
     monkeypatch.setattr(r, "asearch", spy)
-    monkeypatch.setattr(r, "search", lambda *a, **k: pytest.fail("sync search in ainvoke"))
+    monkeypatch.setattr(r, "search", sync_spy)
     docs = await r.as_langchain(k=2).ainvoke(QUESTION)
     assert calls and calls[0][:2] == (QUESTION, 2)
+    assert threads and threading.main_thread() not in threads
     monkeypatch.undo()
     assert [d.id for d in docs] == [h.id for h in r.search(QUESTION, k=2)]
 

@@ -1,13 +1,15 @@
 """What every subcommand shares: the encoder flags, the collection flags and their parsing.
 
-Declared here once, so that each subcommand reads and documents them the same way. This module
-imports the standard library only.
+Declared here once, so that each subcommand reads and documents them the same way. The store
+kinds come from :mod:`bertino_rag.stores.registry`, their one home.
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from ..stores.registry import spec_help
 
 __all__ = ["BACKENDS", "DEFAULT_STORE", "add_collection_arguments", "add_encoder_arguments",
            "calibration_texts", "encoder_options", "positive_int"]
@@ -71,9 +73,7 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("collection")
     g.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
     g.add_argument("--store", default=DEFAULT_STORE,
-                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
-                        "'milvus:FILE.db|URL' "
-                        f"(default: {DEFAULT_STORE})")
+                   help=f"{spec_help()} (default: {DEFAULT_STORE})")
     g.add_argument("--collection", default="bertino")
     g.add_argument("--no-rerank", action="store_true",
                    help="store and search the truncated vectors only")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..stores.registry import spec_help
 from .common import add_encoder_arguments, encoder_options, positive_int
 
 __all__ = ["register_cli"]
@@ -45,8 +46,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--funnel-dims", type=_int_list, default=None,
                    help="index dims of the funnels (default: every --dims value below full)")
     p.add_argument("--store", default="memory",
-                   help="store for the funnels and latencies: 'memory', 'qdrant[:DIR|:URL]', "
-                        "'milvus:FILE.db|URL' (temporary collections, dropped afterwards)")
+                   help=f"store for the funnels and latencies: {spec_help()} (temporary "
+                        "collections, dropped afterwards)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--with-title", action="store_true",
                    help="encode 'title\\ntext' for a document (default: its text alone)")

@@ -56,7 +56,7 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
     hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
     try:
         return Retriever(dim=args.dim, store=store or args.store,
-                         rerank=not args.no_rerank, rerank_k=args.rerank_k,
+                         rescore=not args.no_rerank, rescore_k=args.rerank_k,
                          collection=args.collection, recreate=recreate, create=create,
                          hybrid=hybrid, fusion=getattr(args, "fusion", None),
                          **({"encoder": encoder} if encoder is not None

@@ -102,8 +102,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .common import encoder_options
 
     retriever = Retriever(
-        dim=args.dim, store=args.store, rerank=not args.no_rerank,
-        rerank_k=args.rerank_k, collection=args.collection, hybrid=args.hybrid,
+        dim=args.dim, store=args.store, rescore=not args.no_rerank,
+        rescore_k=args.rerank_k, collection=args.collection, hybrid=args.hybrid,
         fusion=args.fusion, **encoder_options(args),
     )
     app = create_app(retriever, settings)

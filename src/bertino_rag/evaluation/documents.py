@@ -119,7 +119,7 @@ def rank_documents(
     out: list[list[tuple[str, float]]] = []
     for start in steps:
         hits = retriever.search_batch(list(queries[start : start + _SEARCH_CHUNK]), k=depth,
-                                      group_by="document", group_size=1, rerank_k=rerank_k)
+                                      group_by="document", group_size=1, rescore_k=rerank_k)
         out.extend([(h.id, h.score) for h in row] for row in hits)
     return out
 
@@ -164,7 +164,7 @@ def evaluate_documents(
     for dim in dims:
         funnel = dim < encoder.full_dim
         for name, setting in runs:
-            r = Retriever(dim=dim, store=store, encoder=cached, rerank=funnel,
+            r = Retriever(dim=dim, store=store, encoder=cached, rescore=funnel,
                           collection=f"bertino_eval_documents_{name}_{dim}", recreate=True)
             try:
                 with warnings.catch_warnings():

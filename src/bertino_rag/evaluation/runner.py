@@ -203,7 +203,7 @@ def _collection(store: VectorStore, encoder: TextEncoder, dim: int, rerank: bool
                 tag: str) -> Iterator[Retriever]:
     """A fresh collection (unique name, dropped afterwards) indexed through ``Retriever``."""
     # chunking off: every corpus document is one vector, as the precomputed path embeds it
-    retriever = Retriever(dim=dim, store=store, rerank=rerank, encoder=encoder,
+    retriever = Retriever(dim=dim, store=store, rescore=rerank, encoder=encoder,
                           collection=f"bertino_eval_{tag}_d{dim}", chunking=False)
     try:
         with warnings.catch_warnings():
@@ -318,7 +318,7 @@ def _search_latency(store: VectorStore, queries: np.ndarray, n: int, *,
     if full is None:
         return time_calls(lambda i: store.search(queries[i], 10), n)
     return time_calls(
-        lambda i: store.search(queries[i], 10, full_vector=full[i], rerank_k=rerank_k), n
+        lambda i: store.search(queries[i], 10, full_vector=full[i], rescore_k=rerank_k), n
     )
 
 
@@ -373,6 +373,6 @@ def _funnel_rankings(retriever: Retriever, queries: list[str], k: int,
         steps = tqdm(steps, desc=f"dim {retriever.dim} rerank@{k}", unit="batch")
     for start in steps:
         hits = retriever.search_batch(queries[start : start + _SEARCH_CHUNK], k=depth,
-                                      rerank=True, rerank_k=k)
+                                      rescore=True, rescore_k=k)
         out.extend([(h.id, h.score) for h in row] for row in hits)
     return out

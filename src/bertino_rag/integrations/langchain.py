@@ -306,8 +306,8 @@ class BertinoVectorStore(VectorStore):
                 dim = encoder.full_dim if s["dim"] is None else encoder.check_dim(s["dim"])
                 rerank = s["rerank"] if s["rerank"] is not None else dim < encoder.full_dim
                 self._retriever = Retriever(
-                    dim=dim, encoder=encoder, store=self.store, rerank=bool(rerank),
-                    rerank_k=self.rerank_k, collection=self.collection,
+                    dim=dim, encoder=encoder, store=self.store, rescore=bool(rerank),
+                    rescore_k=self.rerank_k, collection=self.collection,
                     recreate=s["recreate"], hybrid=s["hybrid"], fusion=self.fusion,
                     chunking=False,
                 )
@@ -407,7 +407,7 @@ class BertinoVectorStore(VectorStore):
             raise TypeError(f"unknown search arguments {sorted(unknown)}; allowed: "
                             f"{', '.join(sorted(allowed))}")
         return {"filter": kwargs.get("filter"),
-                "rerank_k": kwargs.get("rerank_k") or self.rerank_k,
+                "rescore_k": kwargs.get("rerank_k") or self.rerank_k,
                 "mode": kwargs.get("mode"), "group_by": kwargs.get("group_by")}
 
     def _by_vector_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = self.retriever.search(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            query, a["k"], a["filter"], rescore=a["rerank"], rescore_k=a["rerank_k"],
             mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)
@@ -110,7 +110,7 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = await self.retriever.asearch(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            query, a["k"], a["filter"], rescore=a["rerank"], rescore_k=a["rerank_k"],
             mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)

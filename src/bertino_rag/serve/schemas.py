@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..stores.registry import STORE_KINDS
+
 __all__ = [
     "CollectionInfo",
     "DeleteRequest",
@@ -78,10 +80,11 @@ class SearchRequest(BaseModel):
     def options(self) -> dict[str, Any]:
         """Keyword arguments for ``Retriever.search_batch`` (unset options left out)."""
         out: dict[str, Any] = {"k": self.k, "filter": self.filter}
-        for name in ("rerank", "rerank_k", "mode", "group_by"):
+        for name, option in (("rerank", "rescore"), ("rerank_k", "rescore_k"),
+                             ("mode", "mode"), ("group_by", "group_by")):
             value = getattr(self, name)
             if value is not None:
-                out[name] = value
+                out[option] = value
         return out
 
 
@@ -160,7 +163,7 @@ class CollectionInfo(BaseModel):
     name: str
     stamp: dict[str, Any]
     count: int
-    store: str = Field(description="store kind (memory, qdrant, qdrant-edge, milvus)")
+    store: str = Field(description=f"store kind ({', '.join(STORE_KINDS)})")
 
 
 class HealthResponse(BaseModel):
