@@ -6,6 +6,7 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
   ``mode`` / ``group_by`` where the retriever has them;
 - ``POST /documents``: index documents, validated whole first, with ``index()``'s report;
 - ``DELETE /documents``: by ``ids`` (or ``document_ids`` where the retriever supports it);
+- ``POST /documents/get``: stored entries by id (text and metadata);
 - ``GET /collections``: the served collection's name, stamp and count;
 - ``GET /health``: 200 when the model is loaded and the store answers, else 503 (readiness);
 - ``GET /metrics``: Prometheus exposition (requests, latency, batch sizes, documents);
@@ -66,6 +67,8 @@ from .schemas import (  # noqa: E402
     CollectionInfo,
     DeleteRequest,
     DeleteResponse,
+    GetRequest,
+    GetResponse,
     HealthResponse,
     IndexRequest,
     IndexResponse,
@@ -410,6 +413,18 @@ def create_app(
         service.metrics.documents.set(result["count"])
         return result
 
+    @app.post("/documents/get", response_model=GetResponse)
+    async def get(body: GetRequest) -> dict[str, Any]:
+        """Stored entries by id, in the order asked (unknown ids are left out)."""
+        if len(body.ids) > settings.max_documents:
+            raise HTTPException(
+                413, f"{len(body.ids)} ids in one request; this server takes at most "
+                f"{settings.max_documents} (--max-documents)",
+            )
+        docs = await asyncio.to_thread(retriever.get, body.ids)
+        return {"documents": [{"id": d.id, "text": d.text, "metadata": d.metadata}
+                              for d in docs]}
+
     @app.get("/collections", response_model=list[CollectionInfo])
     async def collections() -> list[dict[str, Any]]:
         """The served collection: its name, stamp (model, dims, layout) and count."""
@@ -447,8 +462,8 @@ def create_app(
 
     add_openai_routes(app, service, settings)
 
-    paths = frozenset({"/search", "/documents", "/collections", "/health", "/metrics",
-                       "/openapi.json", "/docs", "/v1/embeddings", "/v1/models"})
+    paths = frozenset({"/search", "/documents", "/documents/get", "/collections", "/health",
+                       "/metrics", "/openapi.json", "/docs", "/v1/embeddings", "/v1/models"})
     # outermost first: metrics see every answer, the key is checked before a body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:
