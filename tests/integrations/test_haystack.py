@@ -3,12 +3,9 @@ MiniLM and squad-it-dev paragraphs."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 pytest.importorskip("haystack")
 
 from haystack import Document, Pipeline  # noqa: E402

@@ -50,7 +50,7 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
 
     api_key = None
     if args.transport == "http":
-        require("uvicorn", "serve")
+        require("uvicorn", "mcp")
         api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
         check_exposure(args.host, api_key)
     elif args.api_key:
