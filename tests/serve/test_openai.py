@@ -83,8 +83,8 @@ def test_bad_input_gets_a_clear_error_and_the_service_stays_up(make_retriever, e
     with serving(create_app(retriever, settings)) as url, _client(url) as client:
         model = encoder.model_id
         with pytest.raises(openai.BadRequestError,
-                           match=r"dimensions=100 is not a Matryoshka dimension .* trained for "
-                                 r"384, 256, 128, 64") as err:
+                           match=r"dimensions=100 is not a Matryoshka dimension .* whose "
+                                 r"Matryoshka dimensions are 384, 256, 128, 64") as err:
             client.embeddings.create(model=model, input="Ciao", dimensions=100)
         assert err.value.body["param"] == "dimensions"
         with pytest.raises(openai.NotFoundError,

@@ -114,8 +114,8 @@ def _check_dimensions(encoder: TextEncoder, dimensions: int | None) -> int:
     if dimensions not in dims:
         raise OpenAIError(
             400, f"dimensions={dimensions} is not a Matryoshka dimension of "
-            f"{encoder.model_id!r}: it was trained for {', '.join(map(str, dims))}; pick one of "
-            "them (or leave dimensions out for the full vector)", param="dimensions",
+            f"{encoder.model_id!r}, whose Matryoshka dimensions are {', '.join(map(str, dims))}: "
+            "pick one of them (or leave dimensions out for the full vector)", param="dimensions",
         )
     return dimensions
 
