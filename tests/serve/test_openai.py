@@ -168,3 +168,18 @@ def test_langchain_openai_embeddings_against_the_service(make_retriever, encoder
     np.testing.assert_allclose(np.asarray(docs), raw.index, atol=1e-5)
     expected = encoder.encode_query("Chi dipinse la Gioconda?", dim=256).index[0]
     np.testing.assert_allclose(np.asarray(query), expected, atol=1e-5)
+
+
+def test_haystack_openai_text_embedder_against_the_service(make_retriever, encoder):
+    pytest.importorskip("haystack")
+    from haystack.components.embedders import OpenAITextEmbedder
+    from haystack.utils import Secret
+
+    question = "Chi dipinse la Gioconda?"
+    with serving(create_app(make_retriever())) as url:
+        embedder = OpenAITextEmbedder(api_key=Secret.from_token("unused"), model=encoder.model_id,
+                                      api_base_url=f"{url}/v1", dimensions=128, max_retries=0)
+        out = embedder.run(question)
+    np.testing.assert_allclose(out["embedding"], encoder.encode([question], dim=128).index[0],
+                               atol=1e-5)
+    assert out["meta"]["usage"]["prompt_tokens"] == encoder.token_lengths([question])[0]
