@@ -14,13 +14,13 @@ from bertino_rag.encoder import matryoshka_slice
 @pytest.fixture(scope="module")
 def indexed(encoder, squad_slice):
     # one vector per paragraph, compared with whole-text vectors: chunking off
-    r = Retriever(dim=128, encoder=encoder, rerank=True, rerank_k=30, chunking=False)
+    r = Retriever(dim=128, encoder=encoder, rescore=True, rescore_k=30, chunking=False)
     r.index(squad_slice["docs"])
     return r
 
 
 def test_top10_equals_exact_numpy_on_truncated_vectors(encoder, squad_slice, slice_vectors):
-    r = Retriever(dim=128, encoder=encoder, rerank=False, chunking=False)
+    r = Retriever(dim=128, encoder=encoder, rescore=False, chunking=False)
     r.index(squad_slice["docs"])
     ids = squad_slice["doc_ids"]
     docs = slice_vectors["docs"].index

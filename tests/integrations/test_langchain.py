@@ -112,11 +112,11 @@ def test_as_langchain_returns_the_retrievers_hits_with_id_and_score():
 
 def test_retriever_fields_and_per_call_overrides():
     r = italian_retriever()
-    lc = BertinoRetriever(retriever=r, k=5, filter={"source": "Cloroplasto"}, rerank=False,
+    lc = BertinoRetriever(retriever=r, k=5, filter={"source": "Cloroplasto"}, rescore=False,
                           score_key="cosine")
     docs = lc.invoke(QUESTION)
     assert len(docs) == 5 and {d.metadata["source"] for d in docs} == {"Cloroplasto"}
-    want = r.search(QUESTION, 5, {"source": "Cloroplasto"}, rerank=False)
+    want = r.search(QUESTION, 5, {"source": "Cloroplasto"}, rescore=False)
     np.testing.assert_allclose([d.metadata["cosine"] for d in docs], [h.score for h in want])
     assert len(lc.invoke(QUESTION, k=2, filter=None)) == 2
     with pytest.raises(TypeError, match="unknown search arguments"):
@@ -291,7 +291,7 @@ def test_search_kwargs_filter_threshold_and_mmr(embeddings):
 
 
 def test_mmr_without_stored_full_vectors(embeddings):
-    vs = BertinoVectorStore(embeddings, rerank=False)
+    vs = BertinoVectorStore(embeddings, rescore=False)
     vs.add_documents(lc_docs(italian_chunks()))
     assert not vs.stamp.full_vectors
     ranked = vs.similarity_search(QUESTION, k=4)

@@ -101,7 +101,7 @@ def test_service_vector_store_search_options_and_mistakes(squad_slice):
     got = vs.get_by_ids([scored[0][0].id, "not-there"])
     assert [d.id for d in got] == [scored[0][0].id]
     with pytest.raises(TypeError, match="unknown search arguments"):
-        vs.similarity_search(question, k=2, rerank_k=10)
+        vs.similarity_search(question, k=2, rescore_k=10)
     with pytest.raises(ServiceError, match="unknown operator"):
         vs.similarity_search(question, filter={"para": {"$near": 1}})
     with pytest.raises(ValueError, match="needs the ids"):

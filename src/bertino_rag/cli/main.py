@@ -56,7 +56,7 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
     hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
     try:
         return Retriever(dim=args.dim, store=store or args.store,
-                         rescore=not args.no_rerank, rescore_k=args.rerank_k,
+                         rescore=not args.no_rescore, rescore_k=args.rescore_k,
                          collection=args.collection, recreate=recreate, create=create,
                          hybrid=hybrid, fusion=getattr(args, "fusion", None),
                          **({"encoder": encoder} if encoder is not None
@@ -77,7 +77,7 @@ def _mismatch_advice(err: Any, args: argparse.Namespace) -> str:
                            else f"--model <the local model whose id is {found.model}>")
         options.append(f"--dim {found.index_dim}")
         if not found.full_vectors:
-            options.append("--no-rerank")
+            options.append("--no-rescore")
         if found.lexical is not None:
             options.append("--hybrid")
         built = f" was built with {' '.join(options)}"

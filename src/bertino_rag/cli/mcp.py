@@ -63,7 +63,7 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
     from .common import encoder_options
 
     retriever = Retriever(
-        dim=args.dim, store=args.store, rerank=not args.no_rerank, rerank_k=args.rerank_k,
+        dim=args.dim, store=args.store, rescore=not args.no_rescore, rescore_k=args.rescore_k,
         collection=args.collection, create=not args.read_only, hybrid=args.hybrid,
         fusion=args.fusion, **encoder_options(args),
     )

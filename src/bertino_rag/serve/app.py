@@ -2,7 +2,7 @@
 
 Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 
-- ``POST /search``: ``query`` or ``queries``, ``k``, ``filter``, ``rerank``, ``rerank_k``, and
+- ``POST /search``: ``query`` or ``queries``, ``k``, ``filter``, ``rescore``, ``rescore_k``, and
   ``mode`` / ``group_by`` where the retriever has them;
 - ``POST /documents``: index documents, validated whole first, with ``index()``'s report;
 - ``DELETE /documents``: by ``ids`` (or ``document_ids`` where the retriever supports it);
@@ -28,6 +28,7 @@ import dataclasses
 import inspect
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,8 +53,8 @@ from prometheus_client import (  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..indexing.pipeline import IndexWriteError  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
-from ..stores.base import StoreError  # noqa: E402
 from ..search.filters import parse_filter  # noqa: E402
+from ..stores.base import StoreError  # noqa: E402
 from ..types import to_documents  # noqa: E402
 from .middleware import (  # noqa: E402
     ApiKeyMiddleware,
@@ -90,7 +91,8 @@ class ServeSettings:
     Attributes:
         api_key: required on every request but ``/health`` when set.
         max_k: largest ``k``.
-        max_rerank_k: largest ``rerank_k``.
+        max_rescore_k: largest ``rescore_k``.
+        max_rerank_k: deprecated name of ``max_rescore_k``.
         max_queries: queries per ``/search`` request.
         max_documents: documents per ``POST /documents``, ids per ``DELETE /documents``,
             inputs per ``POST /v1/embeddings``.
@@ -105,7 +107,8 @@ class ServeSettings:
 
     api_key: str | None = None
     max_k: int = 100
-    max_rerank_k: int = 1000
+    max_rescore_k: int = 1000
+    max_rerank_k: int | None = None
     max_queries: int = 64
     max_documents: int = 1000
     max_request_bytes: int = 16 * 1024 * 1024
@@ -116,7 +119,12 @@ class ServeSettings:
     health_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("max_k", "max_rerank_k", "max_queries", "max_documents",
+        if self.max_rerank_k is not None:
+            warnings.warn("ServeSettings(max_rerank_k=) is deprecated; use max_rescore_k=",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "max_rescore_k", self.max_rerank_k)
+            object.__setattr__(self, "max_rerank_k", None)
+        for name in ("max_k", "max_rescore_k", "max_queries", "max_documents",
                      "max_request_bytes", "max_batch", "max_pending", "index_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -342,9 +350,9 @@ def create_app(
         if body.k > settings.max_k:
             raise _unprocessable(f"k={body.k} is above this server's limit of {settings.max_k} "
                                  "(--max-k)")
-        if body.rerank_k is not None and body.rerank_k > settings.max_rerank_k:
-            raise _unprocessable(f"rerank_k={body.rerank_k} is above this server's limit of "
-                                 f"{settings.max_rerank_k} (--max-rerank-k)")
+        if body.rescore_k is not None and body.rescore_k > settings.max_rescore_k:
+            raise _unprocessable(f"rescore_k={body.rescore_k} is above this server's limit of "
+                                 f"{settings.max_rescore_k} (--max-rescore-k)")
         options = body.options()
         unknown = sorted(set(options) - service.search_options)
         if unknown:

@@ -195,7 +195,7 @@ class BertinoClient(_Base):
         return _check(self._http.request(method, path, json=body))
 
     def search(self, query: str, k: int = 10, filter: Any = None, **options: Any) -> list[Hit]:
-        """The ``k`` best hits for ``query`` (options: ``rerank``, ``rerank_k``, ``mode``,
+        """The ``k`` best hits for ``query`` (options: ``rescore``, ``rescore_k``, ``mode``,
         ``group_by``)."""
         out = self._call("POST", "/search", _search_body(query, k, filter, options))
         return [_hit(h) for h in out["hits"]]

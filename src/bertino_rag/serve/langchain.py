@@ -35,14 +35,15 @@ from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
-from pydantic import ConfigDict, Field, PrivateAttr, SecretStr  # noqa: E402
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator  # noqa: E402
 
 from ..types import Hit  # noqa: E402
+from ..validation import RENAMED_OPTIONS, renamed, renamed_options  # noqa: E402
 from .client import DEFAULT_URL, AsyncBertinoClient, BertinoClient  # noqa: E402
 
 __all__ = ["BertinoServiceEmbeddings", "BertinoServiceRetriever", "BertinoServiceVectorStore"]
 
-_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "mode", "group_by")
+_SEARCH_KEYS = ("k", "filter", "rescore", "rescore_k", "mode", "group_by")
 
 
 class BertinoServiceRetriever(BaseRetriever):
@@ -55,8 +56,9 @@ class BertinoServiceRetriever(BaseRetriever):
         api_key: the service's key (default ``$BERTINO_RAG_API_KEY``).
         k: number of documents returned.
         filter: metadata filter.
-        rerank: rescore with full vectors (``None``: the service's setting).
-        rerank_k: candidates rescored (``None``: the service's setting).
+        rescore: rescore with full vectors (``None``: the service's setting).
+        rescore_k: candidates rescored (``None``: the service's setting).
+        rerank, rerank_k: deprecated names of ``rescore`` and ``rescore_k``.
         mode: search mode, where the service's retriever has modes.
         group_by: grouping of hits, where the service's retriever can group.
         timeout: seconds per request.
@@ -70,6 +72,8 @@ class BertinoServiceRetriever(BaseRetriever):
     api_key: SecretStr | None = None
     k: int = Field(default=4, gt=0)
     filter: dict[str, Any] | None = None
+    rescore: bool | None = None
+    rescore_k: int | None = Field(default=None, gt=0)
     rerank: bool | None = None
     rerank_k: int | None = Field(default=None, gt=0)
     mode: str | None = None
@@ -85,7 +89,16 @@ class BertinoServiceRetriever(BaseRetriever):
     def _key(self) -> str | None:
         return None if self.api_key is None else self.api_key.get_secret_value()
 
+    @model_validator(mode="after")
+    def _renamed(self) -> BertinoServiceRetriever:
+        for old, new in RENAMED_OPTIONS.items():
+            if getattr(self, old) is not None:
+                setattr(self, new, renamed(getattr(self, new), getattr(self, old), new, old)[0])
+                setattr(self, old, None)
+        return self
+
     def _args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = renamed_options(kwargs)
         unknown = set(kwargs) - set(_SEARCH_KEYS)
         if unknown:
             raise TypeError(

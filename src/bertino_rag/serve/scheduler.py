@@ -2,7 +2,7 @@
 
 - :class:`SearchBatcher` collects the queries of concurrent ``/search`` requests for a short
   window (``wait_s``, bounded by ``max_batch`` queries) and runs them as one
-  ``Retriever.search_batch`` call per distinct set of search parameters (k, filter, rerank,
+  ``Retriever.search_batch`` call per distinct set of search parameters (k, filter, rescore,
   mode...), in a worker thread: concurrent queries with the same parameters cost one encoder
   forward pass, and the event loop never waits on the encoder or the store. While one batch
   runs, the next one fills up, so batches grow with the load without a longer window.
