@@ -29,8 +29,9 @@ Full vectors are rounded to float16 before upload on every location: the server 
 everywhere and match :class:`~bertino_rag.stores.MemoryStore` (which stores float16 too).
 
 The funnel (:mod:`bertino_rag.search`) runs every search; what the engine does faster is
-declared as capabilities. Every search asks for the ``doc_id`` payload only, and the funnel
-reads the documents of the final hits once.
+declared as capabilities. Searches ask for the ``doc_id`` payload only, and the funnel reads
+the documents of the final hits once (the prefetch query, whose results are the final hits,
+reads them in the same call).
 
 - **server** (``url=``): two-stage search is one Query API call per batch (``prefetch`` on
   ``dim<D>`` with ``limit=rescore_k`` and the filter, then ``query`` on ``full``:
@@ -397,7 +398,8 @@ class QdrantStore(QdrantConnection):
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
                       conditions: Any) -> list[Ranked]:
         """Both stages in one Query API call per batch: prefetch ``n`` on the truncated
-        vector, the best ``k`` of them on ``full``."""
+        vector, the best ``k`` of them on ``full``, with their documents (they are the final
+        hits: reading them in the same call saves the funnel a second one)."""
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in vectors]
@@ -406,10 +408,10 @@ class QdrantStore(QdrantConnection):
             models.QueryRequest(
                 prefetch=models.Prefetch(query=v.tolist(), using=self.index_vector, limit=n,
                                          filter=flt, params=params),
-                query=f.tolist(), using=FULL, limit=k, with_payload=["doc_id"])
+                query=f.tolist(), using=FULL, limit=k, with_payload=DOCUMENT_KEYS)
             for v, f in zip(vectors, full, strict=True)
         ]
-        return [ranked_points(p) for p in self._query(requests)]
+        return [ranked_points(p, documents=True) for p in self._query(requests)]
 
     def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
         flt = self._compile(conditions)

@@ -32,8 +32,9 @@ unless ``two_stage="rescore"`` asks for numpy's scores: two-stage search is one 
 ``Nearest`` query on ``full`` restricted to the union's point ids: ``score``). Reading every
 candidate's payload and full vector into Python instead made this the most of a hybrid query's
 time (profiled at 20k points). Both sides' candidates come in one batch query
-(``joint_candidates``); every search reads the ``doc_id`` payload only, and the funnel reads
-the documents of the final hits once.
+(``joint_candidates``). Searches read the ``doc_id`` payload only, and the funnel reads the
+documents of the final hits once (the prefetch query, whose results are the final hits, reads
+them in the same call).
 
 HNSW: Edge has no background optimizer; :meth:`QdrantEdgeStore.build_index` (called by
 ``Retriever.index`` after a bulk write) builds the graph of every segment above
@@ -78,6 +79,7 @@ from .common import (
     parse_index_fields,
     point_id,
     ranked_points,
+    remember,
 )
 
 require("qdrant_edge", "edge")
@@ -467,7 +469,8 @@ class QdrantEdgeStore(PointStore):
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
                       conditions: Any) -> list[Ranked]:
         """One Query API call per query: prefetch ``n`` on the truncated vector, the best
-        ``k`` of them on ``full``."""
+        ``k`` of them on ``full``, with their documents (they are the final hits: reading them
+        in the same call saves the funnel a second one)."""
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in vectors]
@@ -477,8 +480,9 @@ class QdrantEdgeStore(PointStore):
             prefetches=[qe.Prefetch(limit=n, query=qe.Query.Nearest(vectors[i].tolist(),
                                                                     using=name),
                                     filter=flt, params=params)],
-            query=qe.Query.Nearest(full[i].tolist(), using=FULL), with_payload=_DOC_ID),
-            lambda _, points: ranked_points(points))
+            query=qe.Query.Nearest(full[i].tolist(), using=FULL),
+            with_payload=qe.PayloadSelector.Include(DOCUMENT_KEYS)),
+            lambda _, points: ranked_points(points, documents=True))
 
     def _score(self, candidates: Sequence[Ranked], full_queries: np.ndarray) -> list[Ranked]:
         """Each query's candidates scored on ``full`` by the engine: a ``Nearest`` query on
@@ -561,7 +565,7 @@ def _lexical_ranked(points: list[Any], weights: dict[int, float], k: int) -> Ran
     values: the engine sums in float32, so documents with the same terms and length (the same
     stored values) could come back in any order; summed here they tie exactly, and ties go by
     id as on every store."""
-    ids, scores = [], []
+    kept, scores = [], []
     for p in points:
         vec = (p.vector or {}).get(LEXICAL)
         if vec is None:
@@ -570,6 +574,8 @@ def _lexical_ranked(points: list[Any], weights: dict[int, float], k: int) -> Ran
                            for i, x in zip(vec.indices, vec.values, strict=True)
                            if i in weights])
         if score > 0:
-            ids.append(doc_id_of(p))
+            kept.append(p)
             scores.append(score)
+    ids = [doc_id_of(p) for p in kept]
+    remember(ids, kept)
     return ranked(ids, scores, k=k)
