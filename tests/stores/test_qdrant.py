@@ -632,3 +632,17 @@ def test_candidates_deleted_between_two_reads_drop_out(two_stage, random_data, m
     store = QdrantStore(two_stage=two_stage)
     equivalence.fill(store, random_data)
     equivalence.assert_deleted_candidates_drop_out(store, random_data, monkeypatch)
+
+
+def test_local_lexical_index_is_the_open_collection_s(random_data):
+    """The numpy lexical index belongs to one collection: a store that opens another one
+    (after as many writes, so the same write count) searches the other one's documents."""
+    store = QdrantStore()
+    equivalence.fill(store, random_data, name="first")
+    query = random_data["queries"][0]
+    first = store.lexical_search(query, k=3)
+    other = {**random_data, "docs": [{**d, "id": "other-" + d["id"]}
+                                     for d in random_data["docs"]]}
+    equivalence.fill(store, other, name="second")
+    second = store.lexical_search(query, k=3)
+    assert [h.id for h in second] == ["other-" + h.id for h in first]

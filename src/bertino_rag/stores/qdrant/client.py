@@ -217,7 +217,8 @@ class QdrantStore(QdrantConnection):
         self._connecting = threading.Lock()
         self._metadata_supported = True
         self._avgdl = None
-        self._local_lexical: LocalLexical | None = None
+        #: the numpy lexical index of local mode, by (collection, its write generation)
+        self._local_lexical: tuple[tuple[str, int], LocalLexical] | None = None
         self._version = LAYOUT_VERSION
         self._server_options = {}
         # the client is built on first need (_ensure_client): the constructor only validates
@@ -449,12 +450,11 @@ class QdrantStore(QdrantConnection):
 
     def _local_index(self) -> LocalLexical:
         """This local-mode collection's sparse vectors by term, read again after a write."""
-        now = generation(self.client, self.collection)
-        cached = self._local_lexical
-        if cached is None or cached.generation != now:
-            cached = self._local_lexical = LocalLexical.read(
-                now, lambda offset: self._scroll(offset, 4096, None, ["doc_id"], [LEXICAL]))
-        return cached
+        key = (self.collection, generation(self.client, self.collection))
+        if self._local_lexical is None or self._local_lexical[0] != key:
+            self._local_lexical = (key, LocalLexical.read(
+                lambda offset: self._scroll(offset, 4096, None, ["doc_id"], [LEXICAL])))
+        return self._local_lexical[1]
 
     def _knn_grouped(self, vectors: np.ndarray, k: int, group_size: int,
                      conditions: Any) -> list[list[Hit]]:

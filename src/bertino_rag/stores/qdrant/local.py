@@ -104,10 +104,9 @@ class LocalLexical:
     the vector (:meth:`BM25.idf`). Same scores as the engine, to float rounding.
     """
 
-    def __init__(self, generation: int, doc_ids: list[str], term: np.ndarray,
-                 row: np.ndarray, value: np.ndarray) -> None:
+    def __init__(self, doc_ids: list[str], term: np.ndarray, row: np.ndarray,
+                 value: np.ndarray) -> None:
         order = np.argsort(term, kind="stable")
-        self.generation = generation
         self.doc_ids = doc_ids
         self.rank = id_ranks(doc_ids)
         self.term, self.row, self.value = term[order], row[order], value[order]
@@ -115,8 +114,7 @@ class LocalLexical:
         self.ends = np.append(self.starts[1:], len(self.term))
 
     @classmethod
-    def read(cls, generation: int,
-             scroll: Callable[[Any], tuple[list[Any], Any]]) -> LocalLexical:
+    def read(cls, scroll: Callable[[Any], tuple[list[Any], Any]]) -> LocalLexical:
         """The index of a collection read page by page with ``scroll(offset)`` (points with
         their ``doc_id`` payload and ``lexical`` vector, and the next offset)."""
         doc_ids: list[str] = []
@@ -135,7 +133,7 @@ class LocalLexical:
             if offset is None:
                 break
         empty = np.zeros(0, dtype=np.int64)
-        return cls(generation, doc_ids, np.concatenate(terms) if terms else empty,
+        return cls(doc_ids, np.concatenate(terms) if terms else empty,
                    np.concatenate(rows) if rows else empty,
                    np.concatenate(values) if values else np.zeros(0))
 
