@@ -154,7 +154,7 @@ def run_one(kind: str, n: int, queries: int) -> dict[str, Any]:
 
         store = QdrantStore()  # in memory: a local-mode folder writes under 100 points/s
     else:
-        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
 
         store = QdrantEdgeStore(tmp, quantization="int8" if kind == "edge-int8" else None)
     store.open("bench", stamp)
@@ -165,7 +165,7 @@ def run_one(kind: str, n: int, queries: int) -> dict[str, Any]:
     q = min(queries, 20) if kind == "qdrant-local" else queries
     want = exact_top10(index, qi[:q])
     if kind.startswith("edge"):
-        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
 
         secs, before = timed(store, qi[:q], None)
         out["before_build_ms"] = pct(secs)

@@ -128,6 +128,9 @@ def _speed_rows(n: int, qi: np.ndarray, qf: np.ndarray, batch: int, rerank_k: in
                      metadata={"n": i}) for i in range(n)]
     store = QdrantStore()
     store.open("bench", Stamp("synthetic", full_dim, dim))
+    # the server strategy on the same local-mode collection: one prefetch query
+    prefetch = QdrantStore(client=store.client, two_stage="prefetch")
+    prefetch.open("bench", store.stamp)
     # the plain client: the same layout, batches and queries, written by hand
     client = QdrantClient(":memory:")
     client.create_collection("bench", vectors_config={
@@ -159,15 +162,15 @@ def _speed_rows(n: int, qi: np.ndarray, qf: np.ndarray, batch: int, rerank_k: in
     }, len(qi))
     two = interleaved({
         "ours": lambda i: store.search(qi[i], k, full_vector=qf[i], rerank_k=rerank_k),
-        "ours_prefetch": lambda i: store._search_prefetch(
-            qi[i:i + 1], qf[i:i + 1], k, rerank_k, []),
+        "ours_prefetch": lambda i: prefetch.search(qi[i], k, full_vector=qf[i],
+                                                   rescore_k=rerank_k),
         "plain": lambda i: client.query_points(
             "bench", prefetch=models.Prefetch(query=qi[i].tolist(), using="dim128",
                                               limit=rerank_k),
             query=qf[i].tolist(), using="full", limit=k),
     }, prefetch_queries)
     a = store.search(qi[0], k, full_vector=qf[0], rerank_k=rerank_k)
-    b = store._search_prefetch(qi[:1], qf[:1], k, rerank_k, [])[0]
+    b = prefetch.search(qi[0], k, full_vector=qf[0], rescore_k=rerank_k)
     assert [h.id for h in a] == [h.id for h in b], "strategies disagree"
 
     def ms(t: list[float]) -> str:
@@ -222,7 +225,9 @@ def part_ndcg(cache: Path, rerank_ks: list[int]) -> str:
                     f"{100 * score / base:.1f}% |")
     sample = slice(0, 300)
     a = store.search_batch(qind[sample], 10, full_vectors=qfull[sample], rerank_k=100)
-    b = store._search_prefetch(qind[sample], qfull[sample], 10, 100, [])
+    prefetch = QdrantStore(client=store.client, two_stage="prefetch")
+    prefetch.open("squad", store.stamp)
+    b = prefetch.search_batch(qind[sample], 10, full_vectors=qfull[sample], rescore_k=100)
     same = sum([h.id for h in x] == [h.id for h in y] for x, y in zip(a, b, strict=True))
     rows += ["", f"Prefetch (server) strategy vs numpy rescore on {len(a)} queries, "
              f"rerank_k=100: identical top-10 for {same} of {len(a)}."]

@@ -105,7 +105,7 @@ def test_stamp_mismatch_is_refused_before_any_write(tmp_path, source, stamp):
 
 def test_resumes_after_a_crash_without_duplicates(tmp_path, source, monkeypatch):
     pytest.importorskip("qdrant_edge")
-    from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+    from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
 
     spec, docs, _ = source
     dest = QdrantEdgeStore(tmp_path / "edge")

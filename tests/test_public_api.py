@@ -39,7 +39,7 @@ def test_missing_extra_names_the_install(monkeypatch, module, blocked, extra):
         return real_import(name, *args, **kwargs)
 
     for mod in list(sys.modules):
-        if mod == module or mod == blocked or mod.startswith(blocked + "."):
+        if mod in (module, blocked) or mod.startswith((module + ".", blocked + ".")):
             monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setattr(builtins, "__import__", fake_import)
     monkeypatch.setattr(importlib, "import_module",

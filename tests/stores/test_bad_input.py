@@ -244,7 +244,7 @@ def test_qdrant_credentials_never_shown_and_unreachable_is_one_error():
     from bertino_rag.stores import QdrantStore
 
     store = QdrantStore(url="http://admin:SECRET@127.0.0.1:1", api_key="KEY123", max_retries=1)
-    store._retry_base = 0.01
+    store.retry.base_delay = 0.01
     assert "SECRET" not in repr(store) and "admin" not in repr(store)
     with pytest.raises(StoreConnectionError) as err:
         store.open(f"c_{uuid.uuid4().hex[:8]}", STAMP)

@@ -38,7 +38,7 @@ def make(kind: str, tmp_path) -> VectorStore:
         return QdrantStore()
     if kind == "edge":
         pytest.importorskip("qdrant_edge")
-        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
 
         return QdrantEdgeStore(tmp_path / "edge")
     pytest.importorskip("pymilvus")

@@ -65,7 +65,7 @@ def store(request, tmp_path_factory):
     elif kind == "qdrant-edge":
         if importlib.util.find_spec("qdrant_edge") is None:
             pytest.skip("qdrant-edge-py is not installed")
-        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
 
         s = QdrantEdgeStore(tmp)
     else:

@@ -15,11 +15,13 @@ pytest.importorskip("qdrant_client", reason="qdrant-client is not installed (ext
 
 from qdrant_client import QdrantClient, models  # noqa: E402
 
-from bertino_rag.stores import MemoryStore, StoreError  # noqa: E402
 from bertino_rag.search.filters import FilterError, matches, parse_filter  # noqa: E402
+from bertino_rag.stores import MemoryStore, StoreError, StoreWriteError  # noqa: E402
 from bertino_rag.stores.qdrant import QdrantStore, point_id  # noqa: E402
 from bertino_rag.testing.conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 from bertino_rag.types import Document, Stamp, StampMismatchError  # noqa: E402
+
+from . import equivalence  # noqa: E402
 
 QDRANT_URL = os.environ.get("QDRANT_URL")
 # the client checks a server's version in a background thread; unreachable test URLs warn
@@ -141,9 +143,11 @@ def test_api_key_from_environment_is_never_shown(monkeypatch):
 
 def test_missing_client_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "qdrant_client", None)  # import qdrant_client fails
-    monkeypatch.delitem(sys.modules, "bertino_rag.stores.qdrant")
+    monkeypatch.delitem(sys.modules, "bertino_rag.stores.qdrant.client")
+    import bertino_rag.stores.qdrant as package  # the package imports no client
+
     with pytest.raises(ImportError, match=r"pip install 'bertino-rag\[qdrant\]'"):
-        import bertino_rag.stores.qdrant  # noqa: F401
+        package.QdrantStore  # noqa: B018 - imported when asked for
 
 
 def test_client_argument_and_stamp_fallback(stamp, data):
@@ -234,8 +238,8 @@ def test_congruence_with_memory_store(pair, data):
     q, qf = queries.index[::5], queries.full[::5]
     cases = [
         ("first stage", dict(), None),
-        ("two stage", dict(full_vectors=qf, rerank_k=40), None),
-        ("filtered", dict(full_vectors=qf, rerank_k=40), {"para": {"$lt": 12}}),
+        ("two stage", dict(full_vectors=qf, rescore_k=40), None),
+        ("filtered", dict(full_vectors=qf, rescore_k=40), {"para": {"$lt": 12}}),
     ]
     for label, kw, flt in cases:
         want = oracle.search_batch(q, 10, flt, **kw)
@@ -246,20 +250,27 @@ def test_congruence_with_memory_store(pair, data):
         print(f"{label}: max |score - MemoryStore score| = {_max_diff(got, want):.2e}")
 
 
-def test_prefetch_and_rescore_strategies_agree(pair, data):
-    """The server strategy (one prefetch query) run in local mode equals the local one."""
+def test_prefetch_and_rescore_strategies_agree(pair, data, monkeypatch):
+    """The server strategy (one prefetch query: the ``rescore`` pushdown) run in local mode
+    equals the local one (a truncated query, then the funnel's numpy rescoring)."""
     _, store = pair
     _, _, queries = data
-    assert store.two_stage == "rescore"
+    prefetch = QdrantStore(client=store.client, two_stage="prefetch")
+    prefetch.open(store.collection, store.stamp)
+    assert store.two_stage == "rescore" and not store.capabilities.rescore
+    assert prefetch.capabilities.rescore
+    calls = []
+    real = prefetch._knn_rescored
+    monkeypatch.setattr(prefetch, "_knn_rescored", lambda *a: calls.append(1) or real(*a))
     q, qf = queries.index[::4], queries.full[::4]
     for flt in (None, {"title": {"$in": ["Amazzonia"]}}):
-        rescored = store.search_batch(q, 8, flt, full_vectors=qf, rerank_k=30)
-        conditions = store._parse_filter(flt)
-        prefetched = store._search_prefetch(q, qf, 8, 30, conditions)
+        rescored = store.search_batch(q, 8, flt, full_vectors=qf, rescore_k=30)
+        prefetched = prefetch.search_batch(q, 8, flt, full_vectors=qf, rescore_k=30)
         for a, b in zip(rescored, prefetched, strict=True):
             assert [h.id for h in a] == [h.id for h in b]
             np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-6)
-            assert [h.text for h in a] == [h.text for h in b]
+            assert [(h.text, h.metadata) for h in a] == [(h.text, h.metadata) for h in b]
+    assert calls == [1, 1]
 
 
 # --------------------------------------------------------------------------- filters
@@ -306,7 +317,7 @@ def _timeout():
 def test_transient_errors_are_retried(stamp, data, monkeypatch):
     docs, vec, _ = data
     store = QdrantStore(batch_size=16)
-    store._retry_base = 0.001
+    store.retry.base_delay = 0.001
     store.open(_name(), stamp)
     real, calls = store.client.upsert, []
 
@@ -327,7 +338,7 @@ def test_failed_batch_names_its_ids_and_a_rerun_completes(stamp, data, monkeypat
 
     docs, vec, _ = data
     store = QdrantStore(batch_size=10, max_retries=2)
-    store._retry_base = 0.001
+    store.retry.base_delay = 0.001
     store.open(_name(), stamp)
     real = store.client.upsert
     doomed = {point_id(d.id) for d in docs[10:20]}
@@ -338,7 +349,7 @@ def test_failed_batch_names_its_ids_and_a_rerun_completes(stamp, data, monkeypat
         return real(name, points=points, wait=wait)
 
     monkeypatch.setattr(store.client, "upsert", broken)
-    with pytest.raises(StoreError, match="failed for 10 of") as err:
+    with pytest.raises(StoreWriteError, match="upsert of 10 documents failed") as err:
         store.upsert(docs, vec.index, vec.full)
     assert err.value.failed_ids == [d.id for d in docs[10:20]]
     assert docs[10].id in str(err.value)
@@ -402,10 +413,10 @@ async def test_async_on_a_local_folder(fast_dir, stamp, data):
         await store.aupsert(docs[:30], vec.index[:30], vec.full[:30])
         assert store.count() == 30
         got = await asyncio.gather(*(
-            store.asearch(queries.index[i], k=5, full_vector=queries.full[i], rerank_k=20)
+            store.asearch(queries.index[i], k=5, full_vector=queries.full[i], rescore_k=20)
             for i in range(4)))
         for i, hits in enumerate(got):
-            sync = store.search(queries.index[i], k=5, full_vector=queries.full[i], rerank_k=20)
+            sync = store.search(queries.index[i], k=5, full_vector=queries.full[i], rescore_k=20)
             assert [h.id for h in hits] == [h.id for h in sync]
     finally:
         store.drop()
@@ -415,7 +426,7 @@ async def test_async_on_a_local_folder(fast_dir, stamp, data):
 # --------------------------------------------------------------------------- slow
 @pytest.mark.slow
 def test_squad_two_stage_keeps_99_percent_of_full_dim_ndcg(encoder, squad):
-    """All of squad-it-dev (1,128 paragraphs, 4,332 questions): rerank_k=100 on 128-d vs
+    """All of squad-it-dev (1,128 paragraphs, 4,332 questions): rescore_k=100 on 128-d vs
     exact full-dim. (On the first 1,000 questions alone the ratio is 98.7%: use them all.)"""
     pytrec_eval = pytest.importorskip("pytrec_eval")
     doc_ids = list(squad.corpus)
@@ -436,7 +447,7 @@ def test_squad_two_stage_keeps_99_percent_of_full_dim_ndcg(encoder, squad):
         return float(np.mean([v["ndcg_cut_10"] for v in ev.evaluate(run).values()]))
 
     base = ndcg(exact.search_batch(qv.full, 10))
-    two = ndcg(store.search_batch(qv.index, 10, full_vectors=qv.full, rerank_k=100))
+    two = ndcg(store.search_batch(qv.index, 10, full_vectors=qv.full, rescore_k=100))
     assert two >= 0.99 * base, (two, base)
 
 
@@ -572,8 +583,8 @@ def test_group_by_document_uses_the_group_api_and_agrees_with_memory(two_stage, 
             _same_groups(g, w)
     assert len(calls) == 2 * len(qi) and all(kw["limit"] == 5 for kw in calls)
     calls.clear()
-    got = store.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
-    want = memory.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
+    got = store.search_batch(qi, k=5, group_by="document", full_vectors=qf, rescore_k=30)
+    want = memory.search_batch(qi, k=5, group_by="document", full_vectors=qf, rescore_k=30)
     for g, w in zip(got, want, strict=True):
         _same_groups(g, w)
     # two-stage grouping is the funnel's, on every store: the generic path
@@ -592,3 +603,46 @@ def test_collections_of_layout_1_are_grouped_by_the_generic_path(monkeypatch):
     got = store.search_batch(qi, k=4, group_by="document")
     for g, w in zip(got, want, strict=True):
         assert [h.id for h in g] == [h.id for h in w]
+
+
+# --------------------------------------------------------------------------- pushdowns
+@pytest.fixture(scope="module")
+def random_data():
+    return equivalence.corpus()
+
+
+@pytest.mark.parametrize("two_stage", ["rescore", "prefetch"])
+@pytest.mark.parametrize("flt", [None, {"para": {"$lt": 40}}])
+def test_pushdowns_equal_the_reference_store(two_stage, flt, random_data):
+    """What the store does itself returns the reference store's hits in every mode: local
+    mode's numpy lexical index (no filter) or the engine's sparse search in the same call as
+    the dense one (joint candidates, with a filter); numpy rescoring or the one prefetch query
+    (``rescore``); the group API (``grouping``)."""
+    store = QdrantStore(two_stage=two_stage)
+    caps = store.capabilities
+    assert caps.joint_candidates and caps.grouping and caps.rescore == (two_stage == "prefetch")
+    equivalence.fill(store, random_data)
+    equivalence.assert_same_as_reference(store, random_data, flt)
+
+
+@pytest.mark.parametrize("two_stage", ["rescore", "prefetch"])
+def test_candidates_deleted_between_two_reads_drop_out(two_stage, random_data, monkeypatch):
+    """A search racing a delete never raises: candidates gone between ``_knn`` (or
+    ``_bm25``) and the reads of full vectors or documents drop out, in every mode."""
+    store = QdrantStore(two_stage=two_stage)
+    equivalence.fill(store, random_data)
+    equivalence.assert_deleted_candidates_drop_out(store, random_data, monkeypatch)
+
+
+def test_local_lexical_index_is_the_open_collection_s(random_data):
+    """The numpy lexical index belongs to one collection: a store that opens another one
+    (after as many writes, so the same write count) searches the other one's documents."""
+    store = QdrantStore()
+    equivalence.fill(store, random_data, name="first")
+    query = random_data["queries"][0]
+    first = store.lexical_search(query, k=3)
+    other = {**random_data, "docs": [{**d, "id": "other-" + d["id"]}
+                                     for d in random_data["docs"]]}
+    equivalence.fill(store, other, name="second")
+    second = store.lexical_search(query, k=3)
+    assert [h.id for h in second] == ["other-" + h.id for h in first]

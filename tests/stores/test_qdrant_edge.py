@@ -14,9 +14,11 @@ import pytest
 pytest.importorskip("qdrant_edge", reason="qdrant-edge-py is not installed (extra 'edge')")
 
 from bertino_rag.stores import MemoryStore, StoreError, make_store  # noqa: E402
-from bertino_rag.stores.qdrant_edge import QdrantEdgeStore  # noqa: E402
+from bertino_rag.stores.qdrant.edge import QdrantEdgeStore  # noqa: E402
 from bertino_rag.testing.conformance import SCORE_TOL, StoreConformance, same_ranking  # noqa: E402
 from bertino_rag.types import Document, Stamp  # noqa: E402
+
+from . import equivalence  # noqa: E402
 
 
 class TestQdrantEdge(StoreConformance):
@@ -89,12 +91,12 @@ def test_single_stage_equals_memory(pair, slice_vectors):
     _assert_same(edge.search_batch(q, k=10), memory.search_batch(q, k=10))
 
 
-@pytest.mark.parametrize("rerank_k", [10, 40])
-def test_two_stage_equals_memory(pair, slice_vectors, rerank_k):
+@pytest.mark.parametrize("rescore_k", [10, 40])
+def test_two_stage_equals_memory(pair, slice_vectors, rescore_k):
     memory, edge = pair
     q = slice_vectors["queries"]
-    got = edge.search_batch(q.index, k=10, full_vectors=q.full, rerank_k=rerank_k)
-    want = memory.search_batch(q.index, k=10, full_vectors=q.full, rerank_k=rerank_k)
+    got = edge.search_batch(q.index, k=10, full_vectors=q.full, rescore_k=rescore_k)
+    want = memory.search_batch(q.index, k=10, full_vectors=q.full, rescore_k=rescore_k)
     # both keep full vectors as float16; Edge normalizes before rounding (cosine)
     _assert_same(got, want, tol=1e-3)
 
@@ -104,9 +106,9 @@ def test_filtered_two_stage_equals_memory(pair, slice_vectors, flt):
     memory, edge = pair
     q = slice_vectors["queries"]
     got = edge.search_batch(q.index[:40], k=5, filter=flt, full_vectors=q.full[:40],
-                            rerank_k=20)
+                            rescore_k=20)
     want = memory.search_batch(q.index[:40], k=5, filter=flt, full_vectors=q.full[:40],
-                               rerank_k=20)
+                               rescore_k=20)
     _assert_same(got, want, tol=1e-3)
 
 
@@ -254,7 +256,7 @@ def test_second_process_gets_a_clear_error(tmp_path, stamp, data):
     code = textwrap.dedent(f"""
         import sys, time
         from bertino_rag.stores import StoreError
-        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
         from bertino_rag.types import Stamp
         t0 = time.monotonic()
         stamp = Stamp.from_dict({stamp.to_dict()!r})
@@ -286,7 +288,7 @@ def test_killed_build_leaves_a_usable_store(tmp_path, stamp):
     folder = tmp_path / "edge"
     code = textwrap.dedent(f"""
         import numpy as np
-        from bertino_rag.stores.qdrant_edge import QdrantEdgeStore
+        from bertino_rag.stores.qdrant.edge import QdrantEdgeStore
         from bertino_rag.types import Document, Stamp
         rng = np.random.default_rng(0)
         full = rng.standard_normal((6000, 384)).astype(np.float32)
@@ -348,7 +350,7 @@ def test_retriever_on_edge_equals_retriever_on_memory(tmp_path, encoder, squad_s
     docs = squad_slice["docs"][:30]
     results, grouped = [], []
     for store in (MemoryStore(), QdrantEdgeStore(tmp_path / "edge", exact=True)):
-        r = Retriever(dim=128, encoder=encoder, store=store, rerank_k=20)
+        r = Retriever(dim=128, encoder=encoder, store=store, rescore_k=20)
         r.index(docs, show_progress_bar=False)  # chunked where a paragraph is too long
         assert r.last_index_report is not None and r.last_index_report.build_seconds >= 0
         results.append(r.search_batch(squad_slice["queries"][:20], k=5))
@@ -392,7 +394,7 @@ def test_hybrid_retriever_on_edge_equals_memory(tmp_path, encoder, squad_slice):
 
     docs = squad_slice["docs"][:40]
     queries = squad_slice["queries"][:12]
-    retrievers = [Retriever(dim=128, encoder=encoder, store=store, rerank_k=20, hybrid=True,
+    retrievers = [Retriever(dim=128, encoder=encoder, store=store, rescore_k=20, hybrid=True,
                             chunking=False)
                   for store in (MemoryStore(), QdrantEdgeStore(tmp_path / "edge"))]
     try:
@@ -461,3 +463,42 @@ def test_cached_document_frequencies_follow_every_write(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+# --------------------------------------------------------------------------- pushdowns
+@pytest.fixture(scope="module")
+def random_data():
+    return equivalence.corpus()
+
+
+@pytest.mark.parametrize("two_stage", ["prefetch", "rescore"])
+@pytest.mark.parametrize("flt", [None, {"para": {"$lt": 40}}])
+def test_pushdowns_equal_the_reference_store(tmp_path, two_stage, flt, random_data):
+    """What the engine does itself returns the reference store's hits in every mode: both
+    sides' candidates in one batch query (``joint_candidates``), lexical scores from live
+    document frequencies, and with ``two_stage="prefetch"`` the one prefetch query
+    (``rescore``) and the hybrid union scored on ``full`` by the engine (``score``)."""
+    store = QdrantEdgeStore(tmp_path / "edge", two_stage=two_stage, exact=True)
+    caps = store.capabilities
+    engine = two_stage == "prefetch"
+    assert caps.joint_candidates and caps.rescore == engine and caps.score == engine
+    equivalence.fill(store, random_data)
+    try:
+        # the engine normalizes the full vectors before rounding them to float16
+        equivalence.assert_same_as_reference(store, random_data, flt,
+                                             tol=2e-3 if engine else 1e-4)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("two_stage", ["prefetch", "rescore"])
+def test_candidates_deleted_between_two_reads_drop_out(tmp_path, two_stage, random_data,
+                                                       monkeypatch):
+    """A search racing a delete never raises: candidates gone between the first stage and
+    the engine's scoring of the union, or the reads of full vectors or documents, drop out."""
+    store = QdrantEdgeStore(tmp_path / "edge", two_stage=two_stage)
+    equivalence.fill(store, random_data)
+    try:
+        equivalence.assert_deleted_candidates_drop_out(store, random_data, monkeypatch)
+    finally:
+        store.close()

@@ -27,8 +27,8 @@ from .registry import STORE_KINDS, make_store, spec_help
 
 if TYPE_CHECKING:
     from .milvus import MilvusStore
-    from .qdrant import QdrantStore
-    from .qdrant_edge import QdrantEdgeStore
+    from .qdrant.client import QdrantStore
+    from .qdrant.edge import QdrantEdgeStore
 
 __all__ = [
     "STORE_KINDS",
@@ -56,11 +56,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "QdrantStore":
-        from .qdrant import QdrantStore
+        from .qdrant.client import QdrantStore
 
         return QdrantStore
     if name == "QdrantEdgeStore":
-        from .qdrant_edge import QdrantEdgeStore
+        from .qdrant.edge import QdrantEdgeStore
 
         return QdrantEdgeStore
     if name == "MilvusStore":

@@ -37,7 +37,7 @@ def _memory(where: str) -> VectorStore:
 
 
 def _qdrant(where: str) -> VectorStore:
-    from .qdrant import QdrantStore
+    from .qdrant.client import QdrantStore
 
     if where.startswith(("http://", "https://")):
         return QdrantStore(url=where)
@@ -47,7 +47,7 @@ def _qdrant(where: str) -> VectorStore:
 def _edge(where: str) -> VectorStore:
     if not where:
         raise ValueError("store 'qdrant-edge' needs a folder: 'qdrant-edge:DIR'")
-    from .qdrant_edge import QdrantEdgeStore
+    from .qdrant.edge import QdrantEdgeStore
 
     return QdrantEdgeStore(where)
 
