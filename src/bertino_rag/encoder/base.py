@@ -77,13 +77,6 @@ class TextEncoder(ABC):
         return None
 
     @property
-    def matryoshka_dims(self) -> list[int]:
-        """Dims worth evaluating, largest first: the full dim, then those of 512, 256, 128 and
-        64 below it (an encoder that knows the dims its model was trained for says so)."""
-        return sorted({d for d in (self.full_dim, 512, 256, 128, 64) if 0 < d <= self.full_dim},
-                      reverse=True)
-
-    @property
     def truncates_at(self) -> int | None:
         """Tokens beyond which the model cuts a text (``None``: it never cuts one, or the
         length is unknown): :attr:`max_seq_length` when there is a tokenizer to count with. An

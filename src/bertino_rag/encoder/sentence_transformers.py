@@ -170,7 +170,7 @@ class Encoder(TextEncoder):
         """
         dims = [int(d) for d in self._model_config().get("matryoshka_dims", [])]
         if not dims:
-            return super().matryoshka_dims
+            dims = [self.full_dim, 512, 256, 128, 64]
         return sorted({d for d in dims if 0 < d <= self.full_dim}, reverse=True)
 
     @property

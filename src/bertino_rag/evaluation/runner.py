@@ -133,10 +133,6 @@ class PrecomputedEncoder(TextEncoder):
         return self.base.truncates_at
 
     @property
-    def matryoshka_dims(self) -> list[int]:
-        return self.base.matryoshka_dims
-
-    @property
     def default_fusion(self) -> Mapping[str, Any] | None:
         return self.base.default_fusion
 
@@ -193,8 +189,10 @@ def encode_inputs(
 
 
 def _check_dims(dims: Sequence[int] | None, encoder: TextEncoder, what: str) -> list[int]:
-    if dims is None:
-        return list(encoder.matryoshka_dims)
+    if dims is None:  # the dims the model was trained for, else the usual ladder below full
+        trained = getattr(encoder, "matryoshka_dims", None)
+        ladder = trained or [encoder.full_dim, 512, 256, 128, 64]
+        return sorted({int(d) for d in ladder if 0 < d <= encoder.full_dim}, reverse=True)
     out: list[int] = []
     for d in dims:
         valid = not isinstance(d, bool) and isinstance(d, (int, np.integer))
