@@ -17,7 +17,7 @@ pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
 from bertino_rag.search.filters import FilterError, matches, parse_filter  # noqa: E402
 from bertino_rag.stores.milvus import MilvusStore  # noqa: E402
-from bertino_rag.stores.milvus_filters import compile_filter, render_inline  # noqa: E402
+from bertino_rag.stores.milvus.filters import compile_filter, render_inline  # noqa: E402
 from bertino_rag.types import Document, Stamp  # noqa: E402
 
 HOSTILE = [
@@ -49,14 +49,14 @@ def store(tmp_path_factory, encoder):
     s = MilvusStore(uri=str(tmp_path_factory.mktemp("milvus_filters") / "f.db"), index="FLAT")
     s.open("hostile", Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128))
     s.upsert(docs, enc.index, enc.full)
-    s.docs, s.enc, s.query = docs, enc, enc.index[0]
+    s.docs, s.enc, s.probe = docs, enc, enc.index[0]
     yield s
     s.drop()
     s.close()
 
 
 def _found(store, flt) -> list[str]:
-    return sorted(h.id for h in store.search(store.query, k=len(store.docs), filter=flt))
+    return sorted(h.id for h in store.search(store.probe, k=len(store.docs), filter=flt))
 
 
 def _expected(store, flt) -> list[str]:
@@ -118,9 +118,9 @@ def test_values_never_enter_the_expression():
 
 def test_non_finite_filter_numbers_are_refused(store):
     with pytest.raises(FilterError, match="non-finite"):
-        store.search(store.query, k=3, filter={"v": float("nan")})
+        store.search(store.probe, k=3, filter={"v": float("nan")})
 
 
 def test_native_expression_strings_are_refused(store):
     with pytest.raises(TypeError, match="expression strings"):
-        store.search(store.query, k=3, filter='filter_keys["n:i"] > 1')
+        store.search(store.probe, k=3, filter='filter_keys["n:i"] > 1')

@@ -1,7 +1,7 @@
 """Plain-dict filters compiled to Milvus boolean expressions, safely.
 
 Milvus compares JSON values loosely (``true == 1`` holds on Milvus Lite), while the filter
-semantics of :func:`~bertino_rag.adapters.filters.matches` are strict: a bool is not 1 and
+semantics of :func:`~bertino_rag.search.filters.matches` are strict: a bool is not 1 and
 ``"1"`` is not 1. So each document also stores a typed copy of its top-level scalar metadata,
 the ``filter_keys`` JSON field, with one key per value type::
 
@@ -22,7 +22,7 @@ the values apart, for Milvus' filter templating (``filter_params``). Engines wit
 (Milvus Lite 3.2 ignores ``filter_params``) get :func:`render_inline`: every placeholder becomes
 a literal over a closed alphabet (hex digits in quotes, the ``repr`` of a finite number,
 ``true``/``false``), which cannot change the structure of the expression whatever the user wrote.
-Field names are validated by :func:`~bertino_rag.adapters.filters.parse_filter` (letters, digits,
+Field names are validated by :func:`~bertino_rag.search.filters.parse_filter` (letters, digits,
 ``_`` and ``-``), so they are safe inside the quoted JSON key.
 """
 
@@ -34,9 +34,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..search.filters import Condition, FilterError, Node, Or
+from ...search.filters import Condition, FilterError, Node, Or
 
-__all__ = ["FILTER_FIELD", "MilvusFilter", "compile_filter", "filter_keys", "render_inline"]
+__all__ = [
+    "FILTER_FIELD",
+    "MilvusFilter",
+    "compile_filter",
+    "filter_keys",
+    "filter_kwargs",
+    "ids_filter",
+    "render_inline",
+]
 
 FILTER_FIELD = "filter_keys"
 _HEX = re.compile(r"^[0-9a-f]*$")
@@ -196,3 +204,24 @@ def _literal(value: Any) -> str:
 def render_inline(compiled: MilvusFilter) -> str:
     """The expression with each placeholder replaced by a closed-alphabet literal."""
     return _PLACEHOLDER.sub(lambda m: _literal(compiled.params[m.group(1)]), compiled.expr)
+
+
+def filter_kwargs(compiled: MilvusFilter, templating: bool) -> dict[str, Any]:
+    """The ``filter`` (and ``filter_params``) keyword arguments of a search or query for a
+    compiled filter: templated where the engine reads ``filter_params``, else rendered with
+    closed-alphabet literals (:func:`render_inline`)."""
+    if not compiled.expr:
+        return {}
+    if templating:
+        return {"filter": compiled.expr, "filter_params": compiled.params}
+    return {"filter": render_inline(compiled)}
+
+
+def ids_filter(ids: list[str], templating: bool) -> dict[str, Any]:
+    """The keyword arguments selecting documents by id: a templated ``id in {ids}``, or, on
+    engines without templating, the hex of each id against the ``id_hex`` field."""
+    if templating:
+        return {"filter": "id in {ids}", "filter_params": {"ids": ids}}
+    hexes = MilvusFilter("[" + ", ".join(f"{{p{i}}}" for i in range(len(ids))) + "]",
+                         {f"p{i}": _hex(doc_id) for i, doc_id in enumerate(ids)})
+    return {"filter": "id_hex in " + render_inline(hexes)}
