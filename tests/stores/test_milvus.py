@@ -19,7 +19,7 @@ pytest.importorskip(
 )
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
-from bertino_rag.stores import StoreError  # noqa: E402
+from bertino_rag.stores import StoreError, StoreWriteError  # noqa: E402
 from bertino_rag.stores.milvus import IndexFallbackWarning, MilvusStore  # noqa: E402
 from bertino_rag.testing.conformance import StoreConformance  # noqa: E402
 from bertino_rag.types import Document, Stamp  # noqa: E402
@@ -222,6 +222,75 @@ def test_full_vectors_are_float16_rounded(lite_uri, stamp, docs_vectors):
         store.upsert(docs[:4], vec.index[:4], vec.full[:4])
         got = store.fetch_full([d.id for d in docs[:4]])
         np.testing.assert_array_equal(got, vec.full[:4].astype(np.float16).astype(np.float32))
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_failed_writes_raise_store_write_error_sync_and_async(lite_uri, stamp, docs_vectors,
+                                                             monkeypatch):
+    """Every client call goes through one Retry: a transient error is retried and the write
+    lands; an engine error fails the write with StoreWriteError naming the ids not stored,
+    from upsert and aupsert alike (async is the same code in a worker thread)."""
+    from pymilvus import MilvusException
+    from pymilvus.exceptions import MilvusUnavailableException
+
+    docs, vec, _ = docs_vectors
+    store = _open(lite_uri, "write_errors", stamp, batch_size=4)
+    store._retry.base_delay = 0.01
+    real = store.client.upsert
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MilvusUnavailableException(message="server restarting")
+        return real(*args, **kwargs)
+
+    def broken(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the first request (4 entities) is stored
+            raise MilvusException(message="disk quota exceeded")
+        return real(*args, **kwargs)
+
+    try:
+        monkeypatch.setattr(store.client, "upsert", flaky)
+        store.upsert(docs[:8], vec.index[:8], vec.full[:8])
+        assert calls["n"] == 3 and store.count() == 8
+        ids = [d.id for d in docs[8:18]]
+        monkeypatch.setattr(store.client, "upsert", broken)
+        for write in (store.upsert, lambda *a: asyncio.run(store.aupsert(*a))):
+            calls["n"] = 0
+            with pytest.raises(StoreWriteError, match="disk quota exceeded") as err:
+                write(docs[8:18], vec.index[8:18], vec.full[8:18])
+            assert err.value.failed_ids == ids[4:]
+            assert "Milvus at" in str(err.value)
+        assert sorted(d.id for d in store.get(ids)) == sorted(ids[:4])
+    finally:
+        monkeypatch.setattr(store.client, "upsert", real)
+        store.drop()
+        store.close()
+
+
+def test_fetch_marks_vanished_ids_missing(lite_uri, stamp, docs_vectors):
+    """A candidate deleted between a search and the read of its documents or full vectors is
+    marked missing, never raised (a search racing a delete)."""
+    docs, vec, queries = docs_vectors
+    store = _open(lite_uri, "vanished", stamp)
+    try:
+        store.upsert(docs[:6], vec.index[:6], vec.full[:6])
+        ids = [docs[2].id, "gone", docs[4].id, docs[2].id]
+        store.delete([docs[4].id])
+        got = store._fetch(ids, documents=True, full=True)
+        assert got.found.tolist() == [True, False, False, True]
+        assert [d.id if d else None for d in got.documents] == [docs[2].id, None, None,
+                                                                docs[2].id]
+        np.testing.assert_array_equal(got.full[1], 0)
+        np.testing.assert_array_equal(got.full[0], vec.full[2].astype(np.float16))
+        with pytest.raises(KeyError, match="gone"):  # the public read still names them
+            store.fetch_full(ids)
+        hits = store.search(queries.index[0], k=6, full_vector=queries.full[0], rescore_k=6)
+        assert docs[4].id not in {h.id for h in hits} and len(hits) == 5
     finally:
         store.drop()
         store.close()
