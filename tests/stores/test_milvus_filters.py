@@ -17,7 +17,11 @@ pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
 from bertino_rag.search.filters import FilterError, matches, parse_filter  # noqa: E402
 from bertino_rag.stores.milvus import MilvusStore  # noqa: E402
-from bertino_rag.stores.milvus.filters import compile_filter, render_inline  # noqa: E402
+from bertino_rag.stores.milvus.filters import (  # noqa: E402
+    compile_filter,
+    ids_filter,
+    render_inline,
+)
 from bertino_rag.types import Document, Stamp  # noqa: E402
 
 HOSTILE = [
@@ -101,6 +105,26 @@ def test_hostile_ids_get_and_delete_only_themselves(store):
         rows = [i for i, d in enumerate(store.docs) if d.id in victims]
         store.upsert([store.docs[i] for i in rows], store.enc.index[rows], store.enc.full[rows])
     assert store.count() == before
+
+
+def test_lite_id_lookups_read_back_as_the_ids_in_lites_own_parser():
+    """On Milvus Lite an id lookup is ``id in [...]`` with the ids written as strings (the form
+    Lite answers by primary key): Lite's own parser reads back exactly the hostile ids, as one
+    list of string literals, whatever they hold."""
+    from milvus_lite.search.filter import parse_expr
+    from milvus_lite.search.filter.ast import FieldRef, InOp, StringLit
+
+    ids = [*HOSTILE, "tab\there", "cr\rlf", "\\", '"', "'", "]) or (id != \"\"", "x" * 512]
+    tree = parse_expr(ids_filter(ids, templating=False, lite=True)["filter"])
+    assert isinstance(tree, InOp) and not tree.negate
+    assert isinstance(tree.field, FieldRef) and tree.field.name == "id"
+    assert all(isinstance(v, StringLit) for v in tree.values.elements)
+    assert [v.value for v in tree.values.elements] == ids
+    # servers: templated; other engines without templating: the hex field
+    assert ids_filter(ids, templating=True, lite=False) == {"filter": "id in {ids}",
+                                                             "filter_params": {"ids": ids}}
+    assert re.fullmatch(r'id_hex in \[("[0-9a-f]*"(, )?)*\]',
+                        ids_filter(ids, templating=False, lite=False)["filter"])
 
 
 def test_values_never_enter_the_expression():

@@ -48,8 +48,11 @@ through one :class:`~bertino_rag.stores.retry.Retry`; a failed write raises
 :class:`~bertino_rag.errors.StoreWriteError` naming the ids not stored.
 
 The :class:`~bertino_rag.types.Stamp` lives in the collection's properties (and description)
-and is checked on open. Values from users never enter an expression: filters and id lookups use
-filter templating, or closed-alphabet literals on Milvus Lite, which has no templating.
+and is checked on open. Values from users never enter a filter expression: filters use filter
+templating, or closed-alphabet literals on Milvus Lite, which has no templating. Id lookups
+use templating, or on Milvus Lite the one form it answers by primary key, ``id in [...]``,
+each id written as a string of Lite's tokenizer (:func:`.filters.ids_filter`; tested on
+hostile ids against Lite's own parser).
 """
 
 from __future__ import annotations

@@ -414,18 +414,18 @@ class MilvusStore(_Search, VectorStore):
                         float16=self._full_dtype == self._pymilvus.DataType.FLOAT16_VECTOR,
                         grouped=self._grouped)
         for start in range(0, len(rows), self.batch_size):
-            part = rows[start : start + self.batch_size]
-            self._retry.write(partial(self.client.upsert, self._name, part),
+            self._retry.write(partial(self.client.upsert, self._name,
+                                      rows[start : start + self.batch_size]),
                               [d.id for d in docs[start:]],
-                              f"upsert (entities {start}..{start + len(part)} of {len(rows)}; "
-                              "earlier requests are stored)")
+                              f"upsert (after the first {start} documents, which are stored)"
+                              if start else "upsert")
 
     def _delete(self, ids: list[str]) -> None:
-        templating = self._templating()
+        templating, lite_engine = self._templating(), self.is_lite
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = list(dict.fromkeys(ids[start : start + _LOOKUP_CHUNK]))
             self._retry.call(partial(self.client.delete, self._name,
-                                     **ids_filter(chunk, templating)), "delete")
+                                     **ids_filter(chunk, templating, lite_engine)), "delete")
 
     def flush(self) -> None:
         """Seal written data into segments (Milvus builds their indexes then)."""
@@ -446,13 +446,13 @@ class MilvusStore(_Search, VectorStore):
         found = np.zeros(len(ids), dtype=bool)
         docs: list[Document | None] | None = [None] * len(ids) if documents else None
         vectors = np.zeros((len(ids), self.stamp.full_dim), dtype=np.float32) if full else None
-        templating = self._templating()
+        templating, lite_engine = self._templating(), self.is_lite
         distinct = list(at)
         for start in range(0, len(distinct), _LOOKUP_CHUNK):
             # float vectors come back as one numpy array, not a Python float per value
-            got = self._retry.call(partial(
-                self.client.query, self._name, output_fields=fields, strict_float32=full,
-                **ids_filter(distinct[start : start + _LOOKUP_CHUNK], templating)), "query")
+            chosen = ids_filter(distinct[start : start + _LOOKUP_CHUNK], templating, lite_engine)
+            got = self._retry.call(partial(self.client.query, self._name, output_fields=fields,
+                                           strict_float32=full, **chosen), "query")
             for row in got:
                 where = at.get(row["id"])
                 if where is None:
