@@ -24,6 +24,7 @@ does: HNSW on Qdrant Edge), and its time is reported.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -128,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stores", "--store", default="memory",
                    help="comma-separated store specs (memory, qdrant, milvus:FILE.db...)")
     p.add_argument("--batch", type=int, default=2048)
+    p.add_argument("--json", action="store_true",
+                   help="also print one JSON line per store and mode (for ab_trees.py)")
     args = p.parse_args(argv)
 
     texts = corpus(args.data, args.docs, seed=1)
@@ -151,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             assert lat is not None and base is not None
             print(f"| {spec} | {mode} | {lat['p50']:.2f} | {lat['p95']:.2f} | "
                   f"{lat['p50'] / base['p50']:.2f}x |")
+    if args.json:
+        for spec, (results, writes) in runs.items():
+            for mode, lat in results.items():
+                assert lat is not None
+                print(json.dumps({"bench": "hybrid_latency", "store": spec, "mode": mode,
+                                  "p50_ms": lat["p50"], "p95_ms": lat["p95"]}))
+            print(json.dumps({"bench": "hybrid_latency", "store": spec, "mode": "writes",
+                              **{f"{k}_s": v for k, v in writes.items()}}))
     print(f"\nIndexing {args.docs} documents: analysis {analyze_s:.1f} s; store writes "
           + "; ".join(
         f"{spec} dense {w['dense']:.1f} s, hybrid {w['hybrid']:.1f} s "

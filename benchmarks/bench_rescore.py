@@ -65,7 +65,7 @@ def worker(spec: str, n: int, out: str | None) -> dict:
         with open(f"{out}_{spec}.pkl", "wb") as fh:
             pickle.dump([[(h.id, h.score, h.text, h.metadata) for h in r] for r in hits], fh)
     store.close()
-    return {"store": spec, "queries": n, "plain_cpu_s": round(plain, 2),
+    return {"bench": "rescore", "store": spec, "queries": n, "plain_cpu_s": round(plain, 2),
             "two_stage_cpu_s": round(two, 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
@@ -74,8 +74,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stores", default="memory,qdrant,milvus")
     ap.add_argument("--queries", type=int, default=4332)
-    ap.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"),
-                    help="the bertino_rag source tree to measure")
+    ap.add_argument("--src", default=None,
+                    help="the bertino_rag source tree to measure (default: what PYTHONPATH, "
+                         "else the installed package, gives)")
     ap.add_argument("--pickle", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -85,8 +86,9 @@ def main() -> None:
     if not SQUAD.exists():
         sys.exit(f"squad-it-dev not found at {SQUAD} (set BERTINO_DATA)")
     print(json.dumps({"machine": machine(), "args": vars(args)}), flush=True)
-    env = dict(os.environ, HF_HUB_OFFLINE="1",
-               PYTHONPATH=args.src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if args.src:
+        env["PYTHONPATH"] = args.src + os.pathsep + os.environ.get("PYTHONPATH", "")
     for spec in args.stores.split(","):
         cmd = [sys.executable, __file__, "--worker", spec, "--queries", str(args.queries)]
         if args.pickle:

@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTINO_DATA", REPO.parent / "shared" / "data"))

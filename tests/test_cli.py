@@ -63,7 +63,7 @@ def test_beir_folder(tmp_path, squad_slice, minilm_path, capsys):
                    ensure_ascii=False) for d in squad_slice["docs"][:5]), encoding="utf-8")
     store = f"memory:{tmp_path / 'idx'}"
     code, out, _ = run(capsys, "index", folder, "--model", minilm_path, "--store", store,
-                       "--quiet", "--json", "--no-rerank")
+                       "--quiet", "--json", "--no-rescore")
     summary = json.loads(out)
     assert code == 0 and summary["indexed"] == 5
     # paragraphs longer than the model reads are stored as chunks

@@ -68,7 +68,7 @@ def test_recreate_with_a_missing_or_bad_input_keeps_the_index(tmp_path, index, m
 
 def test_recreate_that_fails_mid_index_keeps_the_old_index(tmp_path, index, minilm_path,
                                                            capsys, monkeypatch):
-    from bertino_rag.stores import memory as memory_module
+    from bertino_rag.stores.memory import folder as memory_module
 
     before = _count(capsys, index, minilm_path)
     docs = tmp_path / "new.jsonl"

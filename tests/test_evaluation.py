@@ -43,7 +43,7 @@ def encoded(encoder, evalset):
 
 @pytest.fixture(scope="module")
 def report(encoder, evalset, encoded):
-    return evaluate(encoder, evalset, dims=DIMS, rerank_k=[10, 1000], funnel_dims=[128],
+    return evaluate(encoder, evalset, dims=DIMS, rescore_k=[10, 1000], funnel_dims=[128],
                     latency_queries=5, encoded=encoded, show_progress_bar=False)
 
 
@@ -130,8 +130,8 @@ def test_nothing_left_to_evaluate(tmp_path, tiny):
 def test_bad_dims_and_rerank_k(encoder, evalset, encoded):
     with pytest.raises(ValueError, match=r"500 is not a dimension .*1\.\.384"):
         evaluate(encoder, evalset, dims=[500], encoded=encoded, latency_queries=0)
-    with pytest.raises(ValueError, match="rerank_k"):
-        evaluate(encoder, evalset, dims=[64], rerank_k=[0], encoded=encoded, latency_queries=0)
+    with pytest.raises(ValueError, match="rescore_k"):
+        evaluate(encoder, evalset, dims=[64], rescore_k=[0], encoded=encoded, latency_queries=0)
     with pytest.raises(ValueError, match="nothing to evaluate"):
         evaluate(encoder, None, None)
 
@@ -185,8 +185,8 @@ def test_per_dim_figures_match_pytrec_eval(report, evalset, encoded):
 def test_funnel_runs_through_the_retriever(report):
     exact128 = report.config("dim_128").metrics
     exact384 = report.config("dim_384").metrics
-    narrow = report.config("dim_128+rerank@10")
-    wide = report.config("dim_128+rerank@1000")
+    narrow = report.config("dim_128+rescore@10")
+    wide = report.config("dim_128+rescore@1000")
     # rescoring 10 candidates reorders the same 10 documents: Accuracy@10 cannot change
     assert narrow.metrics["accuracy@10"] == pytest.approx(exact128["accuracy@10"])
     assert narrow.returned == 10
@@ -205,7 +205,7 @@ def test_user_collections_survive(encoder, evalset, encoded):
     store.open("mine", stamp)
     store.upsert([Document(text=f"doc {i}", id=str(i), metadata={}) for i in range(3)],
                  np.eye(3, 4, dtype=np.float32))
-    evaluate(encoder, evalset, dims=[64], rerank_k=[10], store=store, latency_queries=2,
+    evaluate(encoder, evalset, dims=[64], rescore_k=[10], store=store, latency_queries=2,
              encoded=encoded, show_progress_bar=False)
     assert not store.is_open  # the evaluation's collections were dropped
     store.open("mine", stamp)
@@ -214,10 +214,10 @@ def test_user_collections_survive(encoder, evalset, encoded):
 
 def test_funnel_through_qdrant_local_matches_memory(encoder, evalset, encoded, report):
     pytest.importorskip("qdrant_client")
-    rep = evaluate(encoder, evalset, dims=[128], rerank_k=[10], store="qdrant",
+    rep = evaluate(encoder, evalset, dims=[128], rescore_k=[10], store="qdrant",
                    latency_queries=2, encoded=encoded, show_progress_bar=False)
-    got = rep.config("dim_128+rerank@10")
-    ref = report.config("dim_128+rerank@10")
+    got = rep.config("dim_128+rescore@10")
+    ref = report.config("dim_128+rescore@10")
     for key in IR_KEYS:  # both stores rescore with the same float16-rounded full vectors
         assert got.metrics[key] == pytest.approx(ref.metrics[key], abs=1e-6), key
     assert got.cold_bytes == 4 * 384  # local mode holds them as float32
@@ -247,12 +247,12 @@ def test_sts_matches_sentence_transformers(encoder):
 def test_report_json_markdown_plot(report, tmp_path):
     data = to_json(report)
     assert set(data["configurations"]) == {
-        "dim_384", "dim_256", "dim_128", "dim_64", "dim_128+rerank@10", "dim_128+rerank@1000"}
+        "dim_384", "dim_256", "dim_128", "dim_64", "dim_128+rescore@10", "dim_128+rescore@1000"}
     for cfg in data["configurations"].values():
         assert set(IR_KEYS) | {"spearman", "pearson"} <= set(cfg)
     assert data["document_text"] == "text"
     md = to_markdown(report)
-    assert "text alone" in md and "| **NDCG@10** |" in md and "128 → 384 rerank@10" in md
+    assert "text alone" in md and "| **NDCG@10** |" in md and "128 → 384 rescore@10" in md
     assert to_json(from_json(json.loads(json.dumps(data)))) == data
     write_plot(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -265,11 +265,11 @@ def test_cli_end_to_end(minilm_path, tmp_path, capsys):
         pytest.skip(f"squad-it-dev not found at {SQUAD}")
     out, png = tmp_path / "out.json", tmp_path / "out.png"
     rc = main(["eval", str(SQUAD), "--model", minilm_path, "--dims", "384,128",
-               "--rerank-k", "20", "--max-queries", "12", "--max-docs", "20",
+               "--rescore-k", "20", "--max-queries", "12", "--max-docs", "20",
                "--latency-queries", "3", "--json", str(out), "--plot", str(png), "--quiet"])
     assert rc == 0
     data = json.loads(out.read_text())
-    assert set(data["configurations"]) == {"dim_384", "dim_128", "dim_128+rerank@20"}
+    assert set(data["configurations"]) == {"dim_384", "dim_128", "dim_128+rescore@20"}
     for cfg in data["configurations"].values():
         for key in ("ndcg@10", "map@100", "mrr@10", "accuracy@1", "accuracy@10", "recall@100",
                     "spearman", "pearson"):
@@ -294,7 +294,7 @@ def test_cli_measures_an_int8_encoder(minilm_path, tmp_path, backend_cache, monk
     calibration.write_text("Dove si trova Venezia?\n\nVenezia sorge su una laguna.\n",
                            encoding="utf-8")
     out = tmp_path / "out.json"
-    args = ["eval", str(SQUAD), "--model", minilm_path, "--dims", "128", "--rerank-k", "none",
+    args = ["eval", str(SQUAD), "--model", minilm_path, "--dims", "128", "--rescore-k", "none",
             "--max-queries", "8", "--max-docs", "16", "--latency-queries", "0", "--quiet"]
     assert main([*args, "--json", str(out)]) == 0
     torch_ndcg = json.loads(out.read_text())["configurations"]["dim_128"]["ndcg@10"]

@@ -72,7 +72,7 @@ def oracle_ndcg(encoder, evalset, dim: int) -> tuple[dict[str, float], list[str]
 def test_chunked_documents_are_scored_on_their_ids(encoder, evalset):
     assert len(evalset.doc_ids) == ARTICLES and len(evalset.query_ids) == 40
     full = encoder.full_dim
-    results = evaluate_documents(encoder, evalset, [128, full], rerank_k=50)
+    results = evaluate_documents(encoder, evalset, [128, full], rescore_k=50)
     assert [(r.name, r.dim) for r in results] == [
         ("chunked", 128), ("whole", 128), ("chunked", full), ("whole", full)]
     for r in results:
@@ -84,7 +84,7 @@ def test_chunked_documents_are_scored_on_their_ids(encoder, evalset):
     assert chunked[full].n_chunked == ARTICLES and chunked[full].n_truncated == 0
     assert chunked[full].n_stored > ARTICLES and chunked[full].chunk_seconds > 0
     assert whole[full].n_stored == ARTICLES and whole[full].n_truncated == ARTICLES
-    assert chunked[128].rerank_k == 50 and chunked[full].rerank_k is None
+    assert chunked[128].rescore_k == 50 and chunked[full].rescore_k is None
     # full dim: exact search, so the figures are those of an independent oracle
     ndcg, top = oracle_ndcg(encoder, evalset, full)
     assert chunked[full].metrics["ndcg@10"] == pytest.approx(np.mean(list(ndcg.values())),

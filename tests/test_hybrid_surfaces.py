@@ -106,7 +106,7 @@ def test_eval_modes_and_tune_fusion(encoder, squad, tmp_path, capsys, minilm_pat
     if not SQUAD.exists():
         pytest.skip(f"squad-it-dev not found at {SQUAD}")
     out = tmp_path / "fusion.json"
-    rc = main(["eval", str(SQUAD), "--model", minilm_path, "--dims", "128", "--rerank-k",
+    rc = main(["eval", str(SQUAD), "--model", minilm_path, "--dims", "128", "--rescore-k",
                "none", "--max-queries", "12", "--max-docs", "20", "--latency-queries", "0",
                "--modes", "dense,lexical,hybrid", "--tune-fusion", str(out), "--quiet"])
     printed = capsys.readouterr().out

@@ -84,8 +84,8 @@ def test_round_trip_through_every_store(tmp_path, source, slice_vectors):
     first.open_existing("docs")
     last.open_existing("docs")
     for qi in range(0, 40, 4):
-        want = first.search(q.index[qi], k=5, full_vector=q.full[qi], rerank_k=30)
-        got = last.search(q.index[qi], k=5, full_vector=q.full[qi], rerank_k=30)
+        want = first.search(q.index[qi], k=5, full_vector=q.full[qi], rescore_k=30)
+        got = last.search(q.index[qi], k=5, full_vector=q.full[qi], rescore_k=30)
         same_ranking([h.id for h in got], [h.score for h in got], [h.id for h in want],
                      [h.score for h in want], tol=1e-5)
 

@@ -28,11 +28,11 @@ class FailingStore(MemoryStore):
         self.fail_on = fail_on
         self.calls = 0
 
-    def _upsert(self, documents, vectors, full_vectors):
+    def _write(self, batch):
         self.calls += 1
         if self.calls == self.fail_on:
             raise ConnectionError("store went away")
-        super()._upsert(documents, vectors, full_vectors)
+        super()._write(batch)
 
 
 def test_ids_in_input_order_and_vectors_follow_their_text(encoder, paragraphs):

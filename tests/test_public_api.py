@@ -25,6 +25,9 @@ def test_public_names_import():
         ("bertino_rag.integrations.langchain", "langchain_core", "langchain"),
         ("bertino_rag.serve.app", "fastapi", "serve"),
         ("bertino_rag.serve.client", "httpx", "serve"),
+        ("bertino_rag.integrations.mcp", "mcp", "mcp"),
+        ("bertino_rag.integrations.llamaindex", "llama_index", "llamaindex"),
+        ("bertino_rag.integrations.haystack", "haystack", "haystack"),
     ],
 )
 def test_missing_extra_names_the_install(monkeypatch, module, blocked, extra):
@@ -75,3 +78,34 @@ def test_the_version_is_written_in_one_place():
         "attr": "bertino_rag.__version__"}
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", bertino_rag.__version__)
     assert importlib.metadata.version("bertino-rag") == bertino_rag.__version__
+
+
+def _readme_names() -> list[str]:
+    """Every ``bertino_rag...`` name the README uses: ``from X import A, B`` lines and dotted
+    references in the text."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    names: set[str] = set()
+    for module, imported in re.findall(r"from (bertino_rag[\w.]*) import ([\w, ]+)", text):
+        names.update(f"{module}.{n.strip()}" for n in imported.split(",") if n.strip())
+    names.update(re.findall(r"\bbertino_rag(?:\.\w+)+", text))
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _readme_names())
+def test_every_name_of_the_readme_imports(name):
+    """The public surface the README promises: each name resolves (a module, or an attribute
+    of one)."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        assert obj is not None
+        return
+    raise AssertionError(f"{name} does not import")

@@ -14,13 +14,13 @@ from bertino_rag.encoder import matryoshka_slice
 @pytest.fixture(scope="module")
 def indexed(encoder, squad_slice):
     # one vector per paragraph, compared with whole-text vectors: chunking off
-    r = Retriever(dim=128, encoder=encoder, rerank=True, rerank_k=30, chunking=False)
+    r = Retriever(dim=128, encoder=encoder, rescore=True, rescore_k=30, chunking=False)
     r.index(squad_slice["docs"])
     return r
 
 
 def test_top10_equals_exact_numpy_on_truncated_vectors(encoder, squad_slice, slice_vectors):
-    r = Retriever(dim=128, encoder=encoder, rerank=False, chunking=False)
+    r = Retriever(dim=128, encoder=encoder, rescore=False, chunking=False)
     r.index(squad_slice["docs"])
     ids = squad_slice["doc_ids"]
     docs = slice_vectors["docs"].index
@@ -110,7 +110,7 @@ def test_rerank_off_stores_no_full_vectors(encoder):
     r = Retriever(dim=128, encoder=encoder, rerank=False)
     r.index(["Venezia ha molti canali."])
     assert r.stamp.full_vectors is False
-    with pytest.raises(ValueError, match="rerank=False"):
+    with pytest.raises(ValueError, match="rescore=False"):
         r.search("canali", rerank=True)
 
 
@@ -132,7 +132,7 @@ def test_persisted_store_and_mismatch(encoder, tmp_path):
 def test_recreate_replaces_only_when_the_first_index_succeeds(encoder, squad_slice, tmp_path,
                                                               monkeypatch):
     from bertino_rag.indexing.pipeline import IndexWriteError
-    from bertino_rag.stores import memory as memory_module
+    from bertino_rag.stores.memory import folder as memory_module
 
     docs = squad_slice["docs"][:6]
     store = f"memory:{tmp_path / 'idx'}"

@@ -164,10 +164,10 @@ def test_a_failed_write_keeps_the_old_chunks(encoder):
     class Failing(MemoryStore):
         fail = False
 
-        def _upsert(self, documents, vectors, full_vectors):
+        def _write(self, batch):
             if self.fail:
                 raise ConnectionError("store went away")
-            super()._upsert(documents, vectors, full_vectors)
+            super()._write(batch)
 
     store = Failing()
     r = Retriever(dim=128, encoder=encoder, store=store, chunking=SMALL)

@@ -26,7 +26,7 @@ def cached(encoder, squad_slice, slice_vectors):
 
 @pytest.fixture(scope="module")
 def hybrid(cached, squad_slice):
-    r = Retriever(dim=128, encoder=cached, rerank_k=50, hybrid=True, chunking=False)
+    r = Retriever(dim=128, encoder=cached, rescore_k=50, hybrid=True, chunking=False)
     r.index(squad_slice["docs"], show_progress_bar=False)
     return r
 
@@ -43,7 +43,7 @@ def test_modes_on_the_slice(hybrid, cached, squad_slice):
     fused = hybrid.search_batch(queries, k=10)  # default on a hybrid collection: hybrid
     assert fused == hybrid.search_batch(queries, k=10, mode="hybrid")
     # dense mode is exactly what a dense-only retriever returns
-    plain = Retriever(dim=128, encoder=cached, rerank_k=50, chunking=False)
+    plain = Retriever(dim=128, encoder=cached, rescore_k=50, chunking=False)
     plain.index(squad_slice["docs"], show_progress_bar=False)
     assert [[h.id for h in hits] for hits in dense] == [
         [h.id for h in hits] for hits in plain.search_batch(queries, k=10)]
@@ -136,7 +136,7 @@ def test_fusion_from_a_tuned_file(tmp_path, hybrid, cached, squad_slice):
     path = tmp_path / "fusion.json"
     Fusion("rrf", 0.7, 20).save(path)
     r = Retriever(dim=128, encoder=encoder, store=hybrid.store, hybrid=True, fusion=path,
-                  rerank_k=50)
+                  rescore_k=50)
     assert r.fusion == Fusion("rrf", 0.7, 20)
     q = squad_slice["queries"][9]
     assert [h.id for h in r.search(q, k=5)] == [

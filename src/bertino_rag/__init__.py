@@ -5,6 +5,7 @@ from __future__ import annotations
 from .encoder import DEFAULT_MODEL, Encoded, Encoder, TextEncoder, TruncationWarning
 from .indexing.pipeline import IndexWriteError, StreamValidationError
 from .retriever import IndexReport, Retriever
+from .search.filters import FilterError
 from .stores import (
     CollectionNotFoundError,
     MemoryStore,
@@ -15,7 +16,6 @@ from .stores import (
     VectorStore,
     make_store,
 )
-from .search.filters import FilterError
 from .types import Document, Hit, Stamp, StampMismatchError
 
 __version__ = "0.1.0"

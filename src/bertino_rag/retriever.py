@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import replace
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -345,12 +345,29 @@ class Retriever:
             rerank_k=rerank_k,
         )[0]
 
-    def search_batch(self, queries: Sequence[str], k: int = 10, filter: Any = None,
-                     **kwargs: Any) -> list[list[Hit]]:
-        """:meth:`search` for many queries, encoded in batches (the same keyword arguments)."""
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        filter: Any = None,
+        *,
+        rescore: bool | None = None,
+        rescore_k: int | None = None,
+        mode: str | None = None,
+        fusion: Fusion | str | os.PathLike[str] | None = None,
+        group_by: str | None = None,
+        group_size: int = 3,
+        expand: int = 0,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries, encoded in batches."""
         if isinstance(queries, str):
             raise ValueError("search_batch takes a list of queries; use search() for one")
-        request = self.request(k, filter, **kwargs)
+        request = self.request(
+            k, filter, rescore=rescore, rescore_k=rescore_k, mode=mode, fusion=fusion,
+            group_by=group_by, group_size=group_size, expand=expand, rerank=rerank,
+            rerank_k=rerank_k)
         texts = list(queries)
         if not texts:
             return []

@@ -19,7 +19,9 @@ from .types import Document
 
 __all__ = [
     "COLLECTION_NAME",
+    "RENAMED_OPTIONS",
     "renamed",
+    "renamed_options",
     "StoreLimits",
     "check_collection_name",
     "check_documents",
@@ -66,6 +68,25 @@ def renamed(value: Any, old_value: Any, name: str, old: str) -> tuple[Any, str]:
                   "rescoring; 'rerank' is left to a cross-encoder)", DeprecationWarning,
                   stacklevel=3)
     return old_value, old
+
+
+#: search options that were renamed, and their names now
+RENAMED_OPTIONS = {"rerank": "rescore", "rerank_k": "rescore_k"}
+
+
+def renamed_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` (search keyword arguments) with deprecated names replaced by their new
+    ones (:data:`RENAMED_OPTIONS`; each old name given warns, and ``None`` values of old names
+    are dropped).
+
+    Raises:
+        TypeError: an option given under both names.
+    """
+    out = {k: v for k, v in options.items() if k not in RENAMED_OPTIONS}
+    for old, new in RENAMED_OPTIONS.items():
+        if options.get(old) is not None:
+            out[new] = renamed(options.get(new), options[old], new, old)[0]
+    return out
 
 
 def check_vectors(vectors: Any, dim: int, what: str, *, n: int | None = None,

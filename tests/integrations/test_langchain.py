@@ -112,11 +112,11 @@ def test_as_langchain_returns_the_retrievers_hits_with_id_and_score():
 
 def test_retriever_fields_and_per_call_overrides():
     r = italian_retriever()
-    lc = BertinoRetriever(retriever=r, k=5, filter={"source": "Cloroplasto"}, rerank=False,
+    lc = BertinoRetriever(retriever=r, k=5, filter={"source": "Cloroplasto"}, rescore=False,
                           score_key="cosine")
     docs = lc.invoke(QUESTION)
     assert len(docs) == 5 and {d.metadata["source"] for d in docs} == {"Cloroplasto"}
-    want = r.search(QUESTION, 5, {"source": "Cloroplasto"}, rerank=False)
+    want = r.search(QUESTION, 5, {"source": "Cloroplasto"}, rescore=False)
     np.testing.assert_allclose([d.metadata["cosine"] for d in docs], [h.score for h in want])
     assert len(lc.invoke(QUESTION, k=2, filter=None)) == 2
     with pytest.raises(TypeError, match="unknown search arguments"):
@@ -129,19 +129,28 @@ def test_retriever_fields_and_per_call_overrides():
     assert tagged.tags == ["it"] and len(tagged.invoke(QUESTION)) == 1
 
 
-async def test_ainvoke_awaits_retriever_asearch(monkeypatch):
+async def test_ainvoke_awaits_retriever_asearch_off_the_event_loop(monkeypatch):
+    """``ainvoke`` awaits ``Retriever.asearch``, which runs the search in a worker thread: the
+    event loop's thread never encodes or searches."""
+    import threading
+
     r = italian_retriever()
-    calls = []
-    original = r.asearch
+    calls, threads = [], []
+    original_async, original_sync = r.asearch, r.search
 
     async def spy(*args, **kwargs):
         calls.append(args)
-        return await original(*args, **kwargs)
+        return await original_async(*args, **kwargs)
+
+    def sync_spy(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return original_sync(*args, **kwargs)
 
     monkeypatch.setattr(r, "asearch", spy)
-    monkeypatch.setattr(r, "search", lambda *a, **k: pytest.fail("sync search in ainvoke"))
+    monkeypatch.setattr(r, "search", sync_spy)
     docs = await r.as_langchain(k=2).ainvoke(QUESTION)
     assert calls and calls[0][:2] == (QUESTION, 2)
+    assert threads and threading.main_thread() not in threads
     monkeypatch.undo()
     assert [d.id for d in docs] == [h.id for h in r.search(QUESTION, k=2)]
 
@@ -282,7 +291,7 @@ def test_search_kwargs_filter_threshold_and_mmr(embeddings):
 
 
 def test_mmr_without_stored_full_vectors(embeddings):
-    vs = BertinoVectorStore(embeddings, rerank=False)
+    vs = BertinoVectorStore(embeddings, rescore=False)
     vs.add_documents(lc_docs(italian_chunks()))
     assert not vs.stamp.full_vectors
     ranked = vs.similarity_search(QUESTION, k=4)

@@ -86,7 +86,7 @@ class TestBertinoVectorStoreOnDisk(VectorStoreIntegrationTests):
 class TestBertinoVectorStoreTwoStage(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self) -> BertinoVectorStore:
-        return BertinoVectorStore(self.get_embeddings(), dim=4, rerank=True)
+        return BertinoVectorStore(self.get_embeddings(), dim=4, rescore=True)
 
 
 class TestBertinoVectorStoreQdrantLocal(VectorStoreIntegrationTests):
@@ -95,7 +95,7 @@ class TestBertinoVectorStoreQdrantLocal(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self) -> BertinoVectorStore:
         pytest.importorskip("qdrant_client")
-        return BertinoVectorStore(self.get_embeddings(), make_store("qdrant"), dim=4, rerank=True)
+        return BertinoVectorStore(self.get_embeddings(), make_store("qdrant"), dim=4, rescore=True)
 
 
 @pytest.mark.slow
@@ -107,6 +107,6 @@ class TestBertinoVectorStoreMilvusLite(VectorStoreIntegrationTests):
         pytest.importorskip("pymilvus")
         pytest.importorskip("milvus_lite")
         store = make_store(f"milvus:{tmp_path / 'lc.db'}")
-        vs = BertinoVectorStore(self.get_embeddings(), store, dim=4, rerank=True)
+        vs = BertinoVectorStore(self.get_embeddings(), store, dim=4, rescore=True)
         yield vs
         store.close()

@@ -119,7 +119,7 @@ def test_search_by_vector_full_truncated_and_wrong_dims():
     got = r.search_by_vector(raw.tolist(), k=5)
     assert [h.id for h in got] == [h.id for h in want]
     np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
-    first_stage = r.search(QUESTION, k=5, rerank=False)
+    first_stage = r.search(QUESTION, k=5, rescore=False)
     assert [h.id for h in r.search_by_vector(raw[:128], k=5)] == [h.id for h in first_stage]
     with pytest.raises(ValueError, match=r"has 100 dims; collection 'bertino' takes 384 "
                                          r"\(full\) or 128 \(truncated\)"):

@@ -43,8 +43,8 @@ def test_search_index_delete_match_the_python_api(make_retriever, docs, squad_sl
         assert all(h.metadata["para"] >= 2 for h in one)
         assert one[0].text and one[0].metadata["title"]
 
-        no_rerank = client.search(questions[0], k=3, rerank=False)
-        assert _pairs(no_rerank) == _pairs(retriever.search(questions[0], k=3, rerank=False))
+        no_rerank = client.search(questions[0], k=3, rescore=False)
+        assert _pairs(no_rerank) == _pairs(retriever.search(questions[0], k=3, rescore=False))
 
         gone = direct[0][0].id
         assert client.delete([gone, "not-there"]) == {"deleted": 1, "count": len(docs) - 1}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bertino_rag.stores import MemoryStore, StoreError
-from bertino_rag.stores import memory as memory_module
+from bertino_rag.stores.memory import folder as memory_module
 from bertino_rag.types import Document, Stamp, StampMismatchError
 
 OLD = Stamp(model="test-model", full_dim=32, index_dim=8)
@@ -106,7 +106,7 @@ def test_a_replacement_killed_mid_build_leaves_the_old_collection(root):
     script = textwrap.dedent(f"""
         import os, sys
         import numpy as np
-        sys.path.insert(0, {str(Path(memory_module.__file__).parents[2])!r})
+        sys.path.insert(0, {str(Path(memory_module.__file__).parents[3])!r})
         from bertino_rag.stores import MemoryStore
         from bertino_rag.types import Document, Stamp
         stamp = Stamp(model="test-model", full_dim=32, index_dim=16)

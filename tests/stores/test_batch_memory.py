@@ -73,7 +73,7 @@ def transient_bytes(store: VectorStore, n: int) -> tuple[int, int]:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        hits = store.search_batch(index, K, full_vectors=full, rerank_k=RERANK_K)
+        hits = store.search_batch(index, K, full_vectors=full, rescore_k=RERANK_K)
         kept, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -84,7 +84,7 @@ def transient_bytes(store: VectorStore, n: int) -> tuple[int, int]:
 def test_two_stage_batch_memory_is_flat_in_queries(store):
     store.search_batch(unit(np.random.default_rng(0), 5, INDEX_DIM), K,
                        full_vectors=unit(np.random.default_rng(1), 5, FULL_DIM),
-                       rerank_k=RERANK_K)  # warm-up: lazy loads of the engine
+                       rescore_k=RERANK_K)  # warm-up: lazy loads of the engine
     small, _ = transient_bytes(store, 2 * BLOCK_QUERIES)
     large, kept = transient_bytes(store, 8 * BLOCK_QUERIES)
     # 4x the queries, the same bounded blocks. Candidates' full vectors as Python floats in

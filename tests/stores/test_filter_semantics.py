@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from bertino_rag.stores import FilterError, MemoryStore
 from bertino_rag.search.filters import MAX_IN_VALUES, matches, parse_filter
+from bertino_rag.stores import FilterError, MemoryStore
 from bertino_rag.types import Document, Stamp
 
 STAMP = Stamp(model="test-model", full_dim=16, index_dim=8)

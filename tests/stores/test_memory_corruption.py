@@ -23,7 +23,7 @@ import pytest
 
 from bertino_rag.lexical import BM25, Analyzer, lexical_spec
 from bertino_rag.stores import MemoryStore, StoreCorruptionError, StoreWriteError
-from bertino_rag.stores import memory as memory_module
+from bertino_rag.stores.memory import folder as memory_module
 from bertino_rag.types import Document, Stamp
 
 STAMP = Stamp(model="test-model", full_dim=32, index_dim=8)
@@ -238,7 +238,7 @@ def test_lost_wal_loses_nothing_acknowledged(tmp_path, data):
     """A writer killed after its writes returned, then its -wal and -shm files lost."""
     script = textwrap.dedent(f"""
         import numpy as np, os, sys
-        sys.path.insert(0, {str(Path(memory_module.__file__).parents[2])!r})
+        sys.path.insert(0, {str(Path(memory_module.__file__).parents[3])!r})
         from bertino_rag.stores import MemoryStore
         from bertino_rag.types import Document, Stamp
         stamp = Stamp(model="test-model", full_dim=32, index_dim=8)
@@ -278,7 +278,7 @@ _UNCHECKPOINTED = textwrap.dedent("""
 
 def _delete_left_in_the_wal(folder: Path) -> Path:
     """A writer deletes d0..d9 and is killed while a reader keeps the delete in the WAL."""
-    src = str(Path(memory_module.__file__).parents[2])
+    src = str(Path(memory_module.__file__).parents[3])
     subprocess.run([sys.executable, "-c", _UNCHECKPOINTED, str(folder.parent), src],
                    check=True, timeout=120)
     wal = folder / "meta.sqlite-wal"
@@ -433,7 +433,7 @@ def test_kill_mid_index_loses_no_acknowledged_document(tmp_path):
 
     acks = tmp_path / "acks"
     acks.write_text("")
-    src = str(Path(memory_module.__file__).parents[2])
+    src = str(Path(memory_module.__file__).parents[3])
     rng = np.random.default_rng(1)
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(acks), src])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bertino_rag.stores import MemoryStore, StoreError
-from bertino_rag.stores import memory as memory_module
+from bertino_rag.stores.memory import folder as memory_module
 from bertino_rag.types import Document, Stamp
 
 
@@ -131,7 +131,7 @@ def test_search_in_small_blocks_equals_one_block(tmp_path, stamp, docs, vectors,
     store = _fill(tmp_path, stamp, docs, vectors, 150)
     q = vectors.index[:6]
     whole = store.search_batch(q, k=7)
-    monkeypatch.setattr(memory_module, "_SCORE_BLOCK", 6 * 16)  # 16 rows a block
+    monkeypatch.setattr("bertino_rag.stores.memory.search._SCORE_BLOCK", 6 * 16)  # 16 rows a block
     blocks = store.search_batch(q, k=7)
     assert [[h.id for h in r] for r in blocks] == [[h.id for h in r] for r in whole]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertino_rag.stores.base import id_ranks, rescore, rescore_hits, rescore_rows
+from bertino_rag.search.rescore import id_ranks, rescore, rescore_hits, rescore_rows
 from bertino_rag.types import Hit
 
 
@@ -61,7 +61,7 @@ def test_ties_are_broken_by_id(batch):
 def test_blocks_do_not_change_results(batch, monkeypatch):
     ids, vectors, queries, candidates = batch
     whole = rescore_hits(candidates, ids, vectors, queries, 7)
-    monkeypatch.setattr("bertino_rag.stores.base._RESCORE_BLOCK", 48 * 30 * 3)  # 3 queries
+    monkeypatch.setattr("bertino_rag.search.rescore._RESCORE_BLOCK", 48 * 30 * 3)  # 3 queries
     assert rescore_hits(candidates, ids, vectors, queries, 7) == whole
 
 

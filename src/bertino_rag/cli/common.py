@@ -1,16 +1,19 @@
 """What every subcommand shares: the encoder flags, the collection flags and their parsing.
 
-Declared here once, so that each subcommand reads and documents them the same way. This module
-imports the standard library only.
+Declared here once, so that each subcommand reads and documents them the same way. The store
+kinds come from :mod:`bertino_rag.stores.registry`, their one home.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from typing import Any
 
+from ..stores.registry import spec_help
+
 __all__ = ["BACKENDS", "DEFAULT_STORE", "add_collection_arguments", "add_encoder_arguments",
-           "calibration_texts", "encoder_options", "positive_int"]
+           "calibration_texts", "deprecated_alias", "encoder_options", "positive_int"]
 
 DEFAULT_STORE = "memory:./bertino_index"
 
@@ -64,6 +67,21 @@ def positive_int(text: str) -> int:
     return value
 
 
+def deprecated_alias(old: str, *, store: bool = False) -> type[argparse.Action]:
+    """An argparse action that stores a value (or ``True`` with ``store``), and warns when the
+    flag was spelled ``old``, its deprecated name."""
+
+    class Alias(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: Any, option_string: str | None = None) -> None:
+            if option_string == old:
+                warnings.warn(f"{old} is deprecated; use {self.option_strings[0]}",
+                              DeprecationWarning, stacklevel=2)
+            setattr(namespace, self.dest, True if store else values)
+
+    return Alias
+
+
 def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """The encoder flags plus the collection's: store, dim, two-stage search and hybrid
     (index, search, serve)."""
@@ -71,13 +89,15 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("collection")
     g.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
     g.add_argument("--store", default=DEFAULT_STORE,
-                   help="'memory[:DIR]', 'qdrant[:DIR|:URL]', 'qdrant-edge:DIR' or "
-                        "'milvus:FILE.db|URL' "
-                        f"(default: {DEFAULT_STORE})")
+                   help=f"{spec_help()} (default: {DEFAULT_STORE})")
     g.add_argument("--collection", default="bertino")
-    g.add_argument("--no-rerank", action="store_true",
-                   help="store and search the truncated vectors only")
-    g.add_argument("--rerank-k", type=int, default=100)
+    g.add_argument("--no-rescore", "--no-rerank", dest="no_rescore", nargs=0,
+                   action=deprecated_alias("--no-rerank", store=True), default=False,
+                   help="store and search the truncated vectors only (no Matryoshka "
+                        "rescoring with full vectors)")
+    g.add_argument("--rescore-k", "--rerank-k", dest="rescore_k", type=positive_int,
+                   action=deprecated_alias("--rerank-k"), default=100,
+                   help="candidates rescored with full vectors (default: 100)")
     g.add_argument("--hybrid", action="store_true",
                    help="keep (or use) the Italian lexical (BM25) index beside the vectors")
     g.add_argument("--fusion", default=None,

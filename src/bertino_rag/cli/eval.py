@@ -1,4 +1,4 @@
-"""``bertino-rag eval``: quality per Matryoshka dim, what the rerank buys, what layouts cost."""
+"""``bertino-rag eval``: quality per Matryoshka dim, what rescoring buys, what layouts cost."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_encoder_arguments, encoder_options, positive_int
+from ..stores.registry import spec_help
+from .common import add_encoder_arguments, deprecated_alias, encoder_options, positive_int
 
 __all__ = ["register_cli"]
 
@@ -39,14 +40,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sts", default=None, help="an STS csv (sentence1,sentence2,score)")
     p.add_argument("--dims", type=_int_list, default=None,
                    help="comma-separated dims (default: the model's Matryoshka dims)")
-    p.add_argument("--rerank-k", type=_int_list, default=[100],
+    p.add_argument("--rescore-k", "--rerank-k", dest="rescore_k", type=_int_list,
+                   action=deprecated_alias("--rerank-k"), default=[100],
                    help="candidates rescored by the two-stage funnel, comma-separated "
                         "(default: 100; 'none' for no funnel)")
     p.add_argument("--funnel-dims", type=_int_list, default=None,
                    help="index dims of the funnels (default: every --dims value below full)")
     p.add_argument("--store", default="memory",
-                   help="store for the funnels and latencies: 'memory', 'qdrant[:DIR|:URL]', "
-                        "'milvus:FILE.db|URL' (temporary collections, dropped afterwards)")
+                   help=f"store for the funnels and latencies: {spec_help()} (temporary "
+                        "collections, dropped afterwards)")
     p.add_argument("--split", default="test", help="qrels split (default: test)")
     p.add_argument("--with-title", action="store_true",
                    help="encode 'title\\ntext' for a document (default: its text alone)")
@@ -165,7 +167,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     encoder = Encoder(**encoder_options(args))
     if args.documents:
         return _documents(args, encoder, evalset)
-    report = evaluate(encoder, evalset, sts, dims=args.dims, rerank_k=args.rerank_k,
+    report = evaluate(encoder, evalset, sts, dims=args.dims, rescore_k=args.rescore_k,
                       funnel_dims=args.funnel_dims, store=args.store,
                       latency_queries=max(0, args.latency_queries),
                       show_progress_bar=not args.quiet)
@@ -215,9 +217,9 @@ def _documents(args: argparse.Namespace, encoder: Any, evalset: Any) -> int:
         chunking = {"overlap": args.overlap}
         if args.max_tokens is not None:
             chunking["max_tokens"] = args.max_tokens
-    rerank_k = args.rerank_k[0] if args.rerank_k else 100
+    rescore_k = args.rescore_k[0] if args.rescore_k else 100
     results = evaluate_documents(encoder, evalset, dims, store=args.store, chunking=chunking,
-                                 rerank_k=rerank_k, show_progress_bar=not args.quiet)
+                                 rescore_k=rescore_k, show_progress_bar=not args.quiet)
     chunked = next(r for r in results if r.name == "chunked")
     text = (f"## Document-level retrieval\n\n{evalset.source}: {len(evalset.doc_ids)} "
             f"documents, {len(evalset.query_ids)} queries; model {encoder.model_id}, reads "

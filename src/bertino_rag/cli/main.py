@@ -1,4 +1,4 @@
-"""Command line: ``bertino-rag index | search | eval | train | serve | migrate``.
+"""Command line: ``bertino-rag index | search | eval | train | serve | migrate | mcp``.
 
 Every subcommand is registered explicitly in :func:`build_parser` (its module imports the
 standard library only; an optional extra is imported when the subcommand runs, and a missing
@@ -56,7 +56,7 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
     hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
     try:
         return Retriever(dim=args.dim, store=store or args.store,
-                         rerank=not args.no_rerank, rerank_k=args.rerank_k,
+                         rescore=not args.no_rescore, rescore_k=args.rescore_k,
                          collection=args.collection, recreate=recreate, create=create,
                          hybrid=hybrid, fusion=getattr(args, "fusion", None),
                          **({"encoder": encoder} if encoder is not None
@@ -77,7 +77,7 @@ def _mismatch_advice(err: Any, args: argparse.Namespace) -> str:
                            else f"--model <the local model whose id is {found.model}>")
         options.append(f"--dim {found.index_dim}")
         if not found.full_vectors:
-            options.append("--no-rerank")
+            options.append("--no-rescore")
         if found.lexical is not None:
             options.append("--hybrid")
         built = f" was built with {' '.join(options)}"
@@ -300,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     # as one line by main), so a missing extra never hides a subcommand, and a bug in one fails
     # loudly here instead of removing it from the command line.
     from .eval import register_cli as register_eval
+    from .mcp import register_cli as register_mcp
     from .migrate import register_cli as register_migrate
     from .serve import register_cli as register_serve
     from .train import register_cli as register_train
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_train(sub)
     register_serve(sub)
     register_migrate(sub)
+    register_mcp(sub)
     return parser
 
 

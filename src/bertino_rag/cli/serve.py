@@ -9,6 +9,8 @@ import os
 import sys
 from typing import Any
 
+from .common import deprecated_alias
+
 __all__ = ["API_KEY_ENV", "is_loopback", "register_cli"]
 
 API_KEY_ENV = "BERTINO_RAG_API_KEY"
@@ -57,7 +59,9 @@ def register_cli(sub: Any, add_common: Any = None) -> None:
     p.add_argument("--api-key", default=None,
                    help=f"required API key (prefer ${API_KEY_ENV}: a flag shows in `ps`)")
     p.add_argument("--max-k", type=int, default=100)
-    p.add_argument("--max-rerank-k", type=int, default=1000)
+    p.add_argument("--max-rescore-k", "--max-rerank-k", dest="max_rescore_k", type=int,
+                   action=deprecated_alias("--max-rerank-k"), default=1000,
+                   help="largest rescore_k a request may ask for (default: 1000)")
     p.add_argument("--max-queries", type=int, default=64, help="queries per /search request")
     p.add_argument("--max-documents", type=int, default=1000,
                    help="documents per POST /documents, ids per DELETE /documents")
@@ -92,7 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ..serve.app import ServeSettings, create_app
 
     settings = ServeSettings(
-        api_key=api_key, max_k=args.max_k, max_rerank_k=args.max_rerank_k,
+        api_key=api_key, max_k=args.max_k, max_rescore_k=args.max_rescore_k,
         max_queries=args.max_queries, max_documents=args.max_documents,
         max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, index_batch=args.index_batch,
@@ -102,8 +106,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .common import encoder_options
 
     retriever = Retriever(
-        dim=args.dim, store=args.store, rerank=not args.no_rerank,
-        rerank_k=args.rerank_k, collection=args.collection, hybrid=args.hybrid,
+        dim=args.dim, store=args.store, rescore=not args.no_rescore,
+        rescore_k=args.rescore_k, collection=args.collection, hybrid=args.hybrid,
         fusion=args.fusion, **encoder_options(args),
     )
     app = create_app(retriever, settings)

@@ -4,7 +4,7 @@ Example:
     >>> from bertino_rag import Encoder
     >>> from bertino_rag.evaluation import evaluate, load_eval_set, to_markdown
     >>> data = load_eval_set("squad-it-dev", max_queries=200, max_docs=300)  # doctest: +SKIP
-    >>> report = evaluate(Encoder("model"), data, rerank_k=[50, 100])  # doctest: +SKIP
+    >>> report = evaluate(Encoder("model"), data, rescore_k=[50, 100])  # doctest: +SKIP
     >>> print(to_markdown(report))  # doctest: +SKIP
 """
 

@@ -79,7 +79,7 @@ class DocumentResult:
     name: str
     dim: int
     full_dim: int
-    rerank_k: int | None
+    rescore_k: int | None
     metrics: dict[str, float]
     n_documents: int
     #: items stored: chunks and the documents that fit whole
@@ -106,7 +106,7 @@ def rank_documents(
     queries: Sequence[str],
     *,
     depth: int = DEPTH,
-    rerank_k: int | None = None,
+    rescore_k: int | None = None,
     show_progress_bar: bool | None = False,
 ) -> list[list[tuple[str, float]]]:
     """``(document id, score)`` rankings of ``depth`` documents per query, from
@@ -119,7 +119,7 @@ def rank_documents(
     out: list[list[tuple[str, float]]] = []
     for start in steps:
         hits = retriever.search_batch(list(queries[start : start + _SEARCH_CHUNK]), k=depth,
-                                      group_by="document", group_size=1, rerank_k=rerank_k)
+                                      group_by="document", group_size=1, rescore_k=rescore_k)
         out.extend([(h.id, h.score) for h in row] for row in hits)
     return out
 
@@ -141,12 +141,12 @@ def evaluate_documents(
     store: str = "memory",
     chunking: bool | int | Mapping[str, int] = True,
     whole: bool = True,
-    rerank_k: int = 100,
+    rescore_k: int = 100,
     show_progress_bar: bool = False,
 ) -> list[DocumentResult]:
     """Document-level metrics of ``evalset`` (qrels on its documents) at each dim: the documents
     chunked (``chunking``, as :meth:`Retriever.index` takes it) and, with ``whole``, indexed
-    whole. Dims below the model's full dim search with the two-stage funnel (``rerank_k``
+    whole. Dims below the model's full dim search with the two-stage funnel (``rescore_k``
     candidates rescored with full vectors)."""
     from ..retriever import Retriever
 
@@ -164,7 +164,7 @@ def evaluate_documents(
     for dim in dims:
         funnel = dim < encoder.full_dim
         for name, setting in runs:
-            r = Retriever(dim=dim, store=store, encoder=cached, rerank=funnel,
+            r = Retriever(dim=dim, store=store, encoder=cached, rescore=funnel,
                           collection=f"bertino_eval_documents_{name}_{dim}", recreate=True)
             try:
                 with warnings.catch_warnings():
@@ -173,11 +173,11 @@ def evaluate_documents(
                 report = r.last_index_report
                 assert report is not None
                 rankings = rank_documents(r, evalset.query_texts,
-                                          rerank_k=rerank_k if funnel else None,
+                                          rescore_k=rescore_k if funnel else None,
                                           show_progress_bar=show_progress_bar)
                 out.append(DocumentResult(
                     name=name, dim=dim, full_dim=encoder.full_dim,
-                    rerank_k=rerank_k if funnel else None,
+                    rescore_k=rescore_k if funnel else None,
                     metrics=document_metrics(rankings, evalset.query_ids, evalset.qrels),
                     n_documents=len(docs), n_stored=r.count(), n_chunked=report.n_chunked,
                     n_truncated=report.n_truncated, chunk_seconds=report.chunk_seconds,

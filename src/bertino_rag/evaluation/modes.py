@@ -66,7 +66,7 @@ def _retrievers(encoder: Encoder, evalset: EvalSet, dims: Sequence[int], store: 
     docs = [{"id": d, "text": t} for d, t in zip(evalset.doc_ids, evalset.doc_texts,
                                                   strict=True)]
     for dim in dims:
-        r = Retriever(dim=dim, store=store, encoder=cached, rerank=dim < encoder.full_dim,
+        r = Retriever(dim=dim, store=store, encoder=cached, rescore=dim < encoder.full_dim,
                       collection=f"bertino_eval_modes_{dim}", recreate=True, hybrid=True)
         try:
             with warnings.catch_warnings():

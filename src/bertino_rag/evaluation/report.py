@@ -23,9 +23,9 @@ _MIB = 1024 * 1024
 
 
 def _label(c: ConfigResult, full_dim: int) -> str:
-    if c.rerank_k is None:
+    if c.rescore_k is None:
         return f"{c.dim}"
-    return f"{c.dim} → {full_dim} rerank@{c.rerank_k}"
+    return f"{c.dim} → {full_dim} rescore@{c.rescore_k}"
 
 
 def to_json(report: EvalReport) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def to_json(report: EvalReport) -> dict[str, Any]:
     for c in report.configs:
         configs[c.name] = {
             **{k: c.metrics.get(k) for k in IR_KEYS + STS_KEYS},
-            "dim": c.dim, "rerank_k": c.rerank_k, "returned": c.returned,
+            "dim": c.dim, "rescore_k": c.rescore_k, "returned": c.returned,
             "bytes_per_doc": {"index_ram": c.ram_bytes, "cold": c.cold_bytes,
                               "total": c.total_bytes},
             "latency_ms": c.latency_ms,
@@ -63,7 +63,8 @@ def from_json(data: dict[str, Any]) -> EvalReport:
     """Rebuild a report from :func:`to_json` output (to re-render tables or the plot)."""
     configs = [
         ConfigResult(
-            name=name, dim=c["dim"], rerank_k=c["rerank_k"],
+            # reports written before the rename say rerank_k
+            name=name, dim=c["dim"], rescore_k=c.get("rescore_k", c.get("rerank_k")),
             metrics={k: c.get(k) for k in IR_KEYS + STS_KEYS},
             ram_bytes=c["bytes_per_doc"]["index_ram"], cold_bytes=c["bytes_per_doc"]["cold"],
             returned=c.get("returned"), latency_ms=c.get("latency_ms"),
@@ -73,7 +74,7 @@ def from_json(data: dict[str, Any]) -> EvalReport:
     src = data.get("data", {})
     return EvalReport(
         model=data["model"], full_dim=data["full_dim"],
-        dims=[c.dim for c in configs if c.rerank_k is None],
+        dims=[c.dim for c in configs if c.rescore_k is None],
         document_text=data["document_text"], store=data["store"], backend="",
         full_dtype=data["full_vectors_dtype"], configs=configs,
         beir_source=src.get("beir") or "", sts_source=src.get("sts") or "",
@@ -133,7 +134,7 @@ def to_markdown(report: EvalReport) -> str:
         lines.append(f"| {_LABELS[row]} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Columns: a number is exact search over the vectors truncated to that dim; "
-                 f"`d → {report.full_dim} rerank@k` is the two-stage funnel through `Retriever` "
+                 f"`d → {report.full_dim} rescore@k` is the two-stage funnel through `Retriever` "
                  f"and the `{report.store}` store: the top k on the d-dim index, rescored with "
                  f"the full vectors (float16 values, held as {report.full_dtype} by this "
                  "store). Metric "
@@ -192,8 +193,8 @@ def write_plot(report: EvalReport, path: str | Path, metric: str = "ndcg@10") ->
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    exact = [c for c in report.configs if c.rerank_k is None and c.metrics.get(metric) is not None]
-    funnels = [c for c in report.configs if c.rerank_k is not None]
+    exact = [c for c in report.configs if c.rescore_k is None and c.metrics.get(metric) is not None]
+    funnels = [c for c in report.configs if c.rescore_k is not None]
     if not exact and not funnels:
         raise ValueError(f"no configuration has {metric}: the plot needs a retrieval evaluation")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6), sharey=True, dpi=120)
@@ -201,7 +202,7 @@ def write_plot(report: EvalReport, path: str | Path, metric: str = "ndcg@10") ->
               ("total_bytes", "everything stored (bytes per document: index + full vectors)"))
     cmap = plt.get_cmap("viridis")
     fdims = sorted({c.dim for c in funnels}, reverse=True)
-    ks = sorted({c.rerank_k for c in funnels if c.rerank_k})
+    ks = sorted({c.rescore_k for c in funnels if c.rescore_k})
     markers = "s^Dv<>ph"
     # funnels sharing a size are spread sideways a little so that every marker stays visible
     spread = {k: 1.0 + 0.035 * (i - (len(ks) - 1) / 2) for i, k in enumerate(ks)}
@@ -219,7 +220,7 @@ def write_plot(report: EvalReport, path: str | Path, metric: str = "ndcg@10") ->
         for i, d in enumerate(fdims):
             color = cmap(0.1 + 0.75 * i / max(1, len(fdims) - 1))
             for c in funnels:
-                k = c.rerank_k
+                k = c.rescore_k
                 if c.dim != d or k is None:
                     continue
                 x = getattr(c, attr)
@@ -231,7 +232,7 @@ def write_plot(report: EvalReport, path: str | Path, metric: str = "ndcg@10") ->
                        label=f"{d} dims → rescored at {report.full_dim}")
         for k in ks:
             ax.scatter([], [], marker=markers[ks.index(k) % len(markers)], s=60,
-                       color="white", edgecolor="black", label=f"rerank@{k} candidates")
+                       color="white", edgecolor="black", label=f"rescore@{k} candidates")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ticks))
         ax.set_xticklabels([str(t) for t in sorted(ticks)], rotation=45, ha="right", fontsize=9)

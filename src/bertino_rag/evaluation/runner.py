@@ -16,6 +16,7 @@ import numpy as np
 from ..encoder import Encoder, Kind, TextEncoder, display_name, matryoshka_slice
 from ..retriever import Retriever
 from ..stores import VectorStore, make_store
+from ..validation import renamed
 from .cost import full_bytes_per_doc, percentiles_ms, time_calls
 from .dataset import EvalSet, StsSet
 from .metrics import DEPTH, IR_KEYS, STS_KEYS, exact_search, ir_metrics, sts_correlations
@@ -44,11 +45,11 @@ class EncodedInputs:
 
 @dataclass
 class ConfigResult:
-    """One evaluated configuration: exact search at ``dim``, or a funnel when ``rerank_k``."""
+    """One evaluated configuration: exact search at ``dim``, or a funnel when ``rescore_k``."""
 
     name: str
     dim: int
-    rerank_k: int | None
+    rescore_k: int | None
     metrics: dict[str, float | None]
     ram_bytes: int
     cold_bytes: int
@@ -150,9 +151,9 @@ class PrecomputedEncoder(TextEncoder):
         return f"PrecomputedEncoder({self.base!r}, {len(self._table)} texts)"
 
 
-def config_name(dim: int, rerank_k: int | None = None) -> str:
-    """``dim_128`` for exact search, ``dim_128+rerank@100`` for a funnel."""
-    return f"dim_{dim}" if rerank_k is None else f"dim_{dim}+rerank@{rerank_k}"
+def config_name(dim: int, rescore_k: int | None = None) -> str:
+    """``dim_128`` for exact search, ``dim_128+rescore@100`` for a funnel."""
+    return f"dim_{dim}" if rescore_k is None else f"dim_{dim}+rescore@{rescore_k}"
 
 
 def encode_inputs(
@@ -199,11 +200,11 @@ def _check_dims(dims: Sequence[int] | None, encoder: Encoder, what: str) -> list
 
 
 @contextlib.contextmanager
-def _collection(store: VectorStore, encoder: TextEncoder, dim: int, rerank: bool, evalset: EvalSet,
+def _collection(store: VectorStore, encoder: TextEncoder, dim: int, rescore: bool, evalset: EvalSet,
                 tag: str) -> Iterator[Retriever]:
     """A fresh collection (unique name, dropped afterwards) indexed through ``Retriever``."""
     # chunking off: every corpus document is one vector, as the precomputed path embeds it
-    retriever = Retriever(dim=dim, store=store, rerank=rerank, encoder=encoder,
+    retriever = Retriever(dim=dim, store=store, rescore=rescore, encoder=encoder,
                           collection=f"bertino_eval_{tag}_d{dim}", chunking=False)
     try:
         with warnings.catch_warnings():
@@ -223,12 +224,13 @@ def evaluate(
     sts: StsSet | None = None,
     *,
     dims: Sequence[int] | None = None,
-    rerank_k: Sequence[int] = (100,),
+    rescore_k: Sequence[int] = (100,),
     funnel_dims: Sequence[int] | None = None,
     store: str | VectorStore | None = "memory",
     latency_queries: int = 100,
     encoded: EncodedInputs | None = None,
     show_progress_bar: bool | None = True,
+    rerank_k: Sequence[int] | None = None,
 ) -> EvalReport:
     """Evaluate retrieval (and STS) at each dim, and the two-stage funnels, with their cost.
 
@@ -237,20 +239,23 @@ def evaluate(
         evalset: a BEIR set from :func:`~bertino_rag.evaluation.load_eval_set`.
         sts: STS pairs from :func:`~bertino_rag.evaluation.load_sts_set`.
         dims: dims to evaluate exactly (default: ``encoder.matryoshka_dims``).
-        rerank_k: candidates rescored by each funnel (empty: no funnel).
+        rescore_k: candidates rescored by each funnel (empty: no funnel).
         funnel_dims: index dims of the funnels (default: every dim in ``dims`` below full).
         store: where funnels and latencies run: a spec for :func:`make_store` or a store.
             Collections get unique names and are dropped afterwards.
         latency_queries: queries timed one by one per configuration (0: no timing).
         encoded: vectors from :func:`encode_inputs` (encoded here when ``None``).
+        rerank_k: deprecated name of ``rescore_k``.
     """
+    if rerank_k is not None:
+        rescore_k = renamed(None, rerank_k, "rescore_k", "rerank_k")[0]
     if evalset is None and sts is None:
         raise ValueError("nothing to evaluate: give a BEIR folder and/or an STS file")
     dims = _check_dims(dims, encoder, "dims")
     ks = []
-    for k in rerank_k:
+    for k in rescore_k:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"rerank_k values must be positive ints, got {k!r}")
+            raise ValueError(f"rescore_k values must be positive ints, got {k!r}")
         ks.append(int(k))
     ks = sorted(set(ks))
     fdims = [d for d in dims if d < encoder.full_dim] if funnel_dims is None else _check_dims(
@@ -297,7 +302,7 @@ def evaluate(
             metrics.update(sts_correlations(matryoshka_slice(encoded.sts1, dim),
                                             matryoshka_slice(encoded.sts2, dim), sts.scores))
         report.configs.append(ConfigResult(
-            name=config_name(dim), dim=dim, rerank_k=None, metrics=metrics,
+            name=config_name(dim), dim=dim, rescore_k=None, metrics=metrics,
             ram_bytes=4 * dim, cold_bytes=0,
             returned=min(DEPTH, report.n_docs) if evalset is not None else None,
         ))
@@ -313,12 +318,12 @@ def evaluate(
 
 
 def _search_latency(store: VectorStore, queries: np.ndarray, n: int, *,
-                    full: np.ndarray | None = None, rerank_k: int | None = None) -> list[float]:
+                    full: np.ndarray | None = None, rescore_k: int | None = None) -> list[float]:
     """Seconds per top-10 store search of ``queries[i]`` (two-stage when ``full`` is given)."""
     if full is None:
         return time_calls(lambda i: store.search(queries[i], 10), n)
     return time_calls(
-        lambda i: store.search(queries[i], 10, full_vector=full[i], rerank_k=rerank_k), n
+        lambda i: store.search(queries[i], 10, full_vector=full[i], rescore_k=rescore_k), n
     )
 
 
@@ -347,12 +352,12 @@ def _run_store(report: EvalReport, encoder: Encoder, evalset: EvalSet, encoded: 
                 metrics: dict[str, float | None] = dict.fromkeys(IR_KEYS + STS_KEYS)
                 metrics.update(ir_metrics(rankings, evalset.query_ids, evalset.qrels))
                 result = ConfigResult(
-                    name=config_name(dim, k), dim=dim, rerank_k=k, metrics=metrics,
+                    name=config_name(dim, k), dim=dim, rescore_k=k, metrics=metrics,
                     ram_bytes=4 * dim, cold_bytes=full_cold,
                     returned=min(DEPTH, k, report.n_docs),
                 )
                 if n_lat:
-                    secs = _search_latency(retriever.store, qd, n_lat, full=full_q, rerank_k=k)
+                    secs = _search_latency(retriever.store, qd, n_lat, full=full_q, rescore_k=k)
                     result.latency_ms = percentiles_ms(secs)
                 report.configs.append(result)
     if n_lat:
@@ -370,9 +375,9 @@ def _funnel_rankings(retriever: Retriever, queries: list[str], k: int,
     if show_progress_bar:
         from tqdm.auto import tqdm
 
-        steps = tqdm(steps, desc=f"dim {retriever.dim} rerank@{k}", unit="batch")
+        steps = tqdm(steps, desc=f"dim {retriever.dim} rescore@{k}", unit="batch")
     for start in steps:
         hits = retriever.search_batch(queries[start : start + _SEARCH_CHUNK], k=depth,
-                                      rerank=True, rerank_k=k)
+                                      rescore=True, rescore_k=k)
         out.extend([(h.id, h.score) for h in row] for row in hits)
     return out

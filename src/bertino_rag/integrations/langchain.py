@@ -46,6 +46,7 @@ from ..search.fusion import Fusion  # noqa: E402
 from ..stores import VectorStore as CoreStore  # noqa: E402
 from ..stores import make_store  # noqa: E402
 from ..types import Hit, Stamp  # noqa: E402
+from ..validation import positive_int, renamed, renamed_options  # noqa: E402
 from .langchain_retriever import BertinoRetriever  # noqa: E402
 
 __all__ = ["BertinoEmbeddings", "BertinoRetriever", "BertinoVectorStore", "EmbeddingsEncoder"]
@@ -194,8 +195,8 @@ class BertinoVectorStore(VectorStore):
     ``embedding``: with :class:`BertinoEmbeddings` one forward pass gives the full and the
     truncated vector; with any other ``Embeddings`` (through :class:`EmbeddingsEncoder`) the
     full vector is normalized and its first ``dim`` components (renormalized) are searched.
-    When the collection keeps full vectors (``rerank``), the best ``rerank_k`` candidates are
-    rescored with them. The collection is stamped with the embeddings' model id and dims, so
+    When the collection keeps full vectors (``rescore``), the best ``rescore_k`` candidates
+    are rescored with them. The collection is stamped with the embeddings' model id and dims, so
     vectors of another model are never mixed in. With another ``Embeddings`` it is opened on
     first use (one probe embedding tells the dimension). Each text is one document: split long
     texts with a LangChain text splitter first.
@@ -212,9 +213,10 @@ class BertinoVectorStore(VectorStore):
         collection: collection name.
         dim: searched dimension (default: ``embedding.dim`` for :class:`BertinoEmbeddings`,
             else the full dimension).
-        rerank: keep full vectors and rescore with them (default: when ``dim`` is smaller
+        rescore: keep full vectors and rescore with them (default: when ``dim`` is smaller
             than the full dimension).
-        rerank_k: candidates rescored.
+        rescore_k: candidates rescored.
+        rerank, rerank_k: deprecated names of ``rescore`` and ``rescore_k``.
         recreate: replace the collection: it is empty from here on, and the replacement is
             published by the first write (see :class:`~bertino_rag.retriever.Retriever`'s
             ``recreate``).
@@ -232,23 +234,26 @@ class BertinoVectorStore(VectorStore):
         *,
         collection: str = "langchain",
         dim: int | None = None,
-        rerank: bool | None = None,
-        rerank_k: int = 100,
+        rescore: bool | None = None,
+        rescore_k: int | None = None,
         recreate: bool = False,
         model_id: str | None = None,
         hybrid: bool = False,
         fusion: Fusion | str | os.PathLike[str] | None = None,
+        rerank: bool | None = None,
+        rerank_k: int | None = None,
     ) -> None:
         if not isinstance(embedding, Embeddings):
             raise TypeError(f"embedding must be a LangChain Embeddings, got {type(embedding)}")
-        if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
-            raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        rescore = renamed(rescore, rerank, "rescore", "rerank")[0]
+        rescore_k, name = renamed(rescore_k, rerank_k, "rescore_k", "rerank_k")
+        rescore_k = positive_int(100 if rescore_k is None else rescore_k, name)
+        if dim is not None:
+            dim = positive_int(dim, "dim")
         self._embedding = embedding
         self.store = make_store(store)
         self.collection = collection
-        self.rerank_k = rerank_k
+        self.rescore_k = rescore_k
         self.fusion = Fusion.coerce(fusion)
         self._retriever: Retriever | None = None
         self._lock = threading.Lock()
@@ -263,7 +268,7 @@ class BertinoVectorStore(VectorStore):
             # another Embeddings is wrapped at first use: its probe embedding tells the dimension
             "encoder": native.encoder if native else None,
             "dim": native.dim if native and dim is None else dim,
-            "rerank": rerank, "recreate": recreate, "hybrid": bool(hybrid),
+            "rescore": rescore, "recreate": recreate, "hybrid": bool(hybrid),
         }
         if native:
             self._open()  # the dimension is known: a stamp mismatch shows here
@@ -271,11 +276,12 @@ class BertinoVectorStore(VectorStore):
     @classmethod
     def from_retriever(cls, retriever: Retriever, **kwargs: Any) -> BertinoVectorStore:
         """A vector store on a :class:`Retriever`'s collection (the same retriever: model,
-        dims and store); ``rerank_k`` and ``fusion`` set this store's search defaults."""
-        unknown = set(kwargs) - {"rerank_k", "fusion"}
+        dims and store); ``rescore_k`` and ``fusion`` set this store's search defaults."""
+        kwargs = renamed_options(kwargs)
+        unknown = set(kwargs) - {"rescore_k", "fusion"}
         if unknown:
             raise TypeError(f"from_retriever got unknown arguments {sorted(unknown)}; "
-                            "allowed: rerank_k, fusion")
+                            "allowed: rescore_k, fusion")
         encoder = retriever.encoder
         embedding: Embeddings = (encoder.embeddings if isinstance(encoder, EmbeddingsEncoder)
                                  else BertinoEmbeddings(encoder=encoder, dim=retriever.dim))
@@ -283,7 +289,7 @@ class BertinoVectorStore(VectorStore):
         vs._embedding = embedding
         vs.store = retriever.store
         vs.collection = retriever.collection
-        vs.rerank_k = kwargs.get("rerank_k", retriever.rerank_k)
+        vs.rescore_k = kwargs.get("rescore_k", retriever.rescore_k)
         vs.fusion = Fusion.coerce(kwargs.get("fusion", retriever.fusion))
         vs.model_id = encoder.model_id
         vs._settings = {}
@@ -295,6 +301,11 @@ class BertinoVectorStore(VectorStore):
     def embeddings(self) -> Embeddings:
         return self._embedding
 
+    @property
+    def rerank_k(self) -> int:
+        """Deprecated name of :attr:`rescore_k`."""
+        return self.rescore_k
+
     # ------------------------------------------------------------------ collection
     def _open(self) -> Retriever:
         """The retriever on the collection, built on first use."""
@@ -304,10 +315,10 @@ class BertinoVectorStore(VectorStore):
                 encoder: TextEncoder = s["encoder"] or EmbeddingsEncoder(
                     self._embedding, model_id=self.model_id)
                 dim = encoder.full_dim if s["dim"] is None else encoder.check_dim(s["dim"])
-                rerank = s["rerank"] if s["rerank"] is not None else dim < encoder.full_dim
+                rescore = s["rescore"] if s["rescore"] is not None else dim < encoder.full_dim
                 self._retriever = Retriever(
-                    dim=dim, encoder=encoder, store=self.store, rerank=bool(rerank),
-                    rerank_k=self.rerank_k, collection=self.collection,
+                    dim=dim, encoder=encoder, store=self.store, rescore=bool(rescore),
+                    rescore_k=self.rescore_k, collection=self.collection,
                     recreate=s["recreate"], hybrid=s["hybrid"], fusion=self.fusion,
                     chunking=False,
                 )
@@ -401,13 +412,14 @@ class BertinoVectorStore(VectorStore):
     # ------------------------------------------------------------------ search
     def _search_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The :meth:`Retriever.search` keywords of a LangChain call's ``kwargs``."""
-        allowed = {"filter", "rerank_k", "mode", "group_by"}
+        kwargs = renamed_options(kwargs)
+        allowed = {"filter", "rescore_k", "mode", "group_by"}
         unknown = set(kwargs) - allowed
         if unknown:
             raise TypeError(f"unknown search arguments {sorted(unknown)}; allowed: "
                             f"{', '.join(sorted(allowed))}")
         return {"filter": kwargs.get("filter"),
-                "rerank_k": kwargs.get("rerank_k") or self.rerank_k,
+                "rescore_k": kwargs.get("rescore_k") or self.rescore_k,
                 "mode": kwargs.get("mode"), "group_by": kwargs.get("group_by")}
 
     def _by_vector_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -428,7 +440,7 @@ class BertinoVectorStore(VectorStore):
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """The ``k`` best documents with their scores (cosine; BM25 with ``mode="lexical"``;
-        fused with ``mode="hybrid"``). Takes ``filter``, ``rerank_k``, ``mode`` and
+        fused with ``mode="hybrid"``). Takes ``filter``, ``rescore_k``, ``mode`` and
         ``group_by="document"`` (dense mode: one result per document whose chunks were added)."""
         args = self._search_args(kwargs)
         return self._with_scores(self._open().search(query, k, fusion=self.fusion, **args))
@@ -442,7 +454,7 @@ class BertinoVectorStore(VectorStore):
         return self._with_scores(await r.asearch(query, k, fusion=self.fusion, **args))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        """The ``k`` best documents. Takes ``filter``, ``rerank_k``."""
+        """The ``k`` best documents. Takes ``filter``, ``rescore_k``."""
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
     async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:

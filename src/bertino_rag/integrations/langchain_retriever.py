@@ -19,9 +19,10 @@ from langchain_core.callbacks import (  # noqa: E402
 )
 from langchain_core.documents import Document  # noqa: E402
 from langchain_core.retrievers import BaseRetriever  # noqa: E402
-from pydantic import ConfigDict, Field  # noqa: E402
+from pydantic import ConfigDict, Field, model_validator  # noqa: E402
 
 from ..types import Hit  # noqa: E402
+from ..validation import RENAMED_OPTIONS, renamed, renamed_options  # noqa: E402
 
 __all__ = ["BertinoRetriever", "Searcher"]
 
@@ -35,7 +36,7 @@ class Searcher(Protocol):
     async def asearch(self, *args: Any, **kwargs: Any) -> list[Hit]: ...
 
 
-_SEARCH_KEYS = ("k", "filter", "rerank", "rerank_k", "mode", "group_by", "expand")
+_SEARCH_KEYS = ("k", "filter", "rescore", "rescore_k", "mode", "group_by", "expand")
 
 
 class BertinoRetriever(BaseRetriever):
@@ -43,15 +44,16 @@ class BertinoRetriever(BaseRetriever):
 
     Each returned ``Document`` has ``id`` set and carries the id and the cosine score in its
     metadata (under ``id_key`` and ``score_key``; a stored field of the same name is shadowed
-    in the returned copy only). ``k``, ``filter``, ``rerank`` and ``rerank_k`` can also be
+    in the returned copy only). ``k``, ``filter``, ``rescore`` and ``rescore_k`` can also be
     passed per call: ``retriever.invoke(question, k=3)``.
 
     Attributes:
         retriever: the bertino-rag retriever searched.
         k: number of documents returned.
         filter: metadata filter, e.g. ``{"title": "Amazzonia"}``.
-        rerank: rescore with full vectors (``None``: the retriever's setting).
-        rerank_k: candidates rescored (``None``: the retriever's setting).
+        rescore: rescore with full vectors (``None``: the retriever's setting).
+        rescore_k: candidates rescored (``None``: the retriever's setting).
+        rerank, rerank_k: deprecated names of ``rescore`` and ``rescore_k``.
         group_by: ``"document"``: one ``Document`` per indexed document (its best chunk, with
             the ids of its matching chunks under ``"chunk_ids"`` in the metadata).
         expand: neighbouring chunks joined to each chunk on each side (see
@@ -65,6 +67,9 @@ class BertinoRetriever(BaseRetriever):
     retriever: Searcher
     k: int = Field(default=4, gt=0)
     filter: Any = None
+    rescore: bool | None = None
+    rescore_k: int | None = Field(default=None, gt=0)
+    #: deprecated names of ``rescore`` and ``rescore_k``
     rerank: bool | None = None
     rerank_k: int | None = Field(default=None, gt=0)
     #: ``"dense"``, ``"lexical"`` or ``"hybrid"`` (``None``: hybrid on a hybrid collection)
@@ -74,7 +79,16 @@ class BertinoRetriever(BaseRetriever):
     id_key: str = "id"
     score_key: str = "score"
 
+    @model_validator(mode="after")
+    def _renamed(self) -> BertinoRetriever:
+        for old, new in RENAMED_OPTIONS.items():
+            if getattr(self, old) is not None:
+                setattr(self, new, renamed(getattr(self, new), getattr(self, old), new, old)[0])
+                setattr(self, old, None)
+        return self
+
     def _search_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = renamed_options(kwargs)
         unknown = set(kwargs) - set(_SEARCH_KEYS)
         if unknown:
             raise TypeError(
@@ -100,7 +114,7 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = self.retriever.search(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            query, a["k"], a["filter"], rescore=a["rescore"], rescore_k=a["rescore_k"],
             mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)
@@ -110,7 +124,7 @@ class BertinoRetriever(BaseRetriever):
     ) -> list[Document]:
         a = self._search_args(kwargs)
         hits = await self.retriever.asearch(
-            query, a["k"], a["filter"], rerank=a["rerank"], rerank_k=a["rerank_k"],
+            query, a["k"], a["filter"], rescore=a["rescore"], rescore_k=a["rescore_k"],
             mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
         )
         return self._to_documents(hits)

@@ -2,18 +2,22 @@
 
 Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 
-- ``POST /search``: ``query`` or ``queries``, ``k``, ``filter``, ``rerank``, ``rerank_k``, and
+- ``POST /search``: ``query`` or ``queries``, ``k``, ``filter``, ``rescore``, ``rescore_k``, and
   ``mode`` / ``group_by`` where the retriever has them;
 - ``POST /documents``: index documents, validated whole first, with ``index()``'s report;
 - ``DELETE /documents``: by ``ids`` (or ``document_ids`` where the retriever supports it);
+- ``POST /documents/get``: stored entries by id (text and metadata);
 - ``GET /collections``: the served collection's name, stamp and count;
 - ``GET /health``: 200 when the model is loaded and the store answers, else 503 (readiness);
-- ``GET /metrics``: Prometheus exposition (requests, latency, batch sizes, documents).
+- ``GET /metrics``: Prometheus exposition (requests, latency, batch sizes, documents);
+- ``POST /v1/embeddings``, ``GET /v1/models``: the OpenAI-compatible embeddings API
+  (:mod:`bertino_rag.serve.openai`), for any OpenAI client pointed at ``/v1``.
 
-Concurrency is in :mod:`bertino_rag.serve.scheduler`: searches are micro-batched and run in a
-worker thread; one write (index or delete) runs at a time, in its own thread, in small batches
-that yield the encoder to searches. Requests are bounded (:class:`ServeSettings`): body size,
-queries and documents per request, ``k``; a bad request is rejected before anything is written.
+Concurrency is in :mod:`bertino_rag.serve.scheduler`: searches (and ``/v1/embeddings``
+inputs) are micro-batched and run in a worker thread; one write (index or delete) runs at a
+time, in its own thread, in small batches that yield the encoder to searches. Requests are
+bounded (:class:`ServeSettings`): body size, queries and documents per request, ``k``; a bad
+request is rejected before anything is written.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import dataclasses
 import inspect
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,15 +53,23 @@ from prometheus_client import (  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..indexing.pipeline import IndexWriteError  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
-from ..stores.base import StoreError  # noqa: E402
 from ..search.filters import parse_filter  # noqa: E402
+from ..stores.base import StoreError  # noqa: E402
 from ..types import to_documents  # noqa: E402
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware  # noqa: E402
+from .middleware import (  # noqa: E402
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    error_body,
+)
+from .openai import add_openai_routes, embed_batch  # noqa: E402
 from .scheduler import EncoderGate, SearchBatcher, ServiceBusy, gate_encoder  # noqa: E402
 from .schemas import (  # noqa: E402
     CollectionInfo,
     DeleteRequest,
     DeleteResponse,
+    GetRequest,
+    GetResponse,
     HealthResponse,
     IndexRequest,
     IndexResponse,
@@ -78,9 +91,11 @@ class ServeSettings:
     Attributes:
         api_key: required on every request but ``/health`` when set.
         max_k: largest ``k``.
-        max_rerank_k: largest ``rerank_k``.
+        max_rescore_k: largest ``rescore_k``.
+        max_rerank_k: deprecated name of ``max_rescore_k``.
         max_queries: queries per ``/search`` request.
-        max_documents: documents per ``POST /documents``, ids per ``DELETE /documents``.
+        max_documents: documents per ``POST /documents``, ids per ``DELETE /documents``,
+            inputs per ``POST /v1/embeddings``.
         max_request_bytes: request body size.
         max_batch: queries per encoder call (several requests' queries together).
         batch_wait_ms: how long a search waits for others to batch with.
@@ -92,7 +107,8 @@ class ServeSettings:
 
     api_key: str | None = None
     max_k: int = 100
-    max_rerank_k: int = 1000
+    max_rescore_k: int = 1000
+    max_rerank_k: int | None = None
     max_queries: int = 64
     max_documents: int = 1000
     max_request_bytes: int = 16 * 1024 * 1024
@@ -103,7 +119,12 @@ class ServeSettings:
     health_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("max_k", "max_rerank_k", "max_queries", "max_documents",
+        if self.max_rerank_k is not None:
+            warnings.warn("ServeSettings(max_rerank_k=) is deprecated; use max_rescore_k=",
+                          DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "max_rescore_k", self.max_rerank_k)
+            object.__setattr__(self, "max_rerank_k", None)
+        for name in ("max_k", "max_rescore_k", "max_queries", "max_documents",
                      "max_request_bytes", "max_batch", "max_pending", "index_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -144,6 +165,10 @@ class _Metrics:
         )
         self.indexed = Counter(
             "bertino_rag_documents_indexed", "documents written", registry=self.registry
+        )
+        self.embedded = Counter(
+            "bertino_rag_embedding_inputs", "texts embedded by /v1/embeddings",
+            registry=self.registry,
         )
         self.deleted = Counter(
             "bertino_rag_documents_deleted", "documents deleted", registry=self.registry
@@ -186,6 +211,7 @@ class _Service:
             "queries"
         }
         self.batcher: SearchBatcher | None = None
+        self.embedder: SearchBatcher | None = None
         self.write_lock: asyncio.Lock | None = None
         self.ready = False
         self._restore: Callable[[], None] | None = None
@@ -199,6 +225,15 @@ class _Service:
             max_pending=self.settings.max_pending, on_batch=self.metrics.batch.observe,
         )
         self.batcher.start()
+        # /v1/embeddings: its own queue (its options never match a search's), the same worker
+        # and gate; one request's inputs are always admitted, however many the settings allow
+        self.embedder = SearchBatcher(
+            embed_batch(self.retriever.encoder), self.gate, self.search_pool,
+            max_batch=self.settings.max_batch, wait_s=self.settings.batch_wait_ms / 1000,
+            max_pending=max(self.settings.max_pending, self.settings.max_documents),
+            on_batch=self.metrics.batch.observe,
+        )
+        self.embedder.start()
         self.metrics.documents.set(await asyncio.to_thread(self.retriever.count))
         self.ready = True
         logger.info(
@@ -213,6 +248,8 @@ class _Service:
         self.ready = False
         if self.batcher is not None:
             await self.batcher.close()
+        if self.embedder is not None:
+            await self.embedder.close()
         if self.write_lock is not None:
             async with self.write_lock:  # waits for the write in progress
                 pass
@@ -276,8 +313,9 @@ def create_app(
     app.state.service = service
 
     @app.exception_handler(ServiceBusy)
-    async def _busy(_: Request, err: ServiceBusy) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
+    async def _busy(request: Request, err: ServiceBusy) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 503, str(err)), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(IndexWriteError)
     async def _write_failed(_: Request, err: IndexWriteError) -> JSONResponse:
@@ -288,12 +326,15 @@ def create_app(
         )
 
     @app.exception_handler(StoreError)
-    async def _store_failed(_: Request, err: StoreError) -> JSONResponse:
-        return JSONResponse({"detail": f"store error: {err}"}, status_code=503)
+    async def _store_failed(request: Request, err: StoreError) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 503, f"store error: {err}"),
+                            status_code=503)
 
     @app.exception_handler(ValueError)
-    async def _bad_value(_: Request, err: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+    async def _bad_value(request: Request, err: ValueError) -> JSONResponse:
+        # OpenAI's API answers bad input with 400, the service's own endpoints with 422
+        status = 400 if request.url.path.startswith("/v1/") else 422
+        return JSONResponse(error_body(request.url.path, status, str(err)), status_code=status)
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search(body: SearchRequest) -> Any:
@@ -309,9 +350,9 @@ def create_app(
         if body.k > settings.max_k:
             raise _unprocessable(f"k={body.k} is above this server's limit of {settings.max_k} "
                                  "(--max-k)")
-        if body.rerank_k is not None and body.rerank_k > settings.max_rerank_k:
-            raise _unprocessable(f"rerank_k={body.rerank_k} is above this server's limit of "
-                                 f"{settings.max_rerank_k} (--max-rerank-k)")
+        if body.rescore_k is not None and body.rescore_k > settings.max_rescore_k:
+            raise _unprocessable(f"rescore_k={body.rescore_k} is above this server's limit of "
+                                 f"{settings.max_rescore_k} (--max-rescore-k)")
         options = body.options()
         unknown = sorted(set(options) - service.search_options)
         if unknown:
@@ -380,6 +421,18 @@ def create_app(
         service.metrics.documents.set(result["count"])
         return result
 
+    @app.post("/documents/get", response_model=GetResponse)
+    async def get(body: GetRequest) -> dict[str, Any]:
+        """Stored entries by id, in the order asked (unknown ids are left out)."""
+        if len(body.ids) > settings.max_documents:
+            raise HTTPException(
+                413, f"{len(body.ids)} ids in one request; this server takes at most "
+                f"{settings.max_documents} (--max-documents)",
+            )
+        docs = await asyncio.to_thread(retriever.get, body.ids)
+        return {"documents": [{"id": d.id, "text": d.text, "metadata": d.metadata}
+                              for d in docs]}
+
     @app.get("/collections", response_model=list[CollectionInfo])
     async def collections() -> list[dict[str, Any]]:
         """The served collection: its name, stamp (model, dims, layout) and count."""
@@ -415,8 +468,10 @@ def create_app(
         return Response(generate_latest(service.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)
 
-    paths = frozenset({"/search", "/documents", "/collections", "/health", "/metrics",
-                       "/openapi.json", "/docs"})
+    add_openai_routes(app, service, settings)
+
+    paths = frozenset({"/search", "/documents", "/documents/get", "/collections", "/health",
+                       "/metrics", "/openapi.json", "/docs", "/v1/embeddings", "/v1/models"})
     # outermost first: metrics see every answer, the key is checked before a body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:

@@ -11,11 +11,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..stores.registry import STORE_KINDS
+
 __all__ = [
     "CollectionInfo",
     "DeleteRequest",
     "DeleteResponse",
     "DocumentIn",
+    "DocumentOut",
+    "GetRequest",
+    "GetResponse",
     "HealthResponse",
     "HitOut",
     "IndexRequest",
@@ -44,8 +49,11 @@ class SearchRequest(BaseModel):
     filter: dict[str, Any] | None = Field(
         default=None, description='metadata filter, e.g. {"lang": "it", "year": {"$gte": 2000}}'
     )
-    rerank: bool | None = Field(default=None, description="false: no full-vector rescoring")
-    rerank_k: int | None = Field(default=None, ge=1, description="candidates rescored")
+    rescore: bool | None = Field(
+        default=None, description="false: no Matryoshka rescoring with full vectors")
+    rescore_k: int | None = Field(default=None, ge=1, description="candidates rescored")
+    rerank: bool | None = Field(default=None, description="deprecated name of rescore")
+    rerank_k: int | None = Field(default=None, ge=1, description="deprecated name of rescore_k")
     mode: str | None = Field(
         default=None, description="search mode, where the server's retriever has modes"
     )
@@ -73,12 +81,18 @@ class SearchRequest(BaseModel):
     def _one_of(self) -> SearchRequest:
         if (self.query is None) == (self.queries is None):
             raise ValueError("give exactly one of 'query' (a string) or 'queries' (a list)")
+        for new, old in (("rescore", "rerank"), ("rescore_k", "rerank_k")):
+            if getattr(self, old) is not None:
+                if getattr(self, new) is not None:
+                    raise ValueError(f"give {new} only ({old} is its deprecated name)")
+                setattr(self, new, getattr(self, old))
+                setattr(self, old, None)
         return self
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for ``Retriever.search_batch`` (unset options left out)."""
         out: dict[str, Any] = {"k": self.k, "filter": self.filter}
-        for name in ("rerank", "rerank_k", "mode", "group_by"):
+        for name in ("rescore", "rescore_k", "mode", "group_by"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -156,11 +170,28 @@ class DeleteResponse(BaseModel):
     count: int = Field(description="documents in the collection after the call")
 
 
+class GetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(description="ids of stored entries (documents or chunks)")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class GetResponse(BaseModel):
+    documents: list[DocumentOut] = Field(description="the stored ones, in the order asked; "
+                                         "unknown ids are left out")
+
+
 class CollectionInfo(BaseModel):
     name: str
     stamp: dict[str, Any]
     count: int
-    store: str = Field(description="store kind (memory, qdrant, qdrant-edge, milvus)")
+    store: str = Field(description=f"store kind ({', '.join(STORE_KINDS)})")
 
 
 class HealthResponse(BaseModel):

@@ -88,15 +88,15 @@ def evaluate_dims(model: Any, dev: RetrievalSet | None, sts: Sequence[StsPair] |
     model.eval()
     try:
         report = evaluate(encoder, evalset, sts_set, dims=sorted(set(dims) | set(fdims)),
-                          rerank_k=ks, funnel_dims=fdims or None, store="memory",
+                          rescore_k=ks, funnel_dims=fdims or None, store="memory",
                           latency_queries=0, show_progress_bar=False)
     finally:
         model.train(was_training)
     table: dict[str, dict[str, float]] = {}
     for c in report.configs:
-        if c.rerank_k is None and c.dim not in dims:
+        if c.rescore_k is None and c.dim not in dims:
             continue
-        key = str(c.dim) if c.rerank_k is None else funnel_key(c.dim, c.rerank_k)
+        key = str(c.dim) if c.rescore_k is None else funnel_key(c.dim, c.rescore_k)
         table[key] = {k: round(float(v), 4) for k, v in c.metrics.items() if v is not None}
     order = [str(d) for d in dims] + [funnel_key(d, k) for d in fdims for k in ks]
     return {k: table[k] for k in order if k in table}
