@@ -19,7 +19,7 @@ pytest.importorskip(
 )
 pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
-from bertino_rag.stores import StoreError  # noqa: E402
+from bertino_rag.stores import StoreError, StoreWriteError  # noqa: E402
 from bertino_rag.stores.milvus import IndexFallbackWarning, MilvusStore  # noqa: E402
 from bertino_rag.testing.conformance import StoreConformance  # noqa: E402
 from bertino_rag.types import Document, Stamp  # noqa: E402
@@ -84,7 +84,7 @@ def test_lite_builds_each_index_and_small_collections_work(lite_uri, stamp, docs
         store.flush()  # seals a segment: Milvus Lite builds the index now
         hits = store.search(vec.index[3], k=2)
         assert hits[0].id == docs[3].id
-        two = store.search(queries.index[0], k=3, full_vector=queries.full[0], rerank_k=5)
+        two = store.search(queries.index[0], k=3, full_vector=queries.full[0], rescore_k=5)
         assert len(two) == 3
     finally:
         store.drop()
@@ -227,15 +227,86 @@ def test_full_vectors_are_float16_rounded(lite_uri, stamp, docs_vectors):
         store.close()
 
 
+def test_failed_writes_raise_store_write_error_sync_and_async(lite_uri, stamp, docs_vectors,
+                                                             monkeypatch):
+    """Every client call goes through one Retry: a transient error is retried and the write
+    lands; an engine error fails the write with StoreWriteError naming the ids not stored,
+    from upsert and aupsert alike (async is the same code in a worker thread)."""
+    from pymilvus import MilvusException
+    from pymilvus.exceptions import MilvusUnavailableException
+
+    docs, vec, _ = docs_vectors
+    store = _open(lite_uri, "write_errors", stamp, batch_size=4)
+    store._retry.base_delay = 0.01
+    real = store.client.upsert
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MilvusUnavailableException(message="server restarting")
+        return real(*args, **kwargs)
+
+    def broken(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the first request (4 entities) is stored
+            raise MilvusException(message="disk quota exceeded")
+        return real(*args, **kwargs)
+
+    try:
+        monkeypatch.setattr(store.client, "upsert", flaky)
+        store.upsert(docs[:8], vec.index[:8], vec.full[:8])
+        assert calls["n"] == 3 and store.count() == 8
+        ids = [d.id for d in docs[8:18]]
+        monkeypatch.setattr(store.client, "upsert", broken)
+        for write in (store.upsert, lambda *a: asyncio.run(store.aupsert(*a))):
+            calls["n"] = 0
+            with pytest.raises(StoreWriteError, match="disk quota exceeded") as err:
+                write(docs[8:18], vec.index[8:18], vec.full[8:18])
+            assert err.value.failed_ids == ids[4:]
+            assert "Milvus at" in str(err.value)
+        assert sorted(d.id for d in store.get(ids)) == sorted(ids[:4])
+    finally:
+        monkeypatch.setattr(store.client, "upsert", real)
+        store.drop()
+        store.close()
+
+
+def test_fetch_marks_vanished_ids_missing(lite_uri, stamp, docs_vectors):
+    """A candidate deleted between a search and the read of its documents or full vectors is
+    marked missing, never raised (a search racing a delete)."""
+    docs, vec, queries = docs_vectors
+    store = _open(lite_uri, "vanished", stamp)
+    try:
+        store.upsert(docs[:6], vec.index[:6], vec.full[:6])
+        ids = [docs[2].id, "gone", docs[4].id, docs[2].id]
+        store.delete([docs[4].id])
+        got = store._fetch(ids, documents=True, full=True)
+        assert got.found.tolist() == [True, False, False, True]
+        assert [d.id if d else None for d in got.documents] == [docs[2].id, None, None,
+                                                                docs[2].id]
+        np.testing.assert_array_equal(got.full[1], 0)
+        np.testing.assert_array_equal(got.full[0], vec.full[2].astype(np.float16))
+        with pytest.raises(KeyError, match="gone"):  # the public read still names them
+            store.fetch_full(ids)
+        hits = store.search(queries.index[0], k=6, full_vector=queries.full[0], rescore_k=6)
+        assert docs[4].id not in {h.id for h in hits} and len(hits) == 5
+    finally:
+        store.drop()
+        store.close()
+
+
 # ---------------------------------------------------------------------- async
-def test_async_client_upsert_and_search(lite_uri, stamp, docs_vectors):
+def test_async_upsert_and_search_equal_sync(lite_uri, stamp, docs_vectors):
+    """Async calls run the sync code in a worker thread: concurrent async searches give the
+    sync results."""
     docs, vec, queries = docs_vectors
     store = _open(lite_uri, "async_api", stamp)
 
     async def run():
         await store.aupsert(docs[:20], vec.index[:20], vec.full[:20])
         return await asyncio.gather(*(
-            store.asearch(queries.index[i], k=3, full_vector=queries.full[i], rerank_k=10,
+            store.asearch(queries.index[i], k=3, full_vector=queries.full[i], rescore_k=10,
                           filter={"para": {"$lt": 15}})
             for i in range(3)
         ))
@@ -244,7 +315,7 @@ def test_async_client_upsert_and_search(lite_uri, stamp, docs_vectors):
         results = asyncio.run(run())
         assert store.count() == 20
         for i, hits in enumerate(results):
-            want = store.search(queries.index[i], k=3, full_vector=queries.full[i], rerank_k=10,
+            want = store.search(queries.index[i], k=3, full_vector=queries.full[i], rescore_k=10,
                                 filter={"para": {"$lt": 15}})
             assert [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in want]
     finally:
@@ -325,46 +396,75 @@ def test_lexical_schema_and_too_many_terms(lite_uri, stamp, docs_vectors):
         store.close()
 
 
-def test_group_by_document_uses_grouping_search_and_agrees_with_memory(lite_uri, monkeypatch):
-    from bertino_rag.stores import MemoryStore
+def _same_groups(got, want):
+    assert [h.id for h in got] == [h.id for h in want]
+    np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+    for g, w in zip(got, want, strict=True):
+        assert g.text == g.chunks[0].text and g.metadata == g.chunks[0].metadata
+        # the native group holds the document's best chunks: what the generic one holds
+        # (the chunks among its candidates), or more
+        assert len(g.chunks) >= len(w.chunks)
+        assert [c.id for c in g.chunks[: len(w.chunks)]] == [c.id for c in w.chunks]
 
-    from .test_qdrant import _chunked, _same_groups
 
-    docs, index, full, qi, qf, stamp = _chunked()
-    store, memory = _open(lite_uri, "grouped", stamp), MemoryStore()
-    memory.open("grouped", stamp)
+def test_group_by_document_uses_grouping_search_and_equals_the_reference(lite_uri,
+                                                                         monkeypatch):
+    """Single-stage grouped search is Milvus's grouping search (capability ``grouping``) and
+    returns what the funnel's generic grouping returns on the reference store; two-stage
+    search, a collection without the ``document`` field and a search over Milvus's cap of
+    chunks go through the funnel's generic grouping, with the same results."""
+    from bertino_rag.stores import ReferenceStore
+    from bertino_rag.testing.conformance import random_corpus
+
+    corpus = random_corpus(seed=5)
+    plain = [Document(text=d["text"], id=d["id"], metadata=d["metadata"])
+             for d in corpus["docs"]]
+    docs = StoreConformance._as_chunks(plain, n_docs=10, per_doc=4) + plain[40:]
+    vec, q = corpus["doc_vectors"], corpus["query_vectors"]
+    index, full, qi, qf = vec.index[: len(docs)], vec.full[: len(docs)], q.index[:6], q.full[:6]
+    stamp = Stamp(model=corpus["model"], full_dim=corpus["full_dim"], index_dim=128)
+    store, oracle = _open(lite_uri, "grouped", stamp), ReferenceStore("milvus-grouped")
+    oracle.open("grouped", stamp, recreate=True)
     try:
-        for s in (store, memory):
+        for s in (store, oracle):
             s.upsert(docs, index, full)
+        assert store.capabilities.grouping
         grouped: list[str] = []
         real = store.client.search
         monkeypatch.setattr(store.client, "search", lambda *a, **kw: grouped.append(
             kw.get("group_by_field")) or real(*a, **kw))
-        for flt in (None, {"tema": 1}):
-            got = store.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
-            want = memory.search_batch(qi, k=5, filter=flt, group_by="document", group_size=2)
+
+        def same(flt=None, **kw):
+            got = store.search_batch(qi, k=5, filter=flt, group_by="document", **kw)
+            want = oracle.search_batch(qi, k=5, filter=flt, group_by="document", **kw)
             for g, w in zip(got, want, strict=True):
                 _same_groups(g, w)
+            assert all(len(g) == 5 for g in got)
+
+        for flt in (None, {"para": {"$lt": 30}}):
+            same(flt, group_size=2)
         assert grouped and set(grouped) == {"document"}
         grouped.clear()
         # two-stage: the funnel's candidates grouped (generic path), as on every store
-        got = store.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
-        want = memory.search_batch(qi, k=5, group_by="document", full_vectors=qf, rerank_k=30)
-        for g, w in zip(got, want, strict=True):
-            _same_groups(g, w)
+        same(group_size=2, full_vectors=qf, rescore_k=30)
+        assert grouped and set(grouped) == {None}
+        grouped.clear()
+        # more chunks than Milvus returns per query: declined, grouped generically
+        same(group_size=4000)
         assert grouped and set(grouped) == {None}
         # a collection created without the document field: the generic path
         store.close()
         old = MilvusStore(uri=lite_uri)
         old.open("grouped", stamp)
-        assert old._grouped
+        assert old._grouped and old.capabilities.grouping
         old._grouped = False
+        assert not old.capabilities.grouping
         real_old = old.client.search
         monkeypatch.setattr(old.client, "search", lambda *a, **kw: grouped.append(
             kw.get("group_by_field")) or real_old(*a, **kw))
         grouped.clear()
         assert [h.id for h in old.search(qi[0], k=5, group_by="document")] == [
-            h.id for h in memory.search(qi[0], k=5, group_by="document")]
+            h.id for h in oracle.search(qi[0], k=5, group_by="document")]
         assert set(grouped) == {None}
         with pytest.raises(ValueError, match="doc_id metadata of more than 512"):
             old.upsert([Document(text="x", id="x", metadata={"doc_id": "d" * 600})],
@@ -372,4 +472,4 @@ def test_group_by_document_uses_grouping_search_and_agrees_with_memory(lite_uri,
         old.drop()
         old.close()
     finally:
-        memory.close()
+        oracle.drop()

@@ -67,18 +67,18 @@ def test_single_stage_equals_memory(stores, slice_vectors, name):
     )
 
 
-@pytest.mark.parametrize("rerank_k", [20, 50])
+@pytest.mark.parametrize("rescore_k", [20, 50])
 @pytest.mark.parametrize("name", ["milvus_auto", "milvus_flat"])
-def test_two_stage_equals_memory(stores, slice_vectors, name, rerank_k):
+def test_two_stage_equals_memory(stores, slice_vectors, name, rescore_k):
     q = slice_vectors["queries"]
-    kw = {"k": 10, "full_vectors": q.full, "rerank_k": rerank_k}
+    kw = {"k": 10, "full_vectors": q.full, "rescore_k": rescore_k}
     _assert_same(stores[name].search_batch(q.index, **kw),
                  stores["memory"].search_batch(q.index, **kw))
 
 
 def test_filtered_two_stage_equals_memory(stores, slice_vectors):
     q = slice_vectors["queries"]
-    kw = {"k": 5, "full_vectors": q.full[:40], "rerank_k": 30,
+    kw = {"k": 5, "full_vectors": q.full[:40], "rescore_k": 30,
           "filter": {"para": {"$gte": 2, "$lt": 30}, "title": {"$in": ["Amazzonia", "x"]}}}
     _assert_same(stores["milvus_auto"].search_batch(q.index[:40], **kw),
                  stores["memory"].search_batch(q.index[:40], **kw))
@@ -93,7 +93,7 @@ def test_milvus_equals_qdrant(stores, encoder, squad_slice, slice_vectors):
                                     index_dim=128))
     try:
         qdrant.upsert(docs, vec.index, vec.full)
-        for kw in ({"k": 10}, {"k": 10, "full_vectors": q.full, "rerank_k": 50}):
+        for kw in ({"k": 10}, {"k": 10, "full_vectors": q.full, "rescore_k": 50}):
             _assert_same(stores["milvus_auto"].search_batch(q.index, **kw),
                          qdrant.search_batch(q.index, **kw))
     finally:
@@ -105,8 +105,8 @@ def _retriever_pair(tmp_path, encoder, collection):
     from bertino_rag import Retriever
 
     milvus = Retriever(dim=128, store=MilvusStore(uri=str(tmp_path / "r.db")), encoder=encoder,
-                       rerank_k=50, collection=collection)
-    qdrant = Retriever(dim=128, store=_qdrant(), encoder=encoder, rerank_k=50,
+                       rescore_k=50, collection=collection)
+    qdrant = Retriever(dim=128, store=_qdrant(), encoder=encoder, rescore_k=50,
                        collection=collection)
     return milvus, qdrant
 

@@ -17,7 +17,11 @@ pytest.importorskip("milvus_lite", reason="milvus-lite is not installed")
 
 from bertino_rag.search.filters import FilterError, matches, parse_filter  # noqa: E402
 from bertino_rag.stores.milvus import MilvusStore  # noqa: E402
-from bertino_rag.stores.milvus_filters import compile_filter, render_inline  # noqa: E402
+from bertino_rag.stores.milvus.filters import (  # noqa: E402
+    compile_filter,
+    ids_filter,
+    render_inline,
+)
 from bertino_rag.types import Document, Stamp  # noqa: E402
 
 HOSTILE = [
@@ -49,14 +53,14 @@ def store(tmp_path_factory, encoder):
     s = MilvusStore(uri=str(tmp_path_factory.mktemp("milvus_filters") / "f.db"), index="FLAT")
     s.open("hostile", Stamp(model=encoder.model_id, full_dim=encoder.full_dim, index_dim=128))
     s.upsert(docs, enc.index, enc.full)
-    s.docs, s.enc, s.query = docs, enc, enc.index[0]
+    s.docs, s.enc, s.probe = docs, enc, enc.index[0]
     yield s
     s.drop()
     s.close()
 
 
 def _found(store, flt) -> list[str]:
-    return sorted(h.id for h in store.search(store.query, k=len(store.docs), filter=flt))
+    return sorted(h.id for h in store.search(store.probe, k=len(store.docs), filter=flt))
 
 
 def _expected(store, flt) -> list[str]:
@@ -103,6 +107,26 @@ def test_hostile_ids_get_and_delete_only_themselves(store):
     assert store.count() == before
 
 
+def test_lite_id_lookups_read_back_as_the_ids_in_lites_own_parser():
+    """On Milvus Lite an id lookup is ``id in [...]`` with the ids written as strings (the form
+    Lite answers by primary key): Lite's own parser reads back exactly the hostile ids, as one
+    list of string literals, whatever they hold."""
+    from milvus_lite.search.filter import parse_expr
+    from milvus_lite.search.filter.ast import FieldRef, InOp, StringLit
+
+    ids = [*HOSTILE, "tab\there", "cr\rlf", "\\", '"', "'", "]) or (id != \"\"", "x" * 512]
+    tree = parse_expr(ids_filter(ids, templating=False, lite=True)["filter"])
+    assert isinstance(tree, InOp) and not tree.negate
+    assert isinstance(tree.field, FieldRef) and tree.field.name == "id"
+    assert all(isinstance(v, StringLit) for v in tree.values.elements)
+    assert [v.value for v in tree.values.elements] == ids
+    # servers: templated; other engines without templating: the hex field
+    assert ids_filter(ids, templating=True, lite=False) == {"filter": "id in {ids}",
+                                                             "filter_params": {"ids": ids}}
+    assert re.fullmatch(r'id_hex in \[("[0-9a-f]*"(, )?)*\]',
+                        ids_filter(ids, templating=False, lite=False)["filter"])
+
+
 def test_values_never_enter_the_expression():
     flt = {"v": '" or 1==1 or "', "n": {"$gte": 3, "$lt": 9.5}, "b": {"$in": [True, "x\\"]}}
     compiled = compile_filter(parse_filter(flt))
@@ -118,9 +142,9 @@ def test_values_never_enter_the_expression():
 
 def test_non_finite_filter_numbers_are_refused(store):
     with pytest.raises(FilterError, match="non-finite"):
-        store.search(store.query, k=3, filter={"v": float("nan")})
+        store.search(store.probe, k=3, filter={"v": float("nan")})
 
 
 def test_native_expression_strings_are_refused(store):
     with pytest.raises(TypeError, match="expression strings"):
-        store.search(store.query, k=3, filter='filter_keys["n:i"] > 1')
+        store.search(store.probe, k=3, filter='filter_keys["n:i"] > 1')

@@ -177,7 +177,9 @@ def _grouped(store: VectorStore, request: SearchRequest, q: Queries) -> list[lis
     k, size = request.k, request.group_size
     if store.capabilities.grouping and request.mode == "dense" and not request.two_stage:
         assert q.index is not None
-        return store._knn_grouped(q.index, k, size, request.conditions)
+        native = store._knn_grouped(q.index, k, size, request.conditions)
+        if native is not None:  # None: the store declines this one (e.g. over an engine cap)
+            return native
     limit = min(store._count(), store.max_group_candidates)
     fetch = min(max(k * size, 4 * k), limit)
     rows = list(range(len(q)))

@@ -236,9 +236,10 @@ class StoreProtocol(ABC):
         raise NotImplementedError
 
     def _knn_grouped(self, vectors: np.ndarray, k: int, group_size: int,
-                     conditions: Any) -> list[list[Hit]]:
+                     conditions: Any) -> list[list[Hit]] | None:
         """One hit per document, single-stage (``capabilities.grouping``): ``k`` documents,
-        each its best chunk's hit with up to ``group_size`` chunks in ``Hit.chunks``."""
+        each its best chunk's hit with up to ``group_size`` chunks in ``Hit.chunks``; ``None``
+        declines a search the engine cannot do natively (the funnel groups it generically)."""
         raise NotImplementedError
 
     def _candidates(self, vectors: np.ndarray, terms: list[list[str]], n: int,
