@@ -104,3 +104,31 @@ def test_no_import_circle():
     for m, deps in graph.items():
         graph[m] = {d for d in deps if not (_is_package_init(d) and m.startswith(d + "."))}
     assert _cycles(graph) == []
+
+
+#: the most lines a source file may have: one idea per file
+MAX_LINES = 600
+
+
+def test_no_source_file_is_oversized():
+    sizes = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert {path: n for path, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_store_modules_do_not_reimplement_the_funnel():
+    """Rescoring, fusion, the union of candidates and expansion live in ``search/``: no store
+    module runs them itself (a pushdown declares a capability instead; a store may still use
+    the shared rules, such as the tie-break by id or the shape of a grouped hit)."""
+    stores = PACKAGE / "stores"
+    banned = ("rescore_rows", "rescore_hits", "rescore_candidates", "fuse_ranked",
+              "fuse_scores", ".fuse(", "expand_hits", "union(")
+    found = {}
+    for path in stores.rglob("*.py"):
+        if path.name in ("__init__.py", "base.py", "searching.py"):
+            continue  # the checked public methods re-export them for compatibility
+        text = path.read_text(encoding="utf-8")
+        used = [name for name in banned if name in text]
+        if used:
+            found[str(path.relative_to(PACKAGE))] = used
+    assert found == {}

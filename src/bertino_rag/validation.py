@@ -21,6 +21,7 @@ __all__ = [
     "COLLECTION_NAME",
     "RENAMED_OPTIONS",
     "renamed",
+    "rename_fields",
     "renamed_options",
     "StoreLimits",
     "check_collection_name",
@@ -87,6 +88,15 @@ def renamed_options(options: Mapping[str, Any]) -> dict[str, Any]:
         if options.get(old) is not None:
             out[new] = renamed(options.get(new), options[old], new, old)[0]
     return out
+
+
+def rename_fields(obj: Any) -> None:
+    """Move an object's search options given under deprecated names (``obj.rerank``) to their
+    new names (``obj.rescore``), warning; used by the option models of the integrations."""
+    for old, new in RENAMED_OPTIONS.items():
+        if getattr(obj, old, None) is not None:
+            setattr(obj, new, renamed(getattr(obj, new), getattr(obj, old), new, old)[0])
+            setattr(obj, old, None)
 
 
 def check_vectors(vectors: Any, dim: int, what: str, *, n: int | None = None,

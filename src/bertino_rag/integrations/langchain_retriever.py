@@ -22,7 +22,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from pydantic import ConfigDict, Field, model_validator  # noqa: E402
 
 from ..types import Hit  # noqa: E402
-from ..validation import RENAMED_OPTIONS, renamed, renamed_options  # noqa: E402
+from ..validation import rename_fields, renamed_options  # noqa: E402
 
 __all__ = ["BertinoRetriever", "Searcher"]
 
@@ -81,10 +81,7 @@ class BertinoRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _renamed(self) -> BertinoRetriever:
-        for old, new in RENAMED_OPTIONS.items():
-            if getattr(self, old) is not None:
-                setattr(self, new, renamed(getattr(self, new), getattr(self, old), new, old)[0])
-                setattr(self, old, None)
+        rename_fields(self)
         return self
 
     def _search_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:

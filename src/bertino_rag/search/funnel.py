@@ -24,6 +24,7 @@ two reads drops out, never raises. Async callers run the same plan in a worker t
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -163,10 +164,18 @@ def hits_of(store: VectorStore, ranked: Sequence[Ranked]) -> list[list[Hit]]:
         assert fetched.documents is not None
         docs = {i: d for i, d in zip(ids, fetched.documents, strict=True) if d is not None}
     out = []
+    given: set[str] = set()
     for r in ranked:
         found = r.documents if r.documents is not None else [docs.get(i) for i in r.ids]
-        out.append([Hit(id=d.id, text=d.text, score=float(s), metadata=d.metadata)
-                    for d, s in zip(found, r.scores.tolist(), strict=True) if d is not None])
+        hits = []
+        for d, s in zip(found, r.scores.tolist(), strict=True):
+            if d is None:
+                continue
+            # each hit owns its metadata: a document found by several queries is copied
+            meta = copy.deepcopy(d.metadata) if d.id in given else d.metadata
+            given.add(d.id)
+            hits.append(Hit(id=d.id, text=d.text, score=float(s), metadata=meta))
+        out.append(hits)
     return out
 
 

@@ -38,7 +38,7 @@ from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator  # noqa: E402
 
 from ..types import Hit  # noqa: E402
-from ..validation import RENAMED_OPTIONS, renamed, renamed_options  # noqa: E402
+from ..validation import rename_fields, renamed_options  # noqa: E402
 from .client import DEFAULT_URL, AsyncBertinoClient, BertinoClient  # noqa: E402
 
 __all__ = ["BertinoServiceEmbeddings", "BertinoServiceRetriever", "BertinoServiceVectorStore"]
@@ -91,10 +91,7 @@ class BertinoServiceRetriever(BaseRetriever):
 
     @model_validator(mode="after")
     def _renamed(self) -> BertinoServiceRetriever:
-        for old, new in RENAMED_OPTIONS.items():
-            if getattr(self, old) is not None:
-                setattr(self, new, renamed(getattr(self, new), getattr(self, old), new, old)[0])
-                setattr(self, old, None)
+        rename_fields(self)
         return self
 
     def _args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
