@@ -85,10 +85,13 @@ def test_langchain_retriever_and_vector_store_modes(encoder, squad_slice):
         vs.similarity_search_by_vector([0.0] * 384, k=3, mode="hybrid")
     with pytest.raises(ValueError, match="unknown search mode"):
         vs.similarity_search(q, k=3, mode="bm25")
+    # grouping works in every mode: one Document per indexed document, as the Retriever gives
+    want = [h.id for h in r.search(q, k=3, mode="lexical", group_by="document")]
     for search in (vs.similarity_search_with_score,
                    lambda *a, **kw: asyncio.run(vs.asimilarity_search_with_score(*a, **kw))):
-        with pytest.raises(ValueError, match="works with mode='dense'"):
-            search(q, k=3, mode="lexical", group_by="document")
+        got = [d.metadata.get("doc_id", d.id) for d, _ in
+               search(q, k=3, mode="lexical", group_by="document")]
+        assert got == want and len(set(got)) == len(got)
     with pytest.raises(TypeError):
         r.as_langchain().invoke(q, sparse=True)
 
