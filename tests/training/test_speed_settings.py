@@ -53,14 +53,16 @@ def test_fitted_length_holds_the_share_asked():
         def __call__(self, texts, **kwargs):
             return {"input_ids": [[0] * (len(t.split()) + 2) for t in texts]}
 
-    texts = [" ".join(["x"] * n) for n in range(1, 101)]  # 3 .. 102 tokens
-    length, stats = fit_seq_length(Counting(), texts, 1.0, cap=512)
-    assert length == 104 and stats["cut"] == 0 and stats["max"] == 102
-    length, stats = fit_seq_length(Counting(), texts, 0.5, cap=512)
-    assert length == 56 and stats["cut"] == 46  # texts of 57..102 tokens are cut
-    assert fit_seq_length(Counting(), texts, 1.0, cap=64)[0] == 64
+    long = [" ".join(["x"] * n) for n in range(1, 101)]  # 3 .. 102 tokens
+    short = ["x y"] * 1000  # many short texts (STS sentences) do not decide for the long ones
+    length, stats = fit_seq_length(Counting(), {"documents": long, "sts": short}, 1.0, cap=512)
+    assert length == 104 and stats["cut"] == 0 and stats["documents"]["max"] == 102
+    length, stats = fit_seq_length(Counting(), {"documents": long, "sts": short}, 0.5, cap=512)
+    assert length == 56 and stats["cut"] == 46  # documents of 57..102 tokens are cut
+    assert stats["sts"] == {"texts": 1000, "p50": 4, "p99": 4, "max": 4, "cut": 0}
+    assert fit_seq_length(Counting(), {"documents": long}, 1.0, cap=64)[0] == 64
     with pytest.raises(ValueError, match="seq_length_quantile"):
-        fit_seq_length(Counting(), texts, 0.0, cap=64)
+        fit_seq_length(Counting(), {"documents": long}, 0.0, cap=64)
 
 
 def test_prompts_follow_the_model():
@@ -97,9 +99,12 @@ def test_every_setting_on_a_tiny_run(tiny_with_prompts, small_beir, small_sts, t
     assert t["precision"] == precision and t["threads"] == 1 and t["steps"] == 4
     stats = t["length_stats"]
     assert t["train_length"] % 8 == 0 and t["train_length"] <= 128  # the model's own limit
-    if t["train_length"] < 128:
-        assert stats["cut"] <= 0.1 * stats["texts"] + 1
-    assert stats["p50"] <= stats["p99"] <= stats["max"]
+    assert set(stats) == {"queries", "documents", "sts", "cut"}
+    for group in ("queries", "documents", "sts"):
+        g = stats[group]
+        assert g["p50"] <= g["p99"] <= g["max"]
+        if t["train_length"] < 128:
+            assert g["cut"] <= 0.1 * g["texts"] + 1
     assert t["prompts"]["retrieval"] == {"anchor": "domanda: ", "positive": "testo: ",
                                          "negative_1": "testo: "}
     assert t["pretokenized"]["texts"] > 0 and t["eval_queries_during_training"] == 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,29 +15,32 @@ __all__ = ["TokenCache", "cache_tokenization", "fit_seq_length", "training_promp
 logger = logging.getLogger("bertino_rag.training")
 
 
-def fit_seq_length(tokenizer: Any, texts: Sequence[str], quantile: float, cap: int,
-                   multiple: int = 8) -> tuple[int, dict[str, int]]:
-    """The sequence length that holds ``quantile`` of ``texts`` whole (special tokens and
-    prompts included, as the texts are given), rounded up to a ``multiple`` and at most
-    ``cap``; with the length statistics (``max``, ``p50``, ``p99``, ``texts``, ``cut``: the
-    texts longer than the result).
+def fit_seq_length(tokenizer: Any, groups: Mapping[str, Sequence[str]], quantile: float,
+                   cap: int, multiple: int = 8) -> tuple[int, dict[str, Any]]:
+    """The sequence length that holds ``quantile`` of each group of texts whole (queries,
+    documents, STS sentences: a group of many short texts must not decide for the long ones;
+    special tokens and prompts counted, as the texts are given), rounded up to a
+    ``multiple`` and at most ``cap``; with the statistics per group (``texts``, ``p50``,
+    ``p99``, ``max``, ``cut``: the texts longer than the result) and the total ``cut``.
 
     Batches are padded to their longest text anyway, so the length only decides which rare
     long texts are cut (``quantile`` < 1) and what a GPU's mini-batch probe plans for.
     """
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"seq_length_quantile must be in (0, 1], got {quantile}")
-    if not texts:
+    lengths = {name: np.array([len(ids) for ids in tokenizer(
+        list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]])
+        for name, texts in groups.items() if texts}
+    if not lengths:
         raise ValueError("no texts to measure")
-    lengths = np.array([len(ids) for ids in
-                        tokenizer(list(texts), add_special_tokens=True, truncation=False,
-                                  verbose=False)["input_ids"]])
-    want = float(np.quantile(lengths, quantile, method="higher"))
+    want = max(float(np.quantile(v, quantile, method="higher")) for v in lengths.values())
     length = min(int(cap), int(math.ceil(want / multiple) * multiple))
-    stats = {"texts": int(lengths.size), "max": int(lengths.max()),
-             "p50": int(np.quantile(lengths, 0.5, method="higher")),
-             "p99": int(np.quantile(lengths, 0.99, method="higher")),
-             "cut": int((lengths > length).sum())}
+    stats: dict[str, Any] = {
+        name: {"texts": int(v.size), "p50": int(np.quantile(v, 0.5, method="higher")),
+               "p99": int(np.quantile(v, 0.99, method="higher")), "max": int(v.max()),
+               "cut": int((v > length).sum())}
+        for name, v in lengths.items()}
+    stats["cut"] = sum(g["cut"] for g in stats.values())
     return length, stats
 
 

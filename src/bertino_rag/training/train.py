@@ -90,16 +90,16 @@ def split_data(cfg: TrainConfig) -> tuple[RetrievalSet, RetrievalSet, RetrievalS
 
 
 def _training_texts(model: Any, train_set: RetrievalSet, sts: list[StsPair] | None
-                    ) -> list[str]:
-    """The texts training will read, with the prompts they will get (as the trainer's
+                    ) -> dict[str, list[str]]:
+    """The texts training will read, by kind, with the prompts they will get (as the trainer's
     ``prompts`` do: query prompt on queries, document prompt on the rest)."""
     prompts = getattr(model, "prompts", None) or {}
     q, d = prompts.get("query") or "", prompts.get("document") or ""
-    texts = [q + t for t in dict.fromkeys(p.query for p in train_set.pairs)]
-    texts += [d + t for t in train_set.corpus.values()]
+    texts = {"queries": [q + t for t in dict.fromkeys(p.query for p in train_set.pairs)],
+             "documents": [d + t for t in train_set.corpus.values()]}
     if sts:
-        texts += [d + t for t in dict.fromkeys(x for p in sts for x in (p.sentence1,
-                                                                         p.sentence2))]
+        texts["sts"] = [d + t for t in dict.fromkeys(x for p in sts
+                                                      for x in (p.sentence1, p.sentence2))]
     return texts
 
 
@@ -122,7 +122,7 @@ class Prepared:
     sts_train: list[StsPair] | None
     sts_dev: list[StsPair] | None
     train_length: int
-    length_stats: dict[str, int] | None
+    length_stats: dict[str, Any] | None
     mini: int
 
 
@@ -180,10 +180,11 @@ def prepared_run(config: TrainConfig) -> Prepared:
         train_length, stats = fit_seq_length(
             model.tokenizer, _training_texts(model, train_set, sts_train),
             cfg.seq_length_quantile, cap=train_length)
-        logger.info("training length %d tokens (quantile %g of %d training texts: median %d, "
-                    "99th percentile %d, longest %d; %d texts cut)", train_length,
-                    cfg.seq_length_quantile, stats["texts"], stats["p50"], stats["p99"],
-                    stats["max"], stats["cut"])
+        logger.info("training length %d tokens (quantile %g of each kind of training text; "
+                    "%s; %d texts cut)", train_length, cfg.seq_length_quantile, "; ".join(
+                        f"{k}: {g['texts']} texts, median {g['p50']}, 99th percentile "
+                        f"{g['p99']}, longest {g['max']}" for k, g in stats.items()
+                        if isinstance(g, dict)), stats["cut"])
     columns = 2 + cfg.num_negatives  # anchor, positive, negatives
     mini = pick_mini_batch_size(model, cfg.mini_batch_size, cfg.batch_size, device,
                                 train_length, precision=precision, columns=columns)

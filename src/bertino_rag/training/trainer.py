@@ -21,12 +21,14 @@ def _trainer_class() -> type:
     from sentence_transformers import SentenceTransformerTrainer
 
     class CountingTrainer(SentenceTransformerTrainer):
-        """Counts the batches and examples each task really gets (samplers may skip some)."""
+        """Counts the batches and examples each task really gets (samplers may skip some), and
+        the task of every step in order (``task_order``)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.task_counts: dict[str, dict[str, int]] = defaultdict(
                 lambda: {"batches": 0, "examples": 0, "smallest_batch": 1 << 30})
+            self.task_order: list[str] = []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.model.training and not return_outputs:
@@ -36,6 +38,7 @@ def _trainer_class() -> type:
                 counts["batches"] += 1
                 counts["examples"] += size
                 counts["smallest_batch"] = min(counts["smallest_batch"], size)
+                self.task_order.append(name)
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
