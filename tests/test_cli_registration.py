@@ -24,7 +24,7 @@ def _subcommands() -> set[str]:
 
 def test_every_subcommand_is_registered():
     assert _subcommands() == {"index", "search", "eval", "train", "export-e5", "serve",
-                                  "migrate"}
+                              "migrate", "mcp"}
 
 
 @pytest.mark.parametrize("argv", [["index", "docs"], ["search", "query"], ["serve"],

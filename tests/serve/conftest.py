@@ -56,8 +56,8 @@ def make_retriever(encoder, tmp_path):
 
     def make(name: str = "idx", **kwargs: Any) -> Retriever:
         # one entry per paragraph (as the service tests count them): chunking off
-        return Retriever(dim=128, encoder=encoder, store=MemoryStore(path=tmp_path / name),
-                         **{"chunking": False, **kwargs})
+        return Retriever(dim=128, store=MemoryStore(path=tmp_path / name),
+                         **{"chunking": False, "encoder": encoder, **kwargs})
 
     return make
 

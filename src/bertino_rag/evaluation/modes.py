@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..encoder import Encoder
+from ..encoder import TextEncoder
 from ..search.fusion import Fusion
 from .dataset import EvalSet
 from .metrics import ir_metrics
@@ -57,7 +57,7 @@ def _metrics(hits: Sequence[Sequence[Any]], evalset: EvalSet) -> dict[str, float
     return {"ndcg@10": m["ndcg@10"], "recall@100": m["recall@100"]}
 
 
-def _retrievers(encoder: Encoder, evalset: EvalSet, dims: Sequence[int], store: str,
+def _retrievers(encoder: TextEncoder, evalset: EvalSet, dims: Sequence[int], store: str,
                 show_progress_bar: bool) -> Any:
     from ..retriever import Retriever
 
@@ -79,7 +79,7 @@ def _retrievers(encoder: Encoder, evalset: EvalSet, dims: Sequence[int], store: 
 
 
 def evaluate_modes(
-    encoder: Encoder,
+    encoder: TextEncoder,
     evalset: EvalSet,
     dims: Sequence[int],
     *,
@@ -92,7 +92,7 @@ def evaluate_modes(
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown search modes {unknown}; choose from {list(MODES)}")
-    fusion = fusion or Fusion()
+    fusion = fusion or Fusion.coerce(encoder.default_fusion)  # the model's own, if it has one
     out: list[ModeResult] = []
     queries = evalset.query_texts
     for dim, r in _retrievers(encoder, evalset, dims, store, show_progress_bar):
@@ -107,7 +107,7 @@ def evaluate_modes(
 
 
 def tune_fusion(
-    encoder: Encoder,
+    encoder: TextEncoder,
     evalset: EvalSet,
     dim: int,
     *,

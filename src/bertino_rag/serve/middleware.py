@@ -13,7 +13,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware"]
+__all__ = ["OPENAI_PREFIX", "ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware",
+           "error_body"]
+
+#: paths of the OpenAI-compatible API: their errors also carry OpenAI's ``error`` object
+OPENAI_PREFIX = "/v1/"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,10 +26,25 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def error_body(path: str, status: int, detail: str, *, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """The JSON of an error answer: ``{"detail": ...}``, the service's own shape; on the
+    OpenAI-compatible paths also OpenAI's ``{"error": {"message", "type", "param", "code"}}``,
+    which OpenAI clients read their exception's message from."""
+    body: dict[str, Any] = {"detail": detail}
+    if path.startswith(OPENAI_PREFIX):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        if status == 401:
+            kind = "authentication_error"
+        body["error"] = {"message": detail, "type": kind, "param": param, "code": code}
+    return body
+
+
 async def _json_error(
-    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send, scope: Scope, status: int, detail: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps(error_body(scope.get("path", ""), status, detail)).encode()
     await send({
         "type": "http.response.start",
         "status": status,
@@ -66,7 +85,7 @@ class ApiKeyMiddleware:
             return
         if not self._authorized(scope):
             await _json_error(
-                send, 401,
+                send, scope, 401,
                 "missing or wrong API key: send it as 'Authorization: Bearer <key>' or "
                 "'X-API-Key: <key>'",
                 [(b"www-authenticate", b"Bearer")],
@@ -99,10 +118,10 @@ class BodyLimitMiddleware:
             try:
                 declared = int(length)
             except ValueError:
-                await _json_error(send, 400, "invalid Content-Length header")
+                await _json_error(send, scope, 400, "invalid Content-Length header")
                 return
             if declared > self.max_bytes:
-                await _json_error(send, 413, self._too_large())
+                await _json_error(send, scope, 413, self._too_large())
                 return
         chunks: list[bytes] = []
         size = 0
@@ -113,7 +132,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _json_error(send, 413, self._too_large())
+                await _json_error(send, scope, 413, self._too_large())
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -41,22 +41,28 @@ class EncoderGate:
         self._cond = threading.Condition()
         self._searching = 0
         self._served = 0
+        self._holder = threading.local()
 
     @contextlib.contextmanager
     def searching(self) -> Iterator[None]:
-        """Hold while a search batch uses the encoder."""
+        """Hold while a search (or embedding) batch uses the encoder."""
         with self._cond:
             self._searching += 1
+        self._holder.held = True
         try:
             yield
         finally:
+            self._holder.held = False
             with self._cond:
                 self._searching -= 1
                 self._served += 1
                 self._cond.notify_all()
 
     def before_index_batch(self) -> None:
-        """Block until indexing may encode its next batch."""
+        """Block until indexing may encode its next batch (at once in a thread that holds the
+        gate: a batch that encodes documents would otherwise wait for itself)."""
+        if getattr(self._holder, "held", False):
+            return
         with self._cond:
             start = self._served
             self._cond.wait_for(lambda: self._searching == 0 or self._served != start)
@@ -91,7 +97,7 @@ def gate_encoder(encoder: Any, gate: EncoderGate) -> Callable[[], None]:
 class _Request:
     queries: list[str]
     options: dict[str, Any]
-    future: asyncio.Future[list[list[Any]]]
+    future: asyncio.Future[list[Any]]
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,10 +108,12 @@ _STOP = object()
 
 
 class SearchBatcher:
-    """Micro-batches concurrent searches into ``search_batch`` calls.
+    """Micro-batches concurrent searches into ``search_batch`` calls (or any call that takes a
+    list of texts and returns one result per text: ``/v1/embeddings`` batches its inputs here).
 
     Args:
-        search_batch: ``(queries, **options) -> list[list[Hit]]``, run in ``executor``.
+        search_batch: ``(queries, **options) -> list[result]``, one result per query, run in
+            ``executor``.
         gate: held around each call, so that indexing yields to it.
         executor: the worker threads that run the calls.
         max_batch: most queries in one call.
@@ -118,7 +126,7 @@ class SearchBatcher:
 
     def __init__(
         self,
-        search_batch: Callable[..., list[list[Any]]],
+        search_batch: Callable[..., list[Any]],
         gate: EncoderGate,
         executor: Executor,
         *,
@@ -154,7 +162,7 @@ class SearchBatcher:
         await self._task
         self._task = None
 
-    async def submit(self, queries: list[str], options: dict[str, Any]) -> list[list[Any]]:
+    async def submit(self, queries: list[str], options: dict[str, Any]) -> list[Any]:
         """Search ``queries`` with ``options``; results in input order."""
         if self._task is None or self._task.done():
             raise ServiceBusy("the search service is not running")
@@ -163,7 +171,7 @@ class SearchBatcher:
                 f"{self._pending} queries are already waiting (limit {self.max_pending}); "
                 "retry shortly"
             )
-        future: asyncio.Future[list[list[Any]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending += len(queries)
         self._queue.put_nowait(_Request(list(queries), dict(options), future))
         try:
@@ -247,7 +255,7 @@ class SearchBatcher:
             if not req.future.done():
                 req.future.set_result(res)
 
-    def _call(self, reqs: list[_Request]) -> list[list[list[Any]]]:
+    def _call(self, reqs: list[_Request]) -> list[list[Any]]:
         """One ``search_batch`` for the queries of requests with the same options."""
         queries = [q for r in reqs for q in r.queries]
         if self._on_batch is not None:

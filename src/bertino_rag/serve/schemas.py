@@ -16,6 +16,9 @@ __all__ = [
     "DeleteRequest",
     "DeleteResponse",
     "DocumentIn",
+    "DocumentOut",
+    "GetRequest",
+    "GetResponse",
     "HealthResponse",
     "HitOut",
     "IndexRequest",
@@ -154,6 +157,23 @@ class DeleteRequest(BaseModel):
 class DeleteResponse(BaseModel):
     deleted: int = Field(description="entries that existed and were deleted")
     count: int = Field(description="documents in the collection after the call")
+
+
+class GetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(description="ids of stored entries (documents or chunks)")
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class GetResponse(BaseModel):
+    documents: list[DocumentOut] = Field(description="the stored ones, in the order asked; "
+                                         "unknown ids are left out")
 
 
 class CollectionInfo(BaseModel):
