@@ -16,7 +16,7 @@ run again unless ``--again``).
 128-d with the 128 → full rescoring funnel) on every dev query and on ``--eval-queries`` of them,
 and the STS dev evaluation (1,500 pairs) of the before/after tables.
 
-Usage (alone on the machine; one variant takes a few minutes at batch 128):
+Usage (alone on the machine):
     python benchmarks/train_cpu_speed.py --base-model E5_FOLDER --out OUT \\
         [--data DATA] [--steps 4] [--warmup 2] [--variants baseline bf16 ...] [--eval-cost]
     (--batch-size 8 --steps 2 --warmup 2 --train-data SMALL_BEIR for a smoke run)
