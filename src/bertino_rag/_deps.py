@@ -19,11 +19,13 @@ def require(module: str, extra: str) -> ModuleType:
 
 def st_module(name: str) -> ModuleType:
     """``sentence_transformers.sentence_transformer.<name>`` (5.5+ and 6.x layout), else the
-    pre-5.5 ``sentence_transformers.<name>`` (``evaluation``, ``losses``, ``training_args``).
+    pre-5.5 ``sentence_transformers.<name>`` (``evaluation``, ``losses``, ``training_args``;
+    ``modules`` was ``sentence_transformers.models``).
 
     The one place that knows where sentence-transformers keeps its modules.
     """
     try:
         return importlib.import_module(f"sentence_transformers.sentence_transformer.{name}")
     except ImportError:
-        return importlib.import_module(f"sentence_transformers.{name}")
+        old = {"modules": "models"}.get(name, name)
+        return importlib.import_module(f"sentence_transformers.{old}")

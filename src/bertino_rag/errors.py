@@ -7,7 +7,8 @@ written against the builtins keeps working:
 
 - bad input: :class:`FilterError`, :class:`StampMismatchError`, :class:`EmptyQueryError`,
   :class:`LexicalUnavailableError`, :class:`StreamValidationError`,
-  :class:`DocumentLoadError` (all ``ValueError``);
+  :class:`DocumentLoadError`; for training :class:`BaseModelError`,
+  :class:`TrainingDataError`, :class:`MiniBatchMemoryError` (all ``ValueError``);
 - store failures: :class:`StoreError` and its kinds :class:`StoreConnectionError`,
   :class:`CollectionNotFoundError`, :class:`StoreWriteError` (with ``failed_ids``; also
   :class:`IndexWriteError`, raised by indexing), :class:`StoreCorruptionError` (``path``),
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadItem",
+    "BaseModelError",
     "BertinoError",
     "CollectionNotFoundError",
     "DocumentLoadError",
@@ -39,6 +41,7 @@ __all__ = [
     "IndexWriteError",
     "LexicalUnavailableError",
     "MigrationError",
+    "MiniBatchMemoryError",
     "SkippedFileWarning",
     "SlowEngineWarning",
     "StampMismatchError",
@@ -47,6 +50,7 @@ __all__ = [
     "StoreError",
     "StoreWriteError",
     "StreamValidationError",
+    "TrainingDataError",
     "TruncationWarning",
 ]
 
@@ -120,6 +124,35 @@ class DocumentLoadError(BertinoError, ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class BaseModelError(BertinoError, ValueError):
+    """The base model of a training run cannot be trained from (not a model folder, absent,
+    unreachable); raised before any data is mined or model loaded."""
+
+
+class TrainingDataError(BertinoError, ValueError):
+    """Training data with no usable (query, positive) pairs, or too few source documents to
+    hold some apart; raised before any long step."""
+
+
+class MiniBatchMemoryError(BertinoError, ValueError):
+    """The cached loss's mini-batch does not fit in memory at the run's sequence length
+    (measured on a GPU, estimated on a CPU); raised before any long step.
+
+    Attributes:
+        mini_batch_size: the mini-batch that does not fit.
+        needed_bytes: what one forward + backward of it needs (measured or estimated; ``None``
+            when it ran out of memory before a peak could be read).
+        available_bytes: the memory there is for it.
+    """
+
+    def __init__(self, message: str, mini_batch_size: int, needed_bytes: int | None,
+                 available_bytes: int | None) -> None:
+        self.mini_batch_size = mini_batch_size
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        super().__init__(message)
 
 
 class BadItem(Exception):

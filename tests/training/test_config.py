@@ -124,6 +124,11 @@ def test_missing_train_extra_names_it(monkeypatch):
     ({"precision": "int4"}, "precision"),
     ({"rerank_k": 0}, "rerank_k must be positive"),
     ({"sts_ratio": 0}, "sts_ratio must be positive"),
+    ({"seq_length_quantile": 0.0}, "seq_length_quantile must be in"),
+    ({"seq_length_quantile": 1.5}, "seq_length_quantile must be in"),
+    ({"threads": 0}, "threads must be positive"),
+    ({"eval_max_queries": -1}, "eval_max_queries must be positive"),
+    ({"max_seq_length": 0}, "max_seq_length must be positive"),
 ])
 def test_new_fields_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -15,22 +15,25 @@ from bertino_rag.training.hardware import (
 )
 
 
-def test_precision_prefers_bf16_where_the_gpu_has_it():
+def test_precision_prefers_bf16_where_the_device_has_it():
     assert resolve_precision("cuda", bf16_supported=True) == "bf16"
     assert resolve_precision("cuda:1", bf16_supported=False) == "fp16"
-    assert resolve_precision("cpu") == "fp32"
+    assert resolve_precision("cpu", bf16_supported=False) == "fp32"
+    assert resolve_precision("cpu", bf16_supported=True) == "bf16"  # AMX or AVX512-BF16
+    assert resolve_precision("cpu", "fp32", bf16_supported=True) == "fp32"
     # the older fp16 switch still decides when precision is auto
     assert resolve_precision("cuda", fp16=True, bf16_supported=True) == "fp16"
     assert resolve_precision("cuda", fp16=False, bf16_supported=True) == "fp32"
     assert resolve_precision("cuda", "fp32", bf16_supported=True) == "fp32"
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_half_precision_off_cuda_is_refused(precision):
+def test_fp16_off_cuda_and_bf16_on_a_cpu_without_it_are_refused():
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        resolve_precision("cpu", precision)
+        resolve_precision("cpu", "fp16")
     with pytest.raises(ValueError, match="needs a CUDA device"):
         resolve_precision("cpu", fp16=True)
+    with pytest.raises(ValueError, match="no bfloat16 instructions"):
+        resolve_precision("cpu", "bf16", bf16_supported=False)
 
 
 def test_bf16_on_a_gpu_without_it_is_refused():

@@ -23,7 +23,7 @@ def trained(tiny_bert, small_beir, small_sts, tmp_path_factory):
         batch_size=16, mini_batch_size=4, max_seq_length=32, learning_rate=2e-3,
         warmup_ratio=0.0, max_steps=12, eval_steps=6, logging_steps=1, num_negatives=1,
         neg_relative_margin=None, multi_dataset_sampler="round_robin", device="cpu",
-        rerank_k=10, select_by="funnel_ndcg@10",
+        rerank_k=10, select_by="funnel_ndcg@10", precision="fp32",
     )
     return train(cfg), cfg
 

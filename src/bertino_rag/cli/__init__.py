@@ -1,4 +1,5 @@
-"""Command line: ``bertino-rag index | search | eval | train | serve | migrate``.
+"""Command line: ``bertino-rag index | search | eval | train | export-e5 | serve |
+migrate``.
 
 :mod:`.main` builds the parser and runs a subcommand; :mod:`.common` holds the flags every
 subcommand shares; each other module registers one subcommand.

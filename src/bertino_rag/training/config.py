@@ -73,11 +73,24 @@ class TrainConfig:
             frozen copy of the base model as guide, which masks every in-batch or hard negative
             the guide scores above the positive.
         sts_max_score: the STS file's score scale (STS-B: 5); scores are divided by it.
-        precision: ``auto``: bf16 on a GPU that supports it, else fp16 on CUDA, fp32 on CPU.
+        precision: ``auto``: bf16 where the device multiplies it natively (GPUs from Ampere
+            on; CPUs with AMX or AVX512-BF16), else fp16 on CUDA, fp32 on CPU.
         fp16: the older switch: ``True``/``False`` mean precision fp16/fp32 when ``precision``
             is ``auto``.
         eval_steps: evaluate (and checkpoint) every N optimizer steps.
         max_steps: stop after N steps (``None``: run ``epochs``), for smoke runs.
+        max_seq_length: cut texts at N tokens for the whole run (mining, evaluation, training,
+            and the saved model); ``None``: the model's own limit.
+        seq_length_quantile: fit the training length to the data: the length that holds this
+            share of the training texts whole (1.0: all of them; prompts and special tokens
+            counted), at most ``max_seq_length``; used while training only (mining, the
+            evaluations and the saved model keep the full length). ``None``: no fitting.
+        threads: torch's intra-op threads (``None``: torch's default, one per core).
+        pretokenize: tokenize each training text once and pad batches from the kept tokens
+            (instead of tokenizing every batch).
+        eval_max_queries: the dev evaluation during training uses this many dev queries
+            (a fixed random subset; every dev paragraph stays in its corpus); the evaluations
+            before and after training use them all. ``None``: all.
         dataloader_workers: ``None``: 0 on CPU, up to 4 on a GPU (with pinned memory).
         evaluate_before: also evaluate the base model (the "before" column of metrics.json).
     """
@@ -125,6 +138,10 @@ class TrainConfig:
     sts_max_score: float = 5.0
     eval_batch_size: int = 64
     dataloader_workers: int | None = None
+    seq_length_quantile: float | None = None
+    threads: int | None = None
+    pretokenize: bool = False
+    eval_max_queries: int | None = None
     device: str | None = None
     seed: int = 42
     evaluate_before: bool = True
@@ -165,6 +182,13 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.seq_length_quantile is not None and not 0.0 < self.seq_length_quantile <= 1.0:
+            raise ValueError(f"seq_length_quantile must be in (0, 1], got "
+                             f"{self.seq_length_quantile}")
+        for name in ("threads", "eval_max_queries", "max_seq_length"):
+            value = getattr(self, name)
+            if value is not None and int(value) <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
         if self.mini_batch_size is not None and self.mini_batch_size <= 0:
             raise ValueError(f"mini_batch_size must be positive, got {self.mini_batch_size}")
         if self.max_steps is not None and self.max_steps <= 0:

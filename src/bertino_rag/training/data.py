@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..data import StsPair, load_beir, read_jsonl
+from ..errors import TrainingDataError
 
 __all__ = [
     "Pair",
@@ -21,6 +22,7 @@ __all__ = [
     "mine_negatives",
     "split_by_source",
     "sts_dataset",
+    "subset_queries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,16 +108,28 @@ def _load_beir_pairs(
         logger.info("training on %s/qrels/%s.tsv", folder, split)
     data = load_beir(folder, split=split)
     if not data.qrels:
-        raise ValueError(f"{folder}: qrels/{split}.tsv is missing or empty")
+        raise TrainingDataError(f"{folder}: qrels/{split}.tsv is missing or holds no relevance "
+                                "judgements (rows 'query-id<TAB>corpus-id<TAB>score', score > 0)")
     corpus = {d: data.document_text(d, with_title=with_title) for d in data.corpus}
     sources = {d: _beir_source(d, doc["title"], group_by) for d, doc in data.corpus.items()}
     pairs = []
+    no_query = no_doc = 0
     for qid, rel in data.qrels.items():
         if qid not in data.queries:
+            no_query += len(rel)
             continue
         for doc_id in rel:
             if doc_id in corpus:
                 pairs.append(Pair(qid, data.queries[qid], doc_id, sources[doc_id]))
+            else:
+                no_doc += 1
+    if not pairs:
+        judged = sum(len(rel) for rel in data.qrels.values())
+        raise TrainingDataError(
+            f"{folder}: no usable (query, positive) pairs: of the {judged} judgements in "
+            f"qrels/{split}.tsv, {no_query} name a query that is not in queries.jsonl and "
+            f"{no_doc} a document that is not in corpus.jsonl; check that the three files "
+            "belong together (ids must match)")
     return RetrievalSet(pairs=pairs, corpus=corpus, sources=sources)
 
 
@@ -133,7 +147,8 @@ def _pick(row: dict[str, Any], keys: Sequence[str], path: Path, n: int) -> str:
         value = row.get(key)
         if isinstance(value, str) and value.strip():
             return value
-    raise ValueError(f"{path}: row {n} has none of the fields {list(keys)}")
+    raise TrainingDataError(f"{path}: row {n} has none of the fields {list(keys)} (or it is "
+                            "empty)")
 
 
 def _load_table_pairs(path: Path, group_by: str) -> RetrievalSet:
@@ -151,7 +166,7 @@ def _load_table_pairs(path: Path, group_by: str) -> RetrievalSet:
         sources[doc_id] = source
         pairs.append(Pair(qid, query, doc_id, source))
     if not pairs:
-        raise ValueError(f"{path}: no (query, positive) pairs found")
+        raise TrainingDataError(f"{path}: no (query, positive) pairs found (the file is empty)")
     return RetrievalSet(pairs=pairs, corpus=corpus, sources=sources)
 
 
@@ -163,16 +178,28 @@ def load_pairs(path: str | Path, *, qrels_split: str | None = None, with_title: 
     (``positive``/``pos``/``passage``/``text``); an optional ``source`` names the document
     the positive comes from (else each distinct positive is its own source).
 
+    Pairs whose query or positive text is blank are dropped (the log says how many).
+
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: no pairs, or a malformed row (named).
+        TrainingDataError: no usable pairs (the message says why), or a malformed row (named).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data {path} does not exist")
     if path.is_dir():
-        return _load_beir_pairs(path, qrels_split, with_title, group_by)
-    return _load_table_pairs(path, group_by)
+        data = _load_beir_pairs(path, qrels_split, with_title, group_by)
+    else:
+        data = _load_table_pairs(path, group_by)
+    usable = [p for p in data.pairs if p.query.strip() and data.corpus[p.doc_id].strip()]
+    if not usable:
+        raise TrainingDataError(f"{path}: no usable (query, positive) pairs: all "
+                                f"{len(data.pairs)} have a blank query or positive text")
+    if len(usable) < len(data.pairs):
+        logger.warning("%s: %d of %d pairs dropped (blank query or positive text)", path,
+                       len(data.pairs) - len(usable), len(data.pairs))
+        data = RetrievalSet(pairs=usable, corpus=data.corpus, sources=data.sources)
+    return data
 
 
 def split_by_source(data: RetrievalSet, dev_fraction: float, seed: int = 42
@@ -182,15 +209,16 @@ def split_by_source(data: RetrievalSet, dev_fraction: float, seed: int = 42
     A query whose relevant documents span both sides goes to the dev side only.
 
     Raises:
-        ValueError: fewer than two sources, so no split by source is possible.
+        TrainingDataError: fewer than two sources, so no split by source is possible.
     """
     by_source: dict[str, int] = {}
     for p in data.pairs:
         by_source[p.source] = by_source.get(p.source, 0) + 1
     names = sorted(by_source)
     if len(names) < 2:
-        raise ValueError(f"the training data has {len(names)} source document(s); a dev split by "
-                         "source needs at least two (add a 'source' field)")
+        raise TrainingDataError(
+            f"the training data has {len(names)} source document(s); a dev split by source "
+            "needs at least two (add a 'source' field, or use group_by='positive')")
     random.Random(seed).shuffle(names)
     target = dev_fraction * len(data.pairs)
     dev_sources: set[str] = set()
@@ -216,6 +244,17 @@ def split_by_source(data: RetrievalSet, dev_fraction: float, seed: int = 42
     return train, dev
 
 
+def subset_queries(data: RetrievalSet, n: int | None, seed: int = 42) -> RetrievalSet:
+    """``data`` with ``n`` of its queries (drawn with ``seed``) and its whole corpus: a cheaper
+    evaluation on the same documents. ``None`` or ``n`` >= the queries: ``data`` itself."""
+    queries = sorted(data.queries)
+    if n is None or n >= len(queries):
+        return data
+    keep = set(random.Random(seed).sample(queries, n))
+    return RetrievalSet(pairs=[p for p in data.pairs if p.query_id in keep],
+                        corpus=data.corpus, sources=data.sources)
+
+
 def mine_negatives(data: RetrievalSet, model: Any, *, num_negatives: int = 2, range_min: int = 2,
                    range_max: int = 30, relative_margin: float | None = 0.05,
                    sampling_strategy: str = "random", batch_size: int = 64, seed: int = 42,
@@ -225,6 +264,8 @@ def mine_negatives(data: RetrievalSet, model: Any, *, num_negatives: int = 2, ra
     Uses :func:`sentence_transformers.util.mine_hard_negatives`: the positives of a query are
     never candidates, the ``range_min`` nearest other documents are skipped and a candidate must
     score ``relative_margin`` below the positive (both keep unlabeled relevant paragraphs out).
+    Queries and documents are encoded with the model's ``query``/``document`` prompts when it
+    has them, as the library serves them.
 
     Returns:
         a ``datasets.Dataset`` with columns ``anchor, positive, negative_1..negative_n``; pairs
@@ -245,14 +286,17 @@ def mine_negatives(data: RetrievalSet, model: Any, *, num_negatives: int = 2, ra
     import torch
 
     torch.manual_seed(seed)
+    prompts = getattr(model, "prompts", None) or {}
     mined = mine_hard_negatives(
         pairs, model, corpus=list(data.corpus.values()), range_min=range_min,
         range_max=range_max, relative_margin=relative_margin, num_negatives=num_negatives,
         sampling_strategy=strategy, output_format="n-tuple", batch_size=batch_size,
         verbose=verbose,
+        query_prompt_name="query" if "query" in prompts else None,
+        corpus_prompt_name="document" if "document" in prompts else None,
     )
     if len(mined) == 0:
-        raise ValueError(
+        raise TrainingDataError(
             f"hard-negative mining kept none of {len(pairs)} pairs: no candidate passed the "
             f"rank window [{range_min}, {range_max}) and relative margin {relative_margin}; "
             "widen the window, lower neg_relative_margin or num_negatives")

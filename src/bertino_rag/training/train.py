@@ -1,4 +1,12 @@
-"""Fine-tune a sentence-transformers model into a Matryoshka encoder (the model card's recipe)."""
+"""Fine-tune a sentence-transformers model into a Matryoshka encoder (the model card's recipe).
+
+:func:`train` runs in this order, so that bad input fails before anything long: the config,
+the data files and the base model are checked, the pairs loaded and split by source document
+(:class:`~bertino_rag.errors.TrainingDataError`), the model loaded, the training length and
+the mini-batch settled and checked against memory
+(:class:`~bertino_rag.errors.MiniBatchMemoryError`); only then do mining, the evaluation
+before and the training run.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +14,38 @@ import json
 import logging
 import shutil
 import time
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._deps import require
-from ..data import load_sts
+from ..data import StsPair, load_sts
+from .base_model import check_base_model
 from .config import TrainConfig, scale_dims
-from .data import RetrievalSet, load_pairs, mine_negatives, split_by_source, sts_dataset
+from .data import (
+    RetrievalSet,
+    load_pairs,
+    mine_negatives,
+    split_by_source,
+    sts_dataset,
+    subset_queries,
+)
 from .evaluate import dev_evaluator, evaluate_dims, format_table
 from .hardware import (
     CPU_MINI_BATCH,
+    check_mini_batch_fits,
     dataloader_settings,
-    loop_settings,
     pick_mini_batch_size,
     resolve_precision,
-    warmup_kwargs,
+    set_threads,
 )
+from .tokens import fit_seq_length
+from .trainer import build_trainer
 
-__all__ = ["CPU_MINI_BATCH", "dataloader_settings", "pick_mini_batch_size", "resolve_device",
-           "train", "write_matryoshka_dims"]
+__all__ = ["CPU_MINI_BATCH", "dataloader_settings", "mine_datasets", "pick_mini_batch_size",
+           "prepared_run", "resolve_device", "split_data", "train", "write_matryoshka_dims"]
 
 logger = logging.getLogger("bertino_rag.training")
-
 
 
 def _require_deps() -> None:
@@ -54,56 +71,6 @@ def write_matryoshka_dims(folder: str | Path, dims: list[int]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _trainer_class():
-    from sentence_transformers import SentenceTransformerTrainer
-
-    class CountingTrainer(SentenceTransformerTrainer):
-        """Counts the batches and examples each task really gets (samplers may skip some)."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.task_counts: dict[str, dict[str, int]] = defaultdict(
-                lambda: {"batches": 0, "examples": 0, "smallest_batch": 1 << 30})
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.model.training and not return_outputs:
-                name = inputs.get("dataset_name") or "train"
-                size = next((len(v) for k, v in inputs.items() if k.endswith("input_ids")), 0)
-                counts = self.task_counts[name]
-                counts["batches"] += 1
-                counts["examples"] += size
-                counts["smallest_batch"] = min(counts["smallest_batch"], size)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-
-    return CountingTrainer
-
-
-def _final_eval_callback():
-    from transformers import TrainerCallback
-
-    class EvaluateAtEnd(TrainerCallback):
-        """Evaluate and checkpoint at each epoch end and the last step, so the best-checkpoint
-        choice also sees the final weights (batches skipped by the sampler can end an epoch
-        before the nominal step count)."""
-
-        def _flag(self, state, control):
-            if state.global_step > 0 and state.global_step % max(1, state.eval_steps or 1):
-                control.should_evaluate = True
-                control.should_save = True
-            return control
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                return self._flag(state, control)
-            return control
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            return self._flag(state, control)
-
-    return EvaluateAtEnd()
-
-
 def split_data(cfg: TrainConfig) -> tuple[RetrievalSet, RetrievalSet, RetrievalSet | None]:
     """(train, dev, test) by whole source documents, as :func:`train` splits ``train_data``.
 
@@ -122,16 +89,125 @@ def split_data(cfg: TrainConfig) -> tuple[RetrievalSet, RetrievalSet, RetrievalS
     return train_set, dev, test
 
 
-def _prepare_data(cfg: TrainConfig, model: Any
-                  ) -> tuple[dict[str, Any], RetrievalSet, RetrievalSet | None, dict]:
+def _training_texts(model: Any, train_set: RetrievalSet, sts: list[StsPair] | None
+                    ) -> dict[str, list[str]]:
+    """The texts training will read, by kind, with the prompts they will get (as the trainer's
+    ``prompts`` do: query prompt on queries, document prompt on the rest)."""
+    prompts = getattr(model, "prompts", None) or {}
+    q, d = prompts.get("query") or "", prompts.get("document") or ""
+    texts = {"queries": [q + t for t in dict.fromkeys(p.query for p in train_set.pairs)],
+             "documents": [d + t for t in train_set.corpus.values()]}
+    if sts:
+        texts["sts"] = [d + t for t in dict.fromkeys(x for p in sts
+                                                      for x in (p.sentence1, p.sentence2))]
+    return texts
+
+
+@dataclass
+class Prepared:
+    """A run checked and set up, before any long step: the model loaded, the data split, the
+    lengths, precision and mini-batch settled."""
+
+    cfg: TrainConfig
+    model: Any
+    device: str
+    precision: str
+    threads: int
+    dims: list[int]
+    weights: list[float]
+    best_dim: int
+    train_set: RetrievalSet
+    dev: RetrievalSet
+    test: RetrievalSet | None
+    sts_train: list[StsPair] | None
+    sts_dev: list[StsPair] | None
+    train_length: int
+    length_stats: dict[str, Any] | None
+    mini: int
+
+
+def prepared_run(config: TrainConfig) -> Prepared:
+    """Every check and choice of a run that is quick: the config, the files, the base model
+    (:func:`check_base_model`), the pairs and their split, the STS files; then the model is
+    loaded, the training length fitted (``seq_length_quantile``), the mini-batch picked and
+    checked against memory.
+
+    Raises:
+        ValueError: a bad config value; :class:`~bertino_rag.errors.BaseModelError`,
+            :class:`~bertino_rag.errors.TrainingDataError`,
+            :class:`~bertino_rag.errors.MiniBatchMemoryError` (all ``ValueError``).
+        FileNotFoundError: a data file is missing.
+    """
+    _require_deps()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    cfg = config
+    cfg.validate()
+    if not cfg.train_data:
+        raise ValueError("train_data is required (a BEIR folder, .jsonl or .csv)")
+    for name in ("train_data", "sts_data", "sts_dev_data"):
+        path = getattr(cfg, name)
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{name} {path} does not exist")
+    check_base_model(cfg.base_model)
     train_set, dev, test = split_data(cfg)
+    sts_train = load_sts(cfg.sts_data) if cfg.sts_data else None
+    sts_dev = load_sts(cfg.sts_dev_data) if cfg.sts_dev_data else None
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(device, cfg.precision, cfg.fp16)
+    threads = set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    model = SentenceTransformer(cfg.base_model, device=device)
+    if cfg.max_seq_length:
+        model.max_seq_length = cfg.max_seq_length
+    get_dim = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
+    full_dim = int(get_dim())
+    dims = scale_dims(cfg.matryoshka_dims, full_dim)
+    if dims != sorted(cfg.matryoshka_dims, reverse=True):
+        logger.info("matryoshka_dims %s scaled to %s for the %d-d output of %s",
+                    cfg.matryoshka_dims, dims, full_dim, cfg.base_model)
+    best_dim = cfg.best_dim if cfg.best_dim in dims else min(dims)
+    if best_dim != cfg.best_dim:
+        logger.info("best_dim %d is not trained; the best checkpoint is picked at %d dims",
+                    cfg.best_dim, best_dim)
+    train_length = int(model.max_seq_length)
+    stats = None
+    if cfg.seq_length_quantile is not None:
+        train_length, stats = fit_seq_length(
+            model.tokenizer, _training_texts(model, train_set, sts_train),
+            cfg.seq_length_quantile, cap=train_length)
+        logger.info("training length %d tokens (quantile %g of each kind of training text; "
+                    "%s; %d texts cut)", train_length, cfg.seq_length_quantile, "; ".join(
+                        f"{k}: {g['texts']} texts, median {g['p50']}, 99th percentile "
+                        f"{g['p99']}, longest {g['max']}" for k, g in stats.items()
+                        if isinstance(g, dict)), stats["cut"])
+    columns = 2 + cfg.num_negatives  # anchor, positive, negatives
+    mini = pick_mini_batch_size(model, cfg.mini_batch_size, cfg.batch_size, device,
+                                train_length, precision=precision, columns=columns)
+    if cfg.mini_batch_size is not None or not device.startswith("cuda"):
+        check_mini_batch_fits(model, min(mini, cfg.batch_size * columns), train_length, device,
+                              precision)
+    return Prepared(cfg=cfg, model=model, device=device, precision=precision, threads=threads,
+                    dims=dims, weights=list(cfg.matryoshka_weights), best_dim=best_dim,
+                    train_set=train_set, dev=dev, test=test, sts_train=sts_train,
+                    sts_dev=sts_dev, train_length=train_length, length_stats=stats, mini=mini)
+
+
+def mine_datasets(run: Prepared) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training sets: mined retrieval n-tuples and the resampled STS rows (the long step
+    of data preparation); with what ``metrics.json`` records about the data."""
+    cfg, train_set, dev, test = run.cfg, run.train_set, run.dev, run.test
     dev_sources = sorted({p.source for p in dev.pairs})
     logger.info("dev split by source: %d pairs from %d sources held out (%s); %d training pairs "
                 "from %d sources", len(dev), len(dev_sources), ", ".join(dev_sources[:8])
                 + (" ..." if len(dev_sources) > 8 else ""), len(train_set),
                 len({p.source for p in train_set.pairs}))
     mined = mine_negatives(
-        train_set, model, num_negatives=cfg.num_negatives, range_min=cfg.neg_range_min,
+        train_set, run.model, num_negatives=cfg.num_negatives, range_min=cfg.neg_range_min,
         range_max=cfg.neg_range_max, relative_margin=cfg.neg_relative_margin,
         sampling_strategy=cfg.neg_sampling, batch_size=cfg.eval_batch_size, seed=cfg.seed,
     )
@@ -147,34 +223,14 @@ def _prepare_data(cfg: TrainConfig, model: Any
         info.update(test_pairs=len(test), test_queries=len(test.queries),
                     test_corpus=len(test.corpus),
                     test_sources=sorted({p.source for p in test.pairs}))
-    if cfg.sts_data:
-        sts_pairs = load_sts(cfg.sts_data)
+    if run.sts_train:
         size = cfg.sts_size or max(1, round(cfg.sts_ratio * len(mined)))
-        datasets["sts"] = sts_dataset(sts_pairs, size, max_score=cfg.sts_max_score, seed=cfg.seed)
-        logger.info("STS: %d pairs resampled to %d rows (scores / %g)", len(sts_pairs), size,
-                    cfg.sts_max_score)
-        info.update(sts_pairs=len(sts_pairs), sts_rows=size)
-    return datasets, dev, test, info
-
-
-def _retrieval_loss(cfg: TrainConfig, model: Any, mini: int, columns: int, losses: Any) -> Any:
-    """The card's CachedMultipleNegativesRankingLoss; its plain form when one pass holds every
-    text of a batch (the same loss without the second forward); the GISTEmbed versions (a
-    frozen copy of the base model as guide) with ``guided``."""
-    one_pass = mini >= cfg.batch_size * columns
-    if cfg.guided:
-        from sentence_transformers import SentenceTransformer
-
-        guide = SentenceTransformer(cfg.base_model, device=str(model.device))
-        if cfg.max_seq_length:
-            guide.max_seq_length = cfg.max_seq_length
-        guide.requires_grad_(False)
-        if one_pass:
-            return losses.GISTEmbedLoss(model, guide)
-        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=mini)
-    if one_pass:
-        return losses.MultipleNegativesRankingLoss(model)
-    return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini)
+        datasets["sts"] = sts_dataset(run.sts_train, size, max_score=cfg.sts_max_score,
+                                      seed=cfg.seed)
+        logger.info("STS: %d pairs resampled to %d rows (scores / %g)", len(run.sts_train),
+                    size, cfg.sts_max_score)
+        info.update(sts_pairs=len(run.sts_train), sts_rows=size)
+    return datasets, info
 
 
 def train(config: TrainConfig) -> Path:
@@ -186,107 +242,55 @@ def train(config: TrainConfig) -> Path:
 
     Raises:
         ImportError: ``datasets``/``accelerate`` missing (names the ``train`` extra).
-        ValueError: a bad config value or unusable data.
+        ValueError: a bad config value or unusable input, before any long step
+            (:func:`prepared_run`).
     """
-    _require_deps()
     import torch
-    from datasets import DatasetDict
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 
-    from .._deps import st_module
-
-    cfg = config
-    cfg.validate()
-    if not cfg.train_data:
-        raise ValueError("train_data is required (a BEIR folder, .jsonl or .csv)")
-    for name in ("train_data", "sts_data", "sts_dev_data"):
-        path = getattr(cfg, name)
-        if path and not Path(path).exists():
-            raise FileNotFoundError(f"{name} {path} does not exist")
     started = time.perf_counter()
+    run = prepared_run(config)
+    cfg, model, device, dims = run.cfg, run.model, run.device, run.dims
     out = Path(cfg.output_dir)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(device, cfg.precision, cfg.fp16)
-    torch.manual_seed(cfg.seed)
-
-    model = SentenceTransformer(cfg.base_model, device=device)
-    if cfg.max_seq_length:
-        model.max_seq_length = cfg.max_seq_length
-    get_dim = (
-        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    )
-    full_dim = int(get_dim())
-    dims = scale_dims(cfg.matryoshka_dims, full_dim)
-    if dims != sorted(cfg.matryoshka_dims, reverse=True):
-        logger.info("matryoshka_dims %s scaled to %s for the %d-d output of %s",
-                    cfg.matryoshka_dims, dims, full_dim, cfg.base_model)
-    weights = list(cfg.matryoshka_weights)
-    best_dim = cfg.best_dim if cfg.best_dim in dims else min(dims)
-    if best_dim != cfg.best_dim:
-        logger.info("best_dim %d is not trained; the best checkpoint is picked at %d dims",
-                    cfg.best_dim, best_dim)
-
-    datasets, dev, test, data_info = _prepare_data(cfg, model)
-    sts_dev = load_sts(cfg.sts_dev_data) if cfg.sts_dev_data else None
-    eval_kw: dict[str, Any] = {"rerank_k": cfg.rerank_k, "funnel_dims": [best_dim],
+    datasets, data_info = mine_datasets(run)
+    eval_kw: dict[str, Any] = {"rerank_k": cfg.rerank_k, "funnel_dims": [run.best_dim],
                                "batch_size": cfg.eval_batch_size}
-    before = evaluate_dims(model, dev, sts_dev, dims, **eval_kw) if cfg.evaluate_before else None
+    before = (evaluate_dims(model, run.dev, run.sts_dev, dims, **eval_kw)
+              if cfg.evaluate_before else None)
     if before:
         logger.info("before training:\n%s", format_table(before))
-    test_before = (evaluate_dims(model, test, None, dims, **eval_kw)
-                   if test is not None and cfg.evaluate_before else None)
+    test_before = (evaluate_dims(model, run.test, None, dims, **eval_kw)
+                   if run.test is not None and cfg.evaluate_before else None)
 
-    columns = 2 + cfg.num_negatives  # anchor, positive, negatives
-    mini = pick_mini_batch_size(model, cfg.mini_batch_size, cfg.batch_size, device,
-                                cfg.max_seq_length, precision=precision, columns=columns)
-    L = st_module("losses")
-    retrieval_loss = _retrieval_loss(cfg, model, mini, columns, L)
-    loss = {"retrieval": L.MatryoshkaLoss(model, retrieval_loss, dims, weights)}
-    if "sts" in datasets:
-        loss["sts"] = L.MatryoshkaLoss(model, L.CoSENTLoss(model), dims, weights)
-    evaluator = dev_evaluator(dev, best_dim, rerank_k=cfg.rerank_k, select_by=cfg.select_by,
-                              batch_size=cfg.eval_batch_size)
-    best_metric = f"eval_dev_{evaluator.primary_metric}"
-
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        weight_decay=cfg.weight_decay,
-        use_cpu=device == "cpu",
-        batch_sampler=cfg.batch_sampler,
-        multi_dataset_batch_sampler=cfg.multi_dataset_sampler,
-        eval_strategy="steps",
-        eval_steps=cfg.eval_steps,
-        save_strategy="steps",
-        save_steps=cfg.eval_steps,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=best_metric,
-        greater_is_better=True,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-        report_to="none",
-        **warmup_kwargs(cfg.warmup_ratio),
-        **loop_settings(device, precision),
-        **dataloader_settings(device, cfg.dataloader_workers),
-    )
-    trainer = _trainer_class()(
-        model=model, args=args, train_dataset=DatasetDict(datasets), loss=loss,
-        evaluator=evaluator, callbacks=[_final_eval_callback()],
-    )
-    logger.info("training %s on %s (%s): dims %s, weights %s, batch %d (mini-batch %d, %s), "
-                "lr %g, %s", cfg.base_model, device, precision, dims, weights, cfg.batch_size,
-                mini, type(retrieval_loss).__name__, cfg.learning_rate,
-                f"max_steps {cfg.max_steps}" if cfg.max_steps else f"{cfg.epochs:g} epochs")
+    dev_during = subset_queries(run.dev, cfg.eval_max_queries, seed=cfg.seed)
+    evaluator = dev_evaluator(dev_during, run.best_dim, rerank_k=cfg.rerank_k,
+                              select_by=cfg.select_by, batch_size=cfg.eval_batch_size)
+    built = build_trainer(cfg, model, datasets, out=out, device=device,
+                          precision=run.precision, mini=run.mini, dims=dims,
+                          weights=run.weights, evaluator=evaluator)
+    trainer = built.trainer
+    logger.info("training %s on %s (%s, %d threads): dims %s, weights %s, batch %d (mini-batch "
+                "%d, %s), %d tokens, lr %g, %s%s", cfg.base_model, device, run.precision,
+                run.threads, dims, run.weights, cfg.batch_size, run.mini,
+                type(built.retrieval_loss).__name__, run.train_length, cfg.learning_rate,
+                f"max_steps {cfg.max_steps}" if cfg.max_steps else f"{cfg.epochs:g} epochs",
+                "" if built.prompts is None else "; prompts " + json.dumps(built.prompts))
     on_cuda = device.startswith("cuda")
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
+    full_length = model.max_seq_length
+    model.max_seq_length = run.train_length  # the fitted length, while training only
     t0 = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    except torch.cuda.OutOfMemoryError as err:
+        from ..errors import MiniBatchMemoryError
+
+        raise MiniBatchMemoryError(
+            f"training ran out of GPU memory with mini_batch_size={run.mini} at "
+            f"{run.train_length} tokens ({err}); lower mini_batch_size or max_seq_length, or "
+            "leave mini_batch_size unset", run.mini, None, None) from err
+    finally:
+        model.max_seq_length = full_length
     if on_cuda:
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
@@ -307,24 +311,33 @@ def train(config: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))
     write_matryoshka_dims(out, dims)
-    after = evaluate_dims(model, dev, sts_dev, dims, **eval_kw)
+    after = evaluate_dims(model, run.dev, run.sts_dev, dims, **eval_kw)
     logger.info("after training:\n%s", format_table(after, before))
-    test_after = evaluate_dims(model, test, None, dims, **eval_kw) if test is not None else None
+    test_after = (evaluate_dims(model, run.test, None, dims, **eval_kw)
+                  if run.test is not None else None)
     wall_seconds = round(time.perf_counter() - started, 1)
+    cache = built.token_cache
     metrics = {
         "base_model": cfg.base_model,
         "dims": dims,
-        "weights": weights,
-        "best_dim": best_dim,
+        "weights": run.weights,
+        "best_dim": run.best_dim,
         "before": before,
         "after": after,
-        "test": {"before": test_before, "after": test_after} if test is not None else None,
+        "test": {"before": test_before, "after": test_after} if run.test is not None else None,
         "training": {
             "device": device,
             "gpu": torch.cuda.get_device_name(device) if on_cuda else None,
-            "precision": precision,
-            "mini_batch_size": mini,
-            "retrieval_loss": type(retrieval_loss).__name__,
+            "precision": run.precision,
+            "threads": run.threads,
+            "mini_batch_size": run.mini,
+            "retrieval_loss": type(built.retrieval_loss).__name__,
+            "train_length": run.train_length,
+            "length_stats": run.length_stats,
+            "prompts": built.prompts,
+            "pretokenized": None if cache is None else {"texts": len(cache.rows),
+                                                        "hits": cache.hits},
+            "eval_queries_during_training": len(dev_during.queries),
             "steps": state.global_step,
             "epochs": round(epochs_run, 3),
             "train_seconds": round(train_seconds, 1),
