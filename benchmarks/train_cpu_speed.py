@@ -123,7 +123,7 @@ def eval_cost(cfg: Any, queries: int) -> dict[str, Any]:
                            ("STS dev", None, run.sts_dev)):
         t0 = time.perf_counter()
         evaluate_dims(run.model, dev, sts, [run.best_dim] if dev else run.dims,
-                      rerank_k=cfg.rerank_k if dev else None, batch_size=cfg.eval_batch_size)
+                      rescore_k=cfg.rescore_k if dev else None, batch_size=cfg.eval_batch_size)
         out[name] = round(time.perf_counter() - t0, 1)
     if run.sts_dev:
         out["sts_pairs"] = len(run.sts_dev)

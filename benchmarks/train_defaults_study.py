@@ -140,7 +140,7 @@ def table(results: dict[str, Any]) -> str:
         return "(no run)"
     any_run = next(iter(runs.values()))
     small, full = str(any_run["best_dim"]), str(any_run["full_dim"])
-    funnel = next((k for k in any_run["dev"] if k.startswith(f"{small}+rerank@")), None)
+    funnel = next((k for k in any_run["dev"] if k.startswith(f"{small}+rescore@")), None)
     cols = [(f"dev {small}d NDCG@10", small, "ndcg@10"),
             (f"dev {small}d MAP@100", small, "map@100"),
             (f"dev {small}d Acc@1", small, "accuracy@1")]

@@ -130,8 +130,8 @@ def main() -> None:
                                   "score": [sts[int(i)].score / 5.0 for i in idx]})
     sts_dev = load_sts(args.sts_dev) if args.sts_dev else None
 
-    before = evaluate_dims(model, dev, sts_dev, args.dims, rerank_k=100, funnel_dims=[128])
-    test_before = evaluate_dims(model, test, None, args.dims, rerank_k=100,
+    before = evaluate_dims(model, dev, sts_dev, args.dims, rescore_k=100, funnel_dims=[128])
+    test_before = evaluate_dims(model, test, None, args.dims, rescore_k=100,
                                 funnel_dims=[128]) if test else None
 
     L = _losses()
@@ -180,8 +180,8 @@ def main() -> None:
     loop_seconds = max(train_seconds - eval_seconds[0], 1e-9)
     steps = trainer.state.global_step
     examples = steps * args.batch_size  # an upper bound: no-duplicates batches may be short
-    after = evaluate_dims(model, dev, sts_dev, args.dims, rerank_k=100, funnel_dims=[128])
-    test_after = evaluate_dims(model, test, None, args.dims, rerank_k=100,
+    after = evaluate_dims(model, dev, sts_dev, args.dims, rescore_k=100, funnel_dims=[128])
+    test_after = evaluate_dims(model, test, None, args.dims, rescore_k=100,
                                funnel_dims=[128]) if test else None
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))

@@ -119,10 +119,10 @@ def test_missing_train_extra_names_it(monkeypatch):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"test_fraction": 0.5, "dev_fraction": 0.5}, "leave pairs for training"),
-    ({"select_by": "funnel_ndcg@10", "rerank_k": None}, "needs rerank_k"),
+    ({"select_by": "funnel_ndcg@10", "rescore_k": None}, "needs rescore_k"),
     ({"select_by": "mrr"}, "select_by"),
     ({"precision": "int4"}, "precision"),
-    ({"rerank_k": 0}, "rerank_k must be positive"),
+    ({"rescore_k": 0}, "rescore_k must be positive"),
     ({"sts_ratio": 0}, "sts_ratio must be positive"),
     ({"seq_length_quantile": 0.0}, "seq_length_quantile must be in"),
     ({"seq_length_quantile": 1.5}, "seq_length_quantile must be in"),

@@ -133,7 +133,7 @@ def test_eval_runs_on_the_exported_folder(exported, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text(encoding="utf-8"))
     ndcg = {c["dim"]: c["ndcg@10"] for c in report["configurations"].values()
-            if c["rerank_k"] is None}
+            if c["rescore_k"] is None}
     assert ndcg[384] > 0.8 and ndcg[128] > 0.5
 
 

@@ -90,7 +90,7 @@ def test_every_setting_on_a_tiny_run(tiny_with_prompts, small_beir, small_sts, t
             matryoshka_weights=[1.0, 0.5], best_dim=16, batch_size=8, mini_batch_size=4,
             learning_rate=1e-3, warmup_ratio=0.0, max_steps=4, eval_steps=2, logging_steps=1,
             num_negatives=1, neg_relative_margin=None, multi_dataset_sampler="round_robin",
-            device="cpu", rerank_k=None, precision=precision, threads=1, pretokenize=True,
+            device="cpu", rescore_k=None, precision=precision, threads=1, pretokenize=True,
             seq_length_quantile=0.9, eval_max_queries=10))
     finally:
         torch.set_num_threads(before)

@@ -23,7 +23,7 @@ def trained(tiny_bert, small_beir, small_sts, tmp_path_factory):
         batch_size=16, mini_batch_size=4, max_seq_length=32, learning_rate=2e-3,
         warmup_ratio=0.0, max_steps=12, eval_steps=6, logging_steps=1, num_negatives=1,
         neg_relative_margin=None, multi_dataset_sampler="round_robin", device="cpu",
-        rerank_k=10, select_by="funnel_ndcg@10", precision="fp32",
+        rescore_k=10, select_by="funnel_ndcg@10", precision="fp32",
     )
     return train(cfg), cfg
 
@@ -36,7 +36,7 @@ def test_loss_falls_and_metrics_are_written(trained):
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
     assert metrics["dims"] == [32, 16, 8] and metrics["training"]["steps"] == 12
     for table in (metrics["before"], metrics["after"]):
-        assert set(table) == {"32", "16", "8", "16+rerank@10"}  # the funnel at best_dim
+        assert set(table) == {"32", "16", "8", "16+rescore@10"}  # the funnel at best_dim
         for key, row in table.items():
             assert {"map@100", "ndcg@10", "accuracy@1", "accuracy@10"} <= set(row)
             if "+" not in key:
@@ -50,9 +50,9 @@ def test_loss_falls_and_metrics_are_written(trained):
     assert training["precision"] == "fp32" and training["peak_gpu_bytes"] is None
     assert metrics["training"]["retrieval_loss"] == "CachedMultipleNegativesRankingLoss"
     assert metrics["training"]["steps_per_second"] > 0
-    evals = [e for e in training["log"] if "eval_dev_16+rerank@10_ndcg@10" in e]
+    evals = [e for e in training["log"] if "eval_dev_16+rescore@10_ndcg@10" in e]
     assert [e["step"] for e in evals] == [6, 12]  # the funnel metric picked the checkpoint
-    assert training["best_metric"] == max(e["eval_dev_16+rerank@10_ndcg@10"] for e in evals)
+    assert training["best_metric"] == max(e["eval_dev_16+rescore@10_ndcg@10"] for e in evals)
     table = format_table(metrics["after"], metrics["before"])
     assert "| NDCG@10 |" in table and "| STS Spearman cosine |" in table
 

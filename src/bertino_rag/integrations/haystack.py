@@ -99,7 +99,7 @@ class BertinoRetriever:
         store: a store spec (``"memory:DIR"``, ``"qdrant:URL"``, ``"milvus:FILE.db"``...).
         collection: the collection name; it must exist (a retriever never creates one).
         hybrid: the collection keeps the lexical index (``index --hybrid``).
-        rerank: the collection keeps full vectors (two-stage search).
+        rescore: the collection keeps full vectors (two-stage search).
         top_k: documents returned (documents, with ``group_by="document"``).
         filters: default filters (Haystack or bertino-rag syntax).
         mode: ``"dense"``, ``"lexical"`` or ``"hybrid"`` (default: hybrid on a hybrid
@@ -118,7 +118,7 @@ class BertinoRetriever:
         store: str = "memory:./bertino_index",
         collection: str = "bertino",
         hybrid: bool = False,
-        rerank: bool = True,
+        rescore: bool = True,
         top_k: int = 10,
         filters: dict[str, Any] | None = None,
         mode: str | None = None,
@@ -134,7 +134,7 @@ class BertinoRetriever:
         if not isinstance(store, str):
             raise TypeError("store must be a spec string (pass an open Retriever as retriever=)")
         self.model, self.dim, self.store, self.collection = model, dim, store, collection
-        self.hybrid, self.rerank = hybrid, rerank
+        self.hybrid, self.rescore = hybrid, rescore
         self.top_k, self.filters, self.mode = top_k, filter_of(filters), mode
         self.group_by, self.expand = group_by, expand
         self.retriever = retriever
@@ -145,7 +145,7 @@ class BertinoRetriever:
         if self.retriever is None:
             self.retriever = Retriever(dim=self.dim, model=self.model, store=self.store,
                                        collection=self.collection, create=False,
-                                       hybrid=self.hybrid, rerank=self.rerank)
+                                       hybrid=self.hybrid, rescore=self.rescore)
 
     def to_dict(self) -> dict[str, Any]:
         if self._given:
@@ -154,7 +154,7 @@ class BertinoRetriever:
                              "instead")
         return default_to_dict(
             self, model=self.model, dim=self.dim, store=self.store, collection=self.collection,
-            hybrid=self.hybrid, rerank=self.rerank, top_k=self.top_k, filters=self.filters,
+            hybrid=self.hybrid, rescore=self.rescore, top_k=self.top_k, filters=self.filters,
             mode=self.mode, group_by=self.group_by, expand=self.expand,
         )
 

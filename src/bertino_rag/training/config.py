@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..encoder import DEFAULT_MODEL
+from ..validation import renamed_options
 
 __all__ = ["CARD_DIMS", "CARD_WEIGHTS", "TrainConfig", "load_config", "scale_dims"]
 
@@ -57,10 +58,10 @@ class TrainConfig:
             the base model's output are scaled down proportionally (768-d recipe on a 384-d base:
             384, 256, 128, 64).
         best_dim: the dim whose dev NDCG@10 picks the best checkpoint.
-        rerank_k: the dev evaluation also scores the funnel the Retriever serves: ``best_dim``
-            search, then the top ``rerank_k`` rescored at full dim (``None``: exact search only).
+        rescore_k: the dev evaluation also scores the funnel the Retriever serves: ``best_dim``
+            search, then the top ``rescore_k`` rescored at full dim (``None``: exact search only).
         select_by: the dev metric that picks the best checkpoint: ``ndcg@10`` (exact
-            ``best_dim`` search) or ``funnel_ndcg@10`` (the funnel, needs ``rerank_k``).
+            ``best_dim`` search) or ``funnel_ndcg@10`` (the funnel, needs ``rescore_k``).
         batch_size: logical batch size (in-batch negatives of the cached loss).
         mini_batch_size: CachedMultipleNegativesRankingLoss mini-batch; ``None``: 16 on CPU, the
             largest that fits on a GPU (probed). It changes memory and speed, not gradients.
@@ -108,7 +109,7 @@ class TrainConfig:
     matryoshka_dims: list[int] = field(default_factory=lambda: list(CARD_DIMS))
     matryoshka_weights: list[float] = field(default_factory=lambda: list(CARD_WEIGHTS))
     best_dim: int = 128
-    rerank_k: int | None = 100
+    rescore_k: int | None = 100
     select_by: str = "ndcg@10"
     batch_size: int = 128
     mini_batch_size: int | None = None
@@ -171,10 +172,10 @@ class TrainConfig:
             raise ValueError(f"test_fraction must be in [0, 1) and leave pairs for training "
                              f"(dev_fraction {self.dev_fraction} + test_fraction "
                              f"{self.test_fraction} < 1)")
-        if self.rerank_k is not None and self.rerank_k <= 0:
-            raise ValueError(f"rerank_k must be positive or None, got {self.rerank_k}")
-        if self.select_by == "funnel_ndcg@10" and self.rerank_k is None:
-            raise ValueError("select_by='funnel_ndcg@10' needs rerank_k (the funnel's depth)")
+        if self.rescore_k is not None and self.rescore_k <= 0:
+            raise ValueError(f"rescore_k must be positive or None, got {self.rescore_k}")
+        if self.select_by == "funnel_ndcg@10" and self.rescore_k is None:
+            raise ValueError("select_by='funnel_ndcg@10' needs rescore_k (the funnel's depth)")
         if self.sts_ratio <= 0:
             raise ValueError(f"sts_ratio must be positive, got {self.sts_ratio}")
         for name in (
@@ -304,12 +305,13 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     """A :class:`TrainConfig` from a TOML/YAML/JSON file, then ``overrides`` (None = not given).
 
     A relative data path in the file that does not exist from the working directory is looked
-    up next to the file.
+    up next to the file. ``rerank_k``, the name of ``rescore_k`` before 0.2, is read with a
+    ``DeprecationWarning``.
     """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        for key, value in _read_file(path).items():
+        for key, value in renamed_options(_read_file(path)).items():
             values[key] = coerce(key, value)
         for key in ("train_data", "sts_data", "sts_dev_data"):
             value = values.get(key)
@@ -317,7 +319,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
                 candidate = path.parent / value
                 if candidate.exists():
                     values[key] = str(candidate)
-    for key, value in overrides.items():
+    for key, value in renamed_options(overrides).items():
         if value is not None:
             values[key] = coerce(key, value)
     return TrainConfig(**values)

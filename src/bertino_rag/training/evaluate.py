@@ -33,9 +33,9 @@ CARD_METRICS = [
 ]
 
 
-def funnel_key(dim: int, rerank_k: int) -> str:
-    """The table key of a funnel: ``"128+rerank@100"`` (128-d search, top 100 rescored)."""
-    return f"{dim}+rerank@{rerank_k}"
+def funnel_key(dim: int, rescore_k: int) -> str:
+    """The table key of a funnel: ``"128+rescore@100"`` (128-d search, top 100 rescored)."""
+    return f"{dim}+rescore@{rescore_k}"
 
 
 def to_eval_set(dev: RetrievalSet, source: str = "dev articles") -> EvalSet:
@@ -60,7 +60,7 @@ def _encoder(model: Any, batch_size: int) -> Encoder:
 
 
 def evaluate_dims(model: Any, dev: RetrievalSet | None, sts: Sequence[StsPair] | None,
-                  dims: Sequence[int], *, rerank_k: int | None = None,
+                  dims: Sequence[int], *, rescore_k: int | None = None,
                   funnel_dims: Sequence[int] | None = None, batch_size: int = 64,
                   ) -> dict[str, dict[str, float]]:
     """Evaluate a SentenceTransformer at each dim (each text embedded once, sliced per dim).
@@ -69,11 +69,11 @@ def evaluate_dims(model: Any, dev: RetrievalSet | None, sts: Sequence[StsPair] |
         model: the model being trained (put in eval mode for the call, then restored).
         dev: the dev articles (retrieval); sts: STS pairs.
         dims: dims scored by exact search.
-        rerank_k: also score the funnel ``dim`` search + full-dim rescore of the top
-            ``rerank_k``, for each of ``funnel_dims`` (default: the dims below full).
+        rescore_k: also score the funnel ``dim`` search + full-dim rescore of the top
+            ``rescore_k``, for each of ``funnel_dims`` (default: the dims below full).
 
     Returns:
-        ``{"384": {"ndcg@10": ..., "map@100": ..., "spearman": ...}, "128+rerank@100": {...}}``:
+        ``{"384": {"ndcg@10": ..., "map@100": ..., "spearman": ...}, "128+rescore@100": {...}}``:
         the evaluation package's metric keys, rounded to 4 decimals; absent metrics omitted.
     """
     if dev is None and not sts:
@@ -82,8 +82,8 @@ def evaluate_dims(model: Any, dev: RetrievalSet | None, sts: Sequence[StsPair] |
     evalset = to_eval_set(dev) if dev is not None else None
     sts_set = to_sts_set(sts) if sts else None
     fdims = [d for d in (funnel_dims if funnel_dims is not None else dims)
-             if d < encoder.full_dim] if rerank_k and evalset is not None else []
-    ks = [int(rerank_k)] if fdims and rerank_k else []
+             if d < encoder.full_dim] if rescore_k and evalset is not None else []
+    ks = [int(rescore_k)] if fdims and rescore_k else []
     was_training = model.training
     model.eval()
     try:
@@ -106,32 +106,32 @@ def _base_evaluator() -> type:
     return st_module("evaluation").SentenceEvaluator
 
 
-def dev_evaluator(dev: RetrievalSet, dim: int, *, rerank_k: int | None = None,
+def dev_evaluator(dev: RetrievalSet, dim: int, *, rescore_k: int | None = None,
                    select_by: str = "ndcg@10", batch_size: int = 64, name: str = "dev") -> Any:
     """The trainer's evaluator: dev-article retrieval at ``dim`` through :func:`evaluate_dims`.
 
-    It reports ``<name>_<dim>_ndcg@10`` (exact ``dim``-d search), and with ``rerank_k`` also
-    ``<name>_<dim>+rerank@<k>_ndcg@10`` (the funnel the Retriever serves); ``select_by``
+    It reports ``<name>_<dim>_ndcg@10`` (exact ``dim``-d search), and with ``rescore_k`` also
+    ``<name>_<dim>+rescore@<k>_ndcg@10`` (the funnel the Retriever serves); ``select_by``
     (``"ndcg@10"`` or ``"funnel_ndcg@10"``) names the primary metric, which picks the best
     checkpoint.
     """
     if select_by not in ("ndcg@10", "funnel_ndcg@10"):
         raise ValueError(f"select_by={select_by!r}: expected 'ndcg@10' or 'funnel_ndcg@10'")
-    if select_by == "funnel_ndcg@10" and not rerank_k:
-        raise ValueError("select_by='funnel_ndcg@10' needs rerank_k")
+    if select_by == "funnel_ndcg@10" and not rescore_k:
+        raise ValueError("select_by='funnel_ndcg@10' needs rescore_k")
 
     class _DevEvaluator(_base_evaluator()):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.name = name
             self.primary_metric = (f"{dim}_ndcg@10" if select_by == "ndcg@10"
-                                   else f"{funnel_key(dim, rerank_k or 0)}_ndcg@10")
+                                   else f"{funnel_key(dim, rescore_k or 0)}_ndcg@10")
             self.seconds = 0.0  # time spent evaluating (kept out of the training speed)
 
         def __call__(self, model: Any, output_path: str | None = None, epoch: int = -1,
                      steps: int = -1) -> dict[str, float]:
             started = time.perf_counter()
-            table = evaluate_dims(model, dev, None, [dim], rerank_k=rerank_k,
+            table = evaluate_dims(model, dev, None, [dim], rescore_k=rescore_k,
                                   batch_size=batch_size)
             flat = {f"{key}_{metric}": value for key, row in table.items()
                     for metric, value in row.items()}

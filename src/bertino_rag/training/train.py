@@ -252,7 +252,7 @@ def train(config: TrainConfig) -> Path:
     cfg, model, device, dims = run.cfg, run.model, run.device, run.dims
     out = Path(cfg.output_dir)
     datasets, data_info = mine_datasets(run)
-    eval_kw: dict[str, Any] = {"rerank_k": cfg.rerank_k, "funnel_dims": [run.best_dim],
+    eval_kw: dict[str, Any] = {"rescore_k": cfg.rescore_k, "funnel_dims": [run.best_dim],
                                "batch_size": cfg.eval_batch_size}
     before = (evaluate_dims(model, run.dev, run.sts_dev, dims, **eval_kw)
               if cfg.evaluate_before else None)
@@ -262,7 +262,7 @@ def train(config: TrainConfig) -> Path:
                    if run.test is not None and cfg.evaluate_before else None)
 
     dev_during = subset_queries(run.dev, cfg.eval_max_queries, seed=cfg.seed)
-    evaluator = dev_evaluator(dev_during, run.best_dim, rerank_k=cfg.rerank_k,
+    evaluator = dev_evaluator(dev_during, run.best_dim, rescore_k=cfg.rescore_k,
                               select_by=cfg.select_by, batch_size=cfg.eval_batch_size)
     built = build_trainer(cfg, model, datasets, out=out, device=device,
                           precision=run.precision, mini=run.mini, dims=dims,
