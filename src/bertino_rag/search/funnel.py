@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..types import Hit
+from ..types import Document, Hit
 from .expand import expand_hits
 from .grouping import group_hits
 from .ranked import Ranked
@@ -164,16 +164,20 @@ def hits_of(store: VectorStore, ranked: Sequence[Ranked]) -> list[list[Hit]]:
         assert fetched.documents is not None
         docs = {i: d for i, d in zip(ids, fetched.documents, strict=True) if d is not None}
     out = []
-    given: set[str] = set()
+    given: set[int] = set()  # documents read once here and already given to a hit
     for r in ranked:
-        found = r.documents if r.documents is not None else [docs.get(i) for i in r.ids]
+        own = r.documents is not None  # the store built these for this query's hits
+        found: list[Document | None] = (list(r.documents) if r.documents is not None
+                                        else [docs.get(i) for i in r.ids])
         hits = []
         for d, s in zip(found, r.scores.tolist(), strict=True):
             if d is None:
                 continue
-            # each hit owns its metadata: a document found by several queries is copied
-            meta = copy.deepcopy(d.metadata) if d.id in given else d.metadata
-            given.add(d.id)
+            meta = d.metadata
+            if not own:  # each hit owns its metadata: a document two queries found is copied
+                if id(d) in given:
+                    meta = copy.deepcopy(meta)
+                given.add(id(d))
             hits.append(Hit(id=d.id, text=d.text, score=float(s), metadata=meta))
         out.append(hits)
     return out

@@ -92,13 +92,22 @@ def ranked(ids: Sequence[str], scores: Sequence[float] | np.ndarray, *,
            documents: Sequence[Document] | None = None, k: int | None = None) -> Ranked:
     """A :class:`Ranked` of candidates given in any order: sorted by :func:`ranking_key`,
     then cut to ``k``."""
-    values: Any = np.asarray(scores, dtype=np.float64)
-    order = sorted(range(len(ids)), key=lambda i: (-values[i], ids[i]))
-    if k is not None:
-        order = order[:k]
+    values = [float(v) for v in scores]
+    n = len(values)
+    # an engine answers best first: keep that order unless it breaks the rule (a score out
+    # of order, or a tie not ordered by id), which a sort then restores
+    if all(values[i] > values[i + 1] or (values[i] == values[i + 1] and ids[i] <= ids[i + 1])
+           for i in range(n - 1)):
+        order: Any = range(n if k is None else min(k, n))
+        if len(order) == n:
+            return Ranked(list(ids), np.asarray(values, dtype=np.float64),
+                          None if rows is None else np.asarray(rows, dtype=np.int64),
+                          None if documents is None else list(documents))
+    else:
+        order = sorted(range(n), key=lambda i: (-values[i], ids[i]))[:k]
     return Ranked(
-        [ids[i] for i in order], values[order] if len(order) else np.zeros(0),
-        None if rows is None else np.asarray(rows, dtype=np.int64)[order],
+        [ids[i] for i in order], np.asarray([values[i] for i in order], dtype=np.float64),
+        None if rows is None else np.asarray(rows, dtype=np.int64)[list(order)],
         None if documents is None else [documents[i] for i in order],
     )
 

@@ -72,7 +72,8 @@ def point_id(doc_id: str) -> str:
 
 def doc_id_of(point: Any) -> str:
     """The document id a point (scored or retrieved, with its ``doc_id`` payload) stands for."""
-    return str((point.payload or {}).get("doc_id", point.id))
+    found = (point.payload or {}).get("doc_id")  # point.id only when needed: Edge builds a UUID
+    return str(point.id) if found is None else str(found)
 
 
 def remember(ids: Sequence[str], points: Sequence[Any]) -> None:
@@ -85,12 +86,39 @@ def remember(ids: Sequence[str], points: Sequence[Any]) -> None:
             _KNOWN[i] = str(p.id)
 
 
+#: point id -> document id, learned from the engine's answers (bounded): point ids are
+#: ``uuid5`` of document ids, so what was learned stays true
+_DOC_OF: dict[str, str] = {}
+
+
+def doc_ids_of(answers: Sequence[Sequence[Any]],
+               read: Callable[[list[str]], Sequence[Any]]) -> None:
+    """Learn the document ids of points answered without payload (``read``: points by id with
+    their ``doc_id`` payload, for the ones not seen before; one call for the batch)."""
+    unknown = list(dict.fromkeys(str(p.id) for points in answers for p in points
+                                 if str(p.id) not in _DOC_OF))
+    if not unknown:
+        return
+    if len(_DOC_OF) + len(unknown) > _KNOWN_MAX:
+        _DOC_OF.clear()
+    for r in read(unknown):
+        _DOC_OF[str(r.id)] = doc_id_of(r)
+
+
+def ranked_bare(points: Sequence[Any]) -> Ranked:
+    """Scored points answered without payload, by the document ids :func:`doc_ids_of` learned;
+    a point it could not read (deleted meanwhile) drops out."""
+    known = [(_DOC_OF[str(p.id)], p) for p in points if str(p.id) in _DOC_OF]
+    return ranked([i for i, _ in known], [float(p.score) for _, p in known])
+
+
 def ranked_points(points: Sequence[Any], k: int | None = None, *,
                   documents: bool = False) -> Ranked:
     """Scored points as a :class:`Ranked` of document ids, by the one ranking rule; with
     ``documents``, also their documents (points read with :data:`DOCUMENT_KEYS`)."""
     ids = [doc_id_of(p) for p in points]
-    remember(ids, points)
+    if not documents:  # these ids come back to _fetch or _score: keep their point ids
+        remember(ids, points)
     return ranked(ids, [float(p.score) for p in points], k=k,
                   documents=[_document(i, p.payload) for i, p in zip(ids, points, strict=True)]
                   if documents else None)
