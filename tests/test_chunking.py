@@ -131,3 +131,42 @@ def test_deterministic_and_the_squad_articles_fit(encoder, chunker):
     for doc, cs in zip(docs, first, strict=True):
         assert all(doc[c.start:c.end] == c.text for c in cs)
         assert [c.index for c in cs] == list(range(len(cs)))
+
+
+def test_each_text_is_tokenized_once_and_its_counts_are_exact(encoder, monkeypatch):
+    """WordPiece splits words first: a chunk cut at white space has exactly the tokens the
+    document's one tokenization counted, so chunks are not tokenized again to check them, and
+    indexing reuses the chunker's counts instead of tokenizing every chunk to sort and count
+    it. On every article of squad-it-dev, at two budgets, the counts equal a fresh
+    tokenization of each chunk."""
+    from bertino_rag import Retriever
+
+    if not SQUAD.exists():
+        pytest.skip("squad-it-dev not found")
+    with open(SQUAD / "corpus.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    articles: dict[str, list[str]] = {}
+    for row in rows:
+        articles.setdefault(row["title"], []).append(row["text"])
+    docs = ["\n\n".join(p) for p in articles.values()]
+    for budget in (64, 200):
+        small = Chunker.for_encoder(encoder, max_tokens=budget)
+        assert small._splits_words_first
+        calls: list[int] = []
+        real = small._tokenize
+        monkeypatch.setattr(small, "_tokenize", lambda texts, offsets: (
+            calls.append(len(texts)), real(texts, offsets))[1])
+        chunks = [c for cs in small.split_many(docs) for c in cs]
+        assert calls == [len(docs)]  # the documents, once; no chunk tokenized again
+        monkeypatch.undo()
+        assert [c.n_tokens for c in chunks] == small.count_tokens([c.text for c in chunks])
+        assert max(c.n_tokens for c in chunks) <= budget
+    # indexing: the documents are tokenized by the chunker, the chunks by the forward pass
+    r = Retriever(dim=128, encoder=encoder, chunking=64)
+    measured: list[str] = []
+    real_lengths = encoder.token_lengths
+    monkeypatch.setattr(encoder, "token_lengths",
+                        lambda texts: (measured.extend(texts), real_lengths(texts))[1])
+    r.index([{"id": "a", "text": docs[0]}, {"id": "b", "text": "Roma è la capitale."}])
+    assert measured == []  # every written text's length came from the chunker
+    assert r.last_index_report.n_chunks > 1

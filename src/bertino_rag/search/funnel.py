@@ -24,10 +24,9 @@ two reads drops out, never raises. Async callers run the same plan in a worker t
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -176,11 +175,21 @@ def hits_of(store: VectorStore, ranked: Sequence[Ranked]) -> list[list[Hit]]:
             meta = d.metadata
             if not own:  # each hit owns its metadata: a document two queries found is copied
                 if id(d) in given:
-                    meta = copy.deepcopy(meta)
+                    meta = _copied(meta)
                 given.add(id(d))
             hits.append(Hit(id=d.id, text=d.text, score=float(s), metadata=meta))
         out.append(hits)
     return out
+
+
+def _copied(value: Any) -> Any:
+    """A copy of JSON metadata (dicts, lists and scalars: what stores keep), several times
+    faster than ``copy.deepcopy`` on it."""
+    if isinstance(value, dict):
+        return {k: _copied(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) if isinstance(v, (dict, list)) else v for v in value]
+    return value
 
 
 def _grouped(store: VectorStore, request: SearchRequest, q: Queries) -> list[list[Hit]]:

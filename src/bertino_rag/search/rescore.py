@@ -158,8 +158,10 @@ def rescore_candidates(store: StoreProtocol, candidates: Sequence[Ranked],
     flat_ids = [i for c in candidates for i in c.ids]
     if by_rows:
         handles = np.concatenate([c.rows for c in candidates if c.rows is not None and len(c)])
-        distinct, first, inverse = np.unique(handles, return_index=True, return_inverse=True)
-        ids = [flat_ids[i] for i in first.tolist()]
+        distinct, inverse = np.unique(handles, return_inverse=True)
+        named = np.empty(len(distinct), dtype=object)
+        named[inverse] = flat_ids  # one handle, one id
+        ids = named.tolist()
         rows: np.ndarray | None = distinct
     else:
         at: dict[str, int] = {}

@@ -39,8 +39,8 @@ where it is faster and the generic stage otherwise:
 
 - ``atomic_replace``: ``_open_replacement``, ``_publish``, ``_discard_replacement`` build a
   replacement beside the live collection and swap it in at once;
-- ``rescore``: ``_knn_rescored(vectors, full, k, n, conditions)``, both stages in one engine
-  call (Qdrant's prefetch query);
+- ``rescore``: ``_knn_rescored(vectors, full, k, n, conditions)``, both stages at once
+  (Qdrant's prefetch query; MemoryStore's rescoring on its segment rows);
 - ``score``: ``_score(candidates, full_queries)``, the engine scores given candidates on
   their full vectors (the hybrid funnel's rescoring without reading the vectors);
 - ``grouping``: ``_knn_grouped(vectors, k, group_size, conditions)``, one hit per document in

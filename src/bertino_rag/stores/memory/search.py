@@ -21,6 +21,7 @@ import numpy as np
 from ...lexical import BM25, parse_lexical_spec
 from ...lexical import postings as _postings
 from ...search.ranked import Fetched, Ranked, ranked_arrays
+from ...search.rescore import id_ranks, rescore_rows
 from ...types import Document, Stamp
 from .files import _NO_ROWS
 from .folder import _Folder
@@ -167,11 +168,50 @@ class _Search(_Folder):
         with self._mutex:
             self._fresh()
             scores, keys = self._top_keys(vectors, k, self._candidate_rows(conditions))
+            # the whole batch sorted and named at once; a query whose scores tie is sorted
+            # again by the one rule (ties by id)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            scores = np.take_along_axis(scores, order, axis=1).astype(np.float64)
+            keys = np.take_along_axis(keys, order, axis=1)
+            counts = np.isfinite(scores).sum(axis=1)  # the -inf of missing rows sort last
+            names = self._ids_of(keys[np.arange(keys.shape[1]) < counts[:, None]])
+            ties = (scores[:, 1:] == scores[:, :-1]) & np.isfinite(scores[:, 1:])
+            tied = ties.any(axis=1) if ties.size else np.zeros(len(scores), dtype=bool)
+            out, at = [], 0
+            for qi, n in enumerate(counts.tolist()):
+                ids = names[at : at + n]
+                at += n
+                if tied[qi]:
+                    out.append(ranked_arrays(ids, scores[qi, :n], keys[qi, :n], k))
+                else:
+                    out.append(Ranked(ids.tolist(), scores[qi, :n], keys[qi, :n]))
+            return out
+
+    def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
+                      conditions: Any) -> list[Ranked]:
+        """Both stages on the segment arrays (``capabilities.rescore``): the ``n`` best rows
+        per query on the index vectors, their full vectors gathered once per batch by row, and
+        the rescoring of :func:`~bertino_rag.search.rescore.rescore_rows` (the funnel's own,
+        so the results are the generic stage's; kept as a pushdown because it skips building
+        a candidate list per query: 30 us a query, ~10% of a batch, measured with
+        ``benchmarks/bench_rescore.py``)."""
+        with self._mutex:
+            self._fresh()
+            scores, keys = self._top_keys(vectors, n, self._candidate_rows(conditions))
+            valid = np.isfinite(scores)
+            distinct, inverse = np.unique(keys[valid], return_inverse=True)
+            candidates = np.full(scores.shape, -1, dtype=np.int64)
+            candidates[valid] = inverse.ravel()
+            names = self._ids_of(distinct)
+            fetched = self._fetch(names.tolist(), distinct, full=True)
+            assert fetched.full is not None
+            top, top_scores = rescore_rows(candidates, fetched.full, full, k,
+                                           id_ranks(names.tolist()), first_scores=scores)
             out = []
-            for qi in range(vectors.shape[0]):
-                valid = np.isfinite(scores[qi])
-                got = keys[qi][valid]
-                out.append(ranked_arrays(self._ids_of(got), scores[qi][valid], got, k))
+            for picked, got in zip(top, top_scores, strict=True):
+                sel = picked[picked >= 0]
+                out.append(Ranked(names[sel].tolist(), got[: len(sel)].astype(np.float64),
+                                  distinct[sel]))
             return out
 
     def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:

@@ -81,7 +81,7 @@ class MemoryStore(_Replacement, _Search, VectorStore):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(lexical=True, atomic_replace=True)
+        return Capabilities(lexical=True, atomic_replace=True, rescore=True)
 
 
     def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
