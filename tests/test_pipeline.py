@@ -185,3 +185,28 @@ def test_writes_overlap_encoding():
     assert stats.n_written == n and sorted(sum(written, [])) == sorted(map(str, range(n)))
     assert elapsed < 0.15 * 2 * n * 0.8, elapsed  # sequential would be 1.8 s
     assert stats.write_seconds >= 0.15 * n * 0.9
+
+
+@pytest.mark.parametrize("chunking", [False, 64])
+def test_each_document_is_checked_once_on_the_index_path(encoder, paragraphs, monkeypatch,
+                                                          chunking):
+    """Indexing checks each stored item against the store's rules once (the document without
+    chunking, its chunks with it): not again in the pipeline, the chunk planner and the
+    store's write."""
+    import bertino_rag.stores.base as base
+
+    checked: list[str] = []
+    real = base.check_documents
+
+    def counting(documents, *args, **kwargs):
+        checked.extend(d.id for d in documents)
+        return real(documents, *args, **kwargs)
+
+    monkeypatch.setattr(base, "check_documents", counting)
+    r = Retriever(dim=128, encoder=encoder, chunking=chunking)
+    docs = [*paragraphs[:6], {"id": "long", "text": " ".join(p["text"] for p in paragraphs)}]
+    r.index(docs, batch_size=4)
+    stored = r.store.ids_where({"doc_id": "long"}) + [d["id"] for d in paragraphs[:6]]
+    if not chunking:
+        stored.append("long")
+    assert sorted(checked) == sorted(stored)

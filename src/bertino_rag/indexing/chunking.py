@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from ..validation import non_negative_int
+
 if TYPE_CHECKING:
     from ..encoder import TextEncoder
 
@@ -154,8 +156,7 @@ class Chunker:
     def __init__(self, tokenizer: Any, max_tokens: int, overlap: int = 0) -> None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 8:
             raise ValueError(f"max_tokens must be an int >= 8, got {max_tokens!r}")
-        if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
-            raise ValueError(f"overlap must be a non-negative int, got {overlap!r}")
+        overlap = non_negative_int(overlap, "overlap")
         if overlap * 2 >= max_tokens:
             raise ValueError(
                 f"overlap ({overlap}) must be less than half of max_tokens ({max_tokens})"

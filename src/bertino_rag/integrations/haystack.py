@@ -39,6 +39,7 @@ from ..encoder import TextEncoder, make_encoder  # noqa: E402
 from ..errors import FilterError  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..types import Hit  # noqa: E402
+from ..validation import positive_int  # noqa: E402
 
 __all__ = ["BertinoDocumentEmbedder", "BertinoRetriever", "BertinoTextEmbedder", "filter_of"]
 
@@ -129,8 +130,7 @@ class BertinoRetriever:
         if retriever is not None and not isinstance(retriever, Retriever):
             raise TypeError(f"retriever must be a bertino_rag.Retriever, got "
                             f"{type(retriever).__name__}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        top_k = positive_int(top_k, "top_k")
         if not isinstance(store, str):
             raise TypeError("store must be a spec string (pass an open Retriever as retriever=)")
         self.model, self.dim, self.store, self.collection = model, dim, store, collection

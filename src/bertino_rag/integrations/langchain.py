@@ -157,15 +157,13 @@ class EmbeddingsEncoder(TextEncoder):
                  batch_size: int = 32) -> None:
         if not isinstance(embeddings, Embeddings):
             raise TypeError(f"embeddings must be a LangChain Embeddings, got {type(embeddings)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         self.embeddings = embeddings
         self.model_id = model_id or _model_id_of(embeddings)
         self.batch_size = batch_size
         if full_dim is None:  # one probe tells the dimension
             full_dim = len(embeddings.embed_query("dimensione"))
-        if isinstance(full_dim, bool) or not isinstance(full_dim, int) or full_dim <= 0:
-            raise ValueError(f"full_dim must be a positive int, got {full_dim!r}")
+        full_dim = positive_int(full_dim, "full_dim")
         self.full_dim = full_dim
         self.dim = self.full_dim if dim is None else self.check_dim(dim)
 

@@ -52,6 +52,7 @@ from ..errors import FilterError  # noqa: E402
 from ..indexing.documents import DOC_ID  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..types import Hit  # noqa: E402
+from ..validation import positive_int  # noqa: E402
 
 __all__ = ["BertinoEmbedding", "BertinoRetriever", "filter_of"]
 
@@ -141,8 +142,7 @@ class BertinoRetriever(BaseRetriever):
         if not isinstance(retriever, Retriever):
             raise TypeError(f"retriever must be a bertino_rag.Retriever, got "
                             f"{type(retriever).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = positive_int(k, "k")
         self.retriever = retriever
         self.k = k
         self.filter = filter_of(filter)

@@ -51,6 +51,7 @@ from ..errors import BertinoError  # noqa: E402
 from ..indexing.documents import CHUNK, document_of  # noqa: E402
 from ..retriever import Retriever  # noqa: E402
 from ..types import Hit  # noqa: E402
+from ..validation import positive_int  # noqa: E402
 
 __all__ = ["create_mcp_server", "document_uri", "http_app"]
 
@@ -145,8 +146,7 @@ def create_mcp_server(
         >>> server.run("stdio")  # doctest: +SKIP
     """
     for what, value in (("max_k", max_k), ("max_documents", max_documents)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{what} must be a positive int, got {value!r}")
+        positive_int(value, what)
     collection = retriever.collection
     lock = threading.Lock()  # one call at a time on the shared model and store
     hybrid = retriever.store.has_lexical

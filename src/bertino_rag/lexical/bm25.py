@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,10 @@ def lexical_spec(analyzer: Analyzer, bm25: BM25) -> str:
     return f"{analyzer.spec};{bm25.spec}"
 
 
+@lru_cache(maxsize=64)
 def parse_lexical_spec(spec: str) -> tuple[Analyzer, BM25]:
-    """The analyzer and BM25 parameters a stamp's ``lexical`` field names."""
+    """The analyzer and BM25 parameters a stamp's ``lexical`` field names (parsed once per
+    spec: an analyzer loads its stopwords and stemmer when built)."""
     try:
         analyzer_spec, bm25_spec = spec.split(";")
         name, k1, b = bm25_spec.split("/")

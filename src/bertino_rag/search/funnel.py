@@ -80,13 +80,13 @@ def _stages(store: VectorStore, request: SearchRequest, q: Queries, keep: int,
             n: int) -> list[Ranked]:
     caps = store.capabilities
     conditions = request.conditions
-    if request.mode == "lexical":
+    if request.mode == "lexical":  # these candidates are the hits: documents at once
         assert q.terms is not None
-        return _lexical(store, q.terms, keep, conditions)
+        return _lexical(store, q.terms, keep, conditions, documents=True)
     assert q.index is not None
     if request.mode == "dense":
         if not request.two_stage:
-            return store._knn(q.index, keep, conditions)
+            return store._knn(q.index, keep, conditions, documents=True)
         assert q.full is not None
         if caps.rescore:
             return store._knn_rescored(q.index, q.full, keep, n, conditions)
@@ -118,15 +118,15 @@ def _alive(lexical: Ranked, rescored: Ranked) -> Ranked:
     return lexical.keep([i in live for i in lexical.ids])
 
 
-def _lexical(store: VectorStore, terms: list[list[str]], k: int, conditions: object
-             ) -> list[Ranked]:
+def _lexical(store: VectorStore, terms: list[list[str]], k: int, conditions: object, *,
+             documents: bool = False) -> list[Ranked]:
     """``_bm25`` for the queries that have terms; nothing for the others (answered by their
     dense side alone in hybrid mode)."""
     asked = [i for i, t in enumerate(terms) if t]
     out = [Ranked.empty() for _ in terms]
     if asked:
-        for i, got in zip(asked, store._bm25([terms[i] for i in asked], k, conditions),
-                          strict=True):
+        for i, got in zip(asked, store._bm25([terms[i] for i in asked], k, conditions,
+                                             documents=documents), strict=True):
             out[i] = got
     return out
 

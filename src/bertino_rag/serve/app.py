@@ -56,6 +56,7 @@ from ..retriever import Retriever  # noqa: E402
 from ..search.filters import parse_filter  # noqa: E402
 from ..stores.base import StoreError  # noqa: E402
 from ..types import to_documents  # noqa: E402
+from ..validation import positive_int  # noqa: E402
 from .middleware import (  # noqa: E402
     ApiKeyMiddleware,
     BodyLimitMiddleware,
@@ -126,9 +127,7 @@ class ServeSettings:
             object.__setattr__(self, "max_rerank_k", None)
         for name in ("max_k", "max_rescore_k", "max_queries", "max_documents",
                      "max_request_bytes", "max_batch", "max_pending", "index_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            positive_int(getattr(self, name), name)
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
         if self.max_queries > self.max_pending:

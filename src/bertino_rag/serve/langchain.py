@@ -38,7 +38,11 @@ from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator  # noqa: E402
 
 from ..types import Hit  # noqa: E402
-from ..validation import rename_fields, renamed_options  # noqa: E402
+from ..validation import (  # noqa: E402
+    positive_int,
+    rename_fields,
+    renamed_options,
+)
 from .client import DEFAULT_URL, AsyncBertinoClient, BertinoClient  # noqa: E402
 
 __all__ = ["BertinoServiceEmbeddings", "BertinoServiceRetriever", "BertinoServiceVectorStore"]
@@ -177,8 +181,7 @@ class BertinoServiceEmbeddings(Embeddings):
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None,
                  dim: int | None = None, batch_size: int = 256, timeout: float = 60.0) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         self.url = url
         self.dim = dim
         self.batch_size = batch_size
@@ -237,8 +240,7 @@ class BertinoServiceVectorStore(VectorStore):
 
     def __init__(self, url: str = DEFAULT_URL, *, api_key: str | None = None,
                  timeout: float = 60.0, batch_size: int = 256) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size")
         self.url = url
         self.batch_size = batch_size
         self._api_key = api_key

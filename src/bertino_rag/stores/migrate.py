@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import MigrationError
+from ..validation import positive_int
 from . import VectorStore, make_store
 
 __all__ = ["MigrationError", "MigrationReport", "migrate"]
@@ -74,8 +75,7 @@ def migrate(
         MigrationError: after the copy, the destination holds another number of documents
             than the source (e.g. it held other documents before).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = positive_int(batch_size, "batch_size")
     target = to_collection or collection
     src = make_store(source)
     dst = make_store(destination)

@@ -170,14 +170,20 @@ class StoreProtocol(ABC):
         error here."""
 
     @abstractmethod
-    def _knn(self, vectors: np.ndarray, k: int, conditions: Any) -> list[Ranked]:
+    def _knn(self, vectors: np.ndarray, k: int, conditions: Any, *,
+             documents: bool = False) -> list[Ranked]:
         """Per query vector, the best ``k`` documents by dot product with their index vectors
-        (among those matching ``conditions``), best first."""
+        (among those matching ``conditions``), best first.
 
-    def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
+        ``documents``: these candidates become hits as they are (single-stage search), so a
+        store that can read their documents in the same call returns them in
+        :attr:`Ranked.documents`; one that cannot ignores it (the funnel reads them)."""
+
+    def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
+              documents: bool = False) -> list[Ranked]:
         """Per query (its distinct analyzed terms, never empty), the best ``k`` documents by
-        exact BM25 over the live documents, best first, scores above 0 only. Stores with
-        ``capabilities.lexical`` implement it."""
+        exact BM25 over the live documents, best first, scores above 0 only (``documents``:
+        as for :meth:`_knn`). Stores with ``capabilities.lexical`` implement it."""
         raise NotImplementedError(f"{type(self).__name__} keeps no lexical index")
 
     @abstractmethod

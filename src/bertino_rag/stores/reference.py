@@ -131,7 +131,8 @@ class ReferenceStore(VectorStore):
             return points
         return [p for p in points if matches(p.document.metadata, conditions)]
 
-    def _knn(self, vectors: np.ndarray, k: int, conditions: Any) -> list[Ranked]:
+    def _knn(self, vectors: np.ndarray, k: int, conditions: Any, *,
+             documents: bool = False) -> list[Ranked]:
         points = self._matching(conditions)
         if not points:
             return [Ranked.empty() for _ in vectors]
@@ -139,7 +140,8 @@ class ReferenceStore(VectorStore):
         scores = np.stack([p.index for p in points]) @ vectors.T
         return [ranked(ids, scores[:, q], k=k) for q in range(len(vectors))]
 
-    def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
+    def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
+              documents: bool = False) -> list[Ranked]:
         bm25: BM25 = parse_lexical_spec(self.stamp.lexical or "")[1]
         with self._LOCK:
             live = [p for p in self._c.points.values() if p.terms is not None]

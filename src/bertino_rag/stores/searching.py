@@ -12,13 +12,12 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import EmptyQueryError, LexicalUnavailableError, StoreError
-from ..lexical import BM25, Analyzer, parse_lexical_spec
+from ..lexical import parse_lexical_spec
 from ..search.funnel import run
 from ..search.fusion import Fusion
 from ..search.request import Queries, SearchRequest
@@ -30,10 +29,8 @@ __all__ = ["Searching", "lexical_config"]
 logger = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=16)
-def lexical_config(spec: str) -> tuple[Analyzer, BM25]:
-    """The analyzer and BM25 parameters of a stamp's ``lexical`` field (parsed once)."""
-    return parse_lexical_spec(spec)
+#: the analyzer and BM25 parameters of a stamp's ``lexical`` field (parsed once per spec)
+lexical_config = parse_lexical_spec
 
 
 class Searching:

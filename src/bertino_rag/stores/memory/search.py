@@ -71,34 +71,46 @@ class _Search(_Folder):
         with self._mutex:
             self._fresh()
             found_rows = self._rows_of(ids) if documents or rows is None else {}
+            docs: list[Document | None] | None = None
+            if documents:
+                docs = [None if i not in found_rows else
+                        Document(text=found_rows[i][2], id=i,
+                                 metadata=json.loads(found_rows[i][3])) for i in ids]
+            if not full:
+                assert docs is not None
+                return Fetched(np.fromiter((d is not None for d in docs), dtype=bool,
+                                           count=len(docs)), docs)
             if rows is None:
                 handles = np.asarray(
                     [found_rows[i][0] << _ROW_BITS | found_rows[i][1] if i in found_rows else -1
                      for i in ids], dtype=np.int64)
             else:
                 handles = np.asarray(rows, dtype=np.int64)
-            segs, at = handles >> _ROW_BITS, handles & ((1 << _ROW_BITS) - 1)
-            found = handles >= 0
-            for seg in np.unique(segs[found]).tolist():
-                here = found & (segs == seg)
-                s = self._segments.get(seg)
-                if s is None:
-                    found &= ~here
-                else:
-                    found[here] = s.alive[at[here]]
-            vectors = None
-            if full:
-                vectors = np.zeros((len(ids), self.stamp.full_dim), dtype=np.float32)
-                for seg in np.unique(segs[found]).tolist():
-                    here = found & (segs == seg)
-                    vectors[here] = self._segments[seg].full[at[here]]  # type: ignore[index]
-            docs: list[Document | None] | None = None
-            if documents:
-                docs = [None if i not in found_rows else
-                        Document(text=found_rows[i][2], id=i,
-                                 metadata=json.loads(found_rows[i][3])) for i in ids]
-                found = np.asarray([d is not None for d in docs], dtype=bool)
+            found, vectors = self._gather_full(handles)
+            if docs is not None:
+                found &= np.fromiter((d is not None for d in docs), dtype=bool, count=len(docs))
             return Fetched(found, docs, vectors)
+
+    def _gather_full(self, handles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The full vectors of row handles (``-1``: none), and which of them are live rows;
+        the caller holds the mutex."""
+        found = handles >= 0
+        segs, at = handles >> _ROW_BITS, handles & ((1 << _ROW_BITS) - 1)
+        present = np.unique(segs[found]).tolist()
+        if len(present) == 1 and found.all() and present[0] in self._segments:
+            only = self._segments[present[0]]  # one segment, every handle in it: no masks
+            return only.alive[at], np.asarray(only.full[at], dtype=np.float32)  # type: ignore[index]
+        vectors = np.zeros((len(handles), self.stamp.full_dim), dtype=np.float32)
+        for seg in present:
+            here = found & (segs == seg)
+            part = self._segments.get(seg)
+            if part is None:
+                found &= ~here
+                continue
+            found[here] = part.alive[at[here]]
+            vectors[here] = part.full[at[here]]  # type: ignore[index]
+        vectors[~found] = 0.0
+        return found, vectors
 
     def _ids_where(self, conditions: Any) -> list[str]:
         where, params = _conjunction_sql(conditions)
@@ -164,7 +176,8 @@ class _Search(_Folder):
             ids[here] = self._segments[seg].ids[rows[here]]
         return ids
 
-    def _knn(self, vectors: np.ndarray, k: int, conditions: Any) -> list[Ranked]:
+    def _knn(self, vectors: np.ndarray, k: int, conditions: Any, *,
+             documents: bool = False) -> list[Ranked]:
         with self._mutex:
             self._fresh()
             scores, keys = self._top_keys(vectors, k, self._candidate_rows(conditions))
@@ -203,9 +216,8 @@ class _Search(_Folder):
             candidates = np.full(scores.shape, -1, dtype=np.int64)
             candidates[valid] = inverse.ravel()
             names = self._ids_of(distinct)
-            fetched = self._fetch(names.tolist(), distinct, full=True)
-            assert fetched.full is not None
-            top, top_scores = rescore_rows(candidates, fetched.full, full, k,
+            _, vectors = self._gather_full(distinct)  # rows of this snapshot: all live
+            top, top_scores = rescore_rows(candidates, vectors, full, k,
                                            id_ranks(names.tolist()), first_scores=scores)
             out = []
             for picked, got in zip(top, top_scores, strict=True):
@@ -214,7 +226,8 @@ class _Search(_Folder):
                                   distinct[sel]))
             return out
 
-    def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
+    def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
+              documents: bool = False) -> list[Ranked]:
         with self._mutex:
             self._fresh()
             return self._lexical(terms, k, self._candidate_rows(conditions))

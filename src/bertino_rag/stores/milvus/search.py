@@ -19,7 +19,7 @@ from ...lexical import term_token
 from ...search.filters import matches
 from ...search.grouping import group_hits
 from ...search.ranked import Ranked, ranked
-from ...types import Hit, Stamp
+from ...types import Document, Hit, Stamp
 from ..base import lexical_config
 from .catalogue import search_params
 from .filters import compile_filter, filter_kwargs
@@ -90,14 +90,16 @@ class _Search:
     def _rows(vectors: np.ndarray) -> list[np.ndarray]:
         return [np.ascontiguousarray(v, dtype=np.float32) for v in vectors]
 
-    def _knn(self, vectors: np.ndarray, k: int, conditions: Any) -> list[Ranked]:
+    def _knn(self, vectors: np.ndarray, k: int, conditions: Any, *,
+             documents: bool = False) -> list[Ranked]:
         compiled = compile_filter(conditions)
         if compiled is None:  # nothing can match
             return [Ranked.empty() for _ in vectors]
-        results = self._searched(self._rows(vectors), k, [], "search",
-                                 **self._vectors_request(k),
+        results = self._searched(self._rows(vectors), k, _DOCUMENT_FIELDS if documents else [],
+                                 "search", **self._vectors_request(k),
                                  **filter_kwargs(compiled, self._templating()))
-        return [ranked([h["id"] for h in r], [float(h["distance"]) for h in r], k=k)
+        return [ranked([h["id"] for h in r], [float(h["distance"]) for h in r], k=k,
+                       documents=[_document(h) for h in r] if documents else None)
                 for r in results]
 
     def _knn_grouped(self, vectors: np.ndarray, k: int, group_size: int,
@@ -128,7 +130,8 @@ class _Search:
                            k, group_size)
                 for r in results]
 
-    def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
+    def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
+              documents: bool = False) -> list[Ranked]:
         """BM25 by Milvus on the library's terms, with the collection's statistics.
 
         Milvus computes BM25 statistics over the documents a filter lets through, where the
@@ -185,3 +188,13 @@ class _Search:
 
 def _top(hits: list[tuple[str, float, dict[str, Any]]], k: int) -> Ranked:
     return ranked([h[0] for h in hits], [h[1] for h in hits], k=k)
+
+
+#: what a search reads when its hits are final (``documents=True``)
+_DOCUMENT_FIELDS = ["text", "metadata"]
+
+
+def _document(hit: dict[str, Any]) -> Document:
+    entity = hit.get("entity") or {}
+    return Document(text=entity.get("text", ""), id=hit["id"],
+                    metadata=entity.get("metadata") or {})

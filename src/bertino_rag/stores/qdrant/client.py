@@ -388,33 +388,37 @@ class QdrantStore(QdrantConnection):
         batch instead (:meth:`_ranked`)."""
         return False if self.local else ["doc_id"]
 
-    def _ranked(self, answers: list[list[Any]]) -> list[Ranked]:
+    def _ranked(self, answers: list[list[Any]], documents: bool = False) -> list[Ranked]:
         """The engine's answers to :meth:`_nearest` and :meth:`_sparse` requests as
-        :class:`Ranked` lists of document ids."""
-        if not self.local:
-            return [ranked_points(p) for p in answers]
+        :class:`Ranked` lists of document ids (with their documents when asked with them)."""
+        if documents or not self.local:
+            return [ranked_points(p, documents=documents) for p in answers]
         doc_ids_of(answers, lambda pids: self._call(functools.partial(
             self.client.retrieve, self.collection, pids, with_payload=["doc_id"],
             with_vectors=False), "retrieve"))
         return [ranked_bare(p) for p in answers]
 
-    def _nearest(self, vectors: np.ndarray, k: int, flt: Any) -> list[models.QueryRequest]:
+    def _nearest(self, vectors: np.ndarray, k: int, flt: Any, documents: bool = False
+                 ) -> list[models.QueryRequest]:
         params = self._params()
+        payload = DOCUMENT_KEYS if documents else self._payload
         return [models.QueryRequest(query=v.tolist(), using=self.index_vector, limit=k,
-                                    filter=flt, params=params, with_payload=self._payload)
+                                    filter=flt, params=params, with_payload=payload)
                 for v in vectors]
 
-    def _sparse(self, terms: list[list[str]], k: int, flt: Any) -> list[models.QueryRequest]:
+    def _sparse(self, terms: list[list[str]], k: int, flt: Any, documents: bool = False
+                ) -> list[models.QueryRequest]:
+        payload = DOCUMENT_KEYS if documents else self._payload
         return [models.QueryRequest(query=models.SparseVector(indices=i, values=v),
-                                    using=LEXICAL, limit=k, filter=flt,
-                                    with_payload=self._payload)
+                                    using=LEXICAL, limit=k, filter=flt, with_payload=payload)
                 for i, v in (query_vector(t) for t in terms)]
 
-    def _knn(self, vectors: np.ndarray, k: int, conditions: Any) -> list[Ranked]:
+    def _knn(self, vectors: np.ndarray, k: int, conditions: Any, *,
+             documents: bool = False) -> list[Ranked]:
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in vectors]
-        return self._ranked(self._query(self._nearest(vectors, k, flt)))
+        return self._ranked(self._query(self._nearest(vectors, k, flt, documents)), documents)
 
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
                       conditions: Any) -> list[Ranked]:
@@ -434,14 +438,16 @@ class QdrantStore(QdrantConnection):
         ]
         return [ranked_points(p, documents=True) for p in self._query(requests)]
 
-    def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
+    def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
+              documents: bool = False) -> list[Ranked]:
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in terms]
         if self.local and flt is None:  # the engine's sparse search is a Python loop
             index = self._local_index()
             return [index.search(t, k) for t in terms]
-        return [_positive(r) for r in self._ranked(self._query(self._sparse(terms, k, flt)))]
+        return [_positive(r) for r in self._ranked(
+            self._query(self._sparse(terms, k, flt, documents)), documents)]
 
     def _candidates(self, vectors: np.ndarray, terms: list[list[str]], n: int,
                     conditions: Any) -> tuple[list[Ranked], list[Ranked]]:

@@ -65,7 +65,7 @@ from ..._deps import require
 from ...errors import StoreError
 from ...lexical import BM25, query_vector
 from ...search.ranked import Ranked, ranked
-from ...types import Stamp
+from ...types import Document, Stamp
 from ...validation import positive_int
 from ..protocol import Capabilities, WriteBatch
 from ..retry import Retry
@@ -121,6 +121,7 @@ _PAYLOAD_TYPES = {
     "uuid": qe.PayloadSchemaType.Uuid,
 }
 _DOC_ID = qe.PayloadSelector.Include(["doc_id"])
+_DOCUMENTS = qe.PayloadSelector.Include(DOCUMENT_KEYS)
 
 
 def _match(value: Any) -> Any:
@@ -454,17 +455,20 @@ class QdrantEdgeStore(PointStore):
             out.extend(read(start + j, points) for j, points in enumerate(answers))
         return out
 
-    def _nearest(self, vector: np.ndarray, k: int, flt: Any) -> qe.QueryRequest:
+    def _nearest(self, vector: np.ndarray, k: int, flt: Any,
+                 documents: bool = False) -> qe.QueryRequest:
         return qe.QueryRequest(limit=k, query=qe.Query.Nearest(vector.tolist(),
                                                                using=self.index_vector),
-                               filter=flt, params=self._params(), with_payload=_DOC_ID)
+                               filter=flt, params=self._params(),
+                               with_payload=_DOCUMENTS if documents else _DOC_ID)
 
-    def _knn(self, vectors: np.ndarray, k: int, conditions: Any) -> list[Ranked]:
+    def _knn(self, vectors: np.ndarray, k: int, conditions: Any, *,
+             documents: bool = False) -> list[Ranked]:
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in vectors]
-        return self._run(len(vectors), lambda i: self._nearest(vectors[i], k, flt),
-                         lambda _, points: ranked_points(points))
+        return self._run(len(vectors), lambda i: self._nearest(vectors[i], k, flt, documents),
+                         lambda _, points: ranked_points(points, documents=documents))
 
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
                       conditions: Any) -> list[Ranked]:
@@ -500,7 +504,7 @@ class QdrantEdgeStore(PointStore):
             out[i] = got
         return out
 
-    def _sparse(self, terms: list[list[str]], k: int, flt: Any
+    def _sparse(self, terms: list[list[str]], k: int, flt: Any, documents: bool = False
                 ) -> tuple[Callable[[int], qe.QueryRequest], list[dict[int, float]]]:
         """One sparse query per query (by position): its distinct term indices weighted by
         their BM25 IDF over the live documents (see the module docstring), and those weights.
@@ -526,15 +530,17 @@ class QdrantEdgeStore(PointStore):
         return (lambda j: qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(qe.SparseVector(
                 sorted(weights[j]), [weights[j][i] for i in sorted(weights[j])]), using=LEXICAL),
-            filter=flt, with_payload=_DOC_ID, with_vector=[LEXICAL])), weights
+            filter=flt, with_payload=_DOCUMENTS if documents else _DOC_ID,
+            with_vector=[LEXICAL])), weights
 
-    def _bm25(self, terms: list[list[str]], k: int, conditions: Any) -> list[Ranked]:
+    def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
+              documents: bool = False) -> list[Ranked]:
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in terms]
-        request, weights = self._sparse(terms, k, flt)
+        request, weights = self._sparse(terms, k, flt, documents)
         return self._run(len(terms), request,
-                         lambda j, points: _lexical_ranked(points, weights[j], k))
+                         lambda j, points: _lexical_ranked(points, weights[j], k, documents))
 
     def _candidates(self, vectors: np.ndarray, terms: list[list[str]], n: int,
                     conditions: Any) -> tuple[list[Ranked], list[Ranked]]:
@@ -560,7 +566,8 @@ class QdrantEdgeStore(PointStore):
         return f"QdrantEdgeStore({self.root}, collection={self._collection!r})"
 
 
-def _lexical_ranked(points: list[Any], weights: dict[int, float], k: int) -> Ranked:
+def _lexical_ranked(points: list[Any], weights: dict[int, float], k: int,
+                    documents: bool = False) -> Ranked:
     """The top ``k`` of a sparse query's points, scored again in float64 from their stored
     values: the engine sums in float32, so documents with the same terms and length (the same
     stored values) could come back in any order; summed here they tie exactly, and ties go by
@@ -577,5 +584,10 @@ def _lexical_ranked(points: list[Any], weights: dict[int, float], k: int) -> Ran
             kept.append(p)
             scores.append(score)
     ids = [doc_id_of(p) for p in kept]
+    if documents:
+        return ranked(ids, scores, k=k, documents=[
+            Document(text=(p.payload or {}).get("text", ""), id=i,
+                     metadata=(p.payload or {}).get("metadata") or {})
+            for i, p in zip(ids, kept, strict=True)])
     remember(ids, kept)
     return ranked(ids, scores, k=k)
