@@ -261,7 +261,8 @@ def test_prefetch_and_rescore_strategies_agree(pair, data, monkeypatch):
     assert prefetch.capabilities.rescore
     calls = []
     real = prefetch._knn_rescored
-    monkeypatch.setattr(prefetch, "_knn_rescored", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(prefetch, "_knn_rescored",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
     q, qf = queries.index[::4], queries.full[::4]
     for flt in (None, {"title": {"$in": ["Amazzonia"]}}):
         rescored = store.search_batch(q, 8, flt, full_vectors=qf, rescore_k=30)

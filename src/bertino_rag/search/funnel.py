@@ -80,16 +80,21 @@ def _stages(store: VectorStore, request: SearchRequest, q: Queries, keep: int,
             n: int) -> list[Ranked]:
     caps = store.capabilities
     conditions = request.conditions
-    if request.mode == "lexical":  # these candidates are the hits: documents at once
+    # Where the candidates are the hits, a single query reads its documents in the same call
+    # (one round trip less); a batch reads them afterwards, once per distinct document (the
+    # questions of a batch share hits: per hit, Qdrant and Milvus copy each payload again).
+    documents = len(q) == 1
+    if request.mode == "lexical":
         assert q.terms is not None
-        return _lexical(store, q.terms, keep, conditions, documents=True)
+        return _lexical(store, q.terms, keep, conditions, documents=documents)
     assert q.index is not None
     if request.mode == "dense":
         if not request.two_stage:
-            return store._knn(q.index, keep, conditions, documents=True)
+            return store._knn(q.index, keep, conditions, documents=documents)
         assert q.full is not None
         if caps.rescore:
-            return store._knn_rescored(q.index, q.full, keep, n, conditions)
+            return store._knn_rescored(q.index, q.full, keep, n, conditions,
+                                       documents=documents)
         return rescore_candidates(store, store._knn(q.index, n, conditions), q.full, keep)
     assert q.terms is not None
     if caps.joint_candidates:

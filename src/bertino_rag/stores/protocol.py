@@ -231,9 +231,10 @@ class StoreProtocol(ABC):
         self._open(collection, stamp, True)
 
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
-                      conditions: Any) -> list[Ranked]:
+                      conditions: Any, *, documents: bool = False) -> list[Ranked]:
         """Both stages at once (``capabilities.rescore``): ``n`` candidates on the index
-        vectors, the best ``k`` of them by their full vectors."""
+        vectors, the best ``k`` of them by their full vectors (with their documents, as
+        ``_knn``'s, when ``documents`` asks and the engine reads them in the same call)."""
         raise NotImplementedError
 
     def _score(self, candidates: Sequence[Ranked], full_queries: np.ndarray) -> list[Ranked]:

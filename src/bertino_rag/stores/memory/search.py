@@ -201,7 +201,7 @@ class _Search(_Folder):
             return out
 
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
-                      conditions: Any) -> list[Ranked]:
+                      conditions: Any, *, documents: bool = False) -> list[Ranked]:
         """Both stages on the segment arrays (``capabilities.rescore``): the ``n`` best rows
         per query on the index vectors, their full vectors gathered once per batch by row, and
         the rescoring of :func:`~bertino_rag.search.rescore.rescore_rows` (the funnel's own,

@@ -421,10 +421,10 @@ class QdrantStore(QdrantConnection):
         return self._ranked(self._query(self._nearest(vectors, k, flt, documents)), documents)
 
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
-                      conditions: Any) -> list[Ranked]:
+                      conditions: Any, *, documents: bool = False) -> list[Ranked]:
         """Both stages in one Query API call per batch: prefetch ``n`` on the truncated
-        vector, the best ``k`` of them on ``full``, with their documents (they are the final
-        hits: reading them in the same call saves the funnel a second one)."""
+        vector, the best ``k`` of them on ``full``, with their documents when ``documents``
+        asks (they are the final hits: reading them in the same call saves a second one)."""
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in vectors]
@@ -433,10 +433,11 @@ class QdrantStore(QdrantConnection):
             models.QueryRequest(
                 prefetch=models.Prefetch(query=v.tolist(), using=self.index_vector, limit=n,
                                          filter=flt, params=params),
-                query=f.tolist(), using=FULL, limit=k, with_payload=DOCUMENT_KEYS)
+                query=f.tolist(), using=FULL, limit=k,
+                with_payload=DOCUMENT_KEYS if documents else self._payload)
             for v, f in zip(vectors, full, strict=True)
         ]
-        return [ranked_points(p, documents=True) for p in self._query(requests)]
+        return self._ranked(self._query(requests), documents)
 
     def _bm25(self, terms: list[list[str]], k: int, conditions: Any, *,
               documents: bool = False) -> list[Ranked]:

@@ -471,10 +471,10 @@ class QdrantEdgeStore(PointStore):
                          lambda _, points: ranked_points(points, documents=documents))
 
     def _knn_rescored(self, vectors: np.ndarray, full: np.ndarray, k: int, n: int,
-                      conditions: Any) -> list[Ranked]:
+                      conditions: Any, *, documents: bool = False) -> list[Ranked]:
         """One Query API call per query: prefetch ``n`` on the truncated vector, the best
-        ``k`` of them on ``full``, with their documents (they are the final hits: reading them
-        in the same call saves the funnel a second one)."""
+        ``k`` of them on ``full``, with their documents when ``documents`` asks (they are the
+        final hits: reading them in the same call saves a second one)."""
         flt = self._compile(conditions)
         if flt is False:
             return [Ranked.empty() for _ in vectors]
@@ -485,8 +485,8 @@ class QdrantEdgeStore(PointStore):
                                                                     using=name),
                                     filter=flt, params=params)],
             query=qe.Query.Nearest(full[i].tolist(), using=FULL),
-            with_payload=qe.PayloadSelector.Include(DOCUMENT_KEYS)),
-            lambda _, points: ranked_points(points, documents=True))
+            with_payload=_DOCUMENTS if documents else _DOC_ID),
+            lambda _, points: ranked_points(points, documents=documents))
 
     def _score(self, candidates: Sequence[Ranked], full_queries: np.ndarray) -> list[Ranked]:
         """Each query's candidates scored on ``full`` by the engine: a ``Nearest`` query on
