@@ -107,7 +107,8 @@ def main() -> None:
     try:
         for kind in args.stores.split(","):
             retriever = Retriever(dim=args.dim, encoder=enc, store=store_spec(kind, tmp),
-                                  collection="bench", recreate=True)
+                                  collection="bench", recreate=True,
+                                  chunking=False)  # whole paragraphs, as encode-only
             # Edge has no plain client here: its plain row is left out
             reset, plain = (plain_writer(kind, tmp, args.dim) if kind != "qdrant-edge"
                             else (None, None))

@@ -154,7 +154,7 @@ def test_each_text_is_tokenized_once_and_its_counts_are_exact(encoder, monkeypat
         assert small._splits_words_first
         calls: list[int] = []
         real = small._tokenize
-        monkeypatch.setattr(small, "_tokenize", lambda texts, offsets: (
+        monkeypatch.setattr(small, "_tokenize", lambda texts, offsets, calls=calls, real=real: (
             calls.append(len(texts)), real(texts, offsets))[1])
         chunks = [c for cs in small.split_many(docs) for c in cs]
         assert calls == [len(docs)]  # the documents, once; no chunk tokenized again
