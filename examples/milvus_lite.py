@@ -81,8 +81,8 @@ def main() -> None:
 
     encoder = load_encoder(args.model, args.dim)
     store = MilvusStore(uri=str(Path(args.db)), index="HNSW")
-    retriever = Retriever(dim=encoder.dim, encoder=encoder, store=store, rerank=True,
-                          rerank_k=50, collection="esempio", recreate=True)
+    retriever = Retriever(dim=encoder.dim, encoder=encoder, store=store, rescore=True,
+                          rescore_k=50, collection="esempio", recreate=True)
     retriever.index(DOCS)
     print(f"{retriever.count()} documents in {args.db} ({store.server_version}), "
           f"{retriever.dim}-d index, {encoder.full_dim}-d rescoring\n")

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--model", default=None,
                         help="hub id or local path (default nickprock/multi-sentence-BERTino)")
     parser.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
-    parser.add_argument("--rerank-k", type=int, default=100)
+    parser.add_argument("--rescore-k", type=int, default=100)
     parser.add_argument("--collection", default="bertino_docs")
     parser.add_argument("--quantization", choices=["int8", "binary"], default=None)
     parser.add_argument("--path", default="./bertino_qdrant",
@@ -70,12 +70,12 @@ def main() -> None:
         store = QdrantStore(path=args.path, quantization=args.quantization)
 
     encoder = load_encoder(args.model, args.dim)
-    with Retriever(dim=encoder.dim, encoder=encoder, store=store, rerank=True,
-                   rerank_k=args.rerank_k, collection=args.collection,
+    with Retriever(dim=encoder.dim, encoder=encoder, store=store, rescore=True,
+                   rescore_k=args.rescore_k, collection=args.collection,
                    recreate=args.recreate) as retriever:
         retriever.index(docs)
         print(f"{retriever.count()} paragraphs in {args.collection!r}: {encoder.dim}-d search, "
-              f"{encoder.full_dim}-d rescoring of the top {args.rerank_k} "
+              f"{encoder.full_dim}-d rescoring of the top {args.rescore_k} "
               f"({store.two_stage} strategy)")
         for query in args.query or ["Di che cosa parlano questi documenti?"]:
             print(f"\n? {query}")

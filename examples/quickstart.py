@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     encoder = load_encoder(args.model, args.dim)
-    retriever = Retriever(dim=encoder.dim, encoder=encoder, rerank=True, rerank_k=100)
+    retriever = Retriever(dim=encoder.dim, encoder=encoder, rescore=True, rescore_k=100)
     folder = Path(args.folder)
     loader = DocumentLoader(folder)  # recursive; unreadable files are named in loader.skipped
     retriever.index(loader)
