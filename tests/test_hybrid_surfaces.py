@@ -117,3 +117,18 @@ def test_eval_modes_and_tune_fusion(encoder, squad, tmp_path, capsys, minilm_pat
     saved = json.loads(out.read_text())
     assert saved["dim"] == 128 and 0 <= saved["ndcg@10"] <= 1
     assert Fusion.load(out).method in ("minmax", "rrf")
+
+
+def test_eval_modes_encode_each_text_once(encoder, squad, monkeypatch):
+    """The modes index each document whole from the vectors already computed: a document
+    longer than the model's window is not chunked and encoded again at every dim."""
+    evalset = prepare_beir(squad, max_queries=10, max_docs=30, seed=3, source="squad-it-dev")
+    assert encoder.max_seq_length is not None
+    assert max(encoder.token_lengths(evalset.doc_texts)) > encoder.max_seq_length
+    seen: list[str] = []
+    real = encoder.encode_full
+    monkeypatch.setattr(encoder, "encode_full", lambda texts, **kw: (
+        seen.extend(texts), real(texts, **kw))[1])
+    results = evaluate_modes(encoder, evalset, [128, 384], modes=["dense", "hybrid"])
+    assert len(results) == 4
+    assert sorted(seen) == sorted(evalset.doc_texts + evalset.query_texts)

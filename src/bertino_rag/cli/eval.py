@@ -188,8 +188,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
                       modes: list[str], fusion: Any) -> None:
+    from ..evaluation.documents import CachingEncoder
     from ..evaluation.modes import evaluate_modes, modes_markdown, tune_fusion
 
+    encoder = CachingEncoder(encoder)  # the modes and the tuning encode the same texts once
     full = encoder.full_dim
     dims = list(args.dims) if args.dims else sorted({min(128, full), full})
     if modes:

@@ -66,8 +66,11 @@ def _retrievers(encoder: TextEncoder, evalset: EvalSet, dims: Sequence[int], sto
     docs = [{"id": d, "text": t} for d, t in zip(evalset.doc_ids, evalset.doc_texts,
                                                   strict=True)]
     for dim in dims:
+        # each document whole, as the main evaluation encodes it (chunks would miss the
+        # precomputed table and be encoded again, at every dim)
         r = Retriever(dim=dim, store=store, encoder=cached, rescore=dim < encoder.full_dim,
-                      collection=f"bertino_eval_modes_{dim}", recreate=True, hybrid=True)
+                      collection=f"bertino_eval_modes_{dim}", recreate=True, hybrid=True,
+                      chunking=False)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # truncation: reported by the main eval
