@@ -120,7 +120,8 @@ def ranked_points(points: Sequence[Any], k: int | None = None, *,
     if not documents:  # these ids come back to _fetch or _score: keep their point ids
         remember(ids, points)
     return ranked(ids, [float(p.score) for p in points], k=k,
-                  documents=[_document(i, p.payload) for i, p in zip(ids, points, strict=True)]
+                  documents=[payload_document(i, p.payload)
+                             for i, p in zip(ids, points, strict=True)]
                   if documents else None)
 
 
@@ -246,7 +247,7 @@ def parse_index_fields(fields: Mapping[str, str] | Sequence[str] | None) -> dict
     return out
 
 
-def _document(doc_id: str, payload: Mapping[str, Any] | None) -> Document:
+def payload_document(doc_id: str, payload: Mapping[str, Any] | None) -> Document:
     payload = payload or {}
     return Document(text=payload.get("text", ""), id=doc_id,
                     metadata=payload.get("metadata") or {})
@@ -320,7 +321,7 @@ class PointStore(VectorStore):
         found = np.fromiter((r is not None for r in records), dtype=bool, count=len(records))
         docs = None
         if documents:
-            docs = [None if r is None else _document(i, r.payload)
+            docs = [None if r is None else payload_document(i, r.payload)
                     for i, r in zip(ids, records, strict=True)]
         vectors = None
         if full:
@@ -353,7 +354,7 @@ class PointStore(VectorStore):
             if page:
                 vectors = [r.vector or {} for r in page]
                 yield ExportBatch(
-                    [_document(doc_id_of(r), r.payload) for r in page],
+                    [payload_document(doc_id_of(r), r.payload) for r in page],
                     np.asarray([v[name] for v in vectors], dtype=np.float32),
                     np.asarray([v[FULL] for v in vectors], dtype=np.float32) if full else None)
             if offset is None:

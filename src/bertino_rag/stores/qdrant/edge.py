@@ -65,7 +65,7 @@ from ..._deps import require
 from ...errors import StoreError
 from ...lexical import BM25, query_vector
 from ...search.ranked import Ranked, ranked
-from ...types import Document, Stamp
+from ...types import Stamp
 from ...validation import positive_int
 from ..protocol import Capabilities, WriteBatch
 from ..retry import Retry
@@ -77,6 +77,7 @@ from .common import (
     PointStore,
     doc_id_of,
     parse_index_fields,
+    payload_document,
     point_id,
     ranked_points,
     remember,
@@ -586,8 +587,6 @@ def _lexical_ranked(points: list[Any], weights: dict[int, float], k: int,
     ids = [doc_id_of(p) for p in kept]
     if documents:
         return ranked(ids, scores, k=k, documents=[
-            Document(text=(p.payload or {}).get("text", ""), id=i,
-                     metadata=(p.payload or {}).get("metadata") or {})
-            for i, p in zip(ids, kept, strict=True)])
+            payload_document(i, p.payload) for i, p in zip(ids, kept, strict=True)])
     remember(ids, kept)
     return ranked(ids, scores, k=k)
