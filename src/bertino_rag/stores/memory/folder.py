@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from .files import (
     _check_metadata_present,
     _crc32,
     _finish_swap,
+    _MetaGuard,
     _Segment,
 )
 from .sql import _SCHEMA
@@ -44,7 +44,7 @@ class _Folder:
     _dir: Path | None
     _segments: dict[int, _Segment]
     _generation: int | None
-    _mutex: threading.RLock
+    _mutex: _MetaGuard
     _file_lock: Any
     _ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]]
     _vocab: dict[str, int]
@@ -92,7 +92,7 @@ class _Folder:
                 if column not in columns:  # written before checksums: NULL, not verified
                     db.execute(f"ALTER TABLE segments ADD COLUMN {column} {kind}")
             db.commit()
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
             if self.root is None or isinstance(err, sqlite3.OperationalError) and (
                     "locked" in str(err)):
                 raise

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import sqlite3
-import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from ...lexical import postings as _postings
 from ...types import Document, Stamp
 from ..base import VectorStore
 from ..protocol import Capabilities, ExportBatch, WriteBatch
-from .files import _LAYOUT, _TIER_BASE, _disk_full, _Segment
+from .files import _LAYOUT, _TIER_BASE, _disk_full, _MetaGuard, _Segment
 from .replace import _Replacement
 from .search import _Search
 from .sql import _chunks, _json_path
@@ -70,7 +69,7 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         self._dir: Path | None = None
         self._segments: dict[int, _Segment] = {}
         self._generation: int | None = None
-        self._mutex = threading.RLock()
+        self._mutex = _MetaGuard(lambda: self._dir)
         self._file_lock: Any = None
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
         self._vocab: dict[str, int] = {}
