@@ -168,6 +168,21 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def _inside(root: Path, name: str) -> Path:
+    """``root / name``, refused when it leads out of ``root`` (a symbolic link to a folder
+    elsewhere): no open, replacement or lock file of a store is ever made outside its folder.
+
+    Raises:
+        ValueError: naming the collection and the folder.
+    """
+    folder = root / name
+    if folder.resolve().parent != root.resolve():
+        raise ValueError(f"collection {name.removesuffix(_REPLACING)!r} would leave the folder "
+                         f"{root} ({folder} is a link to {folder.resolve()}): move the "
+                         "collection into the folder, or open the folder it is in")
+    return folder
+
+
 def _mark_replaced(live: Path, lock_timeout: float) -> None:
     """Record in a collection folder about to be swapped out that it was replaced (and bump
     its generation), under its write lock, so that its readers reopen the new one."""

@@ -19,6 +19,7 @@ import numpy as np
 from ...errors import StoreCorruptionError, StoreError
 from ...lexical import postings as _postings
 from ...types import Stamp
+from ..locations import create_new
 from .files import (
     _ACKED,
     _REPLACING,
@@ -26,6 +27,7 @@ from .files import (
     _check_metadata_present,
     _crc32,
     _finish_swap,
+    _inside,
     _MetaGuard,
     _Segment,
 )
@@ -69,9 +71,7 @@ class _Folder:
         else:
             from filelock import FileLock  # installed with sentence-transformers (huggingface-hub)
 
-            folder = self.root / collection
-            if folder.resolve().parent != self.root.resolve():  # names are validated; belt
-                raise ValueError(f"collection {collection!r} would leave the folder {self.root}")
+            folder = _inside(self.root, collection)
             if not collection.endswith(_REPLACING):
                 _finish_swap(self.root, collection)
             _check_metadata_present(folder)
@@ -169,9 +169,12 @@ class _Folder:
         gen = int(self._meta("generation") or 0)
         body = f"{gen:020d} {zlib.crc32(str(gen).encode()):010d}\n".encode()
         path = self._dir / _ACKED
+        if path.is_symlink():  # planted: never written through, replaced by a file
+            path.unlink()
         created = not path.exists()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            # never through a link planted at its name: rewritten in place, not renamed
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             try:
                 os.pwrite(fd, body, 0)  # fixed width: rewritten in place
                 os.fsync(fd)
@@ -392,7 +395,7 @@ class _Folder:
             return arr, None, None
         final = self._seg_path(seg, kind)
         tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with create_new(tmp) as fh:
             np.save(fh, arr)
             fh.flush()
             os.fsync(fh.fileno())

@@ -258,6 +258,8 @@ class QdrantEdgeStore(PointStore):
                 f"QdrantEdgeStore: collection name {collection!r} must not contain path "
                 "separators"
             )
+        if (self.root / collection).resolve().parent != self.root:  # a link out of the root
+            raise ValueError(f"collection {collection!r} would leave the folder {self.root}")
         return self.root / collection
 
     @property

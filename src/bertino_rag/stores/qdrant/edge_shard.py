@@ -16,6 +16,7 @@ import qdrant_edge as qe
 
 from ...errors import StoreError
 from ...types import Stamp
+from ..locations import create_new
 from .common import FULL, LEXICAL
 
 __all__ = ["DF_CACHE_TERMS", "REGISTRY", "Quantization", "Shard", "edge_config", "read_sidecar",
@@ -212,7 +213,7 @@ def write_stamp(folder: Path, stamp: Stamp, avgdl: float | None = None) -> None:
         entry["lexical_vector"] = LEXICAL
     if avgdl is not None:
         entry["avgdl"] = avgdl
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with create_new(tmp, "w") as fh:
         json.dump(entry, fh)
         fh.flush()
         os.fsync(fh.fileno())
