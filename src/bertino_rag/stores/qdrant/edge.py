@@ -94,6 +94,7 @@ from .edge_shard import (  # noqa: E402
     STAMP_FILE,
     Quantization,
     Shard,
+    as_damage,
     edge_config,
     has_foreign_shard,
     open_shard,
@@ -250,7 +251,10 @@ class QdrantEdgeStore(PointStore):
 
     def _call(self, what: str, method: Callable[..., T], *args: Any) -> T:
         """``method(*args)`` of the open shard through the store's retry policy."""
-        return self.retry.call(functools.partial(method, *args), what)
+        try:
+            return self.retry.call(functools.partial(method, *args), what)
+        except StoreError as err:
+            raise as_damage(err, self._handle) or err from err.__cause__
 
     def _folder(self, collection: str) -> Path:
         if collection in (".", "..") or "/" in collection or "\\" in collection:
@@ -287,7 +291,7 @@ class QdrantEdgeStore(PointStore):
                      recreate: bool) -> None:
         folder = handle.folder
         if recreate:
-            handle.close()  # and forgets its cached frequencies
+            handle.close(seal=False)  # and forgets its cached frequencies
             shutil.rmtree(folder, ignore_errors=True)
         found = read_stamp(folder)
         self._avgdl = read_sidecar(folder).get("avgdl") if found is not None else None
@@ -338,7 +342,7 @@ class QdrantEdgeStore(PointStore):
         handle = self._handle
         assert handle is not None
         with handle.lock:
-            handle.close()
+            handle.close(seal=False)
             shutil.rmtree(handle.folder, ignore_errors=True)
         self._release()
 
