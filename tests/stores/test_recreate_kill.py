@@ -187,3 +187,16 @@ def test_edge_publish_killed_in_the_swap_is_finished_by_the_next_open(tmp_path):
     assert not (tmp_path / "c").exists() and (tmp_path / "c.replaced").exists()
     assert _edge_count(tmp_path) == 7  # the complete replacement takes the name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+@needs_edge
+def test_edge_drop_of_a_replacement_drops_both(tmp_path):
+    from bertino_rag.stores import QdrantEdgeStore
+
+    _edge_with_old(tmp_path)
+    store = QdrantEdgeStore(path=tmp_path)
+    store.open_replacement("c", STAMP)
+    _write(store, "new", 2)
+    store.drop()
+    store.close()
+    assert QdrantEdgeStore(path=tmp_path).collections() == []

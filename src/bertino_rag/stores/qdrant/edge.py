@@ -336,6 +336,8 @@ class QdrantEdgeStore(_EdgeReplacement, PointStore):
         with handle.lock:
             handle.close(seal=False)
             shutil.rmtree(handle.folder, ignore_errors=True)
+            if self._replacing:  # and the collection it was to replace
+                shutil.rmtree(self._folder(self.collection), ignore_errors=True)
         self._release()
 
     def close(self) -> None:
