@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import sqlite3
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -69,7 +70,10 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         self._dir: Path | None = None
         self._segments: dict[int, _Segment] = {}
         self._generation: int | None = None
-        self._mutex = _MetaGuard(lambda: self._dir)
+        # through a weak reference: no cycle that would keep the store (and its file locks)
+        # alive after its last user lets go
+        me = weakref.ref(self)
+        self._mutex = _MetaGuard(lambda: getattr(me(), "_dir", None))
         self._file_lock: Any = None
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
         self._vocab: dict[str, int] = {}
