@@ -23,6 +23,7 @@ from ...lexical import postings as _postings
 from ...search.ranked import Fetched, Ranked, ranked_arrays
 from ...search.rescore import id_ranks, rescore_rows
 from ...types import Document, Stamp
+from .binary import binary_top_keys
 from .files import _NO_ROWS
 from .folder import _Folder
 from .sql import _chunks, _conjunction_sql
@@ -34,6 +35,8 @@ _ROW_BITS = 32
 
 class _Search(_Folder):
     """The read side of a MemoryStore collection."""
+
+    binary_candidates: int
 
     if TYPE_CHECKING:  # provided by VectorStore
         @property

@@ -1,0 +1,149 @@
+"""MemoryStore's binary first stage: ``MemoryStore(first_stage="binary")``.
+
+A three-step Matryoshka funnel with no graph to build:
+
+1. every index vector (the truncated one) has a sign code, one bit per dimension
+   (``seg-NNNNNN.sign.npy``: ``dim / 8`` bytes a point, padded to whole 64-bit words; written
+   with the segment, its size and CRC-32 in ``meta.sqlite`` and checked at load like the
+   vectors'); a query's code is compared with all of them by Hamming distance (XOR and
+   popcount over 64-bit words, a few passes of numpy over the codes: 16 bytes a point at 128
+   dims, where exact search reads 512);
+2. the ``candidates`` nearest codes (across all segments, ties at the cut taken in row order)
+   are scored exactly on their float32 index vectors, gathered by row, and the best ``k`` kept:
+   from here on the store's exact path (:meth:`_Search._knn`, or the two-stage pushdown, whose
+   full rescoring of the top ``rescore_k`` is the funnel's own) sees what it would have seen,
+   minus the rows the codes ranked too far.
+3. (two-stage) the full vectors of the top ``rescore_k`` rescore them.
+
+What it gives up: a document whose code is farther from the query's than ``candidates`` others
+is missed. Sign codes keep the angular order of real embeddings coarsely (HF's embedding
+quantization study: ~96% of retrieval quality, recovered by rescoring a few times more
+candidates than needed); recall against the exact result and speed are measured by
+``benchmarks/bench_1m.py``. Why by hand: numpy's ``bitwise_count`` does the Hamming distance in
+a few passes with no dependency, and no maintained library offers this funnel over memory-mapped
+segments with filters by row (faiss's ``IndexBinaryFlat`` holds its own copy of the codes and
+does not rescore).
+
+The option is a search-time choice, not part of the collection's stamp: a collection written
+without codes is searched with codes computed from its index vectors when a segment is first
+searched (one pass over them), and one written with codes opens with ``first_stage="exact"``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+FirstStage = Literal["exact", "binary"]
+FIRST_STAGES: tuple[str, ...] = ("exact", "binary")
+#: candidates rescored at the index dim per query (and at least the ``k`` asked)
+DEFAULT_CANDIDATES = 2000
+_ROW_BITS = 32
+
+
+def code_bytes(dim: int) -> int:
+    """Bytes of one sign code: ``dim`` bits rounded up to whole 64-bit words."""
+    return 8 * -(-dim // 64)
+
+
+def sign_codes(vectors: np.ndarray) -> np.ndarray:
+    """The sign codes of ``vectors`` (``(n, dim)``) as ``(n, code_bytes(dim))`` uint8: bit
+    ``i`` is set where dimension ``i`` is positive; the padding bits are zero."""
+    vectors = np.asarray(vectors)
+    n, dim = vectors.shape
+    out = np.zeros((n, code_bytes(dim)), dtype=np.uint8)
+    out[:, : -(-dim // 8)] = np.packbits(vectors > 0, axis=1)
+    return out
+
+
+def _words(codes: np.ndarray) -> np.ndarray:
+    """A ``(n, bytes)`` uint8 code array seen as ``(n, words)`` uint64 (no copy)."""
+    return np.ascontiguousarray(codes).view(np.uint64)
+
+
+def hamming(words: np.ndarray, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Hamming distance of a query's code words (``(w,)`` uint64) to every code (or to
+    ``rows`` only), as uint16."""
+    if rows is not None:
+        words = words[rows]
+    out = np.bitwise_count(words[:, 0] ^ query[0]).astype(np.uint16)
+    for w in range(1, words.shape[1]):
+        out += np.bitwise_count(words[:, w] ^ query[w])
+    return out
+
+
+def _nearest(dists: list[np.ndarray], count: int, bits: int) -> list[np.ndarray]:
+    """Per array of ``dists``, the positions among the ``count`` smallest distances of all
+    arrays together (ties at the cut in array order, then position order); a distance above
+    ``bits`` marks a dead row, never taken."""
+    hist = np.zeros(bits + 2, dtype=np.int64)
+    for d in dists:
+        hist += np.bincount(d, minlength=bits + 2)
+    cum = np.cumsum(hist[: bits + 1])
+    if cum[-1] <= count:
+        return [np.flatnonzero(d <= bits) for d in dists]
+    cut = int(np.searchsorted(cum, count))  # the distance at which ``count`` is reached
+    need = count - (int(cum[cut - 1]) if cut else 0)  # taken at distance ``cut``
+    out = []
+    for d in dists:
+        picked = np.flatnonzero(d < cut)
+        if need > 0:
+            at = np.flatnonzero(d == cut)[:need]
+            need -= len(at)
+            picked = np.concatenate([picked, at])
+        out.append(picked)
+    return out
+
+
+def binary_top_keys(segments: list, vectors: np.ndarray, k: int, candidates: int,
+                    allowed: dict[int, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` index-dim scores per query among each query's ``candidates`` nearest
+    sign codes, and their row handles: ``(m, <=k)`` each, in no order, ``-inf`` where a query
+    has fewer than ``k`` live rows (the contract of ``_Search._top_keys``). ``segments`` are
+    the live :class:`~.files._Segment` objects in segment order."""
+    m = vectors.shape[0]
+    dim = vectors.shape[1]
+    bits = 8 * code_bytes(dim)
+    count = max(candidates, k)
+    parts = []
+    for s in segments:
+        if s.codes is None:  # written without codes (or by an exact store): computed once
+            s.codes = sign_codes(s.index)
+        if allowed is None:
+            rows = None
+        else:
+            rows = allowed.get(s.seg)
+            if rows is None or len(rows) == 0:
+                continue
+            rows = rows[s.alive[rows]]
+        dead = None if rows is not None or s.alive.all() else ~s.alive
+        parts.append((s, _words(s.codes), rows, dead))
+    queries = _words(sign_codes(vectors))
+    scores = np.full((m, k), -np.inf, dtype=np.float32)
+    keys = np.zeros((m, k), dtype=np.int64)
+    for qi in range(m):
+        dists = []
+        for _, words, rows, dead in parts:
+            d = hamming(words, queries[qi], rows)
+            if dead is not None:
+                d[dead] = bits + 1
+            dists.append(d)
+        picked = _nearest(dists, count, bits)
+        got_scores, got_keys = [], []
+        for (s, _, rows, _), sel in zip(parts, picked, strict=True):
+            if len(sel) == 0:
+                continue
+            local = sel if rows is None else rows[sel]
+            local = np.sort(local)  # gathers in file order
+            got_scores.append(np.asarray(s.index[local], dtype=np.float32) @ vectors[qi])
+            got_keys.append((np.int64(s.seg) << _ROW_BITS) | local.astype(np.int64))
+        if not got_scores:
+            continue
+        row_scores = np.concatenate(got_scores)
+        row_keys = np.concatenate(got_keys)
+        take = min(k, len(row_scores))
+        top = np.argpartition(-row_scores, take - 1)[:take]
+        scores[qi, :take] = row_scores[top]
+        keys[qi, :take] = row_keys[top]
+    return scores, keys
