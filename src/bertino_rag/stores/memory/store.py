@@ -184,7 +184,8 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         seg = self._allocate()
         index, icrc, isize = self._write_array(
             seg, "index", np.ascontiguousarray(index, dtype=np.float32))
-        codes, code_sums = None, (None, None)
+        codes: np.ndarray | None = None
+        code_sums: tuple[int | None, int | None] = (None, None)
         if self.first_stage == "binary":
             codes, ccrc, csize = self._write_array(seg, "sign", sign_codes(index))
             code_sums = (ccrc, csize)
