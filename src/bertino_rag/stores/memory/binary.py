@@ -3,7 +3,8 @@
 A three-step Matryoshka funnel with no graph to build:
 
 1. every index vector (the truncated one) has a sign code, one bit per dimension
-   (``seg-NNNNNN.sign.npy``: ``dim / 8`` bytes a point, padded to whole 64-bit words; written
+   (``seg-NNNNNN.sign.npy``: ``dim / 8`` bytes a point, padded to whole 64-bit words, stored
+   word by word; written
    with the segment, its size and CRC-32 in ``meta.sqlite`` and checked at load like the
    vectors'); a query's code is compared with all of them by Hamming distance (XOR and
    popcount over 64-bit words, a few passes of numpy over the codes: 16 bytes a point at 128
@@ -42,34 +43,35 @@ DEFAULT_CANDIDATES = 2000
 _ROW_BITS = 32
 
 
-def code_bytes(dim: int) -> int:
-    """Bytes of one sign code: ``dim`` bits rounded up to whole 64-bit words."""
-    return 8 * -(-dim // 64)
+def code_words(dim: int) -> int:
+    """64-bit words of one sign code: ``dim`` bits rounded up."""
+    return -(-dim // 64)
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:
-    """The sign codes of ``vectors`` (``(n, dim)``) as ``(n, code_bytes(dim))`` uint8: bit
-    ``i`` is set where dimension ``i`` is positive; the padding bits are zero."""
+    """The sign codes of ``vectors`` (``(n, dim)``) as ``(code_words(dim), n)`` uint64, one
+    row per word so that each pass of the Hamming distance reads contiguous memory: bit ``i``
+    of a code is set where dimension ``i`` is positive; the padding bits are zero."""
     vectors = np.asarray(vectors)
     n, dim = vectors.shape
-    out = np.zeros((n, code_bytes(dim)), dtype=np.uint8)
-    out[:, : -(-dim // 8)] = np.packbits(vectors > 0, axis=1)
-    return out
-
-
-def _words(codes: np.ndarray) -> np.ndarray:
-    """A ``(n, bytes)`` uint8 code array seen as ``(n, words)`` uint64 (no copy)."""
-    return np.ascontiguousarray(codes).view(np.uint64)
+    packed = np.zeros((n, 8 * code_words(dim)), dtype=np.uint8)
+    packed[:, : -(-dim // 8)] = np.packbits(vectors > 0, axis=1)
+    return np.ascontiguousarray(packed.view(np.uint64).T)
 
 
 def hamming(words: np.ndarray, query: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Hamming distance of a query's code words (``(w,)`` uint64) to every code (or to
-    ``rows`` only), as uint16."""
-    if rows is not None:
-        words = words[rows]
-    out = np.bitwise_count(words[:, 0] ^ query[0]).astype(np.uint16)
-    for w in range(1, words.shape[1]):
-        out += np.bitwise_count(words[:, w] ^ query[w])
+    """Hamming distance of a query's code (``(w,)`` uint64) to every code of ``words``
+    (``(w, n)``), or to ``rows`` only: uint8 up to 192 bits, else uint16."""
+    n = words.shape[1] if rows is None else len(rows)
+    wide = words.shape[0] > 3
+    out = np.zeros(n, dtype=np.uint16 if wide else np.uint8)
+    xor = np.empty(n, dtype=np.uint64)
+    count = np.empty(n, dtype=np.uint8)
+    for w in range(words.shape[0]):
+        part = words[w] if rows is None else words[w][rows]
+        np.bitwise_xor(part, query[w], out=xor)
+        np.bitwise_count(xor, out=count)
+        np.add(out, count, out=out)
     return out
 
 
@@ -87,11 +89,13 @@ def _nearest(dists: list[np.ndarray], count: int, bits: int) -> list[np.ndarray]
     need = count - (int(cum[cut - 1]) if cut else 0)  # taken at distance ``cut``
     out = []
     for d in dists:
-        picked = np.flatnonzero(d < cut)
-        if need > 0:
-            at = np.flatnonzero(d == cut)[:need]
-            need -= len(at)
-            picked = np.concatenate([picked, at])
+        picked = np.flatnonzero(d <= cut)  # one pass; those at the cut trimmed after
+        at = d[picked] == cut
+        if int(at.sum()) > need:
+            keep = ~at
+            keep[np.flatnonzero(at)[:need]] = True
+            picked = picked[keep]
+        need -= int(min(need, int(at.sum())))
         out.append(picked)
     return out
 
@@ -104,7 +108,7 @@ def binary_top_keys(segments: list, vectors: np.ndarray, k: int, candidates: int
     the live :class:`~.files._Segment` objects in segment order."""
     m = vectors.shape[0]
     dim = vectors.shape[1]
-    bits = 8 * code_bytes(dim)
+    bits = 64 * code_words(dim)
     count = max(candidates, k)
     parts = []
     for s in segments:
@@ -118,8 +122,8 @@ def binary_top_keys(segments: list, vectors: np.ndarray, k: int, candidates: int
                 continue
             rows = rows[s.alive[rows]]
         dead = None if rows is not None or s.alive.all() else ~s.alive
-        parts.append((s, _words(s.codes), rows, dead))
-    queries = _words(sign_codes(vectors))
+        parts.append((s, s.codes, rows, dead))
+    queries = np.ascontiguousarray(sign_codes(vectors).T)
     scores = np.full((m, k), -np.inf, dtype=np.float32)
     keys = np.zeros((m, k), dtype=np.int64)
     for qi in range(m):

@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import StoreCorruptionError, StoreError
 from ...lexical import postings as _postings
 from ...types import Stamp
-from .binary import code_bytes
+from .binary import code_words
 from .files import (
     _ACKED,
     _REPLACING,
@@ -303,7 +303,7 @@ class _Folder:
         segment = _Segment(seg, index, full, lex)
         if sign_size is not None and self.first_stage == "binary":  # read by that stage only
             segment.codes = self._load_array(seg, "sign", nrows, sign_crc, sign_size,
-                                             (nrows, code_bytes(int(index.shape[1]))))
+                                             (code_words(int(index.shape[1])), nrows))
         return segment
 
     def _load_array(self, seg: int, kind: str, nrows: int, crc: int | None, size: int | None,
