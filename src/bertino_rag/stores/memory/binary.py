@@ -9,11 +9,14 @@ A three-step Matryoshka funnel with no graph to build:
    vectors'); a query's code is compared with all of them by Hamming distance (XOR and
    popcount over 64-bit words, a few passes of numpy over the codes: 16 bytes a point at 128
    dims, where exact search reads 512);
-2. the ``candidates`` nearest codes (across all segments, ties at the cut taken in row order)
-   are scored exactly on their float32 index vectors, gathered by row, and the best ``k`` kept:
-   from here on the store's exact path (:meth:`_Search._knn`, or the two-stage pushdown, whose
-   full rescoring of the top ``rescore_k`` is the funnel's own) sees what it would have seen,
-   minus the rows the codes ranked too far.
+2. the ``4 x candidates`` nearest codes (across all segments, ties at the cut taken in row
+   order) are ordered by the query itself against their signs (the float query's dot product
+   with the +1/-1 vector of each code, a table look-up per code byte: a finer order than the
+   Hamming distance, RaBitQ-style), and the best ``candidates`` are scored exactly on their
+   float32 index vectors, gathered by row; the best ``k`` are kept: from here on the store's
+   exact path (:meth:`_Search._knn`, or the two-stage pushdown, whose full rescoring of the top
+   ``rescore_k`` is the funnel's own) sees what it would have seen, minus the rows the codes
+   ranked too far;
 3. (two-stage) the full vectors of the top ``rescore_k`` rescore them.
 
 What it gives up: a document whose code is farther from the query's than ``candidates`` others
@@ -40,6 +43,8 @@ FirstStage = Literal["exact", "binary"]
 FIRST_STAGES: tuple[str, ...] = ("exact", "binary")
 #: candidates rescored at the index dim per query (and at least the ``k`` asked)
 DEFAULT_CANDIDATES = 2000
+#: Hamming-nearest codes per candidate, ordered by the asymmetric score before the cut
+PRERANK = 4
 _ROW_BITS = 32
 
 
@@ -100,6 +105,27 @@ def _nearest(dists: list[np.ndarray], count: int, bits: int) -> list[np.ndarray]
     return out
 
 
+#: bits of one byte, most significant first (``np.packbits``' order), as -1/+1
+_BYTE_SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(
+    np.float32) * 2 - 1
+
+
+def _lookup(query: np.ndarray, bits: int) -> np.ndarray:
+    """Per code byte, the query's dot product with each of the 256 sign patterns of its
+    8 dimensions: ``(bits // 8, 256)``."""
+    padded = np.zeros(bits, dtype=np.float32)
+    padded[: len(query)] = query
+    return padded.reshape(-1, 8) @ _BYTE_SIGNS.T
+
+
+def asymmetric(words: np.ndarray, rows: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """The float query's dot product with the sign vectors (+1/-1) of codes ``rows``: a
+    finer order than the Hamming distance of its own code (RaBitQ-style asymmetric
+    distance), one table look-up per code byte."""
+    codes = np.ascontiguousarray(words[:, rows].T).view(np.uint8)  # (len(rows), bytes)
+    return lut[np.arange(lut.shape[0]), codes].sum(axis=1)
+
+
 def binary_top_keys(segments: list, vectors: np.ndarray, k: int, candidates: int,
                     allowed: dict[int, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` index-dim scores per query among each query's ``candidates`` nearest
@@ -133,17 +159,26 @@ def binary_top_keys(segments: list, vectors: np.ndarray, k: int, candidates: int
             if dead is not None:
                 d[dead] = bits + 1
             dists.append(d)
-        picked = _nearest(dists, count, bits)
-        got_scores, got_keys = [], []
-        for (s, _, rows, _), sel in zip(parts, picked, strict=True):
-            if len(sel) == 0:
-                continue
+        picked = _nearest(dists, PRERANK * count, bits)
+        lut = _lookup(vectors[qi], bits)
+        which, locals_, approx = [], [], []
+        for pi, ((_, words, rows, _), sel) in enumerate(zip(parts, picked, strict=True)):
             local = sel if rows is None else rows[sel]
-            local = np.sort(local)  # gathers in file order
+            which.append(np.full(len(local), pi))
+            locals_.append(local)
+            approx.append(asymmetric(words, local, lut))
+        if not locals_ or not sum(len(x) for x in locals_):
+            continue
+        part_of, local_of = np.concatenate(which), np.concatenate(locals_)
+        if len(part_of) > count:  # the best ``count`` by the query against the signs
+            best = np.argpartition(-np.concatenate(approx), count - 1)[:count]
+            part_of, local_of = part_of[best], local_of[best]
+        got_scores, got_keys = [], []
+        for pi in np.unique(part_of).tolist():
+            s = parts[pi][0]
+            local = np.sort(local_of[part_of == pi])  # gathers in file order
             got_scores.append(np.asarray(s.index[local], dtype=np.float32) @ vectors[qi])
             got_keys.append((np.int64(s.seg) << _ROW_BITS) | local.astype(np.int64))
-        if not got_scores:
-            continue
         row_scores = np.concatenate(got_scores)
         row_keys = np.concatenate(got_keys)
         take = min(k, len(row_scores))
