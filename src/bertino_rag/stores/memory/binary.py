@@ -122,8 +122,11 @@ def asymmetric(words: np.ndarray, rows: np.ndarray, lut: np.ndarray) -> np.ndarr
     """The float query's dot product with the sign vectors (+1/-1) of codes ``rows``: a
     finer order than the Hamming distance of its own code (RaBitQ-style asymmetric
     distance), one table look-up per code byte."""
-    codes = np.ascontiguousarray(words[:, rows].T).view(np.uint8)  # (len(rows), bytes)
-    return lut[np.arange(lut.shape[0]), codes].sum(axis=1)
+    codes = np.ascontiguousarray(words[:, rows].T).view(np.uint8).T  # (bytes, len(rows))
+    out = np.take(lut[0], codes[0])
+    for b in range(1, lut.shape[0]):
+        out += np.take(lut[b], codes[b])
+    return out
 
 
 def binary_top_keys(segments: list, vectors: np.ndarray, k: int, candidates: int,
