@@ -136,7 +136,7 @@ def doc_id(row: int, data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- the stores
 
 
-def open_store(kind: str, variant: str, folder: Path) -> Any:
+def open_store(kind: str, variant: str, folder: Path, args: argparse.Namespace) -> Any:
     if kind == "memory":
         from bertino_rag.stores import MemoryStore
 
@@ -148,7 +148,8 @@ def open_store(kind: str, variant: str, folder: Path) -> Any:
 
     two_stage, _, ef = variant.partition(":")
     return QdrantEdgeStore(folder, two_stage=two_stage,  # type: ignore[arg-type]
-                           hnsw_ef=int(ef) if ef else None)
+                           hnsw_ef=int(ef) if ef else None, hnsw_m=args.edge_m,
+                           hnsw_ef_construct=args.edge_ef_construct)
 
 
 def variants(kind: str, args: argparse.Namespace) -> list[str]:
@@ -163,11 +164,12 @@ def stamp() -> Any:
     return Stamp(model="minilm-realistic", full_dim=384, index_dim=R.DIM)
 
 
-def build(kind: str, data: dict[str, Any], folder: Path, rebuild: bool) -> dict[str, Any]:
+def build(kind: str, data: dict[str, Any], folder: Path, args: argparse.Namespace
+          ) -> dict[str, Any]:
     """Write every point (and, for Edge, build the HNSW graph), or reuse the folder built
     before (its build times are in ``build.json``)."""
     record = folder.parent / f"{folder.name}.build.json"
-    if record.exists() and folder.exists() and not rebuild:
+    if record.exists() and folder.exists() and not args.rebuild:
         return {**json.loads(record.read_text()), "reused": True}
     shutil.rmtree(folder, ignore_errors=True)
     from bertino_rag.types import Document
@@ -176,7 +178,7 @@ def build(kind: str, data: dict[str, Any], folder: Path, rebuild: bool) -> dict[
     n = len(full)
     texts = data["squad"]["texts"]
     planted = data["meta"]["planted"]
-    store = open_store(kind, "binary:1" if kind == "memory" else "prefetch", folder)
+    store = open_store(kind, "binary:1" if kind == "memory" else "prefetch", folder, args)
     store.open("bench", stamp())
     t0 = time.perf_counter()
     for s in range(0, n, BATCH):
@@ -196,6 +198,11 @@ def build(kind: str, data: dict[str, Any], folder: Path, rebuild: bool) -> dict[
     return out
 
 
+def store_folder(kind: str, data: dict[str, Any], args: argparse.Namespace) -> Path:
+    graph = f"-m{args.edge_m}-efc{args.edge_ef_construct}" if kind == "edge" else ""
+    return Path(args.cache) / f"{kind}-{data['tag']}{graph}"
+
+
 def search(store: Any, data: dict[str, Any], q: int, rescore_k: int) -> tuple[float, list]:
     query = data["queries"][q]
     index = R.index_of(query[None])[0]
@@ -209,10 +216,10 @@ def run_store(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     from bertino_rag.evaluation.metrics import ir_metrics
 
     data = prepare(args)
-    folder = Path(args.cache) / f"{kind}-{data['tag']}"
-    built = build(kind, data, folder, args.rebuild)
+    folder = store_folder(kind, data, args)
+    built = build(kind, data, folder, args)
     names = variants(kind, args)
-    stores = {v: open_store(kind, v, folder) for v in names}
+    stores = {v: open_store(kind, v, folder, args) for v in names}
     for s in stores.values():
         s.open("bench", stamp())
     for v in names:  # warm: each variant's files read once
@@ -256,9 +263,9 @@ def run_store(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 def run_rss(kind: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """One variant alone: RSS above the baseline after ``--rss-queries`` queries."""
     data = prepare(args)
-    folder = Path(args.cache) / f"{kind}-{data['tag']}"
+    folder = store_folder(kind, data, args)
     base = rss_mb()
-    store = open_store(kind, variant, folder)
+    store = open_store(kind, variant, folder, args)
     store.open("bench", stamp())
     for q in range(min(args.rss_queries, len(data["queries"]))):
         search(store, data, q, args.rescore_k)
@@ -302,6 +309,8 @@ def main() -> None:
                     help="binary_candidates of the MemoryStore binary variants")
     ap.add_argument("--ef", type=int, nargs="+", default=[0],
                     help="Edge HNSW search beams (0: the engine's default)")
+    ap.add_argument("--edge-m", type=int, default=16, help="Edge HNSW edges per node")
+    ap.add_argument("--edge-ef-construct", type=int, default=100, help="Edge HNSW build beam")
     ap.add_argument("--rescore-k", type=int, default=100)
     ap.add_argument("--rss-queries", type=int, default=200)
     ap.add_argument("--cache", default="/tmp/bertino-bench/1m")
