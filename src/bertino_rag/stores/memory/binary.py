@@ -9,7 +9,7 @@ A three-step Matryoshka funnel with no graph to build:
    vectors'); a query's code is compared with all of them by Hamming distance (XOR and
    popcount over 64-bit words, a few passes of numpy over the codes: 16 bytes a point at 128
    dims, where exact search reads 512);
-2. the ``4 x candidates`` nearest codes (across all segments, ties at the cut taken in row
+2. the ``8 x candidates`` nearest codes (across all segments, ties at the cut taken in row
    order) are ordered by the query itself against their signs (the float query's dot product
    with the +1/-1 vector of each code, a table look-up per code byte: a finer order than the
    Hamming distance, RaBitQ-style), and the best ``candidates`` are scored exactly on their
@@ -43,8 +43,9 @@ FirstStage = Literal["exact", "binary"]
 FIRST_STAGES: tuple[str, ...] = ("exact", "binary")
 #: candidates rescored at the index dim per query (and at least the ``k`` asked)
 DEFAULT_CANDIDATES = 2000
-#: Hamming-nearest codes per candidate, ordered by the asymmetric score before the cut
-PRERANK = 4
+#: Hamming-nearest codes per candidate, ordered by the asymmetric score before the cut (at
+#: 100k realistic points, recall@10 at 2,000 candidates: 0.79 with 4, 0.82 with 8, 0.83 with 16)
+PRERANK = 8
 _ROW_BITS = 32
 
 
