@@ -16,7 +16,9 @@ first stage, ``--rescore-k`` rescored with the 384-d full vectors, top 10): p50/
 against the exact two-stage result (numpy, float32), NDCG@10 of the questions with
 squad-it-dev's relevance. The variants of a store (MemoryStore exact and binary at each
 ``--candidates``; Edge's prefetch and numpy rescoring, at each ``--ef``) search the same folder
-in one process, interleaved query by query, so they share the machine's state. Then each
+in one process, interleaved query by query, so they share the machine's state; for Edge,
+each query also runs single-stage with ``k=10`` and ``k=rescore_k`` (the graph search of the
+prefetch alone, with the ids of its hits), to tell the graph from the rescoring. Then each
 variant alone in a fresh process answers ``--rss-queries`` queries: its RSS above the process's
 baseline (memory-mapped pages touched included). Disk per point: the collection folder's
 allocated blocks over the points (MemoryStore: with and without the binary stage's sign files).
@@ -226,6 +228,8 @@ def run_store(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         for q in range(min(5, len(data["queries"]))):
             search(stores[v], data, q, args.rescore_k)
     secs: dict[str, list[float]] = {v: [] for v in names}
+    single: dict[tuple[str, int], list[float]] = {(v, k): [] for v in names
+                                                  for k in (10, args.rescore_k)}
     hits: dict[str, list] = {v: [] for v in names}
     rng = np.random.default_rng(0)
     for q in range(len(data["queries"])):
@@ -233,6 +237,12 @@ def run_store(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             t, got = search(stores[v], data, q, args.rescore_k)
             secs[v].append(t)
             hits[v].append(got)
+            if kind == "edge":  # where the two-stage time goes: the graph search alone
+                for k in (10, args.rescore_k):
+                    index = R.index_of(data["queries"][q][None])[0]
+                    t0 = time.perf_counter()
+                    stores[v].search(index, k=k)
+                    single[(v, k)].append(time.perf_counter() - t0)
     truth = [{doc_id(int(r), data) for r in row} for row in data["truth"]]
     truth_ndcg = ir_metrics([[(doc_id(int(r), data), -i) for i, r in enumerate(row)]
                              for row in data["truth"]], data["qids"],
@@ -251,6 +261,8 @@ def run_store(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             "ndcg@10": round(ir_metrics(ranking, data["qids"], data["squad"]["qrels"])
                              ["ndcg@10"], 4),
             "exact_two_stage_ndcg@10": round(truth_ndcg, 4),
+            **{f"single_stage_k{k}_p50_ms": round(float(np.median(single[(v, k)])) * 1000, 2)
+               for k in (10, args.rescore_k) if single.get((v, k))},
             "disk_bytes_per_point": round(du(folder) / len(data["full"]), 1),
             **({"disk_bytes_per_point_without_sign_codes":
                 round(du(folder, ".sign.") / len(data["full"]), 1)} if kind == "memory" else {}),
