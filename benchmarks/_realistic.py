@@ -64,9 +64,10 @@ def sentence_windows(paragraphs: list[str]) -> list[str]:
     return out
 
 
-def squad_data(cache: Path) -> dict[str, Any]:
-    """squad-it-dev's paragraphs and questions, MiniLM full vectors (cached)."""
-    beir, doc_ids, qids, docs, queries = squad_minilm_vectors(cache / "squad_minilm.npz")
+def squad_data(path: Path) -> dict[str, Any]:
+    """squad-it-dev's paragraphs and questions, MiniLM full vectors (cached in ``path``, the
+    file ``bench_edge.py`` shares)."""
+    beir, doc_ids, qids, docs, queries = squad_minilm_vectors(path)
     return {"beir": beir, "doc_ids": doc_ids, "qids": qids, "docs": normalize(docs),
             "queries": normalize(queries),
             "qrels": {q: beir.qrels[q] for q in qids},

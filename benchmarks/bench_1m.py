@@ -1,7 +1,13 @@
 """A million documents on one machine: MemoryStore exact, MemoryStore's binary first stage and
 Qdrant Edge on realistic vectors (issue 30).
 
-    python benchmarks/bench_1m.py --n 1000000 --queries 1000
+    python benchmarks/bench_1m.py --n 1000000 --queries 1000 --check
+
+On an idle 2-core machine the first run takes about half an hour, most of it Edge's HNSW
+build (about 10 minutes at 1M) and, once, the encoding of the sentence windows (6,000 at ~23/s);
+a second run reuses everything built and only searches. ``--stores memory`` or ``--stores
+edge`` runs one side; ``--ef 0 400 800`` adds Edge search beams, ``--candidates`` the
+MemoryStore binary variants.
 
 Vectors: ``_realistic.py`` (real MiniLM vectors of squad-it-dev sentence windows plus measured
 local noise, the 1,128 paragraphs planted under their own ids, the questions as queries). Every
@@ -68,7 +74,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Generate (or reuse) the vectors, the queries and the exact two-stage truth."""
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    squad = R.squad_data(cache)
+    squad = R.squad_data(Path(args.squad_cache))
     planted = len(squad["doc_ids"])
     tag = f"{args.n}-w{args.windows}"
     vec_path, meta_path = cache / f"vectors-{tag}.npy", cache / f"vectors-{tag}.json"
@@ -326,6 +332,8 @@ def main() -> None:
     ap.add_argument("--rescore-k", type=int, default=100)
     ap.add_argument("--rss-queries", type=int, default=200)
     ap.add_argument("--cache", default="/tmp/bertino-bench/1m")
+    ap.add_argument("--squad-cache", default="/tmp/bertino-bench/squad_minilm.npz",
+                    help="squad-it-dev MiniLM vectors (shared with bench_edge.py)")
     ap.add_argument("--out", default=None, help="JSON lines (default: CACHE/results-N.jsonl)")
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--check", action="store_true",
