@@ -50,16 +50,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _realistic as R  # noqa: E402
+from bench_edge import rss_mb  # noqa: E402
 
 BATCH = 10_000
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def du(path: Path, skip: str | None = None) -> int:
