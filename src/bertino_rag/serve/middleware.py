@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 __all__ = ["OPENAI_PREFIX", "ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware",
-           "error_body"]
+           "error_body", "validation_detail"]
 
 #: paths of the OpenAI-compatible API: their errors also carry OpenAI's ``error`` object
 OPENAI_PREFIX = "/v1/"
@@ -38,6 +38,13 @@ def error_body(path: str, status: int, detail: str, *, param: str | None = None,
             kind = "authentication_error"
         body["error"] = {"message": detail, "type": kind, "param": param, "code": code}
     return body
+
+
+def validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """Request validation errors as the service answers them: each error's ``type``, ``loc``
+    and ``msg``, without FastAPI's echo of the ``input`` (a bad query of megabytes was sent
+    back whole, and an input with a lone surrogate could not be encoded as JSON at all)."""
+    return [{key: e[key] for key in ("type", "loc", "msg") if key in e} for e in errors]
 
 
 async def _json_error(

@@ -34,13 +34,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..encoder import TextEncoder, display_name
-from .middleware import OPENAI_PREFIX, error_body
+from .middleware import OPENAI_PREFIX, error_body, validation_detail
 
 if TYPE_CHECKING:
     from .app import ServeSettings, _Service
@@ -206,7 +205,7 @@ def add_openai_routes(app: FastAPI, service: _Service, settings: ServeSettings) 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         if not request.url.path.startswith(OPENAI_PREFIX):
-            return await request_validation_exception_handler(request, err)
+            return JSONResponse({"detail": validation_detail(err.errors())}, status_code=422)
         return JSONResponse(error_body(request.url.path, 400, _validation_message(err)),
                             status_code=400)
 
