@@ -57,13 +57,13 @@ from ..search.filters import parse_filter  # noqa: E402
 from ..stores.base import StoreError  # noqa: E402
 from ..types import to_documents  # noqa: E402
 from ..validation import positive_int  # noqa: E402
+from .limits import check_query_lengths, query_token_limit  # noqa: E402
 from .middleware import (  # noqa: E402
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     MetricsMiddleware,
     error_body,
 )
-from .limits import check_query_lengths, query_token_limit  # noqa: E402
 from .openai import add_openai_routes, embed_batch  # noqa: E402
 from .scheduler import EncoderGate, SearchBatcher, ServiceBusy, gate_encoder  # noqa: E402
 from .schemas import (  # noqa: E402

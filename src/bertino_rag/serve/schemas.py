@@ -2,8 +2,9 @@
 
 Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than an option
 silently ignored, and their types are strict: ``"k": "5"`` or an ``id`` of ``true`` is a 422
-naming the field, never coerced (a ``true`` id once became ``"1"`` and overwrote document "1"). Bounds that depend on the server's settings (k, queries and documents per
-request) are checked by the app, which names the setting to change.
+naming the field, never coerced (a ``true`` id would become ``"1"`` and overwrite document
+"1"). Bounds that depend on the server's settings (k, queries and documents per request, a
+query's length) are checked by the app, which names the setting to change.
 """
 
 from __future__ import annotations
