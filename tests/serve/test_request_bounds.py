@@ -101,3 +101,30 @@ def test_a_huge_query_does_not_stall_other_clients(served):
         thread.join(120)
         assert r.status_code == 200 and done["status"] == 413
         assert small < 10 and done["huge"] < 10
+
+
+def test_the_access_log_never_shows_a_query_string(make_retriever):
+    """A client that puts the key in the URL (refused: 401) must not get it logged either."""
+    import logging
+
+    key = "k3y-" + "x7Rq9" * 6
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    handler = Collect()
+    access = logging.getLogger("uvicorn.access")
+    app = create_app(make_retriever(), ServeSettings(api_key=key))
+    with serving(app, log_level="info") as url:
+        access.addHandler(handler)  # after uvicorn configured its loggers
+        try:
+            r = httpx.post(f"{url}/search?api_key={key}&x=1", json={"query": "Roma"})
+            assert r.status_code == 401
+            assert httpx.get(f"{url}/health?token={key}").status_code == 200
+        finally:
+            access.removeHandler(handler)
+    logged = "\n".join(lines)
+    assert "/search?<redacted>" in logged and "/health?<redacted>" in logged
+    assert key not in logged and "api_key" not in logged

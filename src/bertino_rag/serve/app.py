@@ -63,6 +63,7 @@ from .middleware import (  # noqa: E402
     BodyLimitMiddleware,
     MetricsMiddleware,
     error_body,
+    redact_access_log,
 )
 from .openai import add_openai_routes, embed_batch  # noqa: E402
 from .scheduler import EncoderGate, SearchBatcher, ServiceBusy, gate_encoder  # noqa: E402
@@ -225,6 +226,7 @@ class _Service:
         self.query_tokens = query_token_limit(retriever.encoder, settings.max_query_tokens)
 
     async def start(self) -> None:
+        redact_access_log()  # after uvicorn configured its loggers: no key in a logged URL
         self.write_lock = asyncio.Lock()
         self._restore = gate_encoder(self.retriever.encoder, self.gate)
         self.batcher = SearchBatcher(
