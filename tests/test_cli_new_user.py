@@ -1,0 +1,95 @@
+"""The command line on a new user's path (issue 28): the collection's stamp decides how it is
+searched, a missing collection or an unreachable server is one line before any model loads."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+
+import pytest
+
+from bertino_rag.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def docs(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": "roma", "text": "Roma è la capitale d\'Italia."}\n'
+                    '{"id": "po", "text": "Il Po attraversa la pianura padana."}\n',
+                    encoding="utf-8")
+    return path
+
+
+def test_search_opens_the_collection_as_it_was_built(tmp_path, docs, minilm_path, capsys):
+    store = f"memory:{tmp_path / 'idx'}"
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+                       "--hybrid", "--dim", "64", "--no-rescore", "--quiet")
+    assert code == 0, err
+    # before: a stamp mismatch unless --hybrid --dim 64 --no-rescore were given again
+    code, out, err = run(capsys, "search", "capitale", "--model", minilm_path, "--store", store,
+                         "--json", "--mode", "lexical")
+    assert code == 0, err
+    assert [h["id"] for h in json.loads(out)] == ["roma"]
+    code, out, err = run(capsys, "search", "fiume della pianura", "--model", minilm_path,
+                         "--store", store, "--json", "-k", "1")
+    assert code == 0 and json.loads(out)[0]["id"] == "po", err
+    # a flag that asks for something else is still a mismatch, naming what was built
+    code, _, err = run(capsys, "search", "Roma", "--model", minilm_path, "--store", store,
+                       "--dim", "128")
+    assert code == 2 and "--dim 64 --no-rescore --hybrid" in err
+
+
+def test_no_rescore_is_a_search_option_and_named_in_mismatches(tmp_path, docs, minilm_path,
+                                                              capsys):
+    store = f"memory:{tmp_path / 'idx'}"
+    assert run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+               "--quiet")[0] == 0
+    code, out, err = run(capsys, "search", "capitale d'Italia", "--model", minilm_path,
+                         "--store", store, "--no-rescore", "--json", "-k", "1")
+    assert code == 0 and json.loads(out)[0]["id"] == "roma", err
+    code, _, err = run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+                       "--no-rescore", "--quiet")
+    assert code == 2 and "without --no-rescore" in err, err
+
+
+def test_a_missing_collection_is_reported_before_the_model_loads(tmp_path, docs, minilm_path,
+                                                                 capsys):
+    store = f"memory:{tmp_path / 'idx'}"
+    assert run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+               "--quiet")[0] == 0
+    started = time.perf_counter()
+    # a model path that does not exist: loading it would be the error if it came first
+    code, _, err = run(capsys, "search", "Roma", "--model", tmp_path / "no-model",
+                       "--store", store, "--collection", "bertin")
+    assert code == 2 and "'bertin' does not exist" in err and "'bertino'" in err
+    assert len(err.strip().splitlines()) == 1 and time.perf_counter() - started < 5
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_a_refused_connection_is_one_line_at_once(tmp_path, capsys, monkeypatch):
+    if importlib.util.find_spec("qdrant_client") is None:
+        pytest.skip("qdrant-client is not installed")
+    monkeypatch.setenv("QDRANT_API_KEY", "SEKRET")
+    started = time.perf_counter()
+    # before: the model loaded, then four retries with backoff and a client warning (41 s)
+    code, _, err = run(capsys, "search", "Roma", "--model", tmp_path / "no-model", "--store",
+                       "qdrant:http://127.0.0.1:1")
+    took = time.perf_counter() - started
+    lines = [x for x in err.strip().splitlines()
+             if x != "warning: Api key is used with an insecure connection."]  # the client's
+    assert code == 2 and len(lines) == 1, err
+    assert "cannot reach Qdrant at http://127.0.0.1:1" in err and "Connection refused" in err
+    assert "retries" not in err and "SEKRET" not in err and took < 5
+
+
+def test_a_lone_surrogate_query_is_one_line(tmp_path, capsys):
+    code, _, err = run(capsys, "search", "\ud800 Roma", "--model", tmp_path / "no-model",
+                       "--store", f"memory:{tmp_path}")
+    assert code == 2 and "lone surrogate" in err and len(err.strip().splitlines()) == 1
