@@ -236,12 +236,13 @@ def _where(h) -> str:
 def _cmd_search(args: argparse.Namespace) -> int:
     from ..encoder.backends import resolve_quantize
     from ..validation import check_text
-    from .opening import open_options, stamp_of
+    from .opening import check_exists, open_options, stamp_of
 
     check_text(args.query, "the query")
     flt = _filter_arg(args.filter)
     resolve_quantize(args.quantize, args.backend)  # a flag mistake first, then the store's
-    store = _store_for(args)
+    store = _store_for(args)  # a bad spec first (building a store creates nothing)
+    check_exists(args.store, "--store")
     found = stamp_of(store, args.collection)  # unreachable or missing: before the model loads
     retriever = _retriever(args, store, create=False, opened=open_options(args, found))
     hits = retriever.search(args.query, k=args.k, filter=flt, mode=args.mode,

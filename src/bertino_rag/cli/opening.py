@@ -17,7 +17,26 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["first_contact", "open_options", "stamp_of"]
+__all__ = ["check_exists", "first_contact", "open_options", "stamp_of"]
+
+
+def check_exists(spec: str, option: str) -> None:
+    """A store spec that names a folder or file (``memory:DIR``, ``qdrant:DIR``,
+    ``qdrant-edge:DIR``, ``milvus:FILE.db``) must name one that exists, where the command only
+    reads: asking an embedded engine for its collections would create it.
+
+    Raises:
+        ValueError: no such folder or file, naming ``option`` and the path.
+    """
+    from pathlib import Path
+
+    kind, sep, where = spec.partition(":")
+    where = where.strip()
+    if not sep or not where or "://" in where:
+        return  # in memory, or a server
+    if not Path(where).expanduser().exists():
+        raise ValueError(f"{option} {spec}: no such folder or file {where!r} (nothing was "
+                         "created); check the path, or index into it first")
 
 
 @contextlib.contextmanager
