@@ -3,6 +3,7 @@ searched, a missing collection or an unreachable server is one line before any m
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import time
@@ -93,3 +94,43 @@ def test_a_lone_surrogate_query_is_one_line(tmp_path, capsys):
     code, _, err = run(capsys, "search", "\ud800 Roma", "--model", tmp_path / "no-model",
                        "--store", f"memory:{tmp_path}")
     assert code == 2 and "lone surrogate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_while_indexing_is_one_line_and_keeps_what_was_written(
+        tmp_path, minilm_path, capsys, monkeypatch):
+    cli = importlib.import_module("bertino_rag.cli.main")
+    from bertino_rag.encoder import Encoder
+
+    path = tmp_path / "d.txt"
+    path.write_text("\n".join(f"Frase numero {i} sul fiume Po." for i in range(20)),
+                    encoding="utf-8")
+    store = f"memory:{tmp_path / 'idx'}"
+    make = cli._retriever
+
+    def small_batches(*args, **kwargs):
+        r = make(*args, **kwargs)
+        r.write_batch_size = 4
+        return r
+
+    calls = {"n": 0}
+    encode = Encoder.encode
+
+    def interrupted(self, texts, *args, kind="document", **kwargs):
+        if kind == "document":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return encode(self, texts, *args, kind=kind, **kwargs)
+
+    monkeypatch.setattr(cli, "_retriever", small_batches)
+    monkeypatch.setattr(Encoder, "encode", interrupted)
+    code, _, err = run(capsys, "index", path, "--lines", "--model", minilm_path,
+                       "--store", store, "--quiet")
+    assert code == 130 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted; 8 entries" in lines[0], err
+    assert "run the same command again to finish" in lines[0]
+    monkeypatch.setattr(Encoder, "encode", encode)
+    code, out, err = run(capsys, "index", path, "--lines", "--model", minilm_path,
+                         "--store", store, "--quiet", "--json")
+    assert code == 0 and json.loads(out)["count"] == 20, err

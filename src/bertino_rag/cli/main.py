@@ -158,6 +158,7 @@ def _read(args: argparse.Namespace) -> tuple[list[dict], list]:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from ..errors import IndexInterrupted
     from ..indexing.pipeline import check_input
 
     # Everything that can fail fast runs before the model loads and before --recreate drops:
@@ -176,7 +177,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
         encoder = _encoder(args)
         _check_chunks(docs, encoder, chunking, store)  # before the drop, which comes first
     retriever = _retriever(args, store, recreate=args.recreate, encoder=encoder)
-    ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=chunking)
+    try:
+        ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=chunking)
+    except IndexInterrupted as stop:
+        retriever.close()
+        kept = ("--recreate: the collection was not replaced, the old one is kept" if
+                args.recreate else f"{stop.n_written} entries (documents or chunks) were "
+                "written and are kept")
+        print(f"\nbertino-rag index: interrupted; {kept}: run the same command again to "
+              "finish", file=sys.stderr)
+        return 130
     report = retriever.last_index_report
     assert report is not None
     summary = {
@@ -358,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_CliError, StoreError, ValueError, OSError, ImportError) as err:
         print(f"bertino-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nbertino-rag {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.showwarning = previous
 
