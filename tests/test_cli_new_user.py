@@ -134,3 +134,27 @@ def test_ctrl_c_while_indexing_is_one_line_and_keeps_what_was_written(
     code, out, err = run(capsys, "index", path, "--lines", "--model", minilm_path,
                          "--store", store, "--quiet", "--json")
     assert code == 0 and json.loads(out)["count"] == 20, err
+
+
+def test_grouped_hits_name_their_chunks_not_the_group_size(tmp_path, squad_slice, minilm_path,
+                                                          capsys):
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(d, ensure_ascii=False)
+                              for d in squad_slice["docs"][:3]), encoding="utf-8")
+    store = f"memory:{tmp_path / 'idx'}"
+    code, _, err = run(capsys, "index", path, "--model", minilm_path, "--store", store,
+                       "--max-tokens", "48", "--quiet")
+    assert code == 0, err
+    query = squad_slice["queries"][0]
+    common = ["search", query, "--model", minilm_path, "--store", store, "--group-by",
+              "document", "-k", "3"]
+    code, out, err = run(capsys, *common, "--json")
+    assert code == 0, err
+    hits = json.loads(out)
+    assert any(len(h["chunks"]) > 1 for h in hits)
+    code, out, _ = run(capsys, *common)
+    assert "matching chunks" not in out  # before: "3 matching chunks" on every document
+    for rank, hit in enumerate(hits, 1):
+        at = [c.rsplit("#", 1)[-1].split("-")[0] for c in hit["chunks"]]
+        line = next(x for x in out.splitlines() if x.startswith(f"{rank:>2}. "))
+        assert f"chunk{'s' if len(at) > 1 else ''} {', '.join(at)}" in line, (line, at)

@@ -234,12 +234,14 @@ def _where(h) -> str:
     parts = []
     if m.get("source"):
         parts.append(str(m["source"]))
-    if isinstance(m.get("chunk"), int):
-        parts.append(f"chunk {m['chunk']}")
+    # a document hit: its chunks attached, best first (at most group_size: not a count of
+    # the chunks that matched)
+    at = [c.metadata["chunk"] for c in h.chunks or (h,) if isinstance(c.metadata.get("chunk"),
+                                                                      int)]
+    if at:
+        parts.append(f"chunk{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}")
     if m.get("page"):
         parts.append(f"page {m['page']}")
-    if h.chunks:
-        parts.append(f"{len(h.chunks)} matching chunks")
     return f" ({', '.join(parts)})" if parts else ""
 
 
