@@ -181,6 +181,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     text = to_markdown(report)
     extra: dict[str, Any] = {}
     if modes or args.tune_fusion:
+        assert evalset is not None  # checked above: they need a BEIR folder
         more, extra = _modes_and_tuning(
             args, PrecomputedEncoder.for_inputs(encoder, evalset, encoded), evalset, modes,
             fusion)
