@@ -158,3 +158,30 @@ def test_grouped_hits_name_their_chunks_not_the_group_size(tmp_path, squad_slice
         at = [c.rsplit("#", 1)[-1].split("-")[0] for c in hit["chunks"]]
         line = next(x for x in out.splitlines() if x.startswith(f"{rank:>2}. "))
         assert f"chunk{'s' if len(at) > 1 else ''} {', '.join(at)}" in line, (line, at)
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_serve_opens_the_collection_as_it_was_built(tmp_path, docs, minilm_path, capsys,
+                                                    monkeypatch):
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    store = f"memory:{tmp_path / 'idx'}"
+    assert run(capsys, "index", docs, "--model", minilm_path, "--store", store, "--hybrid",
+               "--dim", "64", "--quiet")[0] == 0
+    served = {}
+
+    def fake_run(app, **kwargs):  # the app as uvicorn would get it, not served
+        retriever = app.state.service.retriever
+        served.update(dim=retriever.dim, lexical=retriever.store.has_lexical,
+                      count=retriever.count())
+        retriever.close()
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    code, _, err = run(capsys, "serve", "--model", minilm_path, "--store", store)
+    assert code == 0, err
+    assert served == {"dim": 64, "lexical": True, "count": 2}
+    # a refused connection: one line, before the model loads
+    code, _, err = run(capsys, "serve", "--model", tmp_path / "no-model", "--store",
+                       "qdrant:http://127.0.0.1:1")
+    assert code == 2 and "cannot reach Qdrant" in err
