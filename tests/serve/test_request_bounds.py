@@ -48,6 +48,10 @@ def test_request_fields_are_not_coerced(served):
         assert r.status_code == 422 and "lone surrogate" in r.text
         r = httpx.post(f"{url}/search", json={"query": "\x00"})
         assert r.status_code == 422 and "empty text" in r.text
+        r = httpx.post(f"{url}/v1/embeddings", content=b'{"input": ["Roma", "\\udfff"]}',
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "input[1]: the text" in r.json()["detail"]
+        assert "lone surrogate" in r.json()["detail"]
         # what strict types still take
         r = httpx.post(f"{url}/documents", json={"documents": [{"id": 7, "text": "Sette."}]})
         assert r.status_code == 200 and r.json()["ids"] == ["7"]

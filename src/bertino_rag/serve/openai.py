@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..encoder import TextEncoder, display_name
+from ..validation import check_text
 from .middleware import OPENAI_PREFIX, error_body, validation_detail
 
 if TYPE_CHECKING:
@@ -136,8 +137,10 @@ def _texts(body: EmbeddingsRequest, max_inputs: int) -> list[str]:
             "(--max-documents): send them in several requests", param="input",
         )
     for i, t in enumerate(texts):
-        if not str(t).strip():
-            raise OpenAIError(400, f"input[{i}] is empty", param="input")
+        try:  # the library's text rule: blank, or a lone surrogate (named with its position)
+            check_text(t, f"input[{i}]")
+        except ValueError as err:
+            raise OpenAIError(400, str(err), param="input") from None
     return [str(t) for t in texts]
 
 
