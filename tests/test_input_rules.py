@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bertino_rag import MemoryStore, Retriever
-from bertino_rag.types import to_documents
-from bertino_rag.validation import check_ids, check_text
+from bertino_rag.types import Document, to_documents
+from bertino_rag.validation import check_documents, check_ids, check_text
 
 
 @pytest.fixture
@@ -44,6 +44,9 @@ def test_documents_without_ids_name_the_surrogate_and_refuse_blank_text():
     with pytest.raises(ValueError, match="position 0 has an empty id"):
         to_documents([{"id": "", "text": "Testo."}])
     assert to_documents(["Città\x00 vera"])[0].text == "Città\x00 vera"  # words around a NUL
+    # the stores' own check (Documents built by hand reach it directly)
+    with pytest.raises(ValueError, match="position 1 has an empty id"):
+        check_documents([Document(text="a", id="a"), Document(text="b", id="")])
 
 
 def test_search_names_a_lone_surrogate_before_encoding(retriever):

@@ -298,6 +298,9 @@ def check_documents(
         where = describe(i) if describe is not None else f"document at position {offset + i}"
         if not isinstance(d.id, str):
             raise ValueError(f"{where} has an id of type {type(d.id).__name__}; expected str")
+        if not d.id:
+            raise ValueError(f"{where} has an empty id: give it an id (a derived one is a hash "
+                             "of its text: bertino_rag.types.doc_id_for)")
         n_id = _utf8(d.id, f"{where}: the id")
         if limits.max_id_bytes is not None and n_id > limits.max_id_bytes:
             raise ValueError(f"{where} has an id of {n_id} UTF-8 bytes ({d.id[:40]!r}...); this "
