@@ -32,8 +32,24 @@ def _name(i: int, n: int) -> str:
     return "the query" if n == 1 else f"queries[{i}]"
 
 
+#: characters of queries counted in the event loop (a fraction of a millisecond); more are
+#: counted in a worker thread
+_INLINE_CHARS = 2000
+
+
+def _prompt(encoder: Any) -> str:
+    return encoder.prompt("query") if callable(getattr(encoder, "prompt", None)) else ""
+
+
+def _surely_within(queries: list[str], prompt: str, limit: int) -> bool:
+    """Whether no query can exceed ``limit`` tokens: a character makes at most 4 tokens
+    (byte-level BPE; WordPiece and SentencePiece make at most one), plus a few special
+    tokens."""
+    return 4 * (len(prompt) + max(map(len, queries))) + 8 <= limit
+
+
 def _over_tokens(encoder: Any, queries: list[str], limit: int) -> tuple[int, int] | None:
-    prompt = encoder.prompt("query") if callable(getattr(encoder, "prompt", None)) else ""
+    prompt = _prompt(encoder)
     lengths = encoder.token_lengths([prompt + q for q in queries])
     for i, n in enumerate(lengths):
         if n > limit:
@@ -45,8 +61,9 @@ async def check_query_lengths(queries: list[str], *, max_chars: int, max_tokens:
                               encoder: Any) -> None:
     """Refuse (413) a query longer than ``max_chars`` characters or ``max_tokens`` tokens.
 
-    The tokens are counted in a worker thread (the event loop keeps serving), and only for
-    queries already within the character bound, so the count itself is bounded.
+    The tokens are counted only for queries within the character bound, so the count itself
+    is bounded; not at all for queries too short to reach the bound; in a worker thread for a
+    long request (the event loop keeps serving).
     """
     for i, q in enumerate(queries):
         if len(q) > max_chars:
@@ -55,9 +72,12 @@ async def check_query_lengths(queries: list[str], *, max_chars: int, max_tokens:
                 f"queries of at most {max_chars} (--max-query-chars): search with a shorter "
                 "question, or index long texts as documents",
             )
-    if max_tokens is None:
+    if max_tokens is None or _surely_within(queries, _prompt(encoder), max_tokens):
         return
-    over = await asyncio.to_thread(_over_tokens, encoder, queries, max_tokens)
+    if sum(map(len, queries)) <= _INLINE_CHARS:  # cheaper than a thread hop
+        over = _over_tokens(encoder, queries, max_tokens)
+    else:
+        over = await asyncio.to_thread(_over_tokens, encoder, queries, max_tokens)
     if over is not None:
         i, n = over
         raise HTTPException(
