@@ -185,3 +185,14 @@ def test_serve_opens_the_collection_as_it_was_built(tmp_path, docs, minilm_path,
     code, _, err = run(capsys, "serve", "--model", tmp_path / "no-model", "--store",
                        "qdrant:http://127.0.0.1:1")
     assert code == 2 and "cannot reach Qdrant" in err
+
+
+def test_mcp_read_only_names_a_missing_collection_before_the_model_loads(tmp_path, docs,
+                                                                         minilm_path, capsys):
+    pytest.importorskip("mcp")
+    store = f"memory:{tmp_path / 'idx'}"
+    assert run(capsys, "index", docs, "--model", minilm_path, "--store", store,
+               "--quiet")[0] == 0
+    code, _, err = run(capsys, "mcp", "--read-only", "--model", tmp_path / "no-model",
+                       "--store", store, "--collection", "manca")
+    assert code == 2 and "'manca' does not exist" in err and "'bertino'" in err

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["check_exists", "first_contact", "open_options", "stamp_of"]
+__all__ = ["check_exists", "first_contact", "open_options", "served_layout", "stamp_of"]
 
 
 def check_exists(spec: str, option: str) -> None:
@@ -94,3 +94,24 @@ def open_options(args: argparse.Namespace, found: Any) -> dict[str, Any]:
     if hybrid and found.lexical is not None:
         options["analyzer"] = parse_lexical_spec(found.lexical)[0]
     return options
+
+
+def served_layout(args: argparse.Namespace, store: Any, *, create: bool = True
+                  ) -> dict[str, Any]:
+    """The ``Retriever`` options of a command that serves ``args.collection`` (``serve``,
+    ``mcp``): an existing collection as it was built (:func:`open_options`; ``--no-rescore``
+    asks for a collection without full vectors), a new one from the flags. The store is asked
+    once, without retries, before any model loads.
+
+    Raises:
+        CollectionNotFoundError: no such collection, and ``create`` is false.
+    """
+    from ..errors import CollectionNotFoundError
+
+    with first_contact(store):
+        found = store.stored_stamp(args.collection)
+        if found is None and not create:
+            raise CollectionNotFoundError(args.collection, store.location, store.collections())
+    if found is None:
+        return {"dim": args.dim, "hybrid": args.hybrid, "rescore": not args.no_rescore}
+    return {**open_options(args, found), **({"rescore": False} if args.no_rescore else {})}

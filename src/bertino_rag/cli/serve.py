@@ -110,15 +110,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..stores import make_store
     from .common import encoder_options
-    from .opening import first_contact, open_options
+    from .opening import served_layout
 
     store = make_store(args.store)
-    with first_contact(store):  # an unreachable store: one line, before the model loads
-        found = store.stored_stamp(args.collection)
-    layout = {"dim": args.dim, "hybrid": args.hybrid, "rescore": not args.no_rescore}
-    if found is not None:  # served as it was built, unless a flag asks otherwise
-        layout = {**open_options(args, found),
-                  **({"rescore": False} if args.no_rescore else {})}
+    layout = served_layout(args, store)  # as it was built; an unreachable store: one line
     retriever = Retriever(
         store=store, rescore_k=args.rescore_k, collection=args.collection,
         fusion=args.fusion, **layout, **encoder_options(args),
