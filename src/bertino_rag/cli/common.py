@@ -107,8 +107,9 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--collection", default="bertino")
     g.add_argument("--no-rescore", "--no-rerank", dest="no_rescore", nargs=0,
                    action=deprecated_alias("--no-rerank", store=True), default=False,
-                   help="store and search the truncated vectors only (no Matryoshka "
-                        "rescoring with full vectors)")
+                   help="index: store the truncated vectors only; search: no Matryoshka "
+                        "rescoring with full vectors (a collection indexed with it is searched "
+                        "so without the flag)")
     g.add_argument("--rescore-k", "--rerank-k", dest="rescore_k", type=positive_int,
                    action=deprecated_alias("--rerank-k"), default=100,
                    help="candidates rescored with full vectors (default: 100)")
