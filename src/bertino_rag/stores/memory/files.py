@@ -119,7 +119,8 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Segment:
-    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums", "lex_sums")
+    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums", "lex_sums", "codes",
+                 "code_sums")
 
     def __init__(
         self, seg: int, index: np.ndarray, full: np.ndarray | None,
@@ -135,6 +136,9 @@ class _Segment:
         self.sums: tuple[int | None, ...] = (None, None, None, None)
         #: per postings file kind, its (CRC-32, size) when persisted
         self.lex_sums: dict[str, tuple[int, int]] | None = None
+        #: sign codes of the index vectors (binary first stage, :mod:`.binary`), when known
+        self.codes: np.ndarray | None = None
+        self.code_sums: tuple[int | None, int | None] = (None, None)
 
 
 def _check_metadata_present(folder: Path) -> None:

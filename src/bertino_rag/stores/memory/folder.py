@@ -20,6 +20,7 @@ from ...errors import StoreCorruptionError, StoreError
 from ...lexical import postings as _postings
 from ...types import Stamp
 from ..locations import create_new
+from .binary import code_words
 from .files import (
     _ACKED,
     _REPLACING,
@@ -42,6 +43,7 @@ class _Folder:
     root: Path | None
     lock_timeout: float
     verify_checksums: bool
+    first_stage: str
     _db: sqlite3.Connection | None
     _dir: Path | None
     _segments: dict[int, _Segment]
@@ -88,7 +90,8 @@ class _Folder:
             columns = {row[1] for row in db.execute("PRAGMA table_info(segments)")}
             for column, kind in (("index_crc", "INTEGER"), ("index_size", "INTEGER"),
                                  ("full_crc", "INTEGER"), ("full_size", "INTEGER"),
-                                 ("lex_sums", "TEXT")):
+                                 ("lex_sums", "TEXT"), ("sign_crc", "INTEGER"),
+                                 ("sign_size", "INTEGER")):
                 if column not in columns:  # written before checksums: NULL, not verified
                     db.execute(f"ALTER TABLE segments ADD COLUMN {column} {kind}")
             db.commit()
@@ -241,8 +244,8 @@ class _Folder:
 
     def _reload(self, gen: int) -> None:
         rows = {r[0]: r for r in self.db.execute(
-            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums "
-            "FROM segments")}
+            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums, "
+            "sign_crc, sign_size FROM segments")}
         live = set(rows)
         for seg in list(self._segments):
             if seg not in live:
@@ -274,7 +277,7 @@ class _Folder:
             ))
 
     def _load_segment(self, row: tuple[Any, ...], stamp: Stamp | None) -> _Segment:
-        seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums = row
+        seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums, sign_crc, sign_size = row
         nrows = int(nrows)
         index = self._load_array(seg, "index", nrows, index_crc, index_size,
                                  (nrows, None if stamp is None else stamp.index_dim))
@@ -300,14 +303,19 @@ class _Folder:
                     path, f"{path} does not match {self._seg_path(seg, 'lexterm').name}: the "
                     f"lexical postings of {nrows} documents cannot be trusted. {_RESTORE}.")
             lex = _postings.Postings(**{k.removeprefix("lex"): a for k, a in arrays.items()})
-        return _Segment(seg, index, full, lex)
+        segment = _Segment(seg, index, full, lex)
+        if sign_size is not None and self.first_stage == "binary":  # read by that stage only
+            segment.codes = self._load_array(seg, "sign", nrows, sign_crc, sign_size,
+                                             (code_words(int(index.shape[1])), nrows))
+        return segment
 
     def _load_array(self, seg: int, kind: str, nrows: int, crc: int | None, size: int | None,
                     shape: tuple[int | None, ...]) -> np.ndarray:
         """Memory-map one segment file after checking its size, checksum and shape
         (``None`` in ``shape``: any length)."""
         path = self._seg_path(seg, kind)
-        what = {"index": "index vectors", "full": "full vectors (for rescoring)"}.get(
+        what = {"index": "index vectors", "full": "full vectors (for rescoring)",
+                "sign": "sign codes (for the binary first stage)"}.get(
             kind, "lexical postings (for lexical and hybrid search)")
         if not path.exists():
             raise StoreCorruptionError(
