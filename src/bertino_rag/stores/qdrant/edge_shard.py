@@ -188,8 +188,8 @@ def _shard_files(folder: Path) -> dict[str, Path]:
 def write_checksums(folder: Path, known: dict[str, list[int]]) -> None:
     """Record the size, CRC-32 and mtime of every file of the closed shard in
     ``checksums.json``, for :func:`verify_checksums` at the next open: the files changed since
-    ``known`` (verified at open) are read (about 1 s per GB). A failure only leaves the folder
-    unverified, and is logged."""
+    ``known`` (verified at open) are read (the cost: ``benchmarks/bench_edge_checksums.py``).
+    A failure only leaves the folder unverified, and is logged."""
     try:
         files = {}
         for name, p in _shard_files(folder).items():
