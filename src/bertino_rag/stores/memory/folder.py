@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import numpy as np
 from ...errors import StoreCorruptionError, StoreError
 from ...lexical import postings as _postings
 from ...types import Stamp
+from ..locations import create_new
 from .binary import code_words
 from .files import (
     _ACKED,
@@ -28,6 +28,8 @@ from .files import (
     _check_metadata_present,
     _crc32,
     _finish_swap,
+    _inside,
+    _MetaGuard,
     _Segment,
 )
 from .sql import _SCHEMA
@@ -46,7 +48,7 @@ class _Folder:
     _dir: Path | None
     _segments: dict[int, _Segment]
     _generation: int | None
-    _mutex: threading.RLock
+    _mutex: _MetaGuard
     _file_lock: Any
     _ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]]
     _vocab: dict[str, int]
@@ -71,9 +73,7 @@ class _Folder:
         else:
             from filelock import FileLock  # installed with sentence-transformers (huggingface-hub)
 
-            folder = self.root / collection
-            if folder.resolve().parent != self.root.resolve():  # names are validated; belt
-                raise ValueError(f"collection {collection!r} would leave the folder {self.root}")
+            folder = _inside(self.root, collection)
             if not collection.endswith(_REPLACING):
                 _finish_swap(self.root, collection)
             _check_metadata_present(folder)
@@ -95,7 +95,7 @@ class _Folder:
                 if column not in columns:  # written before checksums: NULL, not verified
                     db.execute(f"ALTER TABLE segments ADD COLUMN {column} {kind}")
             db.commit()
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
             if self.root is None or isinstance(err, sqlite3.OperationalError) and (
                     "locked" in str(err)):
                 raise
@@ -172,9 +172,12 @@ class _Folder:
         gen = int(self._meta("generation") or 0)
         body = f"{gen:020d} {zlib.crc32(str(gen).encode()):010d}\n".encode()
         path = self._dir / _ACKED
+        if path.is_symlink():  # planted: never written through, replaced by a file
+            path.unlink()
         created = not path.exists()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            # never through a link planted at its name: rewritten in place, not renamed
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             try:
                 os.pwrite(fd, body, 0)  # fixed width: rewritten in place
                 os.fsync(fd)
@@ -400,7 +403,7 @@ class _Folder:
             return arr, None, None
         final = self._seg_path(seg, kind)
         tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with create_new(tmp) as fh:
             np.save(fh, arr)
             fh.flush()
             os.fsync(fh.fileno())

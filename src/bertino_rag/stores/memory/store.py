@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import sqlite3
-import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +24,7 @@ from ...validation import positive_int
 from ..base import VectorStore
 from ..protocol import Capabilities, ExportBatch, WriteBatch
 from .binary import DEFAULT_CANDIDATES, FIRST_STAGES, FirstStage, sign_codes
-from .files import _LAYOUT, _TIER_BASE, _disk_full, _Segment
+from .files import _LAYOUT, _TIER_BASE, _disk_full, _MetaGuard, _Segment
 from .replace import _Replacement
 from .search import _Search
 from .sql import _chunks, _json_path
@@ -87,7 +87,10 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         self._dir: Path | None = None
         self._segments: dict[int, _Segment] = {}
         self._generation: int | None = None
-        self._mutex = threading.RLock()
+        # through a weak reference: no cycle that would keep the store (and its file locks)
+        # alive after its last user lets go
+        me = weakref.ref(self)
+        self._mutex = _MetaGuard(lambda: getattr(me(), "_dir", None))
         self._file_lock: Any = None
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
         self._vocab: dict[str, int] = {}
