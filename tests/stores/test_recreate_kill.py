@@ -1,13 +1,15 @@
 """A process killed while ``publish`` swaps a replacement in (``index --recreate``,
 ``open_replacement`` + ``publish``) loses nothing acknowledged: the next open or listing finishes
-the swap, and the next recreate never drops a complete replacement (Milvus Lite, Qdrant Edge;
-MemoryStore's own swap is tested in ``test_atomic_replace.py``). Each kill lands
-deterministically: the child process patches the store's checkpoint to SIGKILL itself (with
-Milvus Lite, its whole process group, the Lite server included) at the window."""
+the swap, and the next recreate never drops a complete replacement (Milvus Lite, Qdrant Edge,
+Qdrant local mode and, with ``QDRANT_URL`` set, a Qdrant server; MemoryStore's own swap is
+tested in ``test_atomic_replace.py``). Each kill lands deterministically: the child process
+patches the store's checkpoint to SIGKILL itself (with Milvus Lite, its whole process group,
+the Lite server included) at the window."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -200,3 +202,146 @@ def test_edge_drop_of_a_replacement_drops_both(tmp_path):
     store.drop()
     store.close()
     assert QdrantEdgeStore(path=tmp_path).collections() == []
+
+
+# ---------------------------------------------------------------------- Qdrant
+# local mode in a folder in the default run; a server with QDRANT_URL set (each test then
+# uses a collection name of its own and drops it)
+
+def _qdrant_location(tmp_path: Path) -> dict[str, str]:
+    url = os.environ.get("QDRANT_URL")
+    return {"url": url} if url else {"path": str(tmp_path / "q")}
+
+
+def _killed_qdrant_recreate(where: dict[str, str], name: str, window: str) -> None:
+    """In a child process: build a replacement of ``name`` with 7 documents and publish it,
+    SIGKILLed at ``window``: ``building`` (before publish), ``marked`` (the replacement marked
+    complete, nothing else done), ``dropped`` (the plain collection dropped, its alias not yet
+    created) or ``switched`` (the alias moved, the collection it named not yet dropped)."""
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {SRC!r})
+        from bertino_rag.stores import QdrantStore
+        from tests.stores.test_recreate_kill import STAMP, _write
+
+        def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        store = QdrantStore(**{where!r})
+        store.open_replacement({name!r}, STAMP)
+        _write(store, "new", 7)
+        window = {window!r}
+        if window == "none":
+            store.publish()
+            sys.exit(0)
+        if window == "building":
+            die()
+        if window == "marked":
+            store._finish_swap = lambda name: die()
+        real = store._drop_physical
+        def drop(physical):
+            if window == "switched":
+                die()
+            real(physical)
+            if window == "dropped":
+                die()
+        store._drop_physical = drop
+        store.publish()
+        sys.exit(3)  # not reached
+    """)
+    done = subprocess.run([sys.executable, "-c", script], timeout=300,
+                          cwd=str(Path(__file__).parents[2]), capture_output=True, text=True)
+    assert done.returncode == (0 if window == "none" else -9), done.stderr[-2000:]
+
+
+def _qdrant_store(where: dict[str, str]) -> Any:
+    from bertino_rag.stores import QdrantStore
+    return QdrantStore(**where)
+
+
+def _qdrant_collection(tmp_path: Path, window: str) -> str:
+    return f"kill_{window}_{os.getpid()}" if os.environ.get("QDRANT_URL") else "c"
+
+
+def _internal(store: Any, name: str) -> list[str]:
+    """The collections and aliases behind ``name`` other than ``name`` itself."""
+    physical = [c.name for c in store.client.get_collections().collections]
+    aliases = [a.alias_name for a in store.client.get_aliases().aliases]
+    return sorted(n for n in physical + aliases if n.startswith(name) and n != name)
+
+
+@pytest.mark.parametrize("window", ["building", "marked", "dropped", "switched"])
+def test_qdrant_recreate_killed_at_each_window_loses_nothing(tmp_path, window):
+    """Killed before ``publish`` the old collection is whole; killed anywhere in the swap the
+    next listing or open finishes it; either way users see one collection named as theirs."""
+    where, name = _qdrant_location(tmp_path), _qdrant_collection(tmp_path, window)
+    store = _qdrant_store(where)
+    store.open(name, STAMP, recreate=True)
+    _write(store, "old", 10)
+    store.close()
+    if window == "switched":  # the name is an alias already: a second recreate moves it
+        _killed_qdrant_recreate(where, name, "none")
+    _killed_qdrant_recreate(where, name, window)
+    store = _qdrant_store(where)
+    try:
+        assert name in store.collections()
+        assert not [n for n in store.collections() if n.startswith(name + "__")]
+        store.open(name, STAMP, create=False)
+        if window == "building":
+            assert store.count() == 10 and store.get(["old3"])[0].text == "old 3"
+        else:
+            assert store.count() == 7 and store.get(["new3"])[0].text == "new 3"
+            assert store.get(["old3"]) == []
+        store.close()
+        store.open_replacement(name, STAMP)  # the next --recreate drops what was abandoned
+        _write(store, "third", 3)
+        store.publish()
+        assert store.count() == 3
+        assert _internal(store, name) == [
+            n for n in _internal(store, name) if n.startswith(name + "__bertino_r")]
+        assert len(_internal(store, name)) == 1  # the one collection the alias names
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_qdrant_next_recreate_keeps_a_complete_replacement(tmp_path):
+    where, name = _qdrant_location(tmp_path), _qdrant_collection(tmp_path, "next")
+    store = _qdrant_store(where)
+    store.open(name, STAMP, recreate=True)
+    _write(store, "old", 10)
+    store.close()
+    _killed_qdrant_recreate(where, name, "dropped")
+    store = _qdrant_store(where)
+    try:
+        store.open_replacement(name, STAMP)  # finishes the swap first
+        _write(store, "third", 3)
+        if "url" in where:  # local mode allows one client per folder
+            reader = _qdrant_store(where)
+            reader.open(name, STAMP, create=False)
+            assert reader.count() == 7  # the acknowledged replacement, not dropped
+            reader.close()
+        store.publish()
+        assert store.count() == 3
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_qdrant_drop_removes_the_alias_and_its_collection(tmp_path):
+    where, name = _qdrant_location(tmp_path), _qdrant_collection(tmp_path, "drop")
+    store = _qdrant_store(where)
+    store.open(name, STAMP, recreate=True)
+    _write(store, "old", 4)
+    store.open_replacement(name, STAMP)
+    _write(store, "new", 2)
+    store.publish()
+    assert _internal(store, name) and store.count() == 2
+    store.drop()
+    try:
+        assert name not in store.collections()
+        store.open(name, STAMP)
+        assert _internal(store, name) == [] and store.count() == 0
+    finally:
+        store.drop()
+        store.close()

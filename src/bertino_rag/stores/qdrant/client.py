@@ -222,6 +222,7 @@ class QdrantStore(QdrantConnection):
         #: the numpy lexical index of local mode, by (collection, its write generation)
         self._local_lexical: tuple[tuple[str, int], LocalLexical] | None = None
         self._version = LAYOUT_VERSION
+        self._replacement: str | None = None  # the collection a replacement is built in
         self._server_options = {}
         # the client is built on first need (_ensure_client): the constructor only validates
         if client is not None:
@@ -258,8 +259,10 @@ class QdrantStore(QdrantConnection):
     @property
     def capabilities(self) -> Capabilities:
         """Prefetch two-stage search where it is the faster one (a server), the group API on
-        collections whose points carry the group key, both hybrid sides in one call."""
-        return Capabilities(lexical=True, rescore=self.two_stage == "prefetch",
+        collections whose points carry the group key, both hybrid sides in one call, and
+        a replacement built beside the collection and swapped in through an alias."""
+        return Capabilities(lexical=True, atomic_replace=True,
+                            rescore=self.two_stage == "prefetch",
                             grouping=self._version >= 2, joint_candidates=True)
 
     # ------------------------------------------------------------------ writes
@@ -281,7 +284,7 @@ class QdrantStore(QdrantConnection):
     def _write(self, batch: WriteBatch) -> None:
         """Points with their dense (and sparse) vectors, ``batch_size`` a request: in parallel
         on a server, the last request after the others and waited for."""
-        documents, name = batch.documents, self.collection
+        documents, name = batch.documents, self._name
         ids = [d.id for d in documents]
         sparse = None
         if batch.terms is not None:
@@ -340,27 +343,27 @@ class QdrantStore(QdrantConnection):
     def _delete(self, ids: list[str]) -> None:
         selector = models.PointIdsList(points=[point_id(i) for i in ids])
         try:
-            self._call(functools.partial(self.client.delete, self.collection,
+            self._call(functools.partial(self.client.delete, self._name,
                                          points_selector=selector, wait=True), "delete")
         finally:
             if self.stamp.lexical is not None:
-                bump(self.client, self.collection)
+                bump(self.client, self._name)
 
     # ------------------------------------------------------------------ reads
     def _count(self) -> int:
-        return self._call(functools.partial(self.client.count, self.collection, exact=True),
+        return self._call(functools.partial(self.client.count, self._name, exact=True),
                           "count").count
 
     def _retrieve(self, pids: list[str], documents: bool, full: bool) -> list[Any]:
         return self._call(functools.partial(
-            self.client.retrieve, self.collection, pids,
+            self.client.retrieve, self._name, pids,
             with_payload=DOCUMENT_KEYS if documents else False,
             with_vectors=[FULL] if full else False), "retrieve")
 
     def _scroll(self, offset: Any, limit: int, flt: Any, payload: list[str] | bool,
                 vectors: list[str] | bool) -> tuple[list[Any], Any]:
         return self._call(functools.partial(
-            self.client.scroll, self.collection, scroll_filter=flt, limit=limit,
+            self.client.scroll, self._name, scroll_filter=flt, limit=limit,
             offset=offset, with_payload=payload, with_vectors=vectors), "scroll")
 
     # ------------------------------------------------------------------ search
@@ -377,7 +380,7 @@ class QdrantStore(QdrantConnection):
         if not requests:
             return []
         responses = self._call(functools.partial(
-            self.client.query_batch_points, self.collection, requests), "query")
+            self.client.query_batch_points, self._name, requests), "query")
         return [r.points for r in responses]
 
     @property
@@ -394,7 +397,7 @@ class QdrantStore(QdrantConnection):
         if documents or not self.local:
             return [ranked_points(p, documents=documents) for p in answers]
         doc_ids_of(answers, lambda pids: self._call(functools.partial(
-            self.client.retrieve, self.collection, pids, with_payload=["doc_id"],
+            self.client.retrieve, self._name, pids, with_payload=["doc_id"],
             with_vectors=False), "retrieve"))
         return [ranked_bare(p) for p in answers]
 
@@ -477,7 +480,7 @@ class QdrantStore(QdrantConnection):
 
     def _local_index(self) -> LocalLexical:
         """This local-mode collection's sparse vectors by term, read again after a write."""
-        key = (self.collection, generation(self.client, self.collection))
+        key = (self._name, generation(self.client, self._name))
         if self._local_lexical is None or self._local_lexical[0] != key:
             self._local_lexical = (key, LocalLexical.read(
                 lambda offset: self._scroll(offset, 4096, None, ["doc_id"], [LEXICAL])))
@@ -500,7 +503,7 @@ class QdrantStore(QdrantConnection):
         out = []
         for v in vectors:
             result = self._call(functools.partial(
-                self.client.query_points_groups, self.collection, GROUP_KEY, query=v.tolist(),
+                self.client.query_points_groups, self._name, GROUP_KEY, query=v.tolist(),
                 using=self.index_vector, query_filter=flt, search_params=self._params(),
                 limit=k, group_size=group_size, with_payload=DOCUMENT_KEYS), "query groups")
             hits = []

@@ -1,15 +1,29 @@
 """QdrantStore's connection and collections: the client of its location (built on first need),
 the one retry policy its calls go through, and the lifecycle of a stamped collection (create,
-open and check the stamp, drop), with the stamp in the collection metadata or, where the
-client or server has none, in a companion collection. A mixin of
+open and check the stamp, replace, drop), with the stamp in the collection metadata or, where
+the client or server has none, in a companion collection. A mixin of
 :class:`~.client.QdrantStore`.
+
+Replacing a collection (``--recreate``, ``open_replacement`` + ``publish``): Qdrant has no
+rename, so the replacement is built as a collection of its own, ``<name>__bertino_r<hex>``,
+and ``<name>`` becomes an *alias* of it, the way Qdrant documents a switch of collections
+(server and local mode apply one ``update_collection_aliases`` request at once). ``publish``
+first marks the replacement complete with the alias ``<name>__bertino_complete``, then (only
+the first time, while ``<name>`` is still a plain collection: an alias cannot take the name of
+a collection) drops the plain collection, then in one request deletes the mark and points
+``<name>`` at the replacement, then drops the collection that ``<name>`` pointed at before. A
+process killed after the mark loses nothing: the next open, ``open_replacement``, listing or
+stamp read finishes the swap, and a collection that an alias points at is never dropped as an
+abandoned replacement. Users see ``<name>`` only.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +51,10 @@ GROUP_KEY = "document"
 LAYOUT_VERSION = 2
 META_KEY = "bertino_rag"
 STAMP_SUFFIX = "__bertino_stamp"
+#: the alias that marks a replacement complete (the swap finishes it)
+COMPLETE = "__bertino_complete"
+#: the collections that replacements are built in, ``<name>__bertino_r<hex>``
+REPLACEMENT = re.compile(r"^(?P<name>.+)__bertino_r[0-9a-f]{12}$")
 
 
 def is_transient(err: BaseException) -> bool:
@@ -99,6 +117,8 @@ class QdrantConnection(PointStore):
     _metadata_supported: bool
     #: layout version of the open collection (see the module doc of ``client``)
     _version: int
+    #: the collection a replacement is built in (``open_replacement``), until it is published
+    _replacement: str | None
 
     # ------------------------------------------------------------------ the client
     @property
@@ -161,7 +181,9 @@ class QdrantConnection(PointStore):
         return "float32" if self.local else "float16"
 
     def close(self) -> None:
-        """Release the folder (``path=``) or the server connections; in-memory data stays."""
+        """Release the folder (``path=``) or the server connections; in-memory data stays. An
+        unpublished replacement is dropped first."""
+        self._end_replacement()
         if self.path is not None:
             self._release()
         elif self.url is not None and self._client is not None:
@@ -175,15 +197,95 @@ class QdrantConnection(PointStore):
             return []  # nothing to list, and no folder is created for it
         acquired = self._ensure_client()
         try:
-            names = [c.name for c in self._call(self.client.get_collections, "list").collections]
+            aliases = self._aliases()
+            for alias in [a for a in aliases if a.endswith(COMPLETE)]:
+                self._finish_swap(alias.removesuffix(COMPLETE))  # a swap a kill interrupted
+            names, aliases = self._physical(), self._aliases()
         finally:
             if acquired:
                 self._release()
-        return [n for n in names if not n.endswith(STAMP_SUFFIX)]
+        return [n for n in names if not n.endswith(STAMP_SUFFIX) and not REPLACEMENT.match(n)] \
+            + [a for a in aliases if not a.endswith(COMPLETE)]
+
+    def _physical(self) -> list[str]:
+        """The names of the collections themselves (not of aliases)."""
+        return [c.name for c in self._call(self.client.get_collections, "list").collections]
+
+    def _aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points at."""
+        answer = self._call(self.client.get_aliases, "list aliases")
+        return {a.alias_name: a.collection_name for a in answer.aliases}
+
+    def _switch_aliases(self, delete: list[str], create: dict[str, str]) -> None:
+        """Delete the aliases ``delete`` and create ``create`` (alias -> collection) in one
+        request, which Qdrant applies at once."""
+        ops: list[Any] = [models.DeleteAliasOperation(delete_alias=models.DeleteAlias(
+            alias_name=a)) for a in delete]
+        ops += [models.CreateAliasOperation(create_alias=models.CreateAlias(
+            collection_name=c, alias_name=a)) for a, c in create.items()]
+        self._call(functools.partial(self.client.update_collection_aliases,
+                                     change_aliases_operations=ops), "switch aliases")
+
+    @property
+    def _name(self) -> str:
+        """The collection (or alias) that calls go to: the replacement while one is built."""
+        return self._replacement if self._replacing and self._replacement else self.collection
+
+    def _finish_swap(self, collection: str) -> None:
+        """Swap a complete replacement of ``collection`` in, if one is marked: drop a plain
+        collection of that name, point the alias at the replacement, drop what it pointed at."""
+        aliases = self._aliases()
+        target = aliases.get(collection + COMPLETE)
+        if target is None:
+            return
+        if collection in self._physical():
+            self._drop_physical(collection)
+        old = aliases.get(collection)
+        self._switch_aliases([collection + COMPLETE] + ([collection] if old else []),
+                             {collection: target})
+        bump(self.client, collection)
+        if old is not None and old != target:
+            self._drop_physical(old)
+
+    def _open_replacement(self, collection: str, stamp: Stamp) -> None:
+        """Build into a new ``<collection>__bertino_r<hex>``; :meth:`_publish` swaps it in. A
+        swap that a kill interrupted is finished first, and abandoned replacements (those no
+        alias points at) are dropped."""
+        acquired = self._ensure_client()
+        try:
+            self._finish_swap(collection)
+            kept = set(self._aliases().values())
+            for name in self._physical():
+                found = REPLACEMENT.match(name)
+                if found and found["name"] == collection and name not in kept:
+                    self._drop_physical(name)
+            self._replacement = f"{collection}__bertino_r{uuid.uuid4().hex[:12]}"
+            self._open_collection(self._replacement, stamp, True)
+        except BaseException:
+            self._replacement = None
+            if acquired:
+                self._release()
+            raise
+
+    def _publish(self) -> None:
+        """Mark the replacement complete (the alias ``<collection>__bertino_complete``), then
+        :meth:`_finish_swap`."""
+        collection, target = self.collection, self._replacement
+        assert target is not None
+        self._switch_aliases([], {collection + COMPLETE: target})
+        self._replacing = False  # complete: a failure from here on must not discard it
+        self._replacement = None
+        self._finish_swap(collection)
+
+    def _discard_replacement(self) -> None:
+        name, self._replacement = self._replacement, None
+        if name is not None and self._client is not None:
+            self._drop_physical(name)
 
     def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
         acquired = self._ensure_client()
         try:
+            self._finish_swap(collection)
             self._open_collection(collection, stamp, recreate)
         except BaseException:
             if acquired:
@@ -222,7 +324,12 @@ class QdrantConnection(PointStore):
         self._ensure_payload_indexes(collection)
 
     def _exists(self, collection: str) -> bool:
-        return self._call(functools.partial(self.client.collection_exists, collection), "open")
+        """Whether ``collection`` is a collection or an alias."""
+        return collection in self._physical() or collection in self._aliases()
+
+    def _resolve(self, collection: str) -> str:
+        """The collection that ``collection`` names (itself, or what the alias points at)."""
+        return self._aliases().get(collection, collection)
 
     def _vectors_config(self, stamp: Stamp, full_dtype: Any) -> dict[str, models.VectorParams]:
         quant: Any = None
@@ -299,6 +406,7 @@ class QdrantConnection(PointStore):
 
     def _read_meta(self, collection: str) -> dict[str, Any] | None:
         """The bertino-rag entry of the collection metadata (or of the companion collection)."""
+        collection = self._resolve(collection)
         info = self._call(functools.partial(self.client.get_collection, collection), "open")
         meta = (getattr(info.config, "metadata", None) or {}).get(META_KEY)
         if meta is None:
@@ -311,16 +419,17 @@ class QdrantConnection(PointStore):
         return dict(meta) if meta is not None else None
 
     def _stored_avgdl(self) -> float | None:
-        meta = self._read_meta(self.collection)
+        meta = self._read_meta(self._name)
         return None if meta is None or meta.get("avgdl") is None else float(meta["avgdl"])
 
     def _keep_avgdl(self, avgdl: float) -> None:
-        entry = {**(self._read_meta(self.collection) or {}), "avgdl": avgdl}
+        entry = {**(self._read_meta(self._name) or {}), "avgdl": avgdl}
+        physical = self._resolve(self._name)
         if self._metadata_supported:
-            self._call(functools.partial(self.client.update_collection, self.collection,
+            self._call(functools.partial(self.client.update_collection, physical,
                                          metadata={META_KEY: entry}), "update metadata")
         else:
-            self._write_stamp_fallback(self.collection, {META_KEY: entry})
+            self._write_stamp_fallback(physical, {META_KEY: entry})
 
     def _ensure_payload_indexes(self, collection: str) -> None:
         if not self.index_fields:
@@ -337,6 +446,7 @@ class QdrantConnection(PointStore):
     def _stored_stamp(self, collection: str) -> Stamp | None:
         acquired = self._ensure_client()
         try:
+            self._finish_swap(collection)
             if not self._exists(collection):
                 return None
             meta = self._read_meta(collection)
@@ -349,11 +459,20 @@ class QdrantConnection(PointStore):
                 self._release()
 
     def _delete_collection(self, collection: str) -> None:
+        """Drop ``collection``: the alias first (the name goes at once), then what it names."""
         bump(self.client, collection)
-        self._call(functools.partial(self.client.delete_collection, collection), "drop")
-        side = collection + STAMP_SUFFIX
-        if self._exists(side):
-            self._call(functools.partial(self.client.delete_collection, side), "drop")
+        target = self._aliases().get(collection)
+        if target is not None:
+            self._switch_aliases([collection], {})
+            bump(self.client, target)
+        self._drop_physical(target or collection)
+
+    def _drop_physical(self, collection: str) -> None:
+        """Drop a collection itself and its companion stamp collection, where they exist."""
+        names = self._physical()
+        for name in (collection, collection + STAMP_SUFFIX):
+            if name in names:
+                self._call(functools.partial(self.client.delete_collection, name), "drop")
 
     def _drop(self) -> None:
-        self._delete_collection(self.collection)
+        self._delete_collection(self._name)
