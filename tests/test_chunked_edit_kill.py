@@ -4,7 +4,8 @@ deleted as soon as its new version is whole; the documents whose writes the kill
 are repaired at open from the intent record the call wrote before their window's first write
 (roll back to the old version, whole because its chunks are deleted only after the new ones
 are written). MemoryStore, Qdrant Edge and Qdrant local folders, the packaged MiniLM, a SIGKILL
-at a deterministic write (the child patches the store's write to kill itself)."""
+at a deterministic write (the child patches the store's write to kill itself); Milvus Lite
+too."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def _store(kind: str, root: Path | None) -> Any:
         from bertino_rag.stores import QdrantEdgeStore
 
         return QdrantEdgeStore(path=root)
+    if kind == "milvus":
+        from bertino_rag.stores.milvus import MilvusStore
+
+        return MilvusStore(uri=str(root / "bertino.db"))
     from bertino_rag.stores import QdrantStore
 
     return QdrantStore(path=root)
@@ -76,11 +81,14 @@ def _index(r: Retriever, version: int) -> None:
     r.index(articles(version), batch_size=4, window=2)
 
 
-@pytest.mark.parametrize("kind", ["memory", pytest.param("qdrant-edge", marks=pytest.mark.slow),
-                                  pytest.param("qdrant", marks=pytest.mark.slow)])
+MODULES = {"qdrant-edge": ["qdrant_edge"], "qdrant": ["qdrant_client"],
+           "milvus": ["pymilvus", "milvus_lite"]}
+
+
+@pytest.mark.parametrize("kind", ["memory", *(pytest.param(k, marks=pytest.mark.slow)
+                                              for k in MODULES)])
 def test_opening_after_a_kill_mid_edit_leaves_one_whole_version(minilm_path, tmp_path, kind):
-    if kind != "memory" and importlib.util.find_spec(
-            "qdrant_edge" if kind == "qdrant-edge" else "qdrant_client") is None:
+    if not all(importlib.util.find_spec(m) for m in MODULES.get(kind, [])):
         pytest.skip(f"{kind} is not installed")
     whole = _retriever(minilm_path, None)
     _index(whole, 1)
