@@ -162,3 +162,17 @@ def test_a_record_of_a_running_process_is_left_to_it(minilm_path, indexed):
     last = _retriever(minilm_path, space)
     assert last.store._read_intent() is None
     assert _versions(last.store)["art0"] == {1: old["art0"] - 2}  # its "new" ids deleted
+
+
+def test_a_record_of_a_call_in_flight_in_this_process_is_left_to_it(minilm_path, indexed):
+    space, old, _ = indexed
+    r = _retriever(minilm_path, space)
+    stored = sorted(r.store.ids_of_documents(["art0"]))
+    pending = record({"art0": ([*stored[:2], "art0#9-new"], stored[2:])})  # would roll back
+    r.store._write_intent(pending)
+    with r.store.editing():  # an indexing call of this process is editing the collection
+        again = _retriever(minilm_path, space)
+        assert again.store._read_intent() == pending
+    assert _versions(again.store)["art0"] == {1: old["art0"]}
+    last = _retriever(minilm_path, space)  # the call is over: its record is repaired
+    assert last.store._read_intent() is None

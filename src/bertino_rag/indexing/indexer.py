@@ -205,40 +205,41 @@ def index_documents(
                              show_progress_bar=False, dim=dim)
         return out.index, (out.full if stamp.full_vectors else None)
 
-    try:
-        stats = index_pipelined(
-            docs,
-            encode=encode,
-            write=write if chunker is not None else store.write_checked,
-            lengths=token_lengths,
-            max_length=encoder.truncates_at,
-            batch_size=batch_size,
-            window=window,
-            on_progress=bar.update if bar is not None else None,
-            # without chunking, each document is what is written: checked here, once
-            validate=None if chunker is not None else (
-                lambda docs, at: store.check_documents(docs, offset=at)),
-            prepare=prepare if chunker is not None else None,
-        )
-        left = [i for ids in stale_of.values() for i in ids]
-        if left:  # nothing new was written after them (a call of unchanged documents)
-            store.delete(list(dict.fromkeys(left)))
-        if recorded[0]:  # every edit of the call is whole: nothing to repair
-            store.record_intent(None)
-        if store.replacing and stats.n_input:  # recreate=True: the complete
-            store.publish()  # replacement goes live; an empty call replaces nothing
-    except BaseException:
-        if store.replacing and store.supports_atomic_replace:
-            # what this call wrote is discarded: a retry starts from an empty replacement
-            try:
-                store.open_replacement(collection, stamp)
-            except Exception as err:  # the first error is the one to report
-                logger.warning("discarding the failed replacement of %r failed: %s",
-                               collection, err)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    with store.editing():  # no repair of this process touches its record meanwhile
+        try:
+            stats = index_pipelined(
+                docs,
+                encode=encode,
+                write=write if chunker is not None else store.write_checked,
+                lengths=token_lengths,
+                max_length=encoder.truncates_at,
+                batch_size=batch_size,
+                window=window,
+                on_progress=bar.update if bar is not None else None,
+                # without chunking, each document is what is written: checked here, once
+                validate=None if chunker is not None else (
+                    lambda docs, at: store.check_documents(docs, offset=at)),
+                prepare=prepare if chunker is not None else None,
+            )
+            left = [i for ids in stale_of.values() for i in ids]
+            if left:  # nothing new was written after them (a call of unchanged documents)
+                store.delete(list(dict.fromkeys(left)))
+            if recorded[0]:  # every edit of the call is whole: nothing to repair
+                store.record_intent(None)
+            if store.replacing and stats.n_input:  # recreate=True: the complete
+                store.publish()  # replacement goes live; an empty call replaces nothing
+        except BaseException:
+            if store.replacing and store.supports_atomic_replace:
+                # what this call wrote is discarded: a retry starts from an empty replacement
+                try:
+                    store.open_replacement(collection, stamp)
+                except Exception as err:  # the first error is the one to report
+                    logger.warning("discarding the failed replacement of %r failed: %s",
+                                   collection, err)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
     build_started = time.perf_counter()
     if stats.n_written:
         store.build_index()  # e.g. HNSW for Qdrant Edge; searches are exact before

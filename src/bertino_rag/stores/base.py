@@ -21,6 +21,7 @@ implementation, so the two cannot drift.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -162,6 +163,11 @@ class VectorStore(Searching, StoreProtocol):
         if not self.capabilities.intent or self._replacing:
             return []
         return intent.repair(self)
+
+    def editing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while an indexing call edits the open collection: no repair of this process
+        (another store object opening it, another call) touches the call's record."""
+        return intent.editing(self)
 
     def record_intent(self, edits: Mapping[str, tuple[list[str], list[str]]] | None) -> None:
         """Record the chunked edits in flight, ``doc_id -> (new ids, stale ids)``, with the

@@ -16,24 +16,52 @@ stale ids are deleted only once every new id of the document is written. Either 
 document ends with exactly one whole version.
 
 A record left by a process that is still running on this host is left alone (that call is
-not over; it clears its own record). A record of another host is repaired: one indexing
-process per collection at a time, as for every write of a chunked edit.
+not over; it clears its own record), and so is one of this process while one of its indexing
+calls on the collection is in flight (:func:`editing`). A record of another host is
+repaired: one indexing process per collection at a time, as for every write of a chunked edit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .protocol import StoreProtocol
 
-__all__ = ["owner", "record", "repair", "decide"]
+__all__ = ["decide", "editing", "owner", "record", "repair"]
 
 logger = logging.getLogger(__name__)
+
+#: indexing calls of this process in flight, by (store location, collection)
+_EDITING: Counter[tuple[str, str]] = Counter()
+_EDITING_LOCK = threading.Lock()
+
+
+def _key(store: StoreProtocol) -> tuple[str, str]:
+    return (str(getattr(store, "location", "")), str(getattr(store, "collection", "")))
+
+
+@contextlib.contextmanager
+def editing(store: StoreProtocol) -> Iterator[None]:
+    """Mark an indexing call of this process on the store's open collection as in flight:
+    no repair of this process touches the record meanwhile."""
+    key = _key(store)
+    with _EDITING_LOCK:
+        _EDITING[key] += 1
+    try:
+        yield
+    finally:
+        with _EDITING_LOCK:
+            _EDITING[key] -= 1
+            if not _EDITING[key]:
+                del _EDITING[key]
 
 
 def owner() -> dict[str, Any]:
@@ -91,9 +119,9 @@ def repair(store: StoreProtocol) -> list[str]:
     found = store._read_intent()
     if not found:
         return []
-    if _running_elsewhere(found):
+    if _running_elsewhere(found) or _EDITING.get(_key(store)):
         logger.info("an indexing call of process %s is editing chunked documents of %r: "
-                    "its record is left to it", found["owner"]["pid"],
+                    "its record is left to it", (found.get("owner") or {}).get("pid"),
                     getattr(store, "collection", "?"))
         return []
     docs: Mapping[str, Mapping[str, list[str]]] = found.get("docs") or {}
