@@ -95,7 +95,8 @@ class TrainConfig:
             (instead of tokenizing every batch).
         eval_max_queries: the dev evaluation during training uses this many dev queries
             (a fixed random subset; every dev paragraph stays in its corpus); the evaluations
-            before and after training use them all. ``None``: all.
+            before and after training use them all (``task="rerank"``: those too, as a
+            reranker reads ``rerank_top`` passages per query). ``None``: all.
         dataloader_workers: ``None``: 0 on CPU, up to 4 on a GPU (with pinned memory).
         evaluate_before: also evaluate the base model (the "before" column of metrics.json).
         mine_model: ``task="rerank"``: the bi-encoder of the hybrid retriever that mines the

@@ -130,9 +130,10 @@ def _report(retriever: Any, data: RetrievalSet, reranker: Any, top: int) -> dict
     return {"rows": [r.to_dict() for r in rows], "table": rerank_markdown(rows)}
 
 
-def train_reranker(config: TrainConfig) -> Path:
+def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -> Path:
     """Train a cross-encoder reranker (see the module docstring); returns its folder, which
-    ``Retriever(reranker=FOLDER)`` serves.
+    ``Retriever(reranker=FOLDER)`` serves. ``callbacks``: more ``transformers``
+    ``TrainerCallback``s (e.g. one that stops at a time budget).
 
     Raises:
         ImportError: ``datasets``/``accelerate`` missing (names the ``train`` extra).
@@ -171,15 +172,17 @@ def train_reranker(config: TrainConfig) -> Path:
     rows = mine_rerank_pairs(miner, train_set, cfg)
     miner.close()
     dev_retriever = _retriever(encoder, dev, "rerank_dev")
-    samples = _dev_samples(dev_retriever, subset_queries(dev, cfg.eval_max_queries, cfg.seed),
-                           cfg.rerank_top)
+    # a reranker reads rerank_top passages per query: the dev evaluations during training and
+    # in the report use eval_max_queries of the dev queries (all of the dev documents)
+    dev_eval = subset_queries(dev, cfg.eval_max_queries, cfg.seed)
+    samples = _dev_samples(dev_retriever, dev_eval, cfg.rerank_top)
     mine_seconds = time.perf_counter() - t_mine
 
     model = CrossEncoder(cfg.base_model, num_labels=1, max_length=cfg.max_seq_length,
                          device=device)
     base_is_reranker = any(a.endswith("ForSequenceClassification")
                            for a in (model.model.config.architectures or []))
-    before = (_report(dev_retriever, dev, CrossEncoderReranker(model), cfg.rerank_top)
+    before = (_report(dev_retriever, dev_eval, CrossEncoderReranker(model), cfg.rerank_top)
               if cfg.evaluate_before and base_is_reranker else None)
     evaluator = CrossEncoderRerankingEvaluator(samples, at_k=10, always_rerank_positives=False,
                                                name="dev", batch_size=cfg.eval_batch_size,
@@ -198,7 +201,7 @@ def train_reranker(config: TrainConfig) -> Path:
         **warmup_kwargs(cfg.warmup_ratio), **loop_settings(device, precision))
     trainer = CrossEncoderTrainer(model=model, args=args,
                                   train_dataset=Dataset.from_dict(rows), loss=loss,
-                                  evaluator=evaluator)
+                                  evaluator=evaluator, callbacks=callbacks)
     logger.info("training reranker %s on %s (%s, %d threads): %d rows, batch %d, lr %g, %s",
                 cfg.base_model, device, precision, threads, len(rows["label"]), cfg.batch_size,
                 cfg.learning_rate,
@@ -209,13 +212,14 @@ def train_reranker(config: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     reranker = CrossEncoderReranker(model)
-    after = _report(dev_retriever, dev, reranker, cfg.rerank_top)
+    after = _report(dev_retriever, dev_eval, reranker, cfg.rerank_top)
     logger.info("after training, dev articles:\n%s", after["table"])
     dev_retriever.close()
     test_report = None
     if test is not None:
         test_retriever = _retriever(encoder, test, "rerank_test")
-        test_report = _report(test_retriever, test, reranker, cfg.rerank_top)
+        test_report = _report(test_retriever, subset_queries(test, cfg.eval_max_queries,
+                                                             cfg.seed), reranker, cfg.rerank_top)
         test_retriever.close()
     state = trainer.state
     n_train = sum(1 for label in rows["label"] if label == 1.0)
