@@ -311,8 +311,9 @@ class Retriever:
             rescore_k=self.rescore_k if rescore_k is None else rescore_k,
             fusion=self.fusion if fusion is None else Fusion.coerce(fusion), group_by=group_by,
             group_size=group_size, expand=expand, rescore_k_name=name)
-        ranker = (self.reranker if reranker is None
-                  else None if reranker is False else self._reranker(reranker))
+        if reranker is False:  # reranking off for this call: a default rerank_top is moot
+            return request.reranking(None)
+        ranker = self.reranker if reranker is None else self._reranker(reranker)
         if rerank_top is None and ranker is not None:
             rerank_top = self.rerank_top
         return request.reranking(ranker, rerank_top)
@@ -380,8 +381,8 @@ class Retriever:
             rerank, rerank_k: deprecated names of ``rescore`` and ``rescore_k``.
             reranker: override the retriever's reranker for this call (a model name or
                 folder, a ``CrossEncoder``, a :class:`~bertino_rag.rerank.Reranker`), or
-                ``False`` for none. With a reranker, hits are ordered by ``Hit.rerank_score``
-                (``Hit.score`` stays the retrieval score).
+                ``False`` for none (``rerank_top`` is then ignored). With a reranker, hits are
+                ordered by ``Hit.rerank_score`` (``Hit.score`` stays the retrieval score).
             rerank_top: candidates the reranker reads (default: the retriever's, else 20;
                 at least ``k``; chunks, with ``group_by``).
 

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..stores.registry import spec_help
-from .common import add_encoder_arguments, deprecated_alias, encoder_options, positive_int
+from .common import (
+    add_encoder_arguments,
+    add_reranker_arguments,
+    deprecated_alias,
+    encoder_options,
+    positive_int,
+    reranker_options,
+)
 
 __all__ = ["register_cli"]
 
@@ -77,6 +84,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                         "write it to FILE (Retriever(fusion=FILE), search --fusion FILE)")
     p.add_argument("--fusion", default=None,
                    help="fusion of the hybrid mode in --modes ('minmax', 'rrf' or a file)")
+    add_reranker_arguments(p)
     p.add_argument("--documents", action="store_true",
                    help="the corpus holds long documents and the qrels name them: index them "
                         "as users do (chunked), search with group_by='document' and report "
@@ -151,7 +159,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                              f"{', '.join(clash)} without it")
     elif args.max_tokens is not None or args.overlap:
         raise ValueError("--max-tokens and --overlap size the chunks of --documents")
+    if args.reranker and (beir_path is None or args.documents):
+        raise ValueError("--reranker adds rows to the search modes of a BEIR folder with qrels "
+                         "(not to --documents)")
     _check_before_loading(args)
+    reranking = reranker_options(args)  # a model that is no cross-encoder fails before encoding
     from ..search.fusion import Fusion
 
     fusion = Fusion.coerce(args.fusion) if args.fusion else None
@@ -181,13 +193,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
+    if reranking and not modes:
+        modes = ["dense", "lexical", "hybrid"]
     if modes or args.tune_fusion:
-        _modes_and_tuning(args, encoder, evalset, modes, fusion)
+        _modes_and_tuning(args, encoder, evalset, modes, fusion, reranking)
     return 0
 
 
 def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
-                      modes: list[str], fusion: Any) -> None:
+                      modes: list[str], fusion: Any, reranking: dict[str, Any]) -> None:
     from ..evaluation.documents import CachingEncoder
     from ..evaluation.modes import evaluate_modes, modes_markdown, tune_fusion
 
@@ -198,6 +212,16 @@ def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
         results = evaluate_modes(encoder, evalset, dims, modes=modes, store=args.store,
                                  fusion=fusion, show_progress_bar=not args.quiet)
         print("\n## Search modes\n\n" + modes_markdown(results))
+    if reranking:
+        from ..evaluation.rerank import evaluate_reranking_dims, rerank_markdown
+
+        top = reranking["rerank_top"] or 20
+        by_dim = evaluate_reranking_dims(encoder, evalset, dims, reranking["reranker"],
+                                         modes=modes, tops=[top], store=args.store)
+        for dim, rows in by_dim.items():
+            print(f"\n## Reranking at dim {dim} ({reranking['reranker']!r}, top {top}; "
+                  f"ms/query: the whole search, in batches of {rows[0].batch_size})\n\n"
+                  + rerank_markdown(rows))
     if args.tune_fusion:
         best, ndcg, tried = tune_fusion(encoder, evalset, dims[0], store=args.store,
                                         show_progress_bar=not args.quiet)

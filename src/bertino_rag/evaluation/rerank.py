@@ -17,7 +17,8 @@ from typing import Any
 from .dataset import EvalSet
 from .metrics import ir_metrics
 
-__all__ = ["RerankRow", "evaluate_reranking", "rerank_markdown", "reranked_metrics"]
+__all__ = ["RerankRow", "evaluate_reranking", "evaluate_reranking_dims", "rerank_markdown",
+           "reranked_metrics"]
 
 
 @dataclass
@@ -85,6 +86,17 @@ def evaluate_reranking(retriever: Any, evalset: EvalSet, reranker: Any, *,
             rows.append(RerankRow(mode, int(top), reranked_metrics(hits, evalset), ms,
                                   batch_size))
     return rows
+
+
+def evaluate_reranking_dims(encoder: Any, evalset: EvalSet, dims: Sequence[int], reranker: Any,
+                            *, modes: Sequence[str], tops: Sequence[int], store: str = "memory",
+                            show_progress_bar: bool = False) -> dict[int, list[RerankRow]]:
+    """:func:`evaluate_reranking` at each dim, on the hybrid collections
+    :func:`~.modes.evaluate_modes` builds (every text encoded once)."""
+    from .modes import _retrievers
+
+    return {dim: evaluate_reranking(r, evalset, reranker, modes=modes, tops=tops)
+            for dim, r in _retrievers(encoder, evalset, dims, store, show_progress_bar)}
 
 
 def rerank_markdown(rows: Sequence[RerankRow]) -> str:
