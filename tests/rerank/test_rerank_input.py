@@ -145,3 +145,19 @@ def test_reranker_options_and_backends_are_checked(cross_encoder_path):
         CrossEncoderReranker(cross_encoder_path, quantize="int8")
     with pytest.raises(ValueError, match="apply to a cross-encoder"):
         as_reranker(Fixed([]), batch_size=4)
+
+
+@pytest.mark.slow
+def test_onnx_rerankers_score_as_torch_does(cross_encoder_path, cross_encoder, squad_slice):
+    q = squad_slice["queries"][0]
+    texts = [d["text"] for d in squad_slice["docs"][:12]]
+    want = cross_encoder.score_pairs([q] * len(texts), texts)
+    fp32 = CrossEncoderReranker(cross_encoder_path, backend="onnx", device="cpu")
+    assert fp32.score_pairs([q] * len(texts), texts) == pytest.approx(want, abs=1e-4)
+    int8 = CrossEncoderReranker(cross_encoder_path, backend="onnx", quantize="int8",
+                                device="cpu")
+    got = int8.score_pairs([q] * len(texts), texts)
+    assert np.abs(got - want).max() < 0.05  # int8 rounding moves scores a little
+    onnx = sorted(p.name for p in (__import__("pathlib").Path(cross_encoder_path)
+                                   / "onnx").iterdir())
+    assert "model.onnx" in onnx and any(n.startswith("model_qint8_") for n in onnx)  # cached
