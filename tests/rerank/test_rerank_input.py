@@ -161,3 +161,21 @@ def test_onnx_rerankers_score_as_torch_does(cross_encoder_path, cross_encoder, s
     onnx = sorted(p.name for p in (__import__("pathlib").Path(cross_encoder_path)
                                    / "onnx").iterdir())
     assert "model.onnx" in onnx and any(n.startswith("model_qint8_") for n in onnx)  # cached
+
+
+@pytest.mark.parametrize("group_by", [None, "document"])
+def test_the_model_runs_outside_the_stores_snapshot(retriever, group_by):
+    """A write made while the reranker scores completes (the store's lock is not held)."""
+    import threading
+
+    done: list[bool] = []
+
+    def scores(n):
+        t = threading.Thread(target=lambda: (retriever.store.delete(["nessuno"]),
+                                             done.append(True)))
+        t.start()
+        t.join(timeout=20)
+        return [0.0] * n
+
+    hits = retriever.search("Amazzonia", k=2, reranker=Fixed(scores), group_by=group_by)
+    assert done == [True] and len(hits) == 2

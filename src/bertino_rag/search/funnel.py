@@ -57,18 +57,34 @@ def run(store: VectorStore, request: SearchRequest, queries: Queries) -> list[li
                                          or len(queries.texts) != len(queries)):
         raise ValueError("a reranker reads the query texts: search with text queries "
                          "(Retriever.search), not vectors alone")
+    if request.reranker is not None:
+        return _reranked(store, request, queries)
     with store._snapshot():
         if request.group_by is not None:
             hits = _grouped(store, request, queries)
-        elif request.reranker is not None:
-            assert queries.texts is not None
-            found = hits_of(store, ranked_candidates(store, request, queries,
-                                                     request.rerank_top))
-            hits = rerank_hits(request.reranker, queries.texts, found, request.rerank_top,
-                               request.k)
         else:
             hits = hits_of(store, ranked_candidates(store, request, queries, request.k))
         if request.expand:
+            hits = [expand_hits(store, h, request.expand) for h in hits]
+    return hits
+
+
+def _reranked(store: VectorStore, request: SearchRequest, queries: Queries) -> list[list[Hit]]:
+    """The plan with a reranker. The store's reads run in snapshots and the cross-encoder
+    outside them: a snapshot may hold the store's lock (MemoryStore), and a model call of
+    hundreds of milliseconds must not block writers and other searches. Hits carry their
+    texts, so nothing read before the model call depends on the snapshot after it."""
+    assert request.reranker is not None and queries.texts is not None
+    if request.group_by is not None:
+        hits = _grouped(store, request, queries)
+    else:
+        with store._snapshot():
+            found = hits_of(store, ranked_candidates(store, request, queries,
+                                                     request.rerank_top))
+        hits = rerank_hits(request.reranker, queries.texts, found, request.rerank_top,
+                           request.k)
+    if request.expand:
+        with store._snapshot():
             hits = [expand_hits(store, h, request.expand) for h in hits]
     return hits
 
@@ -233,9 +249,12 @@ def _grouped(store: VectorStore, request: SearchRequest, q: Queries) -> list[lis
     while rows and fetch > 0:
         wide = request.widened(fetch)
         taken = q.take(rows)
-        hits = hits_of(store, ranked_candidates(store, wide, taken, fetch))
-        if reranker is not None:
+        if reranker is None:  # run() holds the snapshot
+            hits = hits_of(store, ranked_candidates(store, wide, taken, fetch))
+        else:  # reads in a snapshot, the model outside it (see _reranked)
             assert taken.texts is not None
+            with store._snapshot():
+                hits = hits_of(store, ranked_candidates(store, wide, taken, fetch))
             hits = rerank_hits(reranker, taken.texts, hits, request.rerank_top, None)
         again = []
         for row, found in zip(rows, hits, strict=True):
