@@ -175,7 +175,13 @@ def test_cli(tmp_path, source, capsys):
     assert report["to_collection"] == "copia"
     assert main(["migrate", "--from", spec, "--to", dest, "--collection", "nope",
                  "--quiet"]) == 1
-    assert "no collection 'nope'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'nope' does not exist" in err and "'docs'" in err and "Migrating" not in err
+    # a source folder that is not there: said so, before any progress bar, nothing created
+    assert main(["migrate", "--from", f"memory:{tmp_path / 'nothere'}", "--to", dest]) == 1
+    err = capsys.readouterr().err
+    assert "--from" in err and "no such folder" in err and "Migrating" not in err
+    assert not (tmp_path / "nothere").exists()
 
 
 def test_hybrid_collection_moves_with_its_lexical_index(tmp_path, stamp, squad_slice,

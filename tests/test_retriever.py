@@ -85,7 +85,7 @@ def test_bad_input_writes_nothing(encoder):
 
 
 def test_bad_queries(indexed):
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="the query has empty text"):
         indexed.search("")
     with pytest.raises(ValueError, match="k must be a positive int"):
         indexed.search("Roma", k=0)

@@ -38,6 +38,7 @@ __all__ = [
     "EngineUnavailableError",
     "FilterError",
     "IndexFallbackWarning",
+    "IndexInterrupted",
     "IndexWriteError",
     "LexicalUnavailableError",
     "MigrationError",
@@ -247,6 +248,22 @@ class IndexWriteError(StoreWriteError):
             f"{cause}); failed ids: {shown}. {n_written} documents were written before it and "
             f"are kept; {len(unwritten_ids)} documents were not written.", failed_ids,
         )
+
+
+class IndexInterrupted(KeyboardInterrupt):
+    """Indexing interrupted (Ctrl-C) after the batches already encoded were written.
+
+    A ``KeyboardInterrupt`` (not a :class:`BertinoError`: ``except Exception`` must not swallow
+    an interrupt), with what was written: those entries are kept, and indexing the same input
+    again finishes the job.
+
+    Attributes:
+        n_written: entries (documents or chunks) the store acknowledged before the interrupt.
+    """
+
+    def __init__(self, n_written: int) -> None:
+        self.n_written = n_written
+        super().__init__(f"indexing interrupted; {n_written} entries were written and are kept")
 
 
 class MigrationError(StoreError):

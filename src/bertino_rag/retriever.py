@@ -28,7 +28,7 @@ from .search.fusion import Fusion
 from .search.request import MODES, Queries, SearchRequest
 from .stores import VectorStore, make_store
 from .types import Document, Hit, Stamp
-from .validation import positive_int, renamed
+from .validation import check_ids, check_queries, positive_int, renamed
 
 __all__ = ["MODES", "IndexReport", "Retriever", "chunker_for"]
 
@@ -418,13 +418,11 @@ class Retriever:
     ) -> list[list[Hit]]:
         """:meth:`search` for many queries, encoded in batches (a reranker scores the pairs
         of the whole batch together)."""
-        if isinstance(queries, str):
-            raise ValueError("search_batch takes a list of queries; use search() for one")
+        texts = check_queries(queries)
         request = self.request(
             k, filter, rescore=rescore, rescore_k=rescore_k, mode=mode, fusion=fusion,
             group_by=group_by, group_size=group_size, expand=expand, rerank=rerank,
             rerank_k=rerank_k, reranker=reranker, rerank_top=rerank_top)
-        texts = list(queries)
         if not texts:
             return []
         return self.store.query(request, self._queries(texts, request))
@@ -452,6 +450,9 @@ class Retriever:
             raise ValueError(f"query vector must be a flat list of floats, got shape {vec.shape}")
         if not np.isfinite(vec).all():
             raise ValueError("query vector contains NaN or infinite values")
+        if not vec.any():
+            raise ValueError("query vector is all zeros: it has no direction, so every "
+                             "document would be an equally (arbitrarily) good hit")
         full_dim = self.encoder.full_dim
         if vec.shape[0] not in (full_dim, self.dim):
             raise ValueError(
@@ -491,9 +492,7 @@ class Retriever:
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id, with all their chunks (unknown ids are ignored); a chunk's
         own id deletes that chunk."""
-        if isinstance(ids, str):
-            ids = [ids]
-        self.store.delete_documents(list(ids))
+        self.store.delete_documents(check_ids(ids, "delete"))
 
     def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Delete documents by id with all their chunks (what :meth:`delete` does)."""
@@ -501,9 +500,7 @@ class Retriever:
 
     def get(self, ids: Sequence[str]) -> list[Document]:
         """Stored documents by id (unknown ids are skipped)."""
-        if isinstance(ids, str):
-            ids = [ids]
-        return self.store.get(list(ids))
+        return self.store.get(check_ids(ids, "get"))
 
     def count(self) -> int:
         """Number of documents in the collection."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StampMismatchError
+from .validation import check_text
 
 __all__ = ["Document", "Hit", "Stamp", "StampMismatchError", "dedupe", "doc_id_for", "to_documents"]
 
@@ -129,15 +130,11 @@ def _coerce(item: Any, position: int) -> Document:
 
 
 def _validated(text: Any, doc_id: Any, metadata: Any, position: int) -> Document:
-    if text is None:
-        raise ValueError(f"document at position {position} has no text (None)")
-    if not isinstance(text, str):
-        raise ValueError(
-            f"document at position {position} has text of type {type(text).__name__}, expected str"
-        )
-    if not text.strip():
-        raise ValueError(f"document at position {position} has empty text")
-    if doc_id is None or doc_id == "":
+    check_text(text, f"document at position {position}")
+    if doc_id == "":
+        raise ValueError(f"document at position {position} has an empty id: give it an id, "
+                         "or leave the id out to derive one from the text")
+    if doc_id is None:
         doc_id = doc_id_for(text)
     elif not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
         raise ValueError(

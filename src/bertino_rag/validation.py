@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .types import Document
+if TYPE_CHECKING:
+    from .types import Document
 
 __all__ = [
     "COLLECTION_NAME",
@@ -26,6 +28,9 @@ __all__ = [
     "StoreLimits",
     "check_collection_name",
     "check_documents",
+    "check_ids",
+    "check_queries",
+    "check_text",
     "check_vectors",
     "non_negative_int",
     "positive_int",
@@ -158,6 +163,69 @@ def _utf8(value: str, what: str) -> int:
         ) from None
 
 
+def _blank(text: str) -> bool:
+    """Whether ``text`` has nothing to read: only white space and control or format characters
+    (``"\\x00"``, zero-width spaces), which no model or analyzer reads as a word."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
+def check_text(text: Any, owner: str) -> str:
+    """``text`` when it is a ``str`` of valid Unicode with something to read: the one rule for
+    a document's text and a query, so that both give the same error.
+
+    Args:
+        owner: what has the text, for messages (``"document at position 3"``, ``"the query"``).
+
+    Raises:
+        ValueError: ``None``, not a ``str``, a lone surrogate (naming its position), or blank
+            (only white space and control characters).
+    """
+    if text is None:
+        raise ValueError(f"{owner} has no text (None)")
+    if not isinstance(text, str):
+        raise ValueError(f"{owner} has text of type {type(text).__name__}, expected str")
+    _utf8(text, f"{owner}: the text")
+    if _blank(text):
+        raise ValueError(f"{owner} has empty text (only white space or control characters)")
+    return text
+
+
+def check_queries(queries: Sequence[Any]) -> list[str]:
+    """The queries of a search as a list, each checked by :func:`check_text` (named by
+    position: ``"query at position 2"``; a single query is ``"the query"``).
+
+    Raises:
+        ValueError: ``queries`` is a single string, or a query is not valid text.
+    """
+    if isinstance(queries, str):
+        raise ValueError("search_batch takes a list of queries; use search() for one")
+    texts = list(queries)
+    for i, q in enumerate(texts):
+        check_text(q, "the query" if len(texts) == 1 else f"query at position {i}")
+    return texts
+
+
+def check_ids(ids: Any, call: str) -> list[str]:
+    """``ids`` (one id or a list of ids) as a list of strings; an int id is its decimal string,
+    as :func:`~bertino_rag.types.to_documents` makes it (7 and "7" are one id).
+
+    Raises:
+        ValueError: ``None``, not a list of ids, or an id that is neither a str nor an int.
+    """
+    if isinstance(ids, (str, int, np.integer)) and not isinstance(ids, bool):
+        ids = [ids]
+    if ids is None or isinstance(ids, (bytes, Mapping)) or not isinstance(ids, Iterable):
+        raise ValueError(f"{call} takes an id or a list of ids (str), got "
+                         f"{type(ids).__name__}")
+    out = list(ids)
+    for i, one in enumerate(out):
+        if isinstance(one, bool) or not isinstance(one, (str, int, np.integer)):
+            raise ValueError(f"{call}: the id at position {i} is a {type(one).__name__} "
+                             f"({one!r}); ids are strings")
+        out[i] = one if isinstance(one, str) else str(int(one))
+    return out
+
+
 def _check_json(value: Any, where: str, what: str, depth: int, seen: set[int]) -> None:
     """Metadata values that mean the same on every store: JSON, finite numbers, str keys."""
     if value is None or isinstance(value, bool):
@@ -230,6 +298,9 @@ def check_documents(
         where = describe(i) if describe is not None else f"document at position {offset + i}"
         if not isinstance(d.id, str):
             raise ValueError(f"{where} has an id of type {type(d.id).__name__}; expected str")
+        if not d.id:
+            raise ValueError(f"{where} has an empty id: give it an id (a derived one is a hash "
+                             "of its text: bertino_rag.types.doc_id_for)")
         n_id = _utf8(d.id, f"{where}: the id")
         if limits.max_id_bytes is not None and n_id > limits.max_id_bytes:
             raise ValueError(f"{where} has an id of {n_id} UTF-8 bytes ({d.id[:40]!r}...); this "

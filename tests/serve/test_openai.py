@@ -94,7 +94,7 @@ def test_bad_input_gets_a_clear_error_and_the_service_stays_up(make_retriever, e
         assert err.value.body["code"] == "model_not_found"
         with pytest.raises(openai.BadRequestError, match="token ids is not supported"):
             client.embeddings.create(model=model, input=[[101, 2054, 102]])
-        with pytest.raises(openai.BadRequestError, match=r"input\[1\] is empty"):
+        with pytest.raises(openai.BadRequestError, match=r"input\[1\] has empty text"):
             client.embeddings.create(model=model, input=["Ciao", "  "])
         with pytest.raises(openai.BadRequestError, match="input is an empty list"):
             client.embeddings.create(model=model, input=[])

@@ -149,3 +149,26 @@ def test_exported_folder_on_onnx_and_openvino(exported, backend, backend_cache, 
         a = torch_enc.encode(texts, kind=kind).full
         b = other.encode(texts, kind=kind).full
         np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+def test_the_exported_folder_loads_without_transformers_mistral_regex_warning(exported):
+    """transformers 4.57.3+ warns about an "incorrect regex pattern" on every local tokenizer
+    folder over 100k pieces saved by itself; the library filters that false warning out."""
+    import logging
+
+    from bertino_rag.encoder import Encoder
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("transformers.tokenization_utils_base")
+    handler = Collect(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        Encoder(exported, dim=128, device="cpu")
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in seen if "incorrect regex pattern" in m]

@@ -85,24 +85,38 @@ def deprecated_alias(old: str, *, store: bool = False) -> type[argparse.Action]:
     return Alias
 
 
+class _Given(argparse.Action):
+    """Store a value and record that the flag was given (``args.<dest>_given``), so that a
+    collection's own setting applies where the flag was left out."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def add_collection_arguments(p: argparse.ArgumentParser) -> None:
     """The encoder flags plus the collection's: store, dim, two-stage search and hybrid
     (index, search, serve)."""
     add_encoder_arguments(p)
     g = p.add_argument_group("collection")
-    g.add_argument("--dim", type=int, default=128, help="dimension of the searched vectors")
+    g.add_argument("--dim", type=int, default=128, action=_Given,
+                   help="dimension of the searched vectors (default: 128; searching, the "
+                        "collection's own)")
     g.add_argument("--store", default=DEFAULT_STORE,
                    help=f"{spec_help()} (default: {DEFAULT_STORE})")
     g.add_argument("--collection", default="bertino")
     g.add_argument("--no-rescore", "--no-rerank", dest="no_rescore", nargs=0,
                    action=deprecated_alias("--no-rerank", store=True), default=False,
-                   help="store and search the truncated vectors only (no Matryoshka "
-                        "rescoring with full vectors)")
+                   help="index: store the truncated vectors only; search: no Matryoshka "
+                        "rescoring with full vectors (a collection indexed with it is searched "
+                        "so without the flag)")
     g.add_argument("--rescore-k", "--rerank-k", dest="rescore_k", type=positive_int,
                    action=deprecated_alias("--rerank-k"), default=100,
                    help="candidates rescored with full vectors (default: 100)")
     g.add_argument("--hybrid", action="store_true",
-                   help="keep (or use) the Italian lexical (BM25) index beside the vectors")
+                   help="keep the Italian lexical (BM25) index beside the vectors (searching "
+                        "and serving: a collection indexed with it uses it without the flag)")
     g.add_argument("--fusion", default=None,
                    help="hybrid fusion: 'minmax', 'rrf' or a file written by "
                         "'bertino-rag eval --tune-fusion' (default: the model's own when it "

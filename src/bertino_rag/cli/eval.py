@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..encoder import make_encoder
     from ..evaluation.dataset import load_eval_set, load_sts_set
     from ..evaluation.report import to_markdown, write_json, write_plot
-    from ..evaluation.runner import evaluate
+    from ..evaluation.runner import PrecomputedEncoder, encode_inputs, evaluate
 
     beir_path, sts_path = None, args.sts
     if args.path is not None:
@@ -179,56 +180,93 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     encoder = make_encoder(**encoder_options(args))
     if args.documents:
         return _documents(args, encoder, evalset)
+    # every text encoded once, here: the main report, the modes and the tuning read it
+    _phase(args, "encoding " + ", ".join(
+        ([f"{len(evalset.doc_ids)} documents and {len(evalset.query_ids)} queries"]
+         if evalset else []) + ([f"{len(sts.scores)} STS pairs"] if sts else [])))
+    encoded = encode_inputs(encoder, evalset, sts, show_progress_bar=not args.quiet)
+    _phase(args, "dims, funnels and latency")
     report = evaluate(encoder, evalset, sts, dims=args.dims, rescore_k=args.rescore_k,
                       funnel_dims=args.funnel_dims, store=args.store,
-                      latency_queries=max(0, args.latency_queries),
+                      latency_queries=max(0, args.latency_queries), encoded=encoded,
                       show_progress_bar=not args.quiet)
     text = to_markdown(report)
+    extra: dict[str, Any] = {}
+    if reranking and not modes:
+        modes = ["dense", "lexical", "hybrid"]
+    if modes or args.tune_fusion:
+        assert evalset is not None  # checked above: they need a BEIR folder
+        more, extra = _modes_and_tuning(
+            args, PrecomputedEncoder.for_inputs(encoder, evalset, encoded), evalset, modes,
+            fusion, reranking)
+        text += more
+    # one report, written once every part of it is measured
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text, encoding="utf-8")
     if args.json_out:
         write_json(report, args.json_out)
+        if extra:
+            data = json.loads(Path(args.json_out).read_text(encoding="utf-8"))
+            Path(args.json_out).write_text(
+                json.dumps({**data, **extra}, indent=2, ensure_ascii=False) + "\n",
+                encoding="utf-8")
         print(f"wrote {args.json_out}", file=sys.stderr)
     if args.plot:
         write_plot(report, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
-    if reranking and not modes:
-        modes = ["dense", "lexical", "hybrid"]
-    if modes or args.tune_fusion:
-        _modes_and_tuning(args, encoder, evalset, modes, fusion, reranking)
     return 0
 
 
+def _phase(args: argparse.Namespace, what: str) -> None:
+    """One line on stderr as each phase starts (the long ones also show progress bars)."""
+    if not args.quiet:
+        print(f"eval: {what}...", file=sys.stderr)
+
+
 def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
-                      modes: list[str], fusion: Any, reranking: dict[str, Any]) -> None:
-    from ..evaluation.documents import CachingEncoder
+                      modes: list[str], fusion: Any,
+                      reranking: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The modes section and the fusion tuning: their Markdown and their JSON. ``encoder``
+    answers the texts already encoded (no text is encoded again)."""
     from ..evaluation.modes import evaluate_modes, modes_markdown, tune_fusion
 
-    encoder = CachingEncoder(encoder)  # the modes and the tuning encode the same texts once
     full = encoder.full_dim
     dims = list(args.dims) if args.dims else sorted({min(128, full), full})
+    text = ""
+    data: dict[str, Any] = {}
     if modes:
+        _phase(args, f"search modes {', '.join(modes)} at dims {', '.join(map(str, dims))}")
         results = evaluate_modes(encoder, evalset, dims, modes=modes, store=args.store,
                                  fusion=fusion, show_progress_bar=not args.quiet)
-        print("\n## Search modes\n\n" + modes_markdown(results))
+        text += "\n## Search modes\n\n" + modes_markdown(results) + "\n"
+        data["modes"] = [{"mode": r.mode, "dim": r.dim, "label": r.label, **r.metrics,
+                          "fusion": r.fusion.to_dict() if r.fusion else None}
+                         for r in results]
     if reranking:
         from ..evaluation.rerank import evaluate_reranking_dims, rerank_markdown
 
         top = reranking["rerank_top"] or 20
+        _phase(args, f"reranking the top {top} of {', '.join(modes)}")
         by_dim = evaluate_reranking_dims(encoder, evalset, dims, reranking["reranker"],
                                          modes=modes, tops=[top], store=args.store)
         for dim, rows in by_dim.items():
-            print(f"\n## Reranking at dim {dim} ({reranking['reranker']!r}, top {top}; "
-                  f"ms/query: the whole search, in batches of {rows[0].batch_size})\n\n"
-                  + rerank_markdown(rows))
+            text += (f"\n## Reranking at dim {dim} ({reranking['reranker']!r}, top {top}; "
+                     f"ms/query: the whole search, in batches of {rows[0].batch_size})\n\n"
+                     + rerank_markdown(rows) + "\n")
+        data["reranking"] = {str(dim): [r.to_dict() for r in rows]
+                             for dim, rows in by_dim.items()}
     if args.tune_fusion:
+        _phase(args, f"tuning the hybrid fusion at dim {dims[0]}")
         best, ndcg, tried = tune_fusion(encoder, evalset, dims[0], store=args.store,
                                         show_progress_bar=not args.quiet)
         best.save(args.tune_fusion, **{"ndcg@10": round(ndcg, 4), "dim": dims[0]})
-        print(f"\nbest fusion at dim {dims[0]}: {best.method}, weight {best.weight:g}"
-              + (f", rrf_k {best.rrf_k}" if best.method == "rrf" else "")
-              + f" (NDCG@10 {ndcg:.4f}, {len(tried)} tried); wrote {args.tune_fusion}")
+        text += (f"\nbest fusion at dim {dims[0]}: {best.method}, weight {best.weight:g}"
+                 + (f", rrf_k {best.rrf_k}" if best.method == "rrf" else "")
+                 + f" (NDCG@10 {ndcg:.4f}, {len(tried)} tried); wrote {args.tune_fusion}\n")
+        data["fusion_tuning"] = {"dim": dims[0], "best": best.to_dict(), "ndcg@10": ndcg,
+                                 "tried": [{**f.to_dict(), "ndcg@10": v} for f, v in tried]}
+    return text, data
 
 
 def _documents(args: argparse.Namespace, encoder: Any, evalset: Any) -> int:

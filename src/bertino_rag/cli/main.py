@@ -51,17 +51,19 @@ def _check_chunks(docs: list[dict], encoder: Any, chunking: Any, store: Any) -> 
 
 
 def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = False,
-               create: bool = True, encoder: Any = None):
+               create: bool = True, encoder: Any = None, opened: dict[str, Any] | None = None):
+    """The command's retriever: the flags' collection options, or ``opened`` (those an
+    existing collection was built with, :func:`~bertino_rag.cli.opening.open_options`)."""
     from ..retriever import Retriever
     from ..types import StampMismatchError
 
     mode = getattr(args, "mode", None)
     hybrid = bool(getattr(args, "hybrid", False)) or mode in ("lexical", "hybrid")
+    layout = opened or {"dim": args.dim, "rescore": not args.no_rescore, "hybrid": hybrid}
     try:
-        return Retriever(dim=args.dim, store=store or args.store,
-                         rescore=not args.no_rescore, rescore_k=args.rescore_k,
+        return Retriever(store=store or args.store, rescore_k=args.rescore_k,
                          collection=args.collection, recreate=recreate, create=create,
-                         hybrid=hybrid, fusion=getattr(args, "fusion", None),
+                         fusion=getattr(args, "fusion", None), **layout,
                          **reranker_options(args),
                          **({"encoder": encoder} if encoder is not None
                             else encoder_options(args)))
@@ -88,6 +90,8 @@ def _mismatch_advice(err: Any, args: argparse.Namespace) -> str:
         options.append(f"--dim {found.index_dim}")
         if not found.full_vectors:
             options.append("--no-rescore")
+        elif requested is not None and not requested.full_vectors:
+            options.append("without --no-rescore (it keeps full vectors)")
         if found.lexical is not None:
             options.append("--hybrid")
         built = f" was built with {' '.join(options)}"
@@ -157,6 +161,7 @@ def _read(args: argparse.Namespace) -> tuple[list[dict], list]:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    from ..errors import IndexInterrupted
     from ..indexing.pipeline import check_input
 
     # Everything that can fail fast runs before the model loads and before --recreate drops:
@@ -175,7 +180,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
         encoder = _encoder(args)
         _check_chunks(docs, encoder, chunking, store)  # before the drop, which comes first
     retriever = _retriever(args, store, recreate=args.recreate, encoder=encoder)
-    ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=chunking)
+    try:
+        ids = retriever.index(docs, show_progress_bar=not args.quiet, chunking=chunking)
+    except IndexInterrupted as stop:
+        retriever.close()
+        kept = ("--recreate: the collection was not replaced, the old one is kept" if
+                args.recreate else f"{stop.n_written} entries (documents or chunks) were "
+                "written and are kept")
+        print(f"\nbertino-rag index: interrupted; {kept}: run the same command again to "
+              "finish", file=sys.stderr)
+        return 130
     report = retriever.last_index_report
     assert report is not None
     summary = {
@@ -223,20 +237,32 @@ def _where(h) -> str:
     parts = []
     if m.get("source"):
         parts.append(str(m["source"]))
-    if isinstance(m.get("chunk"), int):
-        parts.append(f"chunk {m['chunk']}")
+    # a document hit: its chunks attached, best first (at most group_size: not a count of
+    # the chunks that matched)
+    at = [c.metadata["chunk"] for c in h.chunks or (h,) if isinstance(c.metadata.get("chunk"),
+                                                                      int)]
+    if at:
+        parts.append(f"chunk{'s' if len(at) > 1 else ''} {', '.join(map(str, at))}")
     if m.get("page"):
         parts.append(f"page {m['page']}")
-    if h.chunks:
-        parts.append(f"{len(h.chunks)} matching chunks")
     return f" ({', '.join(parts)})" if parts else ""
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from ..encoder.backends import resolve_quantize
+    from ..validation import check_text
+    from .opening import check_exists, open_options, stamp_of
+
+    check_text(args.query, "the query")
     flt = _filter_arg(args.filter)
-    retriever = _retriever(args, _store_for(args), create=False)
+    resolve_quantize(args.quantize, args.backend)  # a flag mistake first, then the store's
+    store = _store_for(args)  # a bad spec first (building a store creates nothing)
+    check_exists(args.store, "--store")
+    found = stamp_of(store, args.collection)  # unreachable or missing: before the model loads
+    retriever = _retriever(args, store, create=False, opened=open_options(args, found))
     hits = retriever.search(args.query, k=args.k, filter=flt, mode=args.mode,
-                            group_by=args.group_by, expand=args.expand)
+                            group_by=args.group_by, expand=args.expand,
+                            rescore=False if args.no_rescore else None)
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text,
                            "metadata": h.metadata,
@@ -344,10 +370,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            # qdrant-client's version check of a server it cannot reach (its own thread): the
+            # error says so in one line
+            warnings.filterwarnings("ignore", message="Failed to obtain server version")
+            return int(args.func(args) or 0)
     except (_CliError, StoreError, ValueError, OSError, ImportError) as err:
         print(f"bertino-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nbertino-rag {args.command}: interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.showwarning = previous
 

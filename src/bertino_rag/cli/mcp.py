@@ -60,12 +60,16 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..integrations.mcp import create_mcp_server, http_app
     from ..retriever import Retriever
+    from ..stores import make_store
     from .common import encoder_options
+    from .opening import served_layout
 
+    store = make_store(args.store)
+    # as it was built; an unreachable store or (read-only) a missing collection: one line
+    layout = served_layout(args, store, create=not args.read_only)
     retriever = Retriever(
-        dim=args.dim, store=args.store, rescore=not args.no_rescore, rescore_k=args.rescore_k,
-        collection=args.collection, create=not args.read_only, hybrid=args.hybrid,
-        fusion=args.fusion, **encoder_options(args),
+        store=store, rescore_k=args.rescore_k, collection=args.collection,
+        create=not args.read_only, fusion=args.fusion, **layout, **encoder_options(args),
     )
     try:
         server = create_mcp_server(retriever, read_only=args.read_only, max_k=args.max_k)

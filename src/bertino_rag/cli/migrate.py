@@ -12,8 +12,31 @@ __all__ = ["register_cli"]
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from ..errors import StoreError
-    from ..stores.migrate import migrate
+    from ..stores import make_store
+    from .opening import check_exists
 
+    try:  # the source exists and has the collection, before any progress bar
+        source = make_store(args.source)  # a bad spec first (building a store creates nothing)
+        check_exists(args.source, "--from")
+    except (StoreError, ValueError) as err:
+        print(f"bertino-rag migrate: error: {err}", file=sys.stderr)
+        return 1
+    try:
+        return _copy(args, source)
+    finally:
+        source.close()
+
+
+def _copy(args: argparse.Namespace, source: Any) -> int:
+    from ..errors import StoreError
+    from ..stores.migrate import migrate
+    from .opening import stamp_of
+
+    try:
+        stamp_of(source, args.collection)
+    except StoreError as err:
+        print(f"bertino-rag migrate: error: {err}", file=sys.stderr)
+        return 1
     bar: Any = None
     if not args.quiet:
         from tqdm.auto import tqdm
@@ -25,7 +48,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        report = migrate(args.source, args.destination, args.collection,
+        report = migrate(source, args.destination, args.collection,
                          to_collection=args.to_collection, batch_size=args.batch_size,
                          overwrite=args.overwrite,
                          on_progress=progress if bar is not None else None)

@@ -66,6 +66,10 @@ def register_cli(sub: Any, add_common: Any = None) -> None:
                    action=deprecated_alias("--max-rerank-k"), default=1000,
                    help="largest rescore_k a request may ask for (default: 1000)")
     p.add_argument("--max-queries", type=int, default=64, help="queries per /search request")
+    p.add_argument("--max-query-chars", type=int, default=4096,
+                   help="characters per query (longer ones get 413)")
+    p.add_argument("--max-query-tokens", type=int, default=None,
+                   help="tokens per query (default: the model's window; longer ones get 413)")
     p.add_argument("--max-documents", type=int, default=1000,
                    help="documents per POST /documents, ids per DELETE /documents")
     p.add_argument("--max-request-mb", type=float, default=16.0, help="request body size")
@@ -103,15 +107,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_queries=args.max_queries, max_documents=args.max_documents,
         max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, index_batch=args.index_batch,
+        max_query_chars=args.max_query_chars, max_query_tokens=args.max_query_tokens,
     )
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..stores import make_store
     from .common import encoder_options, reranker_options
+    from .opening import served_layout
 
+    store = make_store(args.store)
+    layout = served_layout(args, store)  # as it was built; an unreachable store: one line
     retriever = Retriever(
-        dim=args.dim, store=args.store, rescore=not args.no_rescore,
-        rescore_k=args.rescore_k, collection=args.collection, hybrid=args.hybrid,
-        fusion=args.fusion, **reranker_options(args), **encoder_options(args),
+        store=store, rescore_k=args.rescore_k, collection=args.collection,
+        fusion=args.fusion, **layout, **reranker_options(args), **encoder_options(args),
     )
     app = create_app(retriever, settings)
     uvicorn.run(

@@ -27,7 +27,10 @@ from .models import (
     packaged_minilm,
     resolve_model,
 )
+from .noise import install as _install_noise_filter
 from .sentence_transformers import Encoder
+
+_install_noise_filter()
 
 __all__ = [
     "DEFAULT_MODEL",

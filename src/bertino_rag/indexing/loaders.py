@@ -3,8 +3,11 @@
 
 Each file is one document whose id and ``source`` metadata are its path (so indexing the folder
 again updates the documents that changed), with a ``title`` (the HTML ``<title>``, the PDF or
-DOCX title property, the first Markdown heading, else the file name). A PDF's text is its
-pages joined by blank lines, and ``page_starts`` (the character offset where each page starts)
+DOCX title property, the first Markdown heading; else a first line that reads as a title, in a
+PDF or text file; else the file name, underscores as spaces). A PDF's text is its pages
+joined by blank lines, as running text (:func:`clean_extracted_text`: words hyphenated at a
+line end joined, line breaks inside sentences and runs of spaces made single spaces), and
+``page_starts`` (the character offset where each page starts)
 lets the chunker give every chunk its ``page``. ``.jsonl`` files and BEIR folders give one
 document per row, as before; ``lines=True`` reads ``.txt``/``.md`` files one document per
 non-empty line.
@@ -36,6 +39,7 @@ __all__ = [
     "DocumentLoader",
     "SkippedFile",
     "SkippedFileWarning",
+    "clean_extracted_text",
     "decode_text",
     "load_documents",
 ]
@@ -140,14 +144,14 @@ def _need_text(text: str, path: Path, what: str) -> str:
 
 
 # ---------------------------------------------------------------------------- one file
-def _read_text_file(path: Path) -> tuple[str, str]:
+def _read_text_file(path: Path, lines: bool = False) -> tuple[str, str]:
     text = decode_text(path.read_bytes(), path)
-    title = path.stem
     if path.suffix.lower() in (".md", ".markdown"):
         heading = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.MULTILINE)
         if heading:
-            title = heading.group(1)
-    return text, title
+            return text, heading.group(1)
+    # one document per line: the first line is a document, not the file's title
+    return text, (not lines and _heading(text)) or _file_title(path)
 
 
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
@@ -170,6 +174,50 @@ def _read_html(path: Path) -> tuple[str, str]:
     return _need_text(text, path, "HTML body"), title or path.stem
 
 
+# pypdf extracts the text as it is laid out: a line break at every printed line end,
+# hyphenated words split across lines, and runs of spaces where words were spaced to justify.
+# No extraction library rejoins them for plain text (pypdf's "layout" mode keeps the layout), so
+# it is done here: a word hyphenated at a line end and going on in lower case is one word; a
+# line break inside a sentence is a space; a line that ends a sentence, and a blank line, stay.
+_HYPHENATED = re.compile(r"(\w)[-\u00ad]\n[ \t]*(?=[a-zà-ÿ])")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_MID_SENTENCE = re.compile(r"(?<![.!?:;\n])\n(?!\n)")
+
+
+def clean_extracted_text(text: str) -> str:
+    """Text extracted from a PDF as running text: words hyphenated at a line end joined
+    (``petroli-\\nfera`` -> ``petrolifera``; ``Emilia-\\nRomagna`` keeps its hyphen), line
+    breaks inside a sentence turned into spaces, runs of spaces collapsed to one; a line that
+    ends a sentence and a blank line (a paragraph) stay."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    text = _HYPHENATED.sub(r"\1", text)
+    text = re.sub(r"-\n(?=\S)", "-", text)  # a hyphen that stays (a capital follows)
+    text = _MID_SENTENCE.sub(" ", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _heading(text: str) -> str:
+    """The first line of ``text`` when it reads as a title (``""`` otherwise): at most 80
+    characters, starting with a capital, not ending a sentence or cut by a hyphen, and followed
+    by a blank line or by a line that starts a sentence (a line of a paragraph wrapped at the
+    page's width goes on instead)."""
+    first, _, rest = text.strip().partition("\n")
+    first = " ".join(first.split())
+    following = rest.lstrip(" \t")
+    if (not first or len(first) > 80 or not first[0].isupper() or first[-1] in ".!?,;:-"
+            or not following.strip()):
+        return ""
+    if following.startswith("\n") or following.lstrip()[0].isupper():
+        return first
+    return ""
+
+
+def _file_title(path: Path) -> str:
+    """A title from a file name: ``Universita_di_Chicago.pdf`` -> ``Universita di Chicago``."""
+    return " ".join(re.sub(r"[_]+", " ", path.stem).split()) or path.stem
+
+
 def _read_pdf(path: Path) -> tuple[str, str, list[int]]:
     pypdf = require("pypdf", "docs")
     try:
@@ -178,7 +226,7 @@ def _read_pdf(path: Path) -> tuple[str, str, list[int]]:
             raise DocumentLoadError(
                 path, "is an encrypted PDF that needs a password; decrypt it first"
             )
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        raw = [page.extract_text() or "" for page in reader.pages]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except DocumentLoadError:
         raise
@@ -190,6 +238,7 @@ def _read_pdf(path: Path) -> tuple[str, str, list[int]]:
         raise DocumentLoadError(
             path, f"is not a readable PDF ({type(err).__name__}: {err})"
         ) from err
+    pages = [clean_extracted_text(page) for page in raw]
     if not any(pages):
         raise DocumentLoadError(
             path,
@@ -203,7 +252,9 @@ def _read_pdf(path: Path) -> tuple[str, str, list[int]]:
         starts.append(offset)
         parts.append(page)
         offset += len(page) + 2
-    return "\n\n".join(parts), str(meta_title).strip() or path.stem, starts
+    title = " ".join(str(meta_title).split())
+    first = next((p for p in raw if p.strip()), "")  # its lines as printed
+    return "\n\n".join(parts), title or _heading(first) or _file_title(path), starts
 
 
 def _read_docx(path: Path) -> tuple[str, str]:
@@ -253,7 +304,7 @@ def _read_file(path: Path, lines: bool) -> list[dict[str, Any]]:
     elif suffix == ".docx":
         text, title = _read_docx(path)
     else:
-        text, title = _read_text_file(path)
+        text, title = _read_text_file(path, lines)
         if lines:
             return [
                 {"id": f"{source}:{n}", "text": line,

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadItem, IndexWriteError, StreamValidationError
+from ..errors import BadItem, IndexInterrupted, IndexWriteError, StreamValidationError
 from ..types import Document, _coerce
 
 __all__ = [
@@ -230,6 +230,8 @@ def index_pipelined(
         ValueError: an invalid document in a list input; nothing was written.
         StreamValidationError: an invalid document in a streamed input.
         IndexWriteError: a write failed.
+        IndexInterrupted: a ``KeyboardInterrupt`` (Ctrl-C), raised once the batches already
+            encoded are written, with their number.
     """
     stats = PipelineStats()
     writer = _Writer(write, depth)
@@ -238,6 +240,7 @@ def index_pipelined(
     windows: Iterator[Window] = _windows(docs, window, stats, validate)
     listed = isinstance(docs, Sequence) and not isinstance(docs, (str, bytes))
     bad: BadItem | None = None
+    interrupted = False
     try:
         if prepare is not None and listed:
             try:  # every window prepared and validated before the first write
@@ -272,6 +275,8 @@ def index_pipelined(
                 break
     except BadItem as err:
         bad = err
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         began = time.perf_counter()
         writer.queue.put(_DONE)
@@ -279,6 +284,8 @@ def index_pipelined(
         stats.wait_seconds += time.perf_counter() - began
         stats.write_seconds = writer.seconds
         stats.n_written = writer.n_written
+    if interrupted:  # after the batches already encoded were written
+        raise IndexInterrupted(writer.n_written)
     if bad is not None:
         raise StreamValidationError(str(bad.err), bad.position, writer.n_written) from bad.err
     if writer.error is not None:

@@ -57,11 +57,13 @@ from ..search.filters import parse_filter  # noqa: E402
 from ..stores.base import StoreError  # noqa: E402
 from ..types import to_documents  # noqa: E402
 from ..validation import positive_int  # noqa: E402
+from .limits import check_query_lengths, query_token_limit  # noqa: E402
 from .middleware import (  # noqa: E402
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     MetricsMiddleware,
     error_body,
+    redact_access_log,
 )
 from .openai import add_openai_routes, embed_batch  # noqa: E402
 from .scheduler import EncoderGate, SearchBatcher, ServiceBusy, gate_encoder  # noqa: E402
@@ -104,6 +106,9 @@ class ServeSettings:
         index_batch: documents encoded and written per step while indexing; a search waits
             for at most one such step.
         health_timeout_s: how long ``/health`` waits for the store to answer.
+        max_query_chars: characters per query.
+        max_query_tokens: tokens per query, the model's query prompt included (``None``: the
+            model's window, where the encoder has a tokenizer).
     """
 
     api_key: str | None = None
@@ -118,6 +123,8 @@ class ServeSettings:
     max_pending: int = 1024
     index_batch: int = 32
     health_timeout_s: float = 5.0
+    max_query_chars: int = 4096
+    max_query_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_rerank_k is not None:
@@ -125,7 +132,9 @@ class ServeSettings:
                           DeprecationWarning, stacklevel=3)
             object.__setattr__(self, "max_rescore_k", self.max_rerank_k)
             object.__setattr__(self, "max_rerank_k", None)
-        for name in ("max_k", "max_rescore_k", "max_queries", "max_documents",
+        if self.max_query_tokens is not None:
+            positive_int(self.max_query_tokens, "max_query_tokens")
+        for name in ("max_k", "max_rescore_k", "max_queries", "max_query_chars", "max_documents",
                      "max_request_bytes", "max_batch", "max_pending", "index_batch"):
             positive_int(getattr(self, name), name)
         if self.batch_wait_ms < 0:
@@ -214,8 +223,10 @@ class _Service:
         self.write_lock: asyncio.Lock | None = None
         self.ready = False
         self._restore: Callable[[], None] | None = None
+        self.query_tokens = query_token_limit(retriever.encoder, settings.max_query_tokens)
 
     async def start(self) -> None:
+        redact_access_log()  # after uvicorn configured its loggers: no key in a logged URL
         self.write_lock = asyncio.Lock()
         self._restore = gate_encoder(self.retriever.encoder, self.gate)
         self.batcher = SearchBatcher(
@@ -360,6 +371,8 @@ def create_app(
                 f"(bertino-rag {__version__}); leave it out"
             )
         parse_filter(options["filter"])  # a bad filter is this request's 422, never a batch's
+        await check_query_lengths(queries, max_chars=settings.max_query_chars,
+                                  max_tokens=service.query_tokens, encoder=retriever.encoder)
         results = await service.batcher.submit(queries, options)
         service.metrics.queries.inc(len(queries))
         out = [[_hit_dict(h) for h in hits] for hits in results]

@@ -1,4 +1,5 @@
-"""ASGI middleware of the service: API key, request size, request metrics.
+"""ASGI middleware of the service: API key, request size, request metrics; and the access
+log's redaction of query strings.
 
 Plain ASGI (not Starlette's ``BaseHTTPMiddleware``) so that a rejected request is answered
 before its body is read, and the body bound also holds for chunked uploads without a
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 __all__ = ["OPENAI_PREFIX", "ApiKeyMiddleware", "BodyLimitMiddleware", "MetricsMiddleware",
-           "error_body"]
+           "RedactQueryFilter", "error_body", "redact_access_log", "validation_detail"]
 
 #: paths of the OpenAI-compatible API: their errors also carry OpenAI's ``error`` object
 OPENAI_PREFIX = "/v1/"
@@ -38,6 +40,13 @@ def error_body(path: str, status: int, detail: str, *, param: str | None = None,
             kind = "authentication_error"
         body["error"] = {"message": detail, "type": kind, "param": param, "code": code}
     return body
+
+
+def validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """Request validation errors as the service answers them: each error's ``type``, ``loc``
+    and ``msg``, without FastAPI's echo of the ``input`` (a bad query of megabytes was sent
+    back whole, and an input with a lone surrogate could not be encoded as JSON at all)."""
+    return [{key: e[key] for key in ("type", "loc", "msg") if key in e} for e in errors]
 
 
 async def _json_error(
@@ -179,3 +188,32 @@ class MetricsMiddleware:
         finally:
             path = scope["path"] if scope["path"] in self.paths else "other"
             self.observe(scope["method"], path, status, time.perf_counter() - started)
+
+
+#: the logger uvicorn writes its access log to
+ACCESS_LOGGER = "uvicorn.access"
+
+
+class RedactQueryFilter(logging.Filter):
+    """Drop the query string from the URL of uvicorn's access log lines.
+
+    The key is never accepted in the URL, but a client may still send one there
+    (``?api_key=KEY``), and uvicorn logs the whole URL: its line becomes
+    ``"POST /search?<redacted> HTTP/1.1"``. uvicorn passes the URL as the third argument of
+    its record (``client, method, path, http version, status``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, sep, _ = args[2].partition("?")
+            if sep:
+                record.args = (*args[:2], f"{path}?<redacted>", *args[3:])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install :class:`RedactQueryFilter` on uvicorn's access logger (once)."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(f, RedactQueryFilter) for f in logger.filters):
+        logger.addFilter(RedactQueryFilter())

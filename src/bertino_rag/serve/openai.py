@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..encoder import TextEncoder, display_name
-from .middleware import OPENAI_PREFIX, error_body
+from ..validation import check_text
+from .middleware import OPENAI_PREFIX, error_body, validation_detail
 
 if TYPE_CHECKING:
     from .app import ServeSettings, _Service
@@ -137,8 +137,10 @@ def _texts(body: EmbeddingsRequest, max_inputs: int) -> list[str]:
             "(--max-documents): send them in several requests", param="input",
         )
     for i, t in enumerate(texts):
-        if not str(t).strip():
-            raise OpenAIError(400, f"input[{i}] is empty", param="input")
+        try:  # the library's text rule: blank, or a lone surrogate (named with its position)
+            check_text(t, f"input[{i}]")
+        except ValueError as err:
+            raise OpenAIError(400, str(err), param="input") from None
     return [str(t) for t in texts]
 
 
@@ -206,7 +208,7 @@ def add_openai_routes(app: FastAPI, service: _Service, settings: ServeSettings) 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         if not request.url.path.startswith(OPENAI_PREFIX):
-            return await request_validation_exception_handler(request, err)
+            return JSONResponse({"detail": validation_detail(err.errors())}, status_code=422)
         return JSONResponse(error_body(request.url.path, 400, _validation_message(err)),
                             status_code=400)
 

@@ -1,8 +1,10 @@
 """Request and response bodies of the service (they make its OpenAPI schema).
 
 Requests forbid unknown fields, so a misspelt option is a 422 naming it rather than an option
-silently ignored. Bounds that depend on the server's settings (k, queries and documents per
-request) are checked by the app, which names the setting to change.
+silently ignored, and their types are strict: ``"k": "5"`` or an ``id`` of ``true`` is a 422
+naming the field, never coerced (a ``true`` id would become ``"1"`` and overwrite document
+"1"). Bounds that depend on the server's settings (k, queries and documents per request, a
+query's length) are checked by the app, which names the setting to change.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..stores.registry import STORE_KINDS
+from ..validation import check_text
 
 __all__ = [
     "CollectionInfo",
@@ -30,16 +33,18 @@ __all__ = [
 ]
 
 
+#: every request body: unknown fields and coercions refused
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
 def _non_empty(text: str, what: str) -> str:
-    if not text.strip():
-        raise ValueError(f"{what} is empty")
-    return text
+    return check_text(text, what)
 
 
 class SearchRequest(BaseModel):
     """One query (``query``) or several (``queries``), with the search options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     query: str | None = Field(default=None, description="one query; the answer has `hits`")
     queries: list[str] | None = Field(
@@ -116,7 +121,7 @@ class SearchResponse(BaseModel):
 
 
 class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     text: str
     id: str | int | None = Field(default=None, description="default: a hash of the text")
@@ -127,7 +132,7 @@ class IndexRequest(BaseModel):
     """Documents to index: strings or objects with ``text`` (and optional ``id``,
     ``metadata``). Validated whole before anything is written."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     documents: list[DocumentIn | str]
 
@@ -151,7 +156,7 @@ class IndexResponse(BaseModel):
 
 
 class DeleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     ids: list[str] | None = Field(default=None, description="ids of indexed entries")
     document_ids: list[str] | None = Field(
@@ -171,7 +176,7 @@ class DeleteResponse(BaseModel):
 
 
 class GetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     ids: list[str] = Field(description="ids of stored entries (documents or chunks)")
 
