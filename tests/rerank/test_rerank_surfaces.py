@@ -112,3 +112,21 @@ def test_the_service_returns_reranked_hits(encoder, squad_slice, cross_encoder):
     want = r.search_batch(qs, k=3)
     assert [[h["id"] for h in row] for row in got] == [[h.id for h in row] for row in want]
     assert all(h["rerank_score"] is not None for row in got for h in row)
+
+
+def test_langchain_vector_store_reranks_per_call(encoder, squad_slice, cross_encoder):
+    pytest.importorskip("langchain_core")
+    from bertino_rag.integrations.langchain import BertinoVectorStore
+
+    r = Retriever(dim=128, encoder=encoder, hybrid=True, collection="lcvs")
+    r.index(squad_slice["docs"][:15])
+    vs = BertinoVectorStore.from_retriever(r)
+    q = squad_slice["queries"][1]
+    got = vs.similarity_search_with_score(q, k=3, reranker=cross_encoder, rerank_top=8)
+    want = r.search(q, k=3, reranker=cross_encoder, rerank_top=8)
+    assert [d.id for d, _ in got] == [h.id for h in want]
+    assert [(d.metadata["rerank_score"], s) for d, s in got] == [
+        (h.rerank_score, h.score) for h in want]
+    vec = encoder.encode_query(q, dim=128).full[0]
+    with pytest.raises(ValueError, match="use search"):
+        vs.similarity_search_by_vector(vec.tolist(), k=2, reranker=cross_encoder)
