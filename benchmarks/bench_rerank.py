@@ -66,9 +66,13 @@ def _args(argv=None):
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--learning-rate", type=float, default=5e-5)
+    ap.add_argument("--learning-rate", type=float, default=1e-4)
     ap.add_argument("--max-seq-length", type=int, default=256)
     ap.add_argument("--num-negatives", type=int, default=3)
+    ap.add_argument("--neg-range-min", type=int, default=0)
+    ap.add_argument("--neg-range-max", type=int, default=100,
+                    help="negatives drawn at random from the hybrid ranks [min, max): a wide "
+                         "window mixes easy and hard ones")
     ap.add_argument("--eval-steps", type=int, default=100)
     ap.add_argument("--eval-max-queries", type=int, default=60,
                     help="dev questions evaluated during training")
@@ -139,7 +143,8 @@ def _train(args, train_folder: Path, out: Path) -> tuple[Path, dict]:
         dev_fraction=args.dev_fraction, epochs=args.epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_seq_length=args.max_seq_length, num_negatives=args.num_negatives,
-        neg_range_min=0, neg_range_max=30, eval_steps=args.eval_steps,
+        neg_range_min=args.neg_range_min, neg_range_max=args.neg_range_max,
+        eval_steps=args.eval_steps,
         eval_max_queries=args.eval_max_queries, eval_batch_size=32, rerank_top=20,
         evaluate_before=False, warmup_ratio=0.1, lr_scheduler="linear", logging_steps=20)
     t0 = time.perf_counter()
