@@ -1,8 +1,9 @@
-"""The retrieval service under concurrent load, against one-at-a-time Python calls, same run.
+"""The retrieval service under concurrent load, against one-at-a-time Python calls and against
+its ceiling (offline ``search_batch`` of the same retriever), same run.
 
 Usage:
     python benchmarks/bench_serve.py [--docs 300] [--clients 1,8,32,128] [--requests 4]
-        [--baseline 64] [--backend torch] [--max-batch-off]
+        [--baseline 64] [--backend torch] [--max-batch-off] [--ceiling 512] [--pin]
 
 1. Indexes ``--docs`` squad-it-dev paragraphs (MiniLM, 128-d, two-stage) into a MemoryStore
    folder, then times ``--baseline`` one-at-a-time ``Retriever.search(q, k=10)`` calls in this
@@ -12,6 +13,16 @@ Usage:
    ``POST /search`` (one question, k=10) one after the other; throughput is requests / wall
    time, latency per request as the client sees it. With ``--max-batch-off`` the same load is
    also run against a service started with ``--max-batch 1`` (no micro-batching).
+
+3. The ceiling: ``--ceiling`` questions through ``Retriever.search_batch`` in batches of
+   the service's ``--max-queries`` (64), in this process with no HTTP: the most the
+   retriever answers per second on these cores. Measured before and after the service runs
+   (the table uses their median), and every service row is reported as a share of it.
+
+The load generator runs in its own process. With ``--pin`` (machines with at least 2 CPUs) the
+service and the ceiling run on all CPUs but the last, and the load generator on the last one,
+so that the clients do not take the service's cores (the ceiling is measured on the same CPUs
+as the service).
 
 Every loop is bounded in count and in time (``--deadline`` seconds per level); all traffic is to
 127.0.0.1. Questions are distinct squad-it-dev questions. Prints one JSON line per row and a
@@ -110,6 +121,35 @@ async def load(url: str, questions: list[str], clients: int, requests: int,
     return out
 
 
+def pinned_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(service CPUs, load generator CPUs), or ``(None, None)`` when not pinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
+def load_in_process(url: str, clients: int, args: argparse.Namespace,
+                    cpus: set[int] | None) -> dict:
+    """:func:`load` in a separate process (pinned to ``cpus`` when given)."""
+    cmd = [sys.executable, __file__, "--load-url", url, "--clients", str(clients),
+           "--requests", str(args.requests), "--deadline", str(args.deadline)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    if res.returncode != 0:
+        raise SystemExit(f"the load generator failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def ceiling(r, questions: list[str], count: int, batch: int) -> float:
+    """Queries per second of ``search_batch`` over ``count`` questions, ``batch`` at a time."""
+    asked = questions[:count]
+    started = time.perf_counter()
+    for i in range(0, len(asked), batch):
+        r.search_batch(asked[i:i + batch], k=10)
+    return len(asked) / (time.perf_counter() - started)
+
+
 def batch_histogram(url: str) -> dict:
     import httpx
 
@@ -133,14 +173,27 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=300, help="seconds per load level")
     ap.add_argument("--max-batch-off", action="store_true",
                     help="also measure a service without micro-batching (--max-batch 1)")
+    ap.add_argument("--ceiling", type=int, default=512,
+                    help="questions through offline search_batch (the ceiling); 0: skip")
+    ap.add_argument("--pin", action="store_true",
+                    help="service on all CPUs but the last, the load generator on the last")
+    ap.add_argument("--load-url", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    from bertino_rag import MemoryStore, Retriever
     from bertino_rag.data import load_beir
 
     beir = load_beir(SQUAD)
-    docs = [{"id": d, "text": v["text"]} for d, v in list(beir.corpus.items())[: args.docs]]
     questions = list(beir.queries.values())
+    if args.load_url:  # the load generator's process
+        print(json.dumps(asyncio.run(load(args.load_url, questions, int(args.clients),
+                                          args.requests, args.deadline))))
+        return
+    from bertino_rag import MemoryStore, Retriever
+
+    docs = [{"id": d, "text": v["text"]} for d, v in list(beir.corpus.items())[: args.docs]]
+    service_cpus, load_cpus = pinned_cpus(args.pin)
+    if service_cpus:
+        os.sched_setaffinity(0, service_cpus)  # the ceiling, and the service it starts
     print(json.dumps({"machine": machine(), "args": vars(args)}), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,6 +222,10 @@ def main() -> None:
                     times.append(time.perf_counter() - t)
                 print(json.dumps({"encode_questions": n,
                                   "ms": round(1000 * float(np.median(times)), 1)}), flush=True)
+            ceilings = []
+            if args.ceiling:
+                ceilings.append(ceiling(r, questions, args.ceiling, 64))
+                print(json.dumps({"ceiling_qps_before": round(ceilings[0], 1)}), flush=True)
         configs = [("service", ())]
         if args.max_batch_off:
             configs.append(("service, --max-batch 1", ("--max-batch", "1")))
@@ -178,8 +235,7 @@ def main() -> None:
                 for clients in [int(c) for c in args.clients.split(",")]:
                     before = batch_histogram(url)
                     row = {"what": name, "clients": clients,
-                           **asyncio.run(load(url, questions, clients, args.requests,
-                                              args.deadline))}
+                           **load_in_process(url, clients, args, load_cpus)}
                     after = batch_histogram(url)
                     calls = after.get("count", 0) - before.get("count", 0)
                     queries = after.get("sum", 0) - before.get("sum", 0)
@@ -189,15 +245,28 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(60)
+        if args.ceiling:
+            with Retriever(dim=128, model=minilm(), store=MemoryStore(path=tmp),
+                           backend=args.backend) as r:
+                ceilings.append(ceiling(r, questions, args.ceiling, 64))
+            print(json.dumps({"ceiling_qps_after": round(ceilings[-1], 1)}), flush=True)
+    top = float(np.median(ceilings)) if ceilings else None
+    if top:
+        print(json.dumps({"ceiling_qps": round(top, 1), "pinned": service_cpus is not None,
+                          "service_cpus": sorted(service_cpus or []),
+                          "load_cpus": sorted(load_cpus or [])}))
     base = rows[0]["throughput_qps"]
-    print("\n| what | clients | requests | throughput (q/s) | vs Python | p50 / p95 / p99 (ms) "
-          "| queries per encoder call |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| what | clients | requests | throughput (q/s) | vs Python | share of ceiling | "
+          "p50 / p95 / p99 (ms) | queries per encoder call |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
+        share = f"{row['throughput_qps'] / top:.0%}" if top else "-"
         print(f"| {row['what']} | {row['clients']} | {row['requests']} | "
-              f"{row['throughput_qps']} | {row['throughput_qps'] / base:.2f}x | "
+              f"{row['throughput_qps']} | {row['throughput_qps'] / base:.2f}x | {share} | "
               f"{row['p50_ms']} / {row['p95_ms']} / {row['p99_ms']} | "
               f"{row.get('queries_per_encoder_call', '-')} |")
+    if top:
+        print(f"\nceiling (offline search_batch, batches of 64): {top:.1f} q/s")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLLECTION_NAME",
+    "EXACT_INT",
     "RENAMED_OPTIONS",
     "renamed",
     "rename_fields",
@@ -29,6 +30,7 @@ __all__ = [
     "check_collection_name",
     "check_documents",
     "check_ids",
+    "check_no_nul",
     "check_queries",
     "check_text",
     "check_vectors",
@@ -131,8 +133,27 @@ def check_vectors(vectors: Any, dim: int, what: str, *, n: int | None = None,
 #: ``__bertino_stamp`` companion within its 255. No ``/``, ``.`` or ``..``: a name never
 #: leaves its store's folder.
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
-_INT64 = (-(2**63), 2**63 - 1)
+#: the integers every store compares exactly, in metadata and filters: Qdrant (local and Edge)
+#: compares numbers as float64, which holds integers exactly up to 2**53
+EXACT_INT = 2**53 - 1
 _MAX_DEPTH = 32
+
+
+def check_no_nul(value: str, what: str) -> str:
+    """``value`` when it has no NUL character. Ids, metadata keys and metadata strings (and the
+    strings of a filter) cannot hold one: SQLite's JSON functions read a string only up to a NUL
+    (``"x\\x00y"`` would equal ``"x"``), so not every store could compare it exactly.
+
+    Raises:
+        ValueError: naming ``what`` and the NUL's position.
+    """
+    if "\x00" in value:
+        raise ValueError(
+            f"{what} contains a NUL character (\\x00) at character {value.index(chr(0))}; ids, "
+            "metadata keys and metadata values cannot hold one: remove it (e.g. "
+            "value.replace('\\x00', ''))"
+        )
+    return value
 
 
 def check_collection_name(name: Any) -> str:
@@ -232,11 +253,12 @@ def _check_json(value: Any, where: str, what: str, depth: int, seen: set[int]) -
         return
     if isinstance(value, str):
         _utf8(value, f"{where}: {what}")
+        check_no_nul(value, f"{where}: {what}")
         return
     if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise ValueError(f"{where}: {what} = {value} does not fit in 64 bits "
-                             "(stores keep integers as int64); store it as a string")
+        if abs(value) > EXACT_INT:
+            raise ValueError(f"{where}: {what} = {value} is beyond +-(2**53 - 1), the integers "
+                             "every store compares exactly; store it as a string")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -255,6 +277,7 @@ def _check_json(value: Any, where: str, what: str, depth: int, seen: set[int]) -
                     f"{str(key)!r} or 'null')"
                 )
             _utf8(key, f"{where}: a key of {what}")
+            check_no_nul(key, f"{where}: a key of {what}")
             _check_json(item, where, f"{what}[{key!r}]", depth + 1, seen)
         seen.discard(id(value))
         return
@@ -283,7 +306,8 @@ def check_documents(
 
     One place for the rules: ids and texts are valid Unicode and within the store's byte
     limits; metadata is a dict with string keys whose values are JSON (str, finite numbers
-    within int64, bool, None, lists and dicts of those). Ids must be unique within the call.
+    within +-(2**53 - 1), bool, None, lists and dicts of those); ids, metadata keys and strings
+    hold no NUL. Ids must be unique within the call.
 
     Args:
         describe: how a message names ``documents[i]`` (default: ``"document at position
@@ -302,6 +326,7 @@ def check_documents(
             raise ValueError(f"{where} has an empty id: give it an id (a derived one is a hash "
                              "of its text: bertino_rag.types.doc_id_for)")
         n_id = _utf8(d.id, f"{where}: the id")
+        check_no_nul(d.id, f"{where}: the id")
         if limits.max_id_bytes is not None and n_id > limits.max_id_bytes:
             raise ValueError(f"{where} has an id of {n_id} UTF-8 bytes ({d.id[:40]!r}...); this "
                              f"store keeps ids of at most {limits.max_id_bytes} bytes")

@@ -108,8 +108,13 @@ BAD_DOCUMENTS = [
     (Document(text="x", id="circ", metadata=_circular()), "refers to itself"),
     (Document(text="x", id="intkey", metadata={1: "a"}), "keys must be strings"),
     (Document(text="x", id="nonekey", metadata={"v": {None: "a"}}), "keys must be strings"),
-    (Document(text="x", id="big", metadata={"v": 2**63}), "does not fit in 64 bits"),
-    (Document(text="x", id="small", metadata={"v": -(2**63) - 1}), "does not fit in 64 bits"),
+    (Document(text="x", id="big", metadata={"v": 2**53}), r"beyond \+-\(2\*\*53 - 1\)"),
+    (Document(text="x", id="small", metadata={"v": -(2**53)}), r"beyond \+-\(2\*\*53 - 1\)"),
+    (Document(text="x", id="huge", metadata={"v": [2**63]}), r"beyond \+-\(2\*\*53 - 1\)"),
+    (Document(text="x", id="nul\x00id"),
+     r"the id contains a NUL character \(\\x00\) at character 3"),
+    (Document(text="x", id="nulv", metadata={"s": "x\x00y"}), r"metadata\['s'\] contains a NUL"),
+    (Document(text="x", id="nulk", metadata={"v": {"k\x00": 1}}), "a key of metadata.* NUL"),
     (Document(text="testo \ud800 rotto", id="sur"), "lone surrogate"),
     (Document(text="x", id="id\udfff"), "lone surrogate"),
     (Document(text="x", id="msur", metadata={"v": "\ud83d"}), "lone surrogate"),
@@ -142,13 +147,30 @@ def test_duplicate_ids_in_one_call_are_refused(opened):
 
 def test_valid_json_metadata_round_trips_alike(opened):
     kind, store = opened
-    meta = {"s": "città", "i": -(2**63), "j": 2**63 - 1, "f": 0.5, "b": False, "none": None,
+    meta = {"s": "città", "i": -(2**53 - 1), "j": 2**53 - 1, "f": 0.5, "b": False, "none": None,
             "list": [1, "a", [True]], "nested": {"k": {"deep": 1.25}}, "t": (1, 2)}
     index, full = _vectors(1, seed=3)
     store.upsert([Document(text="meta", id="meta", metadata=meta)], index, full)
     got = store.get(["meta"])[0].metadata
     assert got == {**meta, "t": [1, 2]}  # a tuple comes back as a list on every store
     store.delete(["meta"])
+
+
+def test_ids_with_a_nul_are_refused_by_reads_and_deletes(opened):
+    """No stored id holds a NUL, and none is compared as if cut at one: ``"a\x00b"`` is
+    refused, not taken for ``"a"`` (MemoryStore's JSON functions read strings up to a NUL)."""
+    kind, store = opened
+    index, full = _vectors(2, seed=4)
+    store.upsert([Document(text="a", id="a"), Document(text="ac", id="ac#0",
+                                                        metadata={"doc_id": "a"})], index, full)
+    for call in (store.delete, store.get, store.delete_documents, store.ids_of_documents):
+        with pytest.raises(ValueError, match=r"the id at position 1 contains a NUL"):
+            call(["x", "a\x00b"])
+    assert store.count() == 5 and store.ids_of_documents(["a"]) == ["ac#0"]
+    with pytest.raises(ValueError, match="NUL"):
+        store.search(index[0], k=3, filter={"doc_id": "a\x00b"})
+    store.delete(["a", "ac#0"])
+    assert store.count() == 3
 
 
 def test_milvus_limits_are_checked_for_the_whole_list_first(tmp_path):

@@ -19,13 +19,15 @@ from bertino_rag.types import Document, Stamp
 
 STAMP = Stamp(model="test-model", full_dim=16, index_dim=8)
 VALUES = [True, 1, "1", 2.0, 2, 0, False, "b", 3.5, None, [], [1], "MISSING", "città", -7,
-          "a", 2**62]
+          "a", 2**53 - 1, 2**53 - 2, -(2**53 - 1)]
 DOCS = [Document(text=f"t{i}", id=f"d{i:02d}",
                  metadata={} if v == "MISSING" else {"v": v, "w": i, "s": "x" if i % 2 else "y"})
         for i, v in enumerate(VALUES)]
 
 FILTERS = [
-    {"v": 1}, {"v": True}, {"v": "1"}, {"v": 2}, {"v": {"$eq": 2.0}}, {"v": 2**62},
+    {"v": 1}, {"v": True}, {"v": "1"}, {"v": 2}, {"v": {"$eq": 2.0}}, {"v": 2**53 - 1},
+    {"v": {"$lt": 2**53 - 1}}, {"v": {"$gte": 2**53 - 2}}, {"v": {"$in": [2**53 - 2, 7]}},
+    {"v": {"$lte": -(2**53 - 1)}}, {"v": {"$ne": 2**53 - 2}}, {"v": 9007199254740991.0},
     {"v": {"$ne": 1}}, {"v": {"$ne": "b"}}, {"v": {"$ne": False}}, {"zz": {"$ne": 1}},
     {"v": {"$in": [1, "b", True]}}, {"v": {"$in": []}}, {"v": {"$nin": [1, "b"]}},
     {"v": {"$nin": []}}, {"v": {"$nin": [True, 2, "città"]}},
@@ -121,8 +123,11 @@ def test_in_up_to_the_bound_works_and_fast(store):
 
 @pytest.mark.parametrize("flt,message", [
     ({"v": {"$in": list(range(MAX_IN_VALUES + 1))}}, f"at most {MAX_IN_VALUES} values"),
-    ({"v": 2**63}, "does not fit in 64 bits"),
-    ({"v": {"$in": [-(2**63) - 1]}}, "does not fit in 64 bits"),
+    ({"v": 2**53}, r"beyond \+-\(2\*\*53 - 1\)"),
+    ({"v": {"$lt": 2**63 - 1}}, r"beyond \+-\(2\*\*53 - 1\)"),
+    ({"v": {"$in": [-(2**63) - 1]}}, r"beyond \+-\(2\*\*53 - 1\)"),
+    ({"s": "x\x00y"}, r"equality value contains a NUL character"),
+    ({"s": {"$in": ["y", "x\x00"]}}, "NUL"),
     ({"v": {"$gt": float("nan")}}, "finite numbers"),
     ({"v": {"$exists": 1}}, "takes true or false"),
     ({"$or": []}, "non-empty list of filters"),

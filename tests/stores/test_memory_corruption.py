@@ -470,3 +470,47 @@ def test_a_crashed_write_leaves_only_files_the_metadata_lists(tmp_path, data, mo
     reopened = _open(folder)  # opens (the crash's files are accounted for) and cleans up
     assert _files(folder) == ["seg-000001.full.npy", "seg-000001.index.npy"]
     assert reopened.count() == BATCH
+
+
+def _damaged_meta_cases(meta: bytes) -> list[tuple[str, bytes]]:
+    """``meta.sqlite`` damaged while it is still a database: one byte cut off, the type byte
+    of each b-tree page flipped, and bytes of the stamp's JSON text flipped."""
+    cases = [("truncated by one byte", meta[:-1])]
+    for page in range(len(meta) // 4096):
+        at = page * 4096 + (100 if page == 0 else 0)
+        cases.append((f"page {page} type flipped", meta[:at] + bytes([meta[at] ^ 0xFF])
+                      + meta[at + 1:]))
+    stamp = meta.find(b'{"')
+    assert stamp > 0
+    for at in (stamp, stamp + 1, stamp + 9):  # the JSON's brace, quote and a letter
+        cases.append((f"stamp byte {at - stamp} flipped",
+                      meta[:at] + bytes([meta[at] ^ 0xC0]) + meta[at + 1:]))
+    return cases
+
+
+def test_damaged_meta_sqlite_that_is_still_a_database_is_named(hybrid, data):
+    """Every read of a meta.sqlite damaged in place (not JSONDecodeError, UnicodeDecodeError
+    or sqlite3.DatabaseError from deep inside) raises StoreCorruptionError naming it, or
+    answers: a damaged page may hold nothing this collection reads."""
+    _, index, _ = data
+    meta = (hybrid / "meta.sqlite").read_bytes()
+    good = hybrid.parent / "good"
+    shutil.copytree(hybrid, good)
+    named = []
+    for what, damaged in _damaged_meta_cases(meta):
+        shutil.rmtree(hybrid)
+        shutil.copytree(good, hybrid)
+        (hybrid / "meta.sqlite").write_bytes(damaged)
+        try:
+            store = _open(hybrid)
+            store.count()
+            store.search(index[0], k=5, filter={"n": {"$gte": 3}})
+            store.lexical_search("documento", k=3)
+            store.get(["d1", "d40"])
+            store.close()
+        except StoreCorruptionError as err:
+            assert Path(err.path) == hybrid / "meta.sqlite", what
+            assert "meta.sqlite cannot be read" in str(err) and "backup" in str(err), what
+            named.append(what)
+    assert "truncated by one byte" in named or len(named) >= 4, named
+    assert any(w.startswith("stamp") for w in named) and any(w.startswith("page") for w in named)

@@ -141,6 +141,10 @@ class WritePlan:
     write: list[Document] = field(default_factory=list)
     unchanged: int = 0
     stale: list[str] = field(default_factory=list)
+    #: ``stale`` by document id, and the ids ``write`` holds for each document: a document's
+    #: stale items can go as soon as all of its items are written (its new version is whole)
+    stale_of: dict[str, list[str]] = field(default_factory=dict)
+    written_of: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plan_writes(
@@ -161,13 +165,18 @@ def plan_writes(
     present = {d.id: d for d in get(list(dict.fromkeys([*new_ids, *doc_ids])))}
     chunked = chunks_of(doc_ids) if doc_ids else []
     plan = WritePlan()
-    for _, stored in parts:
+    for doc, stored in parts:
         for d in stored:
             old = present.get(d.id)
             if old is not None and old.text == d.text and old.metadata == d.metadata:
                 plan.unchanged += 1
             else:
                 plan.write.append(d)
+                plan.written_of.setdefault(doc.id, []).append(d.id)
     old_ids = set(chunked) | {i for i in doc_ids if i in present}
     plan.stale = sorted(old_ids - new_ids)
+    # the document of each stale id: itself, or the doc_id its chunk id starts with
+    owner = {i: i if i in doc_ids else i.rsplit("#", 1)[0] for i in plan.stale}
+    for i in plan.stale:
+        plan.stale_of.setdefault(owner[i], []).append(i)
     return plan

@@ -11,6 +11,7 @@ tokenizer call per window.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -109,6 +110,11 @@ def index_documents(
                else tqdm(desc="Indexing", unit="chunk"))
     counts = {"chunked": 0, "chunks": 0, "unchanged": 0}
     stale: list[str] = []
+    #: stale ids by document, deleted once every item written for it is written
+    stale_of: dict[str, list[str]] = {}
+    owner_of: dict[str, str] = {}  # an item still to be written -> its document
+    unwritten: dict[str, int] = {}  # a document -> its items still to be written
+    planned = threading.Lock()  # prepare (this thread) and write (the writer's) share it
     chunk_seconds = 0.0
     lengths: dict[str, int] = {}  # the chunker's token counts of what it writes
     specials = 0
@@ -126,6 +132,14 @@ def index_documents(
         counts["chunks"] += sum(len(p) for _, p in parts)
         counts["unchanged"] += plan.unchanged
         stale.extend(plan.stale)
+        with planned:
+            for doc_id, ids in plan.stale_of.items():
+                stale_of.setdefault(doc_id, []).extend(ids)
+            for doc_id, ids in plan.written_of.items():
+                if doc_id not in plan.stale_of:
+                    continue  # nothing to delete after it
+                unwritten[doc_id] = unwritten.get(doc_id, 0) + len(ids)
+                owner_of.update(dict.fromkeys(ids, doc_id))
         chunk_seconds += time.perf_counter() - began
         return plan.write
 
@@ -137,6 +151,25 @@ def index_documents(
         measured = iter(encoder.token_lengths(missing) if missing else [])
         return [next(measured) if n is None else n + specials for n in found]
 
+    def write(batch: list[Document], index: Any, full: Any) -> None:
+        """Write a batch, then delete the old items of each document whose new version is
+        now whole (and of documents with nothing new to write): a kill mid-call leaves old
+        and new items of a document together only while its new items are being written
+        (a window sorts texts by length, so they may span a few writes), never for the
+        documents written before; the same call run again removes them."""
+        store.write_checked(batch, index, full)
+        done: list[str] = []
+        with planned:
+            for d in batch:
+                doc_id = owner_of.pop(d.id, None)
+                if doc_id is not None:
+                    unwritten[doc_id] -= 1
+            for doc_id in [i for i in stale_of if not unwritten.get(i)]:
+                unwritten.pop(doc_id, None)
+                done += stale_of.pop(doc_id)
+        if done:
+            store.delete(list(dict.fromkeys(done)))
+
     def encode(texts: list[str]) -> tuple[Any, Any]:
         out = encoder.encode(texts, kind="document", warn_truncation=False,
                              show_progress_bar=False, dim=dim)
@@ -146,7 +179,7 @@ def index_documents(
         stats = index_pipelined(
             docs,
             encode=encode,
-            write=store.write_checked,
+            write=write if chunker is not None else store.write_checked,
             lengths=token_lengths,
             max_length=encoder.truncates_at,
             batch_size=batch_size,
@@ -157,8 +190,9 @@ def index_documents(
                 lambda docs, at: store.check_documents(docs, offset=at)),
             prepare=prepare if chunker is not None else None,
         )
-        if stale:  # only once everything new is written: nothing is lost on a failure
-            store.delete(list(dict.fromkeys(stale)))
+        left = [i for ids in stale_of.values() for i in ids]
+        if left:  # nothing new was written after them (a call of unchanged documents)
+            store.delete(list(dict.fromkeys(left)))
         if store.replacing and stats.n_input:  # recreate=True: the complete
             store.publish()  # replacement goes live; an empty call replaces nothing
     except BaseException:

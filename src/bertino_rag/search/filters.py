@@ -11,7 +11,8 @@ A filter is a dict of metadata field -> condition, all of which must hold (AND):
 - ``{"$or": [{...}, {...}]}`` and ``{"$and": [{...}, {...}]}``: any / all of several filters,
   nested as deep as needed (up to :data:`MAX_DEPTH` levels).
 
-Values are str, int (within 64 bits), finite float or bool, and compare strictly on every
+Values are str (without NUL), int (within +-(2**53 - 1), what every store compares
+exactly), finite float or bool, and compare strictly on every
 store: ``True`` is not ``1``, ``"1"`` is not ``1``, ``2`` is ``2.0``. A document without the
 field never matches ``$eq``, ``$in`` or a range, and always matches ``$ne`` and ``$nin`` (they
 are the negations of ``$eq`` and ``$in``). ``$in``/``$nin`` take at most
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import FilterError
+from ..validation import EXACT_INT, check_no_nul
 
 __all__ = [
     "MAX_CONDITIONS",
@@ -52,7 +54,6 @@ MAX_IN_VALUES = 1_000
 MAX_CONDITIONS = 2_000
 #: nesting of ``$or``/``$and``
 MAX_DEPTH = 8
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,18 @@ Node = Condition | Or
 
 
 def _scalar(value: Any, field: str, op: str) -> Scalar:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        try:
+            return check_no_nul(value, f"filter on {field!r}: {op} value")
+        except ValueError as err:
+            raise FilterError(str(err)) from None
     if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise FilterError(f"filter on {field!r}: {op} value {value} does not fit in 64 bits "
-                              "(stores keep integers as int64)")
+        if abs(value) > EXACT_INT:
+            raise FilterError(f"filter on {field!r}: {op} value {value} is beyond "
+                              "+-(2**53 - 1), the integers every store compares exactly "
+                              "(metadata holds no larger one)")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -46,6 +46,7 @@ from ..validation import (
     StoreLimits,
     check_collection_name,
     check_documents,
+    check_no_nul,
     check_vectors,
     positive_int,
 )
@@ -369,7 +370,7 @@ class VectorStore(Searching, StoreProtocol):
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id; unknown ids are ignored."""
         self.stamp  # noqa: B018
-        ids = [str(i) for i in ids]
+        ids = _id_strings(ids)
         if ids:
             self._delete(ids)
 
@@ -377,7 +378,7 @@ class VectorStore(Searching, StoreProtocol):
         """Delete documents by id together with every chunk of them (the stored documents
         whose ``doc_id`` metadata is one of ``doc_ids``); unknown ids are ignored."""
         self.stamp  # noqa: B018
-        doc_ids = list(dict.fromkeys(str(i) for i in doc_ids))
+        doc_ids = list(dict.fromkeys(_id_strings(doc_ids)))
         if doc_ids:
             self.delete(list(dict.fromkeys([*doc_ids, *self.ids_of_documents(doc_ids)])))
 
@@ -386,7 +387,7 @@ class VectorStore(Searching, StoreProtocol):
         of them), sorted; any number of documents (asked in blocks within the filter's
         ``$in`` bound)."""
         self.stamp  # noqa: B018
-        doc_ids = list(dict.fromkeys(str(i) for i in doc_ids))
+        doc_ids = list(dict.fromkeys(_id_strings(doc_ids)))
         found: set[str] = set()
         for start in range(0, len(doc_ids), MAX_IN_VALUES):
             block = doc_ids[start : start + MAX_IN_VALUES]
@@ -415,7 +416,7 @@ class VectorStore(Searching, StoreProtocol):
         self.stamp  # noqa: B018
         if not ids:
             return []
-        fetched = self._fetch([str(i) for i in ids], documents=True)
+        fetched = self._fetch(_id_strings(ids), documents=True)
         return [d for d in fetched.documents or () if d is not None]
 
     def fetch_full(self, ids: Sequence[str]) -> np.ndarray:
@@ -430,7 +431,7 @@ class VectorStore(Searching, StoreProtocol):
             raise StoreError(
                 f"collection {self.collection!r} stores no full vectors (built with rescore off)"
             )
-        ids = [str(i) for i in ids]
+        ids = _id_strings(ids)
         if not ids:
             return np.zeros((0, stamp.full_dim), dtype=np.float32)
         fetched = self._fetch(ids, full=True)
@@ -471,3 +472,8 @@ class VectorStore(Searching, StoreProtocol):
     def __repr__(self) -> str:
         where = f"collection={self._collection!r}" if self._collection else "not open"
         return f"{type(self).__name__}({where})"
+
+
+def _id_strings(ids: Sequence[Any]) -> list[str]:
+    """``ids`` as strings; an id with a NUL is refused as at writing (no stored id has one)."""
+    return [check_no_nul(str(i), f"the id at position {n}") for n, i in enumerate(ids)]

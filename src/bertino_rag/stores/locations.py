@@ -1,11 +1,28 @@
-"""Where a store is, said without its secrets: every repr and error message goes through here."""
+"""Where a store is, said without its secrets: every repr and error message goes through here.
+Also the one way a store creates a temporary file in its folder (:func:`create_new`)."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["redact", "safe_location"]
+__all__ = ["create_new", "redact", "safe_location"]
+
+#: ``open`` flags of a file that must be new: never through a link someone planted at its name
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+
+
+def create_new(path: Path, mode: str = "wb") -> IO[Any]:
+    """Open ``path`` for writing as a new file in the store's folder: whatever is at its name
+    (a leftover temporary, or a symbolic link to a file outside the store) is removed first,
+    and the file is created exclusively, never following a link, so that a write can never
+    land outside the folder."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, _NEW, 0o644)
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
 
 
 def safe_location(uri: str) -> str:

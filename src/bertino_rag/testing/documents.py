@@ -82,6 +82,36 @@ class DocumentTests(Fixtures):
             store.drop()
             store.close()
 
+    def test_values_are_compared_exactly_or_refused_alike(self, make_store, name, stamp, data):
+        """One rule on every store: ids and metadata hold no NUL, integers stay within
+        +-(2**53 - 1) (one error, before anything is written), and integers up to that bound
+        compare exactly (Qdrant compares numbers as float64)."""
+        docs, vec, _ = data
+        big = 2**53 - 1
+        store = make_store()
+        store.open(name, stamp)
+        try:
+            store.upsert([Document(text=docs[i].text, id=f"n{i}", metadata={"v": big - i})
+                          for i in range(3)], vec.index[:3], vec.full[:3])
+            assert store.ids_where({"v": big}) == ["n0"]
+            assert store.ids_where({"v": {"$lt": big}}) == ["n1", "n2"]
+            assert store.ids_where({"v": {"$gte": big - 1, "$lte": big}}) == ["n0", "n1"]
+            refused = r"NUL character|2\*\*53 - 1"
+            for bad in (Document(text="x", id="a\x00b"),
+                        Document(text="x", id="k", metadata={"s": "x\x00y"}),
+                        Document(text="x", id="b", metadata={"v": big + 1})):
+                with pytest.raises(ValueError, match=refused):
+                    store.upsert([bad], vec.index[:1], vec.full[:1])
+            for flt in ({"s": "x\x00"}, {"v": {"$lt": 2**63 - 1}}):
+                with pytest.raises(ValueError, match=refused):
+                    store.ids_where(flt)
+            with pytest.raises(ValueError, match=refused):
+                store.delete(["n0\x00"])
+            assert store.count() == 3
+        finally:
+            store.drop()
+            store.close()
+
     def test_delete_documents_removes_every_chunk(self, make_store, name, stamp, data):
         docs, vec, _ = data
         chunks = self._as_chunks(docs)

@@ -4,6 +4,8 @@ Layout of ``MemoryStore(path=DIR)``, one folder per collection (``DIR/<collectio
 
 - ``seg-NNNNNN.index.npy``: index vectors, float32, one file per written segment;
 - ``seg-NNNNNN.full.npy``: full vectors, float16 (only when the collection keeps them);
+- ``seg-NNNNNN.sign.npy``: sign codes of the index vectors, uint64 words (written by a store
+  with ``first_stage="binary"``, :mod:`.binary`);
 - ``meta.sqlite``: the stamp, the list of live segments with their sizes and CRC-32
   checksums, the segments whose files may be deleted, and, per document, its id, segment, row,
   text and metadata (JSON); for a hybrid collection, the lexical vocabulary (term → id). No

@@ -6,12 +6,16 @@ See :mod:`bertino_rag.stores.memory` for the layout of a collection folder.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
 import sqlite3
+import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -31,6 +35,48 @@ _REPLACING = ".replacing"
 _REPLACED = ".replaced"
 #: written into a replacement once it is complete: only a complete one is swapped in
 _COMPLETE = "complete"
+#: what SQLite says of a ``meta.sqlite`` damaged while still a database (an error of its own
+#: reading, never of a lock, a full disk or the caller)
+_DAMAGE = ("malformed", "not a database", "no such table", "no such column", "could not decode")
+
+
+def _damaged(err: BaseException) -> bool:
+    """Whether ``err`` is what reading a damaged ``meta.sqlite`` raises: a page SQLite finds
+    malformed, a schema or text that no longer decodes, a stored JSON that no longer parses."""
+    if isinstance(err, (UnicodeDecodeError, json.JSONDecodeError)):
+        return True
+    if isinstance(err, sqlite3.OperationalError):
+        return any(word in str(err).lower() for word in _DAMAGE)
+    return type(err) in (sqlite3.DatabaseError, sqlite3.IntegrityError)
+
+
+class _MetaGuard:
+    """The store's reentrant mutex, which also names damage to the open folder's
+    ``meta.sqlite``: an error that only a damaged database raises (:func:`_damaged`), from any
+    read or write made under the mutex, leaves it as :class:`StoreCorruptionError` naming the
+    file (one place, rather than a ``try`` around each of the store's queries)."""
+
+    def __init__(self, folder: Callable[[], Path | None]) -> None:
+        self._lock = threading.RLock()
+        self._folder = folder
+
+    def __enter__(self) -> _MetaGuard:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._lock.release()
+        folder = self._folder()
+        if err is None or folder is None or not _damaged(err):
+            return
+        path = folder / "meta.sqlite"
+        raise StoreCorruptionError(
+            path, f"{path} cannot be read ({type(err).__name__}: {err}): the metadata of the "
+            f"collection is damaged. {_RESTORE}."
+        ) from err
+
+
 #: the generation of the last acknowledged write, outside SQLite (see :meth:`_record_generation`)
 _ACKED = "meta.acked"
 _RESTORE = (
@@ -73,7 +119,8 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 class _Segment:
-    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums", "lex_sums")
+    __slots__ = ("seg", "index", "full", "alive", "ids", "lex", "sums", "lex_sums", "codes",
+                 "code_sums")
 
     def __init__(
         self, seg: int, index: np.ndarray, full: np.ndarray | None,
@@ -89,6 +136,9 @@ class _Segment:
         self.sums: tuple[int | None, ...] = (None, None, None, None)
         #: per postings file kind, its (CRC-32, size) when persisted
         self.lex_sums: dict[str, tuple[int, int]] | None = None
+        #: sign codes of the index vectors (binary first stage, :mod:`.binary`), when known
+        self.codes: np.ndarray | None = None
+        self.code_sums: tuple[int | None, int | None] = (None, None)
 
 
 def _check_metadata_present(folder: Path) -> None:
@@ -120,6 +170,21 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _inside(root: Path, name: str) -> Path:
+    """``root / name``, refused when it leads out of ``root`` (a symbolic link to a folder
+    elsewhere): no open, replacement or lock file of a store is ever made outside its folder.
+
+    Raises:
+        ValueError: naming the collection and the folder.
+    """
+    folder = root / name
+    if folder.resolve().parent != root.resolve():
+        raise ValueError(f"collection {name.removesuffix(_REPLACING)!r} would leave the folder "
+                         f"{root} ({folder} is a link to {folder.resolve()}): move the "
+                         "collection into the folder, or open the folder it is in")
+    return folder
 
 
 def _mark_replaced(live: Path, lock_timeout: float) -> None:

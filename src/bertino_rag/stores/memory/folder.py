@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ import numpy as np
 from ...errors import StoreCorruptionError, StoreError
 from ...lexical import postings as _postings
 from ...types import Stamp
+from ..locations import create_new
+from .binary import code_words
 from .files import (
     _ACKED,
     _REPLACING,
@@ -27,6 +28,8 @@ from .files import (
     _check_metadata_present,
     _crc32,
     _finish_swap,
+    _inside,
+    _MetaGuard,
     _Segment,
 )
 from .sql import _SCHEMA
@@ -40,11 +43,12 @@ class _Folder:
     root: Path | None
     lock_timeout: float
     verify_checksums: bool
+    first_stage: str
     _db: sqlite3.Connection | None
     _dir: Path | None
     _segments: dict[int, _Segment]
     _generation: int | None
-    _mutex: threading.RLock
+    _mutex: _MetaGuard
     _file_lock: Any
     _ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]]
     _vocab: dict[str, int]
@@ -69,9 +73,7 @@ class _Folder:
         else:
             from filelock import FileLock  # installed with sentence-transformers (huggingface-hub)
 
-            folder = self.root / collection
-            if folder.resolve().parent != self.root.resolve():  # names are validated; belt
-                raise ValueError(f"collection {collection!r} would leave the folder {self.root}")
+            folder = _inside(self.root, collection)
             if not collection.endswith(_REPLACING):
                 _finish_swap(self.root, collection)
             _check_metadata_present(folder)
@@ -88,11 +90,12 @@ class _Folder:
             columns = {row[1] for row in db.execute("PRAGMA table_info(segments)")}
             for column, kind in (("index_crc", "INTEGER"), ("index_size", "INTEGER"),
                                  ("full_crc", "INTEGER"), ("full_size", "INTEGER"),
-                                 ("lex_sums", "TEXT")):
+                                 ("lex_sums", "TEXT"), ("sign_crc", "INTEGER"),
+                                 ("sign_size", "INTEGER")):
                 if column not in columns:  # written before checksums: NULL, not verified
                     db.execute(f"ALTER TABLE segments ADD COLUMN {column} {kind}")
             db.commit()
-        except sqlite3.DatabaseError as err:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
             if self.root is None or isinstance(err, sqlite3.OperationalError) and (
                     "locked" in str(err)):
                 raise
@@ -169,9 +172,12 @@ class _Folder:
         gen = int(self._meta("generation") or 0)
         body = f"{gen:020d} {zlib.crc32(str(gen).encode()):010d}\n".encode()
         path = self._dir / _ACKED
+        if path.is_symlink():  # planted: never written through, replaced by a file
+            path.unlink()
         created = not path.exists()
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            # never through a link planted at its name: rewritten in place, not renamed
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             try:
                 os.pwrite(fd, body, 0)  # fixed width: rewritten in place
                 os.fsync(fd)
@@ -238,8 +244,8 @@ class _Folder:
 
     def _reload(self, gen: int) -> None:
         rows = {r[0]: r for r in self.db.execute(
-            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums "
-            "FROM segments")}
+            "SELECT seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums, "
+            "sign_crc, sign_size FROM segments")}
         live = set(rows)
         for seg in list(self._segments):
             if seg not in live:
@@ -271,7 +277,7 @@ class _Folder:
             ))
 
     def _load_segment(self, row: tuple[Any, ...], stamp: Stamp | None) -> _Segment:
-        seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums = row
+        seg, nrows, index_crc, index_size, full_crc, full_size, lex_sums, sign_crc, sign_size = row
         nrows = int(nrows)
         index = self._load_array(seg, "index", nrows, index_crc, index_size,
                                  (nrows, None if stamp is None else stamp.index_dim))
@@ -297,14 +303,19 @@ class _Folder:
                     path, f"{path} does not match {self._seg_path(seg, 'lexterm').name}: the "
                     f"lexical postings of {nrows} documents cannot be trusted. {_RESTORE}.")
             lex = _postings.Postings(**{k.removeprefix("lex"): a for k, a in arrays.items()})
-        return _Segment(seg, index, full, lex)
+        segment = _Segment(seg, index, full, lex)
+        if sign_size is not None and self.first_stage == "binary":  # read by that stage only
+            segment.codes = self._load_array(seg, "sign", nrows, sign_crc, sign_size,
+                                             (code_words(int(index.shape[1])), nrows))
+        return segment
 
     def _load_array(self, seg: int, kind: str, nrows: int, crc: int | None, size: int | None,
                     shape: tuple[int | None, ...]) -> np.ndarray:
         """Memory-map one segment file after checking its size, checksum and shape
         (``None`` in ``shape``: any length)."""
         path = self._seg_path(seg, kind)
-        what = {"index": "index vectors", "full": "full vectors (for rescoring)"}.get(
+        what = {"index": "index vectors", "full": "full vectors (for rescoring)",
+                "sign": "sign codes (for the binary first stage)"}.get(
             kind, "lexical postings (for lexical and hybrid search)")
         if not path.exists():
             raise StoreCorruptionError(
@@ -392,7 +403,7 @@ class _Folder:
             return arr, None, None
         final = self._seg_path(seg, kind)
         tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with create_new(tmp) as fh:
             np.save(fh, arr)
             fh.flush()
             os.fsync(fh.fileno())

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 from ...errors import StoreError
 from ...types import Stamp
 from ...validation import COLLECTION_NAME
-from .files import _COMPLETE, _REPLACED, _REPLACING, _finish_swap, _fsync_folder, _mark_replaced
+from ..locations import create_new
+from .files import (
+    _COMPLETE,
+    _REPLACED,
+    _REPLACING,
+    _finish_swap,
+    _fsync_folder,
+    _inside,
+    _mark_replaced,
+)
 from .folder import _Folder
 
 
@@ -57,6 +66,7 @@ class _Replacement(_Folder):
             return
         from filelock import FileLock, Timeout
 
+        _inside(self.root, collection)  # a link out of the folder is refused before any lock
         self.root.mkdir(parents=True, exist_ok=True)
         guard = FileLock(str(self.root / f"{key}.lock"))
         try:
@@ -68,6 +78,8 @@ class _Replacement(_Folder):
             ) from err
         try:
             # an abandoned replacement (a crash before its publish) was never acknowledged
+            if (self.root / key).is_symlink():
+                (self.root / key).unlink()
             shutil.rmtree(self.root / key, ignore_errors=True)
             self._open_collection(key, stamp, True)
         except BaseException:
@@ -96,7 +108,7 @@ class _Replacement(_Folder):
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._close_files()
             complete = new / _COMPLETE
-            with open(complete, "wb") as fh:
+            with create_new(complete) as fh:
                 os.fsync(fh.fileno())
             _fsync_folder(new)
             live, old = self.root / collection, self.root / (collection + _REPLACED)

@@ -23,6 +23,7 @@ from ...lexical import postings as _postings
 from ...search.ranked import Fetched, Ranked, ranked_arrays
 from ...search.rescore import id_ranks, rescore_rows
 from ...types import Document, Stamp
+from .binary import binary_top_keys
 from .files import _NO_ROWS
 from .folder import _Folder
 from .sql import _chunks, _conjunction_sql
@@ -34,6 +35,8 @@ _ROW_BITS = 32
 
 class _Search(_Folder):
     """The read side of a MemoryStore collection."""
+
+    binary_candidates: int
 
     if TYPE_CHECKING:  # provided by VectorStore
         @property
@@ -130,7 +133,11 @@ class _Search(_Folder):
     def _top_keys(self, vectors: np.ndarray, k: int, allowed: dict[int, np.ndarray] | None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``k`` scores per query and their row handles, in no order: ``(m, <=k)``
-        each; a score is ``-inf`` where a query has fewer than ``k`` live rows."""
+        each; a score is ``-inf`` where a query has fewer than ``k`` live rows. With
+        ``first_stage="binary"``, among each query's nearest sign codes (:mod:`.binary`)."""
+        if self.first_stage == "binary":
+            return binary_top_keys([s for _, s in sorted(self._segments.items())], vectors,
+                                   k, self.binary_candidates, allowed)
         m = vectors.shape[0]
         best_scores = np.full((m, 0), -np.inf, dtype=np.float32)
         best_keys = np.zeros((m, 0), dtype=np.int64)

@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import sqlite3
-import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,9 +20,11 @@ from ...errors import StoreWriteError
 from ...indexing.documents import DOC_ID
 from ...lexical import postings as _postings
 from ...types import Document, Stamp
+from ...validation import positive_int
 from ..base import VectorStore
 from ..protocol import Capabilities, ExportBatch, WriteBatch
-from .files import _LAYOUT, _TIER_BASE, _disk_full, _Segment
+from .binary import DEFAULT_CANDIDATES, FIRST_STAGES, FirstStage, sign_codes
+from .files import _LAYOUT, _TIER_BASE, _disk_full, _MetaGuard, _Segment
 from .replace import _Replacement
 from .search import _Search
 from .sql import _chunks, _json_path
@@ -44,6 +46,14 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         verify_checksums: check each segment file against its CRC-32 when this process first
             loads it (reads the file once: about 1 s per GB); sizes and shapes are always
             checked.
+        first_stage: ``"exact"`` (every index vector scored: exact results) or ``"binary"``
+            (sign codes of the index vectors searched by Hamming distance, their
+            ``binary_candidates`` nearest scored exactly: a faster first stage at a million
+            points whose recall against exact is measured in ``docs/benchmarks.md``; see
+            :mod:`~bertino_rag.stores.memory.binary`). A search-time choice: a collection is
+            searched either way, whichever wrote it.
+        binary_candidates: with ``first_stage="binary"``, the rows per query scored at the
+            index dim (at least the ``k``, or ``rescore_k``, asked).
 
     Example:
         >>> store = MemoryStore(path="./bertino_index")  # doctest: +SKIP
@@ -58,8 +68,15 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         lock_timeout: float = 60.0,
         index_fields: Sequence[str] = (),
         verify_checksums: bool = True,
+        first_stage: FirstStage = "exact",
+        binary_candidates: int = DEFAULT_CANDIDATES,
     ):
         super().__init__()
+        if first_stage not in FIRST_STAGES:
+            raise ValueError(f"MemoryStore: first_stage={first_stage!r} is not one of "
+                             f"{', '.join(map(repr, FIRST_STAGES))}")
+        self.first_stage = first_stage
+        self.binary_candidates = positive_int(binary_candidates, "binary_candidates")
         self.root = None if path is None else Path(path)
         self.lock_timeout = lock_timeout
         self.verify_checksums = verify_checksums
@@ -70,7 +87,10 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         self._dir: Path | None = None
         self._segments: dict[int, _Segment] = {}
         self._generation: int | None = None
-        self._mutex = threading.RLock()
+        # through a weak reference: no cycle that would keep the store (and its file locks)
+        # alive after its last user lets go
+        me = weakref.ref(self)
+        self._mutex = _MetaGuard(lambda: getattr(me(), "_dir", None))
         self._file_lock: Any = None
         self._ram: dict[str, tuple[sqlite3.Connection, dict[int, _Segment]]] = {}
         self._vocab: dict[str, int] = {}
@@ -167,6 +187,11 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         seg = self._allocate()
         index, icrc, isize = self._write_array(
             seg, "index", np.ascontiguousarray(index, dtype=np.float32))
+        codes: np.ndarray | None = None
+        code_sums: tuple[int | None, int | None] = (None, None)
+        if self.first_stage == "binary":
+            codes, ccrc, csize = self._write_array(seg, "sign", sign_codes(index))
+            code_sums = (ccrc, csize)
         fcrc = fsize = None
         if full is not None:
             full, fcrc, fsize = self._write_array(
@@ -185,15 +210,17 @@ class MemoryStore(_Replacement, _Search, VectorStore):
         segment = _Segment(seg, index, full, lex)
         segment.sums = (icrc, isize, fcrc, fsize)
         segment.lex_sums = lex_sums or None
+        segment.codes, segment.code_sums = codes, code_sums
         return segment
 
     def _insert_segment(self, segment: _Segment, nrows: int) -> None:
         """In a transaction: make ``segment`` live (it stops being garbage)."""
         self.db.execute(
             "INSERT INTO segments (seg, nrows, index_crc, index_size, full_crc, full_size, "
-            "lex_sums) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "lex_sums, sign_crc, sign_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (segment.seg, nrows, *segment.sums,
-             None if segment.lex_sums is None else json.dumps(segment.lex_sums)))
+             None if segment.lex_sums is None else json.dumps(segment.lex_sums),
+             *segment.code_sums))
         self.db.execute("DELETE FROM garbage WHERE seg = ?", (segment.seg,))
 
     def _locate(self, ids: list[str]) -> list[tuple[int, int]]:

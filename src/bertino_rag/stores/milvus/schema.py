@@ -15,9 +15,9 @@ from ...types import Document, Stamp
 from ..base import lexical_config
 from .filters import FILTER_FIELD, filter_keys
 
-__all__ = ["GROUP_FIELD", "ID_MAX_BYTES", "LEXICAL", "LEXICAL_TEXT", "REPLACING", "STAMP_KEY",
-           "TEXT_MAX_BYTES", "decode_full", "entities", "index_params", "read_stamp", "schema",
-           "stamp_properties"]
+__all__ = ["COMPLETE", "GROUP_FIELD", "ID_MAX_BYTES", "LEXICAL", "LEXICAL_TEXT", "REPLACING",
+           "STAMP_KEY", "TEXT_MAX_BYTES", "decode_full", "entities", "index_params", "read_stamp",
+           "schema", "stamp_properties"]
 
 STAMP_KEY = "bertino.stamp"
 LEXICAL = "lexical"
@@ -28,6 +28,10 @@ ID_MAX_BYTES = 512
 TEXT_MAX_BYTES = 65_535
 #: suffix of the collection a replacement is built in (``open_replacement``)
 REPLACING = "__bertino_replacing"
+#: suffix a complete replacement is renamed to before the old collection is dropped: a crash
+#: between the drop and the last rename leaves it under this name, and the next open finishes
+#: the swap (a ``REPLACING`` collection is never complete, and is dropped)
+COMPLETE = "__bertino_complete"
 _DESCRIPTION = "bertino-rag collection; stamp: "
 
 

@@ -26,6 +26,7 @@ from . import lite
 from .catalogue import build_params, check_index, index_chain, quiet_pymilvus, warn_fallback
 from .filters import compile_filter, filter_kwargs, ids_filter
 from .schema import (
+    COMPLETE,
     GROUP_FIELD,
     ID_MAX_BYTES,
     REPLACING,
@@ -250,8 +251,11 @@ class MilvusStore(_Search, VectorStore):
 
     # ------------------------------------------------------------------ lifecycle
     def _collections(self) -> list[str]:
-        return [n for n in self._retry.call(self.client.list_collections, "list_collections")
-                if not n.endswith(REPLACING)]
+        names = self._retry.call(self.client.list_collections, "list_collections")
+        for name in names:
+            if name.endswith(COMPLETE):  # a swap that a crash interrupted
+                self._finish_swap(name.removesuffix(COMPLETE))
+        return sorted({n.removesuffix(COMPLETE) for n in names if not n.endswith(REPLACING)})
 
     def _has(self, collection: str) -> bool:
         return bool(self._retry.call(lambda: self.client.has_collection(collection),
@@ -266,6 +270,8 @@ class MilvusStore(_Search, VectorStore):
 
     def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
         self._ensure_connected()
+        if not collection.endswith(REPLACING):
+            self._finish_swap(collection)
         exists = self._has(collection)
         if exists and not recreate:
             desc = self._describe(collection)
@@ -350,20 +356,37 @@ class MilvusStore(_Search, VectorStore):
         return self.collection + REPLACING if self._replacing else self.collection
 
     def _open_replacement(self, collection: str, stamp: Stamp) -> None:
-        """Build into ``<collection>__bertino_replacing``; :meth:`_publish` drops the old
-        collection and renames the replacement (Milvus has no atomic swap of names: between
-        the two calls, milliseconds, the collection does not exist; a crash there leaves the
-        complete replacement under its own name)."""
+        """Build into ``<collection>__bertino_replacing``; :meth:`_publish` swaps it in. A swap
+        that a crash interrupted is finished first: a complete replacement is never dropped."""
+        self._ensure_connected()
+        self._finish_swap(collection)
         self._open(collection + REPLACING, stamp, True)
 
     def _publish(self) -> None:
+        """Mark the replacement complete by renaming it to ``<collection>__bertino_complete``
+        (one rename: a crash before it leaves the old collection, and an incomplete
+        replacement that is dropped), then :meth:`_finish_swap`. Milvus has no atomic swap of
+        names: between dropping the old collection and the last rename, milliseconds, the
+        collection does not exist, and a crash there leaves the complete replacement, which
+        the next open or listing of the collections swaps in."""
         collection, temp = self.collection, self.collection + REPLACING
         self._retry.call(lambda: self.client.flush(temp), "flush")
+        self._retry.call(lambda: self.client.rename_collection(temp, collection + COMPLETE),
+                         "rename_collection")
+        self._replacing = False  # complete: a failure from here on must not discard it
+        self._finish_swap(collection)
+        self._retry.call(lambda: self.client.load_collection(collection), "load_collection")
+
+    def _finish_swap(self, collection: str) -> None:
+        """Swap a complete replacement of ``collection`` in, if there is one: drop the old
+        collection, rename the replacement to its name."""
+        complete = collection + COMPLETE
+        if not self._has(complete):
+            return
         if self._has(collection):
             self._drop_collection(collection)
-        self._retry.call(lambda: self.client.rename_collection(temp, collection),
+        self._retry.call(lambda: self.client.rename_collection(complete, collection),
                          "rename_collection")
-        self._retry.call(lambda: self.client.load_collection(collection), "load_collection")
 
     def _discard_replacement(self) -> None:
         if self._client is not None:

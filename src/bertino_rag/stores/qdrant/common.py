@@ -49,7 +49,6 @@ PAYLOAD_TYPES = ("keyword", "integer", "float", "bool", "datetime", "text", "uui
 
 #: namespace of the uuid5 point ids derived from document ids
 ID_NAMESPACE = uuid.UUID("6f2d6c1e-8a55-5b8e-9c43-2f4e0b6a9d11")
-_MAX_EXACT_FLOAT = 2**53
 _RANGE_BOUNDS = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}
 
 
@@ -219,8 +218,6 @@ def _any_of(key: str, values: Sequence[Any], v: FilterVocabulary) -> Any:
 def equal_condition(key: str, value: Any, v: FilterVocabulary) -> Any:
     """Equality with filters.matches semantics: bool is not 1, "1" is not 1, 2 == 2.0."""
     if isinstance(value, (bool, str)):
-        return v.field(key, match=v.match(value))
-    if isinstance(value, int) and abs(value) >= _MAX_EXACT_FLOAT:
         return v.field(key, match=v.match(value))
     # a range matches int and float payloads alike (a match on 2 would miss 2.0)
     return v.field(key, range=v.range(gte=value, lte=value))

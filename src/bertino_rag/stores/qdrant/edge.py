@@ -87,6 +87,7 @@ require("qdrant_edge", "edge")
 
 import qdrant_edge as qe  # noqa: E402
 
+from .edge_replace import _EdgeReplacement  # noqa: E402
 from .edge_shard import (  # noqa: E402
     QUANTIZATIONS,
     REGISTRY,
@@ -94,6 +95,7 @@ from .edge_shard import (  # noqa: E402
     STAMP_FILE,
     Quantization,
     Shard,
+    as_damage,
     edge_config,
     has_foreign_shard,
     open_shard,
@@ -142,7 +144,7 @@ _VOCABULARY = FilterVocabulary(
 )
 
 
-class QdrantEdgeStore(PointStore):
+class QdrantEdgeStore(_EdgeReplacement, PointStore):
     """The Qdrant engine in-process (Qdrant Edge), persisted to a folder.
 
     Args:
@@ -233,7 +235,8 @@ class QdrantEdgeStore(PointStore):
     @property
     def capabilities(self) -> Capabilities:
         engine = self.two_stage == "prefetch"
-        return Capabilities(lexical=True, rescore=engine, score=engine, joint_candidates=True)
+        return Capabilities(lexical=True, rescore=engine, score=engine, joint_candidates=True,
+                            atomic_replace=True)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -250,15 +253,10 @@ class QdrantEdgeStore(PointStore):
 
     def _call(self, what: str, method: Callable[..., T], *args: Any) -> T:
         """``method(*args)`` of the open shard through the store's retry policy."""
-        return self.retry.call(functools.partial(method, *args), what)
-
-    def _folder(self, collection: str) -> Path:
-        if collection in (".", "..") or "/" in collection or "\\" in collection:
-            raise ValueError(
-                f"QdrantEdgeStore: collection name {collection!r} must not contain path "
-                "separators"
-            )
-        return self.root / collection
+        try:
+            return self.retry.call(functools.partial(method, *args), what)
+        except StoreError as err:
+            raise as_damage(err, self._handle) or err from err.__cause__
 
     @property
     def location(self) -> str:
@@ -285,7 +283,7 @@ class QdrantEdgeStore(PointStore):
                      recreate: bool) -> None:
         folder = handle.folder
         if recreate:
-            handle.close()  # and forgets its cached frequencies
+            handle.close(seal=False)  # and forgets its cached frequencies
             shutil.rmtree(folder, ignore_errors=True)
         found = read_stamp(folder)
         self._avgdl = read_sidecar(folder).get("avgdl") if found is not None else None
@@ -317,7 +315,7 @@ class QdrantEdgeStore(PointStore):
         if not self.root.is_dir():
             return []
         # a folder with a stamp or a shard is listed, even when it is damaged
-        return [f.name for f in self.root.iterdir()
+        return [f.name for f in self._collection_folders()
                 if (f / STAMP_FILE).is_file() or (f / SHARD_DIR).is_dir()]
 
     def _stored_stamp(self, collection: str) -> Stamp | None:
@@ -336,8 +334,10 @@ class QdrantEdgeStore(PointStore):
         handle = self._handle
         assert handle is not None
         with handle.lock:
-            handle.close()
+            handle.close(seal=False)
             shutil.rmtree(handle.folder, ignore_errors=True)
+            if self._replacing:  # and the collection it was to replace
+                shutil.rmtree(self._folder(self.collection), ignore_errors=True)
         self._release()
 
     def close(self) -> None:
@@ -402,11 +402,13 @@ class QdrantEdgeStore(PointStore):
             self._handle.written()
 
     def _stored_avgdl(self) -> float | None:
-        avgdl = read_sidecar(self._folder(self.collection)).get("avgdl")
+        assert self._handle is not None  # the open collection's folder, or its replacement's
+        avgdl = read_sidecar(self._handle.folder).get("avgdl")
         return None if avgdl is None else float(avgdl)
 
     def _keep_avgdl(self, avgdl: float) -> None:
-        write_stamp(self._folder(self.collection), self.stamp, avgdl=avgdl)
+        assert self._handle is not None
+        write_stamp(self._handle.folder, self.stamp, avgdl=avgdl)
 
     def _delete(self, ids: list[str]) -> None:
         try:

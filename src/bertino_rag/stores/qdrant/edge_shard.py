@@ -6,23 +6,33 @@ and ``stamp.json`` beside the shard (an Edge shard has no collection metadata).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import qdrant_edge as qe
 
-from ...errors import StoreError
+from ...errors import StoreCorruptionError, StoreError
 from ...types import Stamp
+from ..locations import create_new
 from .common import FULL, LEXICAL
 
-__all__ = ["DF_CACHE_TERMS", "REGISTRY", "Quantization", "Shard", "edge_config", "read_sidecar",
-           "read_stamp", "write_stamp"]
+logger = logging.getLogger("bertino_rag.stores.qdrant")
+
+__all__ = ["CHECKSUMS", "DF_CACHE_TERMS", "REGISTRY", "Quantization", "Shard", "as_damage",
+           "edge_config",
+           "read_sidecar", "read_stamp", "verify_checksums", "write_checksums", "write_stamp"]
 
 STAMP_FILE = "stamp.json"
 SHARD_DIR = "shard"
+#: the size and CRC-32 of each file of the shard at its last close (:func:`write_checksums`)
+CHECKSUMS = "checksums.json"
+_RESTORE = ("Restore the folder from a backup, or move it away and index the documents "
+            "again; delete checksums.json to open it anyway, at your own risk")
 #: document frequencies kept per open shard before the cache starts again (about 8 MB)
 DF_CACHE_TERMS = 100_000
 
@@ -49,11 +59,19 @@ class Shard:
         self._n: int | None = None
         self._writes = 0
         self._df_lock = threading.Lock()
+        #: the checksums verified at open: a file unchanged since (size, mtime) is not read
+        #: again at close
+        self.sealed: dict[str, list[int]] = {}
 
-    def close(self) -> None:
+    def close(self, seal: bool = True) -> None:
+        """Close the engine's shard and (``seal``) record its files' checksums for the next
+        open to verify (:func:`write_checksums`); not for a folder about to be deleted."""
         if self.shard is not None:
             self.shard.close()
             self.shard = None
+            if seal:
+                write_checksums(self.folder, self.sealed)
+            self.sealed = {}
         self.written()
 
     def written(self) -> None:
@@ -120,8 +138,11 @@ def open_shard(handle: Shard, config: qe.EdgeConfig) -> qe.EdgeShard:
     """
     folder = handle.folder
     shard_dir = folder / SHARD_DIR
+    exists = (shard_dir / "edge_config.json").exists()
+    if exists:
+        handle.sealed = verify_checksums(folder)
     try:
-        if (shard_dir / "edge_config.json").exists():
+        if exists:
             return qe.EdgeShard.load(str(shard_dir), config)
         return qe.EdgeShard.create(str(shard_dir), config)
     except Exception as err:
@@ -130,7 +151,96 @@ def open_shard(handle: Shard, config: qe.EdgeConfig) -> qe.EdgeShard:
                 f"Qdrant Edge collection {folder} is open in another process (one process at "
                 f"a time may open it): close it there, or serve it from a Qdrant server ({err})"
             ) from err
-        raise StoreError(f"cannot open Qdrant Edge shard {shard_dir}: {err}") from err
+        raise StoreCorruptionError(
+            shard_dir, f"cannot open the Qdrant Edge shard {shard_dir} ({err}): its files are "
+            f"damaged. {_RESTORE}") from err
+
+
+#: what the engine says when it reads a damaged file (its "Service runtime error")
+_DAMAGE = ("not readable", "out of bounds", "no such file", "corrupt", "unexpected end")
+
+
+def as_damage(err: Exception, handle: Shard | None) -> StoreCorruptionError | None:
+    """``err`` (an engine call's failure) as :class:`StoreCorruptionError` naming the shard's
+    folder when the engine failed on a damaged file; ``None`` otherwise."""
+    text = str(err).lower()
+    if handle is None or "service runtime error" not in text or not any(
+            word in text for word in _DAMAGE):
+        return None
+    shard_dir = handle.folder / SHARD_DIR
+    return StoreCorruptionError(shard_dir, f"{err}: the files of the Qdrant Edge shard "
+                                f"{shard_dir} are damaged. {_RESTORE}")
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _shard_files(folder: Path) -> dict[str, Path]:
+    root = folder / SHARD_DIR
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_checksums(folder: Path, known: dict[str, list[int]]) -> None:
+    """Record the size, CRC-32 and mtime of every file of the closed shard in
+    ``checksums.json``, for :func:`verify_checksums` at the next open: the files changed since
+    ``known`` (verified at open) are read (the cost: ``benchmarks/bench_edge_checksums.py``).
+    A failure only leaves the folder unverified, and is logged."""
+    try:
+        files = {}
+        for name, p in _shard_files(folder).items():
+            st = p.stat()
+            was = known.get(name)
+            same = was is not None and was[0] == st.st_size and was[2] == st.st_mtime_ns
+            files[name] = [st.st_size, was[1] if same and was else _crc32(p), st.st_mtime_ns]
+        with create_new(folder / (CHECKSUMS + ".tmp"), "w") as fh:
+            json.dump({"version": 1, "files": files}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(folder / (CHECKSUMS + ".tmp"), folder / CHECKSUMS)
+    except OSError as err:
+        logger.warning("Qdrant Edge: recording the checksums of %s failed: %s", folder, err)
+
+
+def verify_checksums(folder: Path) -> dict[str, list[int]]:
+    """Check the shard's files against ``checksums.json`` (written at the last close), then
+    remove it: a folder whose process died is opened without the check (its files changed
+    with the writes after the last close). No record: nothing to check. Returns the record.
+
+    Raises:
+        StoreCorruptionError: a file missing, added, of another size or with other bytes,
+            named, before the engine reads (and could delete) anything.
+    """
+    path = folder / CHECKSUMS
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StoreCorruptionError(path, f"{path} cannot be read ({err}). {_RESTORE}") from err
+    found = _shard_files(folder)
+    for name in sorted(set(recorded) | set(found)):
+        file = folder / SHARD_DIR / name
+        if name not in found:
+            problem = "is missing"
+        elif name not in recorded:
+            problem = "was added after the last close"
+        elif found[name].stat().st_size != recorded[name][0]:
+            problem = (f"has {found[name].stat().st_size} bytes, {recorded[name][0]} at the "
+                       "last close")
+        elif _crc32(found[name]) != recorded[name][1]:
+            problem = "changed since the last close (its checksum differs)"
+        else:
+            continue
+        raise StoreCorruptionError(
+            file, f"{file} {problem}: the Qdrant Edge collection {folder} is damaged, and is "
+            f"not opened (the engine would answer from it, or delete segments). {_RESTORE}")
+    path.unlink()
+    return {name: list(entry) for name, entry in recorded.items()}
 
 
 def has_foreign_shard(folder: Path) -> bool:
@@ -212,7 +322,7 @@ def write_stamp(folder: Path, stamp: Stamp, avgdl: float | None = None) -> None:
         entry["lexical_vector"] = LEXICAL
     if avgdl is not None:
         entry["avgdl"] = avgdl
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with create_new(tmp, "w") as fh:
         json.dump(entry, fh)
         fh.flush()
         os.fsync(fh.fileno())

@@ -1,0 +1,123 @@
+"""A process killed while it re-indexes edited, chunked documents leaves old and new chunks of
+a document together only for the documents of the write it interrupts: each document's old
+chunks are deleted as soon as its new version is whole (not at the end of the call), and the
+same call run again removes the rest. MemoryStore, Qdrant Edge and Qdrant local folders, the
+packaged MiniLM, a SIGKILL at a deterministic write (the child patches the store's write to
+kill itself)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bertino_rag import MemoryStore, Retriever
+
+SENTENCES = [
+    "Il Colosseo è l'anfiteatro più grande del mondo romano.",
+    "Fu costruito sotto la dinastia flavia nel primo secolo.",
+    "Poteva ospitare decine di migliaia di spettatori.",
+    "Oggi è uno dei monumenti più visitati d'Italia.",
+    "La Gioconda è conservata al museo del Louvre di Parigi.",
+    "Leonardo da Vinci la dipinse all'inizio del Cinquecento.",
+]
+SRC = str(Path(__file__).parents[1] / "src")
+
+
+def articles(version: int) -> list[dict]:
+    """Six articles of a few chunks each (at 40 tokens); every chunk changes between
+    versions (the version is in the text and in the metadata)."""
+    out = []
+    for a in range(6):
+        text = "\n\n".join(f"Versione {version}, parte {p} dell'articolo {a}. "
+                           + " ".join(SENTENCES[(a + p) % 6:(a + p) % 6 + 1] * 2)
+                           for p in range(3))
+        out.append({"id": f"art{a}", "text": text, "metadata": {"version": version}})
+    return out
+
+
+def _versions(store: Any) -> dict[str, dict[int, int]]:
+    """How many chunks of each version each article has stored."""
+    found: dict[str, dict[int, int]] = {}
+    for batch in store.export(batch_size=100):
+        for d in batch.documents:
+            counts = found.setdefault(d.metadata["doc_id"], {})
+            counts[d.metadata["version"]] = counts.get(d.metadata["version"], 0) + 1
+    return found
+
+
+def _store(kind: str, root: Path | None) -> Any:
+    if kind == "memory" or root is None:
+        return MemoryStore(path=root)
+    if kind == "qdrant-edge":
+        from bertino_rag.stores import QdrantEdgeStore
+
+        return QdrantEdgeStore(path=root)
+    from bertino_rag.stores import QdrantStore
+
+    return QdrantStore(path=root)
+
+
+def _retriever(minilm_path: str, root: Path | None, kind: str = "memory") -> Retriever:
+    from bertino_rag.encoder import Encoder
+
+    return Retriever(dim=128, encoder=Encoder(minilm_path, dim=128, device="cpu"),
+                     store=_store(kind, root), chunking={"max_tokens": 40})
+
+
+def _index(r: Retriever, version: int) -> None:
+    # windows of two articles, writes of four chunks: an article's chunks span writes
+    r.index(articles(version), batch_size=4, window=2)
+
+
+@pytest.mark.parametrize("kind", ["memory", pytest.param("qdrant-edge", marks=pytest.mark.slow),
+                                  pytest.param("qdrant", marks=pytest.mark.slow)])
+def test_a_kill_mid_edit_mixes_only_the_documents_being_written(minilm_path, tmp_path, kind):
+    if kind != "memory" and importlib.util.find_spec(
+            "qdrant_edge" if kind == "qdrant-edge" else "qdrant_client") is None:
+        pytest.skip(f"{kind} is not installed")
+    whole = _retriever(minilm_path, None)
+    for version in (1, 2):
+        _index(whole, version)
+    sizes = {a: counts[2] for a, counts in _versions(whole.store).items()}  # chunks of v2
+    whole.close()
+    r = _retriever(minilm_path, tmp_path, kind)
+    _index(r, 1)
+    r.close()
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from pathlib import Path
+        sys.path.insert(0, {SRC!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+        from tests.test_chunked_edit_kill import _index, _retriever
+        r = _retriever({minilm_path!r}, Path({str(tmp_path)!r}), {kind!r})
+        real, calls = r.store.write_checked, [0]
+        def write(*args):
+            calls[0] += 1
+            if calls[0] == 5:  # the first two articles written, the next two in progress
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(*args)
+        r.store.write_checked = write
+        _index(r, 2)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], timeout=600, capture_output=True,
+                          text=True, cwd=str(Path(__file__).parents[1]))
+    assert done.returncode == -9, done.stderr[-3000:]
+    reader = _retriever(minilm_path, tmp_path, kind)
+    versions = _versions(reader.store)
+    reader.close()
+    new = [a for a, c in versions.items() if c.get(2) == sizes[a]]
+    assert sorted(new) == ["art0", "art1"], versions  # their new versions were whole ...
+    assert all(versions[a] == {2: sizes[a]} for a in new), versions  # ... old chunks gone
+    for a, counts in versions.items():
+        if a not in new:  # in progress or not reached: the old version is whole (nothing lost)
+            assert 1 in counts and counts.get(2, 0) < sizes[a], (a, counts)
+    again = _retriever(minilm_path, tmp_path, kind)
+    _index(again, 2)  # the same call again finishes, and removes the old chunks
+    assert _versions(again.store) == {a: {2: n} for a, n in sizes.items()}
+    again.close()
