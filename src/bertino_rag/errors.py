@@ -7,7 +7,7 @@ written against the builtins keeps working:
 
 - bad input: :class:`FilterError`, :class:`StampMismatchError`, :class:`EmptyQueryError`,
   :class:`LexicalUnavailableError`, :class:`StreamValidationError`,
-  :class:`DocumentLoadError`; for training :class:`BaseModelError`,
+  :class:`DocumentLoadError`, :class:`RerankerError`; for training :class:`BaseModelError`,
   :class:`TrainingDataError`, :class:`MiniBatchMemoryError` (all ``ValueError``);
 - store failures: :class:`StoreError` and its kinds :class:`StoreConnectionError`,
   :class:`CollectionNotFoundError`, :class:`StoreWriteError` (with ``failed_ids``; also
@@ -43,6 +43,7 @@ __all__ = [
     "LexicalUnavailableError",
     "MigrationError",
     "MiniBatchMemoryError",
+    "RerankerError",
     "SkippedFileWarning",
     "SlowEngineWarning",
     "StampMismatchError",
@@ -154,6 +155,13 @@ class MiniBatchMemoryError(BertinoError, ValueError):
         self.needed_bytes = needed_bytes
         self.available_bytes = available_bytes
         super().__init__(message)
+
+
+class RerankerError(BertinoError, ValueError):
+    """A reranker that cannot rerank: a model that is not a cross-encoder (an embedding model,
+    a folder without a classification head), an object without a scoring method, or scores
+    that are not one finite number per (query, passage) pair. Raised before any hit of the
+    search is returned."""
 
 
 class BadItem(Exception):

@@ -23,6 +23,7 @@ from .encoder import TextEncoder, make_encoder, matryoshka_slice
 from .indexing.chunking import Chunker
 from .indexing.indexer import IndexReport, chunker_for, index_documents
 from .lexical import BM25, Analyzer, lexical_spec
+from .rerank import Reranker, as_reranker
 from .search.fusion import Fusion
 from .search.request import MODES, Queries, SearchRequest
 from .stores import VectorStore, make_store
@@ -81,6 +82,12 @@ class Retriever:
             ``"minmax"``/``"rrf"``, or the JSON file ``bertino-rag eval --tune-fusion`` wrote.
             Default: the fusion the model declares (``encoder.default_fusion``), else
             ``Fusion()``.
+        reranker: a cross-encoder that reorders each search's best ``rerank_top`` candidates
+            (:mod:`bertino_rag.search.rerank`): a hub id or local folder, a
+            ``sentence_transformers.CrossEncoder``, or any object with
+            ``score_pairs(queries, texts)`` or ``rank(query, texts)``
+            (:func:`bertino_rag.rerank.as_reranker`). Hits then carry ``rerank_score``.
+        rerank_top: candidates the reranker reads per query (default 20, at least ``k``).
 
     Example:
         >>> r = Retriever(dim=128)  # doctest: +SKIP
@@ -114,7 +121,16 @@ class Retriever:
         fusion: Fusion | str | os.PathLike[str] | None = None,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        reranker: Any = None,
+        rerank_top: int | None = None,
     ) -> None:
+        self.rerank_top = None if rerank_top is None else positive_int(rerank_top, "rerank_top")
+        if rerank_top is not None and reranker is None:
+            raise ValueError("rerank_top is the number of candidates a reranker reads: pass a "
+                             "reranker with it")
+        self._rerankers: dict[str, Reranker] = {}
+        # a reranker given is checked (and loaded) before the encoder loads
+        self.reranker: Reranker | None = None if reranker is None else self._reranker(reranker)
         if rerank is not None:
             rescore = renamed(None, rerank, "rescore", "rerank")[0]
         if rerank_k is not None:
@@ -277,6 +293,8 @@ class Retriever:
         expand: int = 0,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        reranker: Any = None,
+        rerank_top: int | None = None,
     ) -> SearchRequest:
         """A search request, checked once before anything is encoded or read (the arguments
         of :meth:`search`)."""
@@ -286,25 +304,41 @@ class Retriever:
         if use and not self.rescore:
             raise ValueError("this retriever was built with rescore=False: the collection keeps "
                              "no full vectors")
-        return self.store.request(
+        request = self.store.request(
             mode=self._mode(mode), k=k, filter=filter,
             # at the full dimension the first stage already searches the full vectors
             two_stage=use and self.dim < self.encoder.full_dim,
             rescore_k=self.rescore_k if rescore_k is None else rescore_k,
             fusion=self.fusion if fusion is None else Fusion.coerce(fusion), group_by=group_by,
             group_size=group_size, expand=expand, rescore_k_name=name)
+        if reranker is False:  # reranking off for this call: a default rerank_top is moot
+            return request.reranking(None)
+        ranker = self.reranker if reranker is None else self._reranker(reranker)
+        if rerank_top is None and ranker is not None:
+            rerank_top = self.rerank_top
+        return request.reranking(ranker, rerank_top)
+
+    def _reranker(self, value: Any) -> Reranker:
+        """A :class:`~bertino_rag.rerank.Reranker` for ``value``; a model named twice is loaded
+        once."""
+        if isinstance(value, (str, os.PathLike)):
+            key = os.fspath(value)
+            if key not in self._rerankers:
+                self._rerankers[key] = as_reranker(key)
+            return self._rerankers[key]
+        return as_reranker(value)
 
     def _queries(self, texts: list[str], request: SearchRequest) -> Queries:
         """What the request's stages search with: analyzed terms and/or encoded vectors."""
         terms = None if request.mode == "dense" else self.store.query_terms(texts, request.mode)
         if request.mode == "lexical":
-            return Queries(terms=terms)
+            return Queries(terms=terms, texts=texts)
         if len(texts) == 1:
             q = self.encoder.encode_query(texts[0], dim=self.dim)
         else:
             q = self.encoder.encode(texts, kind="query", dim=self.dim, warn_truncation=False,
                                     show_progress_bar=False)
-        return Queries(q.index, q.full if request.two_stage else None, terms)
+        return Queries(q.index, q.full if request.two_stage else None, terms, texts)
 
     def search(
         self,
@@ -321,6 +355,8 @@ class Retriever:
         expand: int = 0,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        reranker: Any = None,
+        rerank_top: int | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, best first.
 
@@ -343,6 +379,12 @@ class Retriever:
                 on each side (``Hit.text`` becomes the joined text; ``char_start``/``char_end``
                 the span), in every mode.
             rerank, rerank_k: deprecated names of ``rescore`` and ``rescore_k``.
+            reranker: override the retriever's reranker for this call (a model name or
+                folder, a ``CrossEncoder``, a :class:`~bertino_rag.rerank.Reranker`), or
+                ``False`` for none (``rerank_top`` is then ignored). With a reranker, hits are
+                ordered by ``Hit.rerank_score`` (``Hit.score`` stays the retrieval score).
+            rerank_top: candidates the reranker reads (default: the retriever's, else 20;
+                at least ``k``; chunks, with ``group_by``).
 
         Raises:
             LexicalUnavailableError: a lexical mode on a collection built without
@@ -353,7 +395,7 @@ class Retriever:
         return self.search_batch(
             [query], k, filter, rescore=rescore, rescore_k=rescore_k, mode=mode, fusion=fusion,
             group_by=group_by, group_size=group_size, expand=expand, rerank=rerank,
-            rerank_k=rerank_k,
+            rerank_k=rerank_k, reranker=reranker, rerank_top=rerank_top,
         )[0]
 
     def search_batch(
@@ -371,13 +413,16 @@ class Retriever:
         expand: int = 0,
         rerank: bool | None = None,
         rerank_k: int | None = None,
+        reranker: Any = None,
+        rerank_top: int | None = None,
     ) -> list[list[Hit]]:
-        """:meth:`search` for many queries, encoded in batches."""
+        """:meth:`search` for many queries, encoded in batches (a reranker scores the pairs
+        of the whole batch together)."""
         texts = check_queries(queries)
         request = self.request(
             k, filter, rescore=rescore, rescore_k=rescore_k, mode=mode, fusion=fusion,
             group_by=group_by, group_size=group_size, expand=expand, rerank=rerank,
-            rerank_k=rerank_k)
+            rerank_k=rerank_k, reranker=reranker, rerank_top=rerank_top)
         if not texts:
             return []
         return self.store.query(request, self._queries(texts, request))
@@ -416,7 +461,10 @@ class Retriever:
             )
         if kwargs.get("mode", "dense") != "dense":
             raise ValueError("search_by_vector searches the vectors: mode must be 'dense'")
-        request = self.request(k, filter, **{**kwargs, "mode": "dense"})
+        if kwargs.get("reranker") not in (None, False):
+            raise ValueError("a reranker reads the query text: use search() to rerank")
+        # no text to rerank with: the retriever's reranker does not apply here
+        request = self.request(k, filter, **{**kwargs, "mode": "dense", "reranker": False})
         if vec.shape[0] != full_dim and request.two_stage:
             request = replace(request, two_stage=False)  # a cut vector: one stage
         rows = vec[None, :]
@@ -477,5 +525,5 @@ class Retriever:
         return (
             f"Retriever(model={self.encoder.model_id!r}, dim={self.dim}, "
             f"rescore={self.rescore}, rescore_k={self.rescore_k}, hybrid={self.hybrid}, "
-            f"store={self.store!r})"
+            f"reranker={self.reranker!r}, store={self.store!r})"
         )

@@ -29,6 +29,11 @@ class Hit:
     A hit of ``search(..., group_by="document")`` stands for a whole document: ``id`` is the
     document's id, ``score``, ``text`` and ``metadata`` are its best chunk's, and ``chunks``
     holds its matching chunks, best first (the best one included).
+
+    With a reranker (``Retriever(reranker=...)``), hits are ordered by ``rerank_score`` (the
+    cross-encoder's score of the query and the hit's text, higher is better) and ``score``
+    stays the retrieval score (cosine, BM25 or fused); without one ``rerank_score`` is
+    ``None``.
     """
 
     id: str
@@ -36,6 +41,7 @@ class Hit:
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
     chunks: tuple[Hit, ...] = ()
+    rerank_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Any
 from ..stores.registry import spec_help
 
 __all__ = ["BACKENDS", "DEFAULT_STORE", "add_collection_arguments", "add_encoder_arguments",
-           "calibration_texts", "deprecated_alias", "encoder_options", "positive_int"]
+           "add_reranker_arguments", "calibration_texts", "deprecated_alias", "encoder_options",
+           "positive_int", "reranker_options"]
 
 DEFAULT_STORE = "memory:./bertino_index"
 
@@ -120,3 +121,33 @@ def add_collection_arguments(p: argparse.ArgumentParser) -> None:
                    help="hybrid fusion: 'minmax', 'rrf' or a file written by "
                         "'bertino-rag eval --tune-fusion' (default: the model's own when it "
                         "declares one, else minmax, lexical weight 0.8)")
+
+
+def add_reranker_arguments(p: argparse.ArgumentParser) -> None:
+    """The reranker flags (search, serve, eval)."""
+    g = p.add_argument_group("reranker")
+    g.add_argument("--reranker", default=None, metavar="MODEL",
+                   help="a cross-encoder (hub id or folder; train one with 'bertino-rag train "
+                        "--task rerank') that reorders the best --rerank-top candidates")
+    g.add_argument("--rerank-top", type=positive_int, default=None,
+                   help="candidates the reranker reads per query (default: 20, at least k)")
+    g.add_argument("--reranker-backend", choices=list(BACKENDS), default="torch",
+                   help="reranker runtime (onnx/openvino export it once and cache it)")
+    g.add_argument("--reranker-quantize", choices=["int8"], default=None,
+                   help="int8 reranker (dynamic, with --reranker-backend onnx)")
+
+
+def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``Retriever``'s ``reranker``/``rerank_top`` from :func:`add_reranker_arguments`'s
+    flags (nothing when the command has none or no ``--reranker``)."""
+    name = getattr(args, "reranker", None)
+    if name is None:
+        if getattr(args, "rerank_top", None) is not None:
+            raise ValueError("--rerank-top is the number of candidates a reranker reads: "
+                             "pass --reranker with it")
+        return {}
+    from ..rerank import as_reranker
+
+    return {"reranker": as_reranker(name, backend=args.reranker_backend,
+                                    quantize=args.reranker_quantize, device=args.device),
+            "rerank_top": args.rerank_top}

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..stores.registry import spec_help
-from .common import add_encoder_arguments, deprecated_alias, encoder_options, positive_int
+from .common import (
+    add_encoder_arguments,
+    add_reranker_arguments,
+    deprecated_alias,
+    encoder_options,
+    positive_int,
+    reranker_options,
+)
 
 __all__ = ["register_cli"]
 
@@ -78,6 +85,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                         "write it to FILE (Retriever(fusion=FILE), search --fusion FILE)")
     p.add_argument("--fusion", default=None,
                    help="fusion of the hybrid mode in --modes ('minmax', 'rrf' or a file)")
+    add_reranker_arguments(p)
     p.add_argument("--documents", action="store_true",
                    help="the corpus holds long documents and the qrels name them: index them "
                         "as users do (chunked), search with group_by='document' and report "
@@ -152,7 +160,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                              f"{', '.join(clash)} without it")
     elif args.max_tokens is not None or args.overlap:
         raise ValueError("--max-tokens and --overlap size the chunks of --documents")
+    if args.reranker and (beir_path is None or args.documents):
+        raise ValueError("--reranker adds rows to the search modes of a BEIR folder with qrels "
+                         "(not to --documents)")
     _check_before_loading(args)
+    reranking = reranker_options(args)  # a model that is no cross-encoder fails before encoding
     from ..search.fusion import Fusion
 
     fusion = Fusion.coerce(args.fusion) if args.fusion else None
@@ -180,11 +192,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                       show_progress_bar=not args.quiet)
     text = to_markdown(report)
     extra: dict[str, Any] = {}
+    if reranking and not modes:
+        modes = ["dense", "lexical", "hybrid"]
     if modes or args.tune_fusion:
         assert evalset is not None  # checked above: they need a BEIR folder
         more, extra = _modes_and_tuning(
             args, PrecomputedEncoder.for_inputs(encoder, evalset, encoded), evalset, modes,
-            fusion)
+            fusion, reranking)
         text += more
     # one report, written once every part of it is measured
     print(text)
@@ -211,7 +225,8 @@ def _phase(args: argparse.Namespace, what: str) -> None:
 
 
 def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
-                      modes: list[str], fusion: Any) -> tuple[str, dict[str, Any]]:
+                      modes: list[str], fusion: Any,
+                      reranking: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The modes section and the fusion tuning: their Markdown and their JSON. ``encoder``
     answers the texts already encoded (no text is encoded again)."""
     from ..evaluation.modes import evaluate_modes, modes_markdown, tune_fusion
@@ -228,6 +243,19 @@ def _modes_and_tuning(args: argparse.Namespace, encoder: Any, evalset: Any,
         data["modes"] = [{"mode": r.mode, "dim": r.dim, "label": r.label, **r.metrics,
                           "fusion": r.fusion.to_dict() if r.fusion else None}
                          for r in results]
+    if reranking:
+        from ..evaluation.rerank import evaluate_reranking_dims, rerank_markdown
+
+        top = reranking["rerank_top"] or 20
+        _phase(args, f"reranking the top {top} of {', '.join(modes)}")
+        by_dim = evaluate_reranking_dims(encoder, evalset, dims, reranking["reranker"],
+                                         modes=modes, tops=[top], store=args.store)
+        for dim, rows in by_dim.items():
+            text += (f"\n## Reranking at dim {dim} ({reranking['reranker']!r}, top {top}; "
+                     f"ms/query: the whole search, in batches of {rows[0].batch_size})\n\n"
+                     + rerank_markdown(rows) + "\n")
+        data["reranking"] = {str(dim): [r.to_dict() for r in rows]
+                             for dim, rows in by_dim.items()}
     if args.tune_fusion:
         _phase(args, f"tuning the hybrid fusion at dim {dims[0]}")
         best, ndcg, tried = tune_fusion(encoder, evalset, dims[0], store=args.store,

@@ -19,7 +19,9 @@ from typing import Any
 
 from .common import (
     add_collection_arguments,
+    add_reranker_arguments,
     encoder_options,
+    reranker_options,
 )
 
 
@@ -62,6 +64,7 @@ def _retriever(args: argparse.Namespace, store: Any = None, *, recreate: bool = 
         return Retriever(store=store or args.store, rescore_k=args.rescore_k,
                          collection=args.collection, recreate=recreate, create=create,
                          fusion=getattr(args, "fusion", None), **layout,
+                         **reranker_options(args),
                          **({"encoder": encoder} if encoder is not None
                             else encoder_options(args)))
     except StampMismatchError as err:
@@ -263,6 +266,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "text": h.text,
                            "metadata": h.metadata,
+                           **({"rerank_score": h.rerank_score}
+                              if h.rerank_score is not None else {}),
                            **({"chunks": [c.id for c in h.chunks]} if h.chunks else {})}
                           for h in hits], ensure_ascii=False))
     else:
@@ -270,7 +275,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
             print("no hits")
         for rank, h in enumerate(hits, 1):
             text = h.text if len(h.text) <= 200 else h.text[:197] + "..."
-            print(f"{rank:>2}. [{h.score:.4f}] {h.id}{_where(h)}\n    {text}")
+            score = (f"{h.score:.4f}" if h.rerank_score is None
+                     else f"rerank {h.rerank_score:.4f}, retrieval {h.score:.4f}")
+            print(f"{rank:>2}. [{score}] {h.id}{_where(h)}\n    {text}")
     retriever.close()
     return 0
 
@@ -314,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the indexed collection")
     p.add_argument("query")
     add_collection_arguments(p)
+    add_reranker_arguments(p)
     p.add_argument("-k", type=int, default=5)
     p.add_argument(
         "--filter", default=None, help='metadata filter as JSON, e.g. \'{"lang": "it"}\''

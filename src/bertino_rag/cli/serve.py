@@ -53,6 +53,9 @@ def register_cli(sub: Any, add_common: Any = None) -> None:
         "extra: pip install 'bertino-rag[serve]'.",
     )
     add_common(p)
+    from .common import add_reranker_arguments
+
+    add_reranker_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1; any other needs an API key)")
     p.add_argument("--port", type=int, default=8000)
@@ -109,14 +112,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..stores import make_store
-    from .common import encoder_options
+    from .common import encoder_options, reranker_options
     from .opening import served_layout
 
     store = make_store(args.store)
     layout = served_layout(args, store)  # as it was built; an unreachable store: one line
     retriever = Retriever(
         store=store, rescore_k=args.rescore_k, collection=args.collection,
-        fusion=args.fusion, **layout, **encoder_options(args),
+        fusion=args.fusion, **layout, **reranker_options(args), **encoder_options(args),
     )
     app = create_app(retriever, settings)
     uvicorn.run(

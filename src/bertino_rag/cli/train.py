@@ -54,6 +54,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.task == "rerank":
+        return _cmd_train_reranker(config)
     out = train(config)
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     print(format_table(metrics["after"], metrics.get("before")))
@@ -63,10 +65,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_reranker(config: TrainConfig) -> int:
+    from ..training.rerank import train_reranker
+
+    out = train_reranker(config)
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    print("dev articles:")
+    print(metrics["after"]["table"])
+    if metrics.get("test"):
+        print("test articles:")
+        print(metrics["test"]["table"])
+    t = metrics["training"]
+    print(f"saved {out} ({t['steps']} steps, {t['train_seconds']}s training, "
+          f"{t['wall_seconds']}s in all); serve it with Retriever(..., reranker={str(out)!r}) "
+          f"or --reranker {out}")
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand to the ``bertino-rag`` command line."""
     p = subparsers.add_parser(
-        "train", help="fine-tune a Matryoshka encoder (needs the train extra)"
+        "train", help="fine-tune a Matryoshka encoder, or a reranker with --task rerank "
+        "(needs the train extra)"
     )
     add_arguments(p)
     p.set_defaults(func=_cmd_train)

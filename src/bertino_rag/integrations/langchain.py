@@ -412,14 +412,16 @@ class BertinoVectorStore(VectorStore):
     def _search_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The :meth:`Retriever.search` keywords of a LangChain call's ``kwargs``."""
         kwargs = renamed_options(kwargs)
-        allowed = {"filter", "rescore_k", "mode", "group_by"}
+        allowed = {"filter", "rescore_k", "mode", "group_by", "reranker", "rerank_top"}
         unknown = set(kwargs) - allowed
         if unknown:
             raise TypeError(f"unknown search arguments {sorted(unknown)}; allowed: "
                             f"{', '.join(sorted(allowed))}")
         return {"filter": kwargs.get("filter"),
                 "rescore_k": kwargs.get("rescore_k") or self.rescore_k,
-                "mode": kwargs.get("mode"), "group_by": kwargs.get("group_by")}
+                "mode": kwargs.get("mode"), "group_by": kwargs.get("group_by"),
+                # a per-call cross-encoder (Retriever.search); by vector: refused there
+                **{key: kwargs[key] for key in ("reranker", "rerank_top") if key in kwargs}}
 
     def _by_vector_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         args = self._search_args(kwargs)
@@ -430,17 +432,21 @@ class BertinoVectorStore(VectorStore):
 
     @staticmethod
     def _with_scores(hits: list[Hit]) -> list[tuple[Document, float]]:
-        return [(Document(id=h.id, page_content=h.text, metadata=(
-                    {**h.metadata, "chunk_ids": [c.id for c in h.chunks]} if h.chunks
-                    else h.metadata)), h.score)
+        return [(Document(id=h.id, page_content=h.text, metadata={
+                    **h.metadata,
+                    **({"chunk_ids": [c.id for c in h.chunks]} if h.chunks else {}),
+                    **({"rerank_score": h.rerank_score} if h.rerank_score is not None
+                       else {})}), h.score)
                 for h in hits]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """The ``k`` best documents with their scores (cosine; BM25 with ``mode="lexical"``;
-        fused with ``mode="hybrid"``). Takes ``filter``, ``rescore_k``, ``mode`` and
-        ``group_by="document"`` (dense mode: one result per document whose chunks were added)."""
+        fused with ``mode="hybrid"``). Takes ``filter``, ``rescore_k``, ``mode``,
+        ``group_by="document"`` (dense mode: one result per document whose chunks were added)
+        and ``reranker``/``rerank_top`` (a cross-encoder orders the results; its score goes
+        to the metadata's ``rerank_score``, the score returned stays the retrieval score)."""
         args = self._search_args(kwargs)
         return self._with_scores(self._open().search(query, k, fusion=self.fusion, **args))
 

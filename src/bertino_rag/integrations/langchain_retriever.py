@@ -36,7 +36,8 @@ class Searcher(Protocol):
     async def asearch(self, *args: Any, **kwargs: Any) -> list[Hit]: ...
 
 
-_SEARCH_KEYS = ("k", "filter", "rescore", "rescore_k", "mode", "group_by", "expand")
+_SEARCH_KEYS = ("k", "filter", "rescore", "rescore_k", "mode", "group_by", "expand",
+                "reranker", "rerank_top")
 
 
 class BertinoRetriever(BaseRetriever):
@@ -58,8 +59,12 @@ class BertinoRetriever(BaseRetriever):
             the ids of its matching chunks under ``"chunk_ids"`` in the metadata).
         expand: neighbouring chunks joined to each chunk on each side (see
             :meth:`Retriever.search`).
+        reranker: a cross-encoder reordering the best ``rerank_top`` candidates (``None``: the
+            retriever's; ``False``: none; see :meth:`Retriever.search`).
+        rerank_top: candidates the reranker reads.
         id_key: metadata key of the document id.
         score_key: metadata key of the score.
+        rerank_score_key: metadata key of the reranker's score (set on reranked hits only).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -76,8 +81,11 @@ class BertinoRetriever(BaseRetriever):
     mode: str | None = None
     group_by: Literal["document"] | None = None
     expand: int = Field(default=0, ge=0)
+    reranker: Any = None
+    rerank_top: int | None = Field(default=None, gt=0)
     id_key: str = "id"
     score_key: str = "score"
+    rerank_score_key: str = "rerank_score"
 
     @model_validator(mode="after")
     def _renamed(self) -> BertinoRetriever:
@@ -101,6 +109,8 @@ class BertinoRetriever(BaseRetriever):
                 id=h.id,
                 page_content=h.text,
                 metadata={**h.metadata, self.id_key: h.id, self.score_key: h.score,
+                          **({self.rerank_score_key: h.rerank_score}
+                             if h.rerank_score is not None else {}),
                           **({"chunk_ids": [c.id for c in h.chunks]} if h.chunks else {})},
             )
             for h in hits
@@ -113,6 +123,7 @@ class BertinoRetriever(BaseRetriever):
         hits = self.retriever.search(
             query, a["k"], a["filter"], rescore=a["rescore"], rescore_k=a["rescore_k"],
             mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
+            reranker=a["reranker"], rerank_top=a["rerank_top"],
         )
         return self._to_documents(hits)
 
@@ -123,5 +134,6 @@ class BertinoRetriever(BaseRetriever):
         hits = await self.retriever.asearch(
             query, a["k"], a["filter"], rescore=a["rescore"], rescore_k=a["rescore_k"],
             mode=a["mode"], group_by=a["group_by"], expand=a["expand"],
+            reranker=a["reranker"], rerank_top=a["rerank_top"],
         )
         return self._to_documents(hits)

@@ -53,4 +53,5 @@ def _joined(hit: Hit, near: list[Document]) -> Hit:
         end = d.metadata[CHAR_END]
     meta = {**hit.metadata, CHAR_START: near[0].metadata[CHAR_START], CHAR_END: end,
             "expanded": [near[0].metadata[CHUNK], near[-1].metadata[CHUNK]]}
-    return Hit(id=hit.id, text=text, score=hit.score, metadata=meta, chunks=hit.chunks)
+    return Hit(id=hit.id, text=text, score=hit.score, metadata=meta, chunks=hit.chunks,
+               rerank_score=hit.rerank_score)

@@ -10,9 +10,12 @@ primitives (:mod:`bertino_rag.stores.protocol`):
    (:func:`~.rescore.rescore_candidates`), the Matryoshka second stage;
 4. **fusion** (hybrid): the two sides fused (:class:`~.fusion.Fusion`);
 5. **hits**: the documents of the final candidates read once, in one call per block;
-6. **grouping** (``group_by="document"``): one hit per document, searching wider until ``k``
+6. **reranking** (a ``reranker``): the hits of each query's best ``rerank_top`` candidates,
+   read once in step 5, ordered by a cross-encoder over the whole batch and cut to ``k``
+   (:mod:`.rerank`); chunks are reranked before grouping and expansion;
+7. **grouping** (``group_by="document"``): one hit per document, searching wider until ``k``
    documents are found (:mod:`.grouping`);
-7. **expansion** (``expand``): each chunk hit joined with its neighbours (:mod:`.expand`).
+8. **expansion** (``expand``): each chunk hit joined with its neighbours (:mod:`.expand`).
 
 Where a store declares a capability the matching stage is pushed down to it (both stages in
 one call, the engine scoring candidates, native grouping, both sides in one call); the
@@ -35,6 +38,7 @@ from .expand import expand_hits
 from .grouping import group_hits
 from .ranked import Ranked
 from .request import Queries, SearchRequest
+from .rerank import rerank_hits
 from .rescore import rescore_candidates
 
 if TYPE_CHECKING:
@@ -49,12 +53,38 @@ def run(store: VectorStore, request: SearchRequest, queries: Queries) -> list[li
     """The hits of each query, best first (see the module docstring)."""
     if len(queries) == 0:
         return []
+    if request.reranker is not None and (queries.texts is None
+                                         or len(queries.texts) != len(queries)):
+        raise ValueError("a reranker reads the query texts: search with text queries "
+                         "(Retriever.search), not vectors alone")
+    if request.reranker is not None:
+        return _reranked(store, request, queries)
     with store._snapshot():
         if request.group_by is not None:
             hits = _grouped(store, request, queries)
         else:
             hits = hits_of(store, ranked_candidates(store, request, queries, request.k))
         if request.expand:
+            hits = [expand_hits(store, h, request.expand) for h in hits]
+    return hits
+
+
+def _reranked(store: VectorStore, request: SearchRequest, queries: Queries) -> list[list[Hit]]:
+    """The plan with a reranker. The store's reads run in snapshots and the cross-encoder
+    outside them: a snapshot may hold the store's lock (MemoryStore), and a model call of
+    hundreds of milliseconds must not block writers and other searches. Hits carry their
+    texts, so nothing read before the model call depends on the snapshot after it."""
+    assert request.reranker is not None and queries.texts is not None
+    if request.group_by is not None:
+        hits = _grouped(store, request, queries)
+    else:
+        with store._snapshot():
+            found = hits_of(store, ranked_candidates(store, request, queries,
+                                                     request.rerank_top))
+        hits = rerank_hits(request.reranker, queries.texts, found, request.rerank_top,
+                           request.k)
+    if request.expand:
+        with store._snapshot():
             hits = [expand_hits(store, h, request.expand) for h in hits]
     return hits
 
@@ -200,23 +230,35 @@ def _copied(value: Any) -> Any:
 def _grouped(store: VectorStore, request: SearchRequest, q: Queries) -> list[list[Hit]]:
     """One hit per document: ``k * group_size`` chunks (at least ``4k``) grouped, then wider
     (4x each time) for the queries that found fewer than ``k`` documents while more chunks
-    were left, up to ``store.max_group_candidates``."""
+    were left, up to ``store.max_group_candidates``. With a reranker, the best
+    ``rerank_top`` chunks (at least that many are read) are reranked first and rank above
+    the others, which follow in their retrieval order."""
     k, size = request.k, request.group_size
-    if store.capabilities.grouping and request.mode == "dense" and not request.two_stage:
+    reranker = request.reranker
+    if (reranker is None and store.capabilities.grouping and request.mode == "dense"
+            and not request.two_stage):
         assert q.index is not None
         native = store._knn_grouped(q.index, k, size, request.conditions)
         if native is not None:  # None: the store declines this one (e.g. over an engine cap)
             return native
     limit = min(store._count(), store.max_group_candidates)
-    fetch = min(max(k * size, 4 * k), limit)
+    least = max(k * size, 4 * k, request.rerank_top if reranker is not None else 0)
+    fetch = min(least, limit)
     rows = list(range(len(q)))
     out: list[list[Hit]] = [[] for _ in rows]
     while rows and fetch > 0:
         wide = request.widened(fetch)
-        hits = hits_of(store, ranked_candidates(store, wide, q.take(rows), fetch))
+        taken = q.take(rows)
+        if reranker is None:  # run() holds the snapshot
+            hits = hits_of(store, ranked_candidates(store, wide, taken, fetch))
+        else:  # reads in a snapshot, the model outside it (see _reranked)
+            assert taken.texts is not None
+            with store._snapshot():
+                hits = hits_of(store, ranked_candidates(store, wide, taken, fetch))
+            hits = rerank_hits(reranker, taken.texts, hits, request.rerank_top, None)
         again = []
         for row, found in zip(rows, hits, strict=True):
-            out[row] = group_hits(found, k, size)
+            out[row] = group_hits(found, k, size, ordered=reranker is not None)
             if len(out[row]) < k and len(found) >= fetch:
                 again.append(row)
         if fetch >= limit:

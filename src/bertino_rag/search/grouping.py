@@ -17,16 +17,21 @@ from ..types import Hit
 __all__ = ["group_hits"]
 
 
-def group_hits(hits: Sequence[Hit], k: int, group_size: int) -> list[Hit]:
+def group_hits(hits: Sequence[Hit], k: int, group_size: int, *,
+               ordered: bool = False) -> list[Hit]:
     """One hit per document from ``hits`` (best first): the document's id, its best chunk's
-    score, text and metadata, and up to ``group_size`` of its chunks attached, best first.
-    Documents are ordered by their best score, ties by id; the first ``k`` are returned."""
+    score (and rerank score), text and metadata, and up to ``group_size`` of its chunks
+    attached, best first. Documents are ordered by their best score, ties by id; with
+    ``ordered`` (reranked hits) by the order of ``hits`` itself. The first ``k`` are
+    returned."""
     groups: dict[str, list[Hit]] = {}
-    for h in sorted(hits, key=lambda h: (-h.score, h.id)):
+    for h in (hits if ordered else sorted(hits, key=lambda h: (-h.score, h.id))):
         groups.setdefault(document_of(h.id, h.metadata), []).append(h)
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1][0].score, kv[0]))[:k]
+    items = list(groups.items())
+    if not ordered:
+        items.sort(key=lambda kv: (-kv[1][0].score, kv[0]))
     return [
         Hit(id=doc, text=chunks[0].text, score=chunks[0].score, metadata=chunks[0].metadata,
-            chunks=tuple(chunks[:group_size]))
-        for doc, chunks in ordered
+            chunks=tuple(chunks[:group_size]), rerank_score=chunks[0].rerank_score)
+        for doc, chunks in items[:k]
     ]

@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RerankerError
+from ..rerank import Reranker
 from ..validation import non_negative_int, positive_int
 from .fusion import Fusion
+from .rerank import DEFAULT_RERANK_TOP
 
 __all__ = ["DEFAULT_RESCORE_K", "GROUP_BY", "MODES", "Queries", "SearchRequest"]
 
@@ -41,6 +44,9 @@ class SearchRequest:
         group_by: ``"document"``: one hit per document.
         group_size: chunks attached to each document hit.
         expand: neighbouring chunks joined to each hit on each side.
+        reranker: the cross-encoder that orders the best ``rerank_top`` chunks (``None``:
+            none); set with :meth:`reranking`.
+        rerank_top: candidates (chunks) per query the reranker reads (at least ``k``).
     """
 
     mode: str
@@ -52,6 +58,8 @@ class SearchRequest:
     group_by: str | None = None
     group_size: int = 3
     expand: int = 0
+    reranker: Reranker | None = None
+    rerank_top: int = DEFAULT_RERANK_TOP
 
     @classmethod
     def build(
@@ -85,6 +93,35 @@ class SearchRequest:
         return cls(mode, k, conditions, bool(two_stage), max(k, n),
                    fusion if fusion is not None else Fusion(), group_by, group_size, expand)
 
+    def reranking(self, reranker: Any, rerank_top: Any = None) -> SearchRequest:
+        """The same request with ``reranker`` ordering the best ``rerank_top`` candidates
+        (default :data:`~.rerank.DEFAULT_RERANK_TOP`, at least ``k``); ``None``: no reranker.
+
+        Raises:
+            RerankerError: ``reranker`` is not a :class:`~bertino_rag.rerank.Reranker` (turn a
+                model name or object into one with :func:`~bertino_rag.rerank.as_reranker`).
+            ValueError: ``rerank_top`` not a positive int, below ``k``, or given without a
+                reranker.
+        """
+        if reranker is None:
+            if rerank_top is not None:
+                raise ValueError("rerank_top is the number of candidates a reranker reads: "
+                                 "pass a reranker with it")
+            return replace(self, reranker=None)
+        if not isinstance(reranker, Reranker):
+            raise RerankerError(f"reranker must have score_pairs(queries, texts), got a "
+                                f"{type(reranker).__name__}; pass it through "
+                                "bertino_rag.rerank.as_reranker")
+        top = positive_int(DEFAULT_RERANK_TOP if rerank_top is None else rerank_top,
+                           "rerank_top")
+        if rerank_top is None:
+            top = max(top, self.k)
+        elif top < self.k:
+            raise ValueError(f"rerank_top={top} is below k={self.k}: the reranker orders the "
+                             "best rerank_top candidates and k of them are returned; raise "
+                             "rerank_top or lower k")
+        return replace(self, reranker=reranker, rerank_top=top)
+
     def widened(self, keep: int) -> SearchRequest:
         """The same request asking for ``keep`` candidates (grouping searches wider)."""
         return replace(self, rescore_k=max(self.rescore_k, keep))
@@ -99,16 +136,20 @@ class Queries:
         full: ``(m, full_dim)`` full query vectors (two-stage search).
         terms: each query's distinct analyzed terms (lexical and hybrid modes; an empty list:
             nothing searchable, answered by the dense side alone in hybrid mode).
+        texts: the query texts (what a reranker reads).
     """
 
     index: np.ndarray | None = None
     full: np.ndarray | None = None
     terms: list[list[str]] | None = None
+    texts: list[str] | None = None
 
     def __len__(self) -> int:
         if self.index is not None:
             return len(self.index)
-        return len(self.terms or ())
+        if self.terms is not None:
+            return len(self.terms)
+        return len(self.texts or ())
 
     def take(self, rows: slice | list[int]) -> Queries:
         """The queries at ``rows``."""
@@ -119,4 +160,4 @@ class Queries:
                 return a[rows]
             return a[rows] if isinstance(a, np.ndarray) else [a[i] for i in rows]
 
-        return Queries(pick(self.index), pick(self.full), pick(self.terms))
+        return Queries(pick(self.index), pick(self.full), pick(self.terms), pick(self.texts))

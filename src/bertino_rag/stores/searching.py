@@ -142,7 +142,8 @@ class Searching:
                                  collection=self._collection)
         if queries.terms is not None and index is not None and len(queries.terms) != len(index):
             raise ValueError(f"{len(index)} query vectors for {len(queries.terms)} query texts")
-        return run(self, request, Queries(index, full, queries.terms))  # type: ignore[arg-type]
+        return run(self, request,  # type: ignore[arg-type]
+                   Queries(index, full, queries.terms, queries.texts))
 
     def search(self, vector: np.ndarray, k: int = 10, filter: Any = None, *,
                full_vector: np.ndarray | None = None, rescore_k: int | None = None,

