@@ -164,9 +164,19 @@ def test_client_argument_and_stamp_fallback(stamp, data):
     again = QdrantStore(client=client)
     again.open(name, stamp)
     assert again.count() == 5
+    # the intent record of chunked edits is kept beside the stamp in the companion's point
+    record = {"owner": {"host": "elsewhere", "pid": 1},
+              "docs": {"a": {"new": [docs[0].id], "stale": [docs[1].id]}}}
+    again._write_intent(record)
+    assert again._read_intent() == record
+    third = QdrantStore(client=client)
+    third._metadata_supported = False
+    third.open(name, stamp)  # repairs: a's new version is whole, its stale id goes
+    assert third._read_intent() is None and again.count() == 4
+    assert client.get_collection(name).config.metadata is None
     with pytest.raises(StampMismatchError, match="index_dim"):
         QdrantStore(client=client).open(name, Stamp(stamp.model, stamp.full_dim, 64))
-    assert again.count() == 5
+    assert again.count() == 4
     again.drop()
     assert not client.collection_exists(name + "__bertino_stamp")
 

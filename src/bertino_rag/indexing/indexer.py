@@ -115,6 +115,15 @@ def index_documents(
     owner_of: dict[str, str] = {}  # an item still to be written -> its document
     unwritten: dict[str, int] = {}  # a document -> its items still to be written
     planned = threading.Lock()  # prepare (this thread) and write (the writer's) share it
+    # the intent record (stores/intent.py): the edited documents of each window, recorded
+    # with the store at the first write of their window, so that a kill leaves a record
+    window_of: dict[str, int] = {}  # an edited document -> its window
+    edits: list[dict[str, tuple[list[str], list[str]]]] = []  # per window: new, stale ids
+    in_flight: dict[str, tuple[list[str], list[str]]] = {}  # what the record holds
+    finished: set[str] = set()  # documents whose stale ids are deleted since the last record
+    recorded: list[bool] = [False]
+    if chunker is not None:
+        store.repair_intent()  # what an earlier call of this process left (an error)
     chunk_seconds = 0.0
     lengths: dict[str, int] = {}  # the chunker's token counts of what it writes
     specials = 0
@@ -140,6 +149,9 @@ def index_documents(
                     continue  # nothing to delete after it
                 unwritten[doc_id] = unwritten.get(doc_id, 0) + len(ids)
                 owner_of.update(dict.fromkeys(ids, doc_id))
+            edits.append({d: (plan.written_of.get(d, []), ids)
+                          for d, ids in plan.stale_of.items()})
+            window_of.update(dict.fromkeys(plan.stale_of, len(edits) - 1))
         chunk_seconds += time.perf_counter() - began
         return plan.write
 
@@ -156,7 +168,22 @@ def index_documents(
         now whole (and of documents with nothing new to write): a kill mid-call leaves old
         and new items of a document together only while its new items are being written
         (a window sorts texts by length, so they may span a few writes), never for the
-        documents written before; the same call run again removes them."""
+        documents written before; the store's next open repairs them from the intent record
+        written before the first write of their window (one record write per window)."""
+        with planned:
+            windows = {window_of[owner_of[d.id]] for d in batch
+                       if owner_of.get(d.id) in window_of}
+            for w in sorted(windows):
+                for edited, (new, old) in edits[w].items():
+                    window_of.pop(edited, None)
+                    before = in_flight.get(edited, ([], []))
+                    in_flight[edited] = (before[0] + new, before[1] + old)
+            for edited in finished:
+                in_flight.pop(edited, None)
+            finished.clear()
+        if windows:
+            store.record_intent(in_flight)
+            recorded[0] = True
         store.write_checked(batch, index, full)
         done: list[str] = []
         with planned:
@@ -164,49 +191,55 @@ def index_documents(
                 doc_id = owner_of.pop(d.id, None)
                 if doc_id is not None:
                     unwritten[doc_id] -= 1
-            for doc_id in [i for i in stale_of if not unwritten.get(i)]:
+            completed = [i for i in stale_of if not unwritten.get(i)]
+            for doc_id in completed:
                 unwritten.pop(doc_id, None)
                 done += stale_of.pop(doc_id)
         if done:
             store.delete(list(dict.fromkeys(done)))
+            with planned:
+                finished.update(completed)  # the record shrinks at its next write
 
     def encode(texts: list[str]) -> tuple[Any, Any]:
         out = encoder.encode(texts, kind="document", warn_truncation=False,
                              show_progress_bar=False, dim=dim)
         return out.index, (out.full if stamp.full_vectors else None)
 
-    try:
-        stats = index_pipelined(
-            docs,
-            encode=encode,
-            write=write if chunker is not None else store.write_checked,
-            lengths=token_lengths,
-            max_length=encoder.truncates_at,
-            batch_size=batch_size,
-            window=window,
-            on_progress=bar.update if bar is not None else None,
-            # without chunking, each document is what is written: checked here, once
-            validate=None if chunker is not None else (
-                lambda docs, at: store.check_documents(docs, offset=at)),
-            prepare=prepare if chunker is not None else None,
-        )
-        left = [i for ids in stale_of.values() for i in ids]
-        if left:  # nothing new was written after them (a call of unchanged documents)
-            store.delete(list(dict.fromkeys(left)))
-        if store.replacing and stats.n_input:  # recreate=True: the complete
-            store.publish()  # replacement goes live; an empty call replaces nothing
-    except BaseException:
-        if store.replacing and store.supports_atomic_replace:
-            # what this call wrote is discarded: a retry starts from an empty replacement
-            try:
-                store.open_replacement(collection, stamp)
-            except Exception as err:  # the first error is the one to report
-                logger.warning("discarding the failed replacement of %r failed: %s",
-                               collection, err)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    with store.editing():  # no repair of this process touches its record meanwhile
+        try:
+            stats = index_pipelined(
+                docs,
+                encode=encode,
+                write=write if chunker is not None else store.write_checked,
+                lengths=token_lengths,
+                max_length=encoder.truncates_at,
+                batch_size=batch_size,
+                window=window,
+                on_progress=bar.update if bar is not None else None,
+                # without chunking, each document is what is written: checked here, once
+                validate=None if chunker is not None else (
+                    lambda docs, at: store.check_documents(docs, offset=at)),
+                prepare=prepare if chunker is not None else None,
+            )
+            left = [i for ids in stale_of.values() for i in ids]
+            if left:  # nothing new was written after them (a call of unchanged documents)
+                store.delete(list(dict.fromkeys(left)))
+            if recorded[0]:  # every edit of the call is whole: nothing to repair
+                store.record_intent(None)
+            if store.replacing and stats.n_input:  # recreate=True: the complete
+                store.publish()  # replacement goes live; an empty call replaces nothing
+        except BaseException:
+            if store.replacing and store.supports_atomic_replace:
+                # what this call wrote is discarded: a retry starts from an empty replacement
+                try:
+                    store.open_replacement(collection, stamp)
+                except Exception as err:  # the first error is the one to report
+                    logger.warning("discarding the failed replacement of %r failed: %s",
+                                   collection, err)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
     build_started = time.perf_counter()
     if stats.n_written:
         store.build_index()  # e.g. HNSW for Qdrant Edge; searches are exact before

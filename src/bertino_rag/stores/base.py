@@ -21,6 +21,7 @@ implementation, so the two cannot drift.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,6 +51,7 @@ from ..validation import (
     check_vectors,
     positive_int,
 )
+from . import intent
 from .locations import redact, safe_location
 from .protocol import Capabilities, ExportBatch, StoreProtocol, WriteBatch
 from .retry import Retry
@@ -151,6 +153,29 @@ class VectorStore(Searching, StoreProtocol):
         self._end_replacement()
         self._open(collection, stamp, recreate)
         self._collection, self._stamp = collection, stamp
+        if not recreate:
+            self.repair_intent()  # before any read or write: what a killed edit left
+
+    def repair_intent(self) -> list[str]:
+        """Give every chunked document that an interrupted indexing call left with old and
+        new chunks one whole version, from the collection's intent record
+        (:mod:`bertino_rag.stores.intent`); the documents repaired. :meth:`open` runs it."""
+        if not self.capabilities.intent or self._replacing:
+            return []
+        return intent.repair(self)
+
+    def editing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while an indexing call edits the open collection: no repair of this process
+        (another store object opening it, another call) touches the call's record."""
+        return intent.editing(self)
+
+    def record_intent(self, edits: Mapping[str, tuple[list[str], list[str]]] | None) -> None:
+        """Record the chunked edits in flight, ``doc_id -> (new ids, stale ids)``, with the
+        collection (:func:`bertino_rag.stores.intent.record`), replacing the last record;
+        ``None`` clears it. Nothing where the store keeps none, or while a replacement is
+        built (it edits nothing)."""
+        if self.capabilities.intent and not self._replacing:
+            self._write_intent(None if edits is None else intent.record(edits))
 
     def _check_open_args(self, collection: str, stamp: Stamp, create: bool) -> None:
         """What :meth:`open` and :meth:`open_replacement` refuse before touching anything."""

@@ -46,7 +46,10 @@ where it is faster and the generic stage otherwise:
 - ``grouping``: ``_knn_grouped(vectors, k, group_size, conditions)``, one hit per document in
   single-stage search (Qdrant's group API, Milvus's grouping search);
 - ``joint_candidates``: ``_candidates(vectors, terms, n, conditions)``, both sides of a hybrid
-  search in one call.
+  search in one call;
+- ``intent``: ``_read_intent()`` and ``_write_intent(record)`` keep one small JSON-able record
+  with the collection (``None`` clears it), read back after a reopen: the edits in flight
+  that :meth:`VectorStore.open` repairs after a kill (:mod:`bertino_rag.stores.intent`).
 
 And, without a flag: ``_snapshot()`` (a context in which row handles stay valid and reads
 see one state; MemoryStore holds its lock), ``_clear`` (empty in place), ``build_index``
@@ -89,6 +92,8 @@ class Capabilities:
     grouping: bool = False
     #: dense and lexical candidates in one call (``_candidates``)
     joint_candidates: bool = False
+    #: keeps an intent record with the collection (``_read_intent``, ``_write_intent``)
+    intent: bool = False
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,16 @@ class StoreProtocol(ABC):
     def _discard_replacement(self) -> None:
         """Delete an unpublished replacement (``atomic_replace``)."""
         return None
+
+    def _read_intent(self) -> dict[str, Any] | None:
+        """The intent record kept with the open collection, ``None`` when there is none
+        (``capabilities.intent``)."""
+        raise NotImplementedError
+
+    def _write_intent(self, record: dict[str, Any] | None) -> None:
+        """Replace the open collection's intent record at once (a reader sees the old record
+        or the new one, also after a kill); ``None`` clears it (``capabilities.intent``)."""
+        raise NotImplementedError
 
     def _clear(self, collection: str, stamp: Stamp) -> None:
         """Empty the open collection; default: drop it and create it again."""

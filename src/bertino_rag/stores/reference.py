@@ -11,6 +11,7 @@ search scans every document: fine for tests and a few thousand documents, not fo
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class _Point:
 class _Collection:
     stamp: Stamp
     points: dict[str, _Point] = field(default_factory=dict)
+    intent: dict[str, Any] | None = None
 
 
 class ReferenceStore(VectorStore):
@@ -61,7 +63,7 @@ class ReferenceStore(VectorStore):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(lexical=True)
+        return Capabilities(lexical=True, intent=True)
 
     @property
     def _collections_here(self) -> dict[str, _Collection]:
@@ -93,6 +95,13 @@ class ReferenceStore(VectorStore):
         with self._LOCK:
             self._collections_here.pop(self.collection, None)
             self._open_collection = None
+
+    def _read_intent(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self._c.intent)
+
+    def _write_intent(self, record: dict[str, Any] | None) -> None:
+        with self._LOCK:
+            self._c.intent = copy.deepcopy(record)
 
     # ------------------------------------------------------------------ writes
     def _write(self, batch: WriteBatch) -> None:

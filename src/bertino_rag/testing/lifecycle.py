@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import numpy as np
 import pytest
 
@@ -181,3 +184,58 @@ class LifecycleTests(Fixtures):
             other.close()
         assert filled.count() == len(docs)
 
+
+    # ------------------------------------------------------------------ intent record
+    def test_intent_record_is_kept_and_cleared(self, make_store, filled, name, stamp):
+        """``_write_intent``/``_read_intent`` (``capabilities.intent``): a record comes back
+        as written, also from a new store object; ``None`` clears it. The record names a
+        process still running on this host (this one's parent), so opening leaves it alone."""
+        if not filled.capabilities.intent:
+            pytest.skip(f"{type(filled).__name__} keeps no intent record")
+        assert filled._read_intent() is None
+        record = {"owner": {"host": socket.gethostname(), "pid": os.getppid()},
+                  "docs": {"d1": {"new": ["d1#0-a", "d1#1-b"], "stale": ["d1#0-z"]},
+                           "è l'altro": {"new": [], "stale": ["è l'altro#3-c"]}}}
+        filled._write_intent(record)
+        assert filled._read_intent() == record
+        if self.persistent:
+            other = make_store()
+            other.open(name, stamp)
+            try:
+                assert other._read_intent() == record
+                other._write_intent(None)
+                assert other._read_intent() is None
+            finally:
+                if other is not filled:
+                    other.close()
+            again = make_store()
+            again.open(name, stamp)
+            assert again._read_intent() is None
+            if again is not filled:
+                again.close()
+        filled._write_intent(None)
+        assert filled._read_intent() is None
+        filled._write_intent(None)  # clearing nothing is no error
+        assert filled._read_intent() is None
+
+    def test_open_repairs_an_interrupted_edit(self, make_store, filled, name, stamp, data):
+        """Opening repairs a record left by a killed call: a document whose new ids are all
+        stored loses its stale ids (roll forward), one whose new version is not whole loses
+        its new ids (roll back); the record is cleared."""
+        if not filled.capabilities.intent:
+            pytest.skip(f"{type(filled).__name__} keeps no intent record")
+        docs, _, _ = data
+        ids = [d.id for d in docs]
+        filled._write_intent({"owner": {"host": "another host", "pid": 1}, "docs": {
+            "forward": {"new": ids[0:2], "stale": [ids[2], "never stored"]},
+            "back": {"new": [ids[3], "not written"], "stale": [ids[4]]}}})
+        other = make_store()
+        other.open(name, stamp)
+        try:
+            assert other._read_intent() is None
+            kept = {d.id for d in other.get(ids[:5])}
+            assert kept == {ids[0], ids[1], ids[4]}
+            assert other.count() == len(docs) - 2
+        finally:
+            if other is not filled:
+                other.close()

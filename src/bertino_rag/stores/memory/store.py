@@ -101,7 +101,7 @@ class MemoryStore(_Replacement, _Search, VectorStore):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(lexical=True, atomic_replace=True, rescore=True)
+        return Capabilities(lexical=True, atomic_replace=True, rescore=True, intent=True)
 
 
     def _open(self, collection: str, stamp: Stamp, recreate: bool) -> None:
@@ -139,6 +139,7 @@ class MemoryStore(_Replacement, _Search, VectorStore):
                         self.db.execute("DELETE FROM docs")
                         self.db.execute("DELETE FROM segments")
                         self.db.execute("DELETE FROM terms")
+                        self.db.execute("DELETE FROM meta WHERE key = 'intent'")
                         self.db.execute(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES ('stamp', ?)",
                             (json.dumps(stamp.to_dict()),),
@@ -389,6 +390,21 @@ class MemoryStore(_Replacement, _Search, VectorStore):
                 self._bump_generation()
             self._retire(gone)
             self._collect_garbage()
+
+    # the intent record lives in the meta table beside the stamp: one SQLite transaction
+    # replaces it at once, in a folder or in RAM alike (no file of its own to keep atomic)
+    def _read_intent(self) -> dict[str, Any] | None:
+        with self._mutex:
+            found = self._meta("intent")
+        return None if found is None else dict(json.loads(found))
+
+    def _write_intent(self, record: dict[str, Any] | None) -> None:
+        with self._writing(), self.db:
+            if record is None:
+                self.db.execute("DELETE FROM meta WHERE key = 'intent'")
+            else:
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('intent', ?)",
+                                (json.dumps(record, ensure_ascii=False),))
 
     def _count(self) -> int:
         with self._mutex:

@@ -20,6 +20,8 @@ __all__ = ["COMPLETE", "GROUP_FIELD", "ID_MAX_BYTES", "LEXICAL", "LEXICAL_TEXT",
            "schema", "stamp_properties"]
 
 STAMP_KEY = "bertino.stamp"
+#: the collection property holding the intent record of chunked edits (stores/intent.py)
+INTENT_KEY = "bertino.intent"
 LEXICAL = "lexical"
 LEXICAL_TEXT = "lexical_text"
 #: the scalar field of the document an entity belongs to (the group key of grouped search)

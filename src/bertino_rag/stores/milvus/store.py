@@ -3,6 +3,7 @@ server); the package docstring describes the collection and what is measured."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ from .schema import (
     COMPLETE,
     GROUP_FIELD,
     ID_MAX_BYTES,
+    INTENT_KEY,
     REPLACING,
     TEXT_MAX_BYTES,
     decode_full,
@@ -156,7 +158,8 @@ class MilvusStore(_Search, VectorStore):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(lexical=True, atomic_replace=True, grouping=self._grouped)
+        return Capabilities(lexical=True, atomic_replace=True, grouping=self._grouped,
+                            intent=True)
 
     # ------------------------------------------------------------------ connection
     @property
@@ -449,6 +452,21 @@ class MilvusStore(_Search, VectorStore):
             chunk = list(dict.fromkeys(ids[start : start + _LOOKUP_CHUNK]))
             self._retry.call(partial(self.client.delete, self._name,
                                      **ids_filter(chunk, templating, lite_engine)), "delete")
+
+    # the intent record of chunked edits (stores/intent.py): a collection property beside the
+    # stamp's, altered (one call) or dropped
+    def _read_intent(self) -> dict[str, Any] | None:
+        found = (self._describe(self._name).get("properties") or {}).get(INTENT_KEY)
+        return None if not found else dict(json.loads(found))
+
+    def _write_intent(self, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self._retry.call(partial(self.client.drop_collection_properties, self._name,
+                                     property_keys=[INTENT_KEY]), "drop_collection_properties")
+        else:
+            self._retry.call(partial(self.client.alter_collection_properties, self._name,
+                                     properties={INTENT_KEY: json.dumps(record)}),
+                             "alter_collection_properties")
 
     def flush(self) -> None:
         """Seal written data into segments (Milvus builds their indexes then)."""

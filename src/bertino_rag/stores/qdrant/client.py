@@ -263,7 +263,7 @@ class QdrantStore(QdrantConnection):
         a replacement built beside the collection and swapped in through an alias."""
         return Capabilities(lexical=True, atomic_replace=True,
                             rescore=self.two_stage == "prefetch",
-                            grouping=self._version >= 2, joint_candidates=True)
+                            grouping=self._version >= 2, joint_candidates=True, intent=True)
 
     # ------------------------------------------------------------------ writes
     def _points(self, documents: Sequence[Document], vectors: np.ndarray,

@@ -423,13 +423,33 @@ class QdrantConnection(PointStore):
         return None if meta is None or meta.get("avgdl") is None else float(meta["avgdl"])
 
     def _keep_avgdl(self, avgdl: float) -> None:
-        entry = {**(self._read_meta(self._name) or {}), "avgdl": avgdl}
+        self._update_meta("avgdl", avgdl)
+
+    def _update_meta(self, key: str, value: Any) -> None:
+        """Set one entry of the bertino-rag metadata beside the stamp (``None`` removes it),
+        in one call: the collection's metadata, or the companion's one point."""
+        entry = {**(self._read_meta(self._name) or {}), key: value}
+        if value is None:
+            del entry[key]
         physical = self._resolve(self._name)
         if self._metadata_supported:
             self._call(functools.partial(self.client.update_collection, physical,
                                          metadata={META_KEY: entry}), "update metadata")
+        elif self._exists(physical + STAMP_SUFFIX):
+            self._call(functools.partial(
+                self.client.upsert, physical + STAMP_SUFFIX,
+                [models.PointStruct(id=0, vector=[1.0], payload={META_KEY: entry})], wait=True),
+                "update metadata")
         else:
             self._write_stamp_fallback(physical, {META_KEY: entry})
+
+    # the intent record of chunked edits (stores/intent.py) is an entry of that metadata
+    def _read_intent(self) -> dict[str, Any] | None:
+        found = (self._read_meta(self._name) or {}).get("intent")
+        return None if found is None else dict(found)
+
+    def _write_intent(self, record: dict[str, Any] | None) -> None:
+        self._update_meta("intent", record)
 
     def _ensure_payload_indexes(self, collection: str) -> None:
         if not self.index_fields:

@@ -93,6 +93,7 @@ from .edge_shard import (  # noqa: E402
     REGISTRY,
     SHARD_DIR,
     STAMP_FILE,
+    EdgeIntent,
     Quantization,
     Shard,
     as_damage,
@@ -144,7 +145,7 @@ _VOCABULARY = FilterVocabulary(
 )
 
 
-class QdrantEdgeStore(_EdgeReplacement, PointStore):
+class QdrantEdgeStore(_EdgeReplacement, EdgeIntent, PointStore):
     """The Qdrant engine in-process (Qdrant Edge), persisted to a folder.
 
     Args:
@@ -236,7 +237,7 @@ class QdrantEdgeStore(_EdgeReplacement, PointStore):
     def capabilities(self) -> Capabilities:
         engine = self.two_stage == "prefetch"
         return Capabilities(lexical=True, rescore=engine, score=engine, joint_candidates=True,
-                            atomic_replace=True)
+                            atomic_replace=True, intent=True)
 
     # ------------------------------------------------------------------ plumbing
     @property

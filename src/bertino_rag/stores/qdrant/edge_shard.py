@@ -327,3 +327,42 @@ def write_stamp(folder: Path, stamp: Stamp, avgdl: float | None = None) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+#: the intent record of the chunked edits in flight (:mod:`bertino_rag.stores.intent`)
+INTENT_FILE = "intent.json"
+
+
+class EdgeIntent:
+    """QdrantEdgeStore's intent record: ``intent.json`` beside ``stamp.json`` (the shard has no
+    metadata of its own), replaced atomically as the stamp is (a new file through
+    :func:`~..locations.create_new`, fsynced, renamed); clearing removes it. A mixin."""
+
+    _handle: Shard | None
+
+    def _intent_path(self) -> Path:
+        assert self._handle is not None, "no collection is open"
+        return self._handle.folder / INTENT_FILE
+
+    def _read_intent(self) -> dict[str, Any] | None:
+        path = self._intent_path()
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as err:
+            raise StoreCorruptionError(path, f"{path} cannot be read ({err}): delete it to "
+                                       "open the collection without repairing the chunked "
+                                       "edits it records") from err
+
+    def _write_intent(self, record: dict[str, Any] | None) -> None:
+        path = self._intent_path()
+        if record is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        with create_new(tmp, "w") as fh:
+            json.dump(record, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
