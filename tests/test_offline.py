@@ -41,8 +41,10 @@ def test_default_model_offline_fails_fast_naming_the_local_options(offline_env, 
 def test_unreachable_hub_fails_fast_without_retries(offline_env, minilm_path):
     env = {**offline_env, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
     started = time.perf_counter()
+    # serve an in-RAM store: the first thing it needs is the model (a search would first be told
+    # that an in-RAM store has no collection)
     out = subprocess.run(
-        [sys.executable, "-m", "bertino_rag.cli", "search", "ciao", "--store",
+        [sys.executable, "-m", "bertino_rag.cli", "serve", "--store",
          "memory"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2
     assert time.perf_counter() - started < 60  # imports included; the retries took 80 s

@@ -194,11 +194,9 @@ def _hit_dict(hit: Any) -> dict[str, Any]:
     """A hit as JSON-ready fields, without copying them: the answer is serialized at once
     (``dataclasses.asdict`` deep-copied every hit's metadata: 7.6 against 0.3 us a hit)."""
     if isinstance(hit, Hit):
-        out = {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata,
-               "chunks": [_hit_dict(c) for c in hit.chunks]}
-        if hit.rerank_score is not None:  # a reranked hit: the cross-encoder's score too
-            out["rerank_score"] = hit.rerank_score
-        return out
+        # rerank_score: the cross-encoder's score of a reranked hit, null otherwise
+        return {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata,
+                "rerank_score": hit.rerank_score, "chunks": [_hit_dict(c) for c in hit.chunks]}
     if dataclasses.is_dataclass(hit) and not isinstance(hit, type):
         return dataclasses.asdict(hit)
     return {"id": hit.id, "text": hit.text, "score": hit.score, "metadata": hit.metadata}
