@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["create_new", "redact", "safe_location"]
+__all__ = ["create_new", "fsync_folder", "redact", "safe_location"]
 
 #: ``open`` flags of a file that must be new: never through a link someone planted at its name
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -23,6 +23,17 @@ def create_new(path: Path, mode: str = "wb") -> IO[Any]:
     path.unlink(missing_ok=True)
     fd = os.open(path, _NEW, 0o644)
     return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the entries of ``folder`` (a rename, a new file) durable, where the platform can
+    open a folder."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def safe_location(uri: str) -> str:

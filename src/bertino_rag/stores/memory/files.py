@@ -21,6 +21,7 @@ import numpy as np
 
 from ...errors import StoreCorruptionError
 from ...lexical import postings as _postings
+from ..locations import fsync_folder
 
 logger = logging.getLogger("bertino_rag.stores.memory")
 
@@ -163,15 +164,6 @@ def _check_metadata_present(folder: Path) -> None:
     )
 
 
-def _fsync_folder(folder: Path) -> None:
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(folder, os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _inside(root: Path, name: str) -> Path:
     """``root / name``, refused when it leads out of ``root`` (a symbolic link to a folder
     elsewhere): no open, replacement or lock file of a store is ever made outside its folder.
@@ -223,7 +215,7 @@ def _finish_swap(root: Path, collection: str) -> None:
         except FileNotFoundError:  # finished by another process meanwhile
             pass
         else:
-            _fsync_folder(root)
+            fsync_folder(root)
             (live / _COMPLETE).unlink(missing_ok=True)
     if live.exists() and old.exists():
         shutil.rmtree(old, ignore_errors=True)

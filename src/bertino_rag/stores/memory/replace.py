@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 from ...errors import StoreError
 from ...types import Stamp
 from ...validation import COLLECTION_NAME
-from ..locations import create_new
+from ..locations import create_new, fsync_folder
 from .files import (
     _COMPLETE,
     _REPLACED,
     _REPLACING,
     _finish_swap,
-    _fsync_folder,
     _inside,
     _mark_replaced,
 )
@@ -110,7 +109,7 @@ class _Replacement(_Folder):
             complete = new / _COMPLETE
             with create_new(complete) as fh:
                 os.fsync(fh.fileno())
-            _fsync_folder(new)
+            fsync_folder(new)
             live, old = self.root / collection, self.root / (collection + _REPLACED)
             if live.exists():
                 shutil.rmtree(old, ignore_errors=True)
@@ -121,7 +120,7 @@ class _Replacement(_Folder):
             except FileNotFoundError:  # another opener finished the swap meanwhile
                 if not live.exists():
                     raise
-            _fsync_folder(self.root)
+            fsync_folder(self.root)
             (live / _COMPLETE).unlink(missing_ok=True)
             shutil.rmtree(old, ignore_errors=True)
             self._release_guard()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...types import Stamp
 from ...validation import COLLECTION_NAME
-from ..locations import create_new
+from ..locations import create_new, fsync_folder
 from .edge_shard import REGISTRY, Shard
 
 __all__ = ["REPLACING", "finish_swap"]
@@ -27,14 +27,6 @@ REPLACED = ".replaced"
 COMPLETE = "complete"
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def finish_swap(root: Path, collection: str) -> None:
     """Finish a swap of ``collection`` that a crash interrupted: a complete replacement takes
     the name; an old folder left aside beside the live one is deleted."""
@@ -45,7 +37,7 @@ def finish_swap(root: Path, collection: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
             os.rename(live, old)
         os.rename(new, live)
-        _fsync_folder(root)
+        fsync_folder(root)
         (live / COMPLETE).unlink(missing_ok=True)
     if old.exists() and live.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -101,7 +93,7 @@ class _EdgeReplacement:
         self._release()  # closes the replacement's shard and records its checksums
         with create_new(new / COMPLETE) as fh:
             os.fsync(fh.fileno())
-        _fsync_folder(new)
+        fsync_folder(new)
         self._replacing = False  # complete: a failure from here on must not discard it
         handle: Any = REGISTRY.acquire(live)
         try:
