@@ -19,15 +19,8 @@ from typing import Any
 import pytest
 
 from bertino_rag import MemoryStore, Retriever
+from tests._texts import SENTENCES
 
-SENTENCES = [
-    "Il Colosseo è l'anfiteatro più grande del mondo romano.",
-    "Fu costruito sotto la dinastia flavia nel primo secolo.",
-    "Poteva ospitare decine di migliaia di spettatori.",
-    "Oggi è uno dei monumenti più visitati d'Italia.",
-    "La Gioconda è conservata al museo del Louvre di Parigi.",
-    "Leonardo da Vinci la dipinse all'inizio del Cinquecento.",
-]
 SRC = str(Path(__file__).parents[1] / "src")
 
 

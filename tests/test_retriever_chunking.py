@@ -11,17 +11,8 @@ import pytest
 
 from bertino_rag import MemoryStore, Retriever, TruncationWarning
 from bertino_rag.indexing.chunking import Chunker
+from tests._texts import SENTENCES
 
-SENTENCES = [
-    "Il Colosseo è l'anfiteatro più grande del mondo romano.",
-    "Fu costruito sotto la dinastia flavia nel primo secolo.",
-    "Poteva ospitare decine di migliaia di spettatori.",
-    "Oggi è uno dei monumenti più visitati d'Italia.",
-    "La Gioconda è conservata al museo del Louvre di Parigi.",
-    "Leonardo da Vinci la dipinse all'inizio del Cinquecento.",
-    "Il Po è il fiume più lungo d'Italia e sfocia nell'Adriatico.",
-    "Napoli è famosa per la pizza margherita e per il Vesuvio.",
-]
 ARTICLE = "\n\n".join(" ".join(SENTENCES[i:i + 2]) for i in range(0, len(SENTENCES), 2))
 SMALL = {"max_tokens": 40}  # a few chunks per article, fast to encode
 

@@ -13,19 +13,10 @@ import pytest
 from bertino_rag import MemoryStore, Retriever
 from bertino_rag.serve.app import ServeSettings, create_app
 from bertino_rag.serve.client import AsyncBertinoClient
+from tests._texts import SENTENCES
 
 from .conftest import serving
 
-SENTENCES = [
-    "Il Colosseo è l'anfiteatro più grande del mondo romano.",
-    "Fu costruito sotto la dinastia flavia nel primo secolo.",
-    "Poteva ospitare decine di migliaia di spettatori.",
-    "Oggi è uno dei monumenti più visitati d'Italia.",
-    "La Gioconda è conservata al museo del Louvre di Parigi.",
-    "Leonardo da Vinci la dipinse all'inizio del Cinquecento.",
-    "Il Po è il fiume più lungo d'Italia e sfocia nell'Adriatico.",
-    "Napoli è famosa per la pizza margherita e per il Vesuvio.",
-]
 QUESTIONS = ["Quanti spettatori ospitava il Colosseo?", "Dove si trova la Gioconda?",
              "Qual è il fiume più lungo d'Italia?", "Per cosa è famosa Napoli?"]
 
