@@ -43,6 +43,7 @@ VARIANTS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "baseline": (None, {}),
     "threads1": ("baseline", {"threads": 1}),
     "bf16": ("baseline", {"precision": "bf16"}),
+    "attn0": ("baseline", {"attention_dropout": 0.0}),
     "bf16+attn0": ("bf16", {"attention_dropout": 0.0}),
     "bf16+attn0+mini8": ("bf16+attn0", {"mini_batch_size": 8}),
     "bf16+attn0+mini32": ("bf16+attn0", {"mini_batch_size": 32}),
