@@ -164,9 +164,10 @@ def prepared_run(config: TrainConfig) -> Prepared:
     dropout_kwargs, restore_dropout = attention_dropout_kwargs(cfg.base_model,
                                                                cfg.attention_dropout)
     model = SentenceTransformer(cfg.base_model, device=device, config_kwargs=dropout_kwargs)
-    hf_config = model[0].auto_model.config
-    note_attention_dropout(hf_config, device, cfg.attention_dropout)
-    restore_dropout(hf_config)
+    hf_config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    if hf_config is not None:  # a transformer (not, e.g., static embeddings)
+        note_attention_dropout(hf_config, device, cfg.attention_dropout)
+        restore_dropout(hf_config)
     if cfg.max_seq_length:
         model.max_seq_length = cfg.max_seq_length
     get_dim = (
