@@ -43,11 +43,13 @@ VARIANTS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "baseline": (None, {}),
     "threads1": ("baseline", {"threads": 1}),
     "bf16": ("baseline", {"precision": "bf16"}),
-    "bf16+mini8": ("bf16", {"mini_batch_size": 8}),
-    "bf16+mini32": ("bf16", {"mini_batch_size": 32}),
-    "bf16+mini64": ("bf16", {"mini_batch_size": 64}),
-    "bf16+len99": ("bf16", {"seq_length_quantile": 0.99}),
-    "bf16+len99+pretok": ("bf16+len99", {"pretokenize": True}),
+    "attn0": ("baseline", {"attention_dropout": 0.0}),
+    "bf16+attn0": ("bf16", {"attention_dropout": 0.0}),
+    "bf16+attn0+mini8": ("bf16+attn0", {"mini_batch_size": 8}),
+    "bf16+attn0+mini32": ("bf16+attn0", {"mini_batch_size": 32}),
+    "bf16+attn0+mini64": ("bf16+attn0", {"mini_batch_size": 64}),
+    "bf16+attn0+len99": ("bf16+attn0", {"seq_length_quantile": 0.99}),
+    "bf16+attn0+len99+pretok": ("bf16+attn0+len99", {"pretokenize": True}),
 }
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `bertino-rag train` from multilingual-e5-small beside the plain sentence-transformers recipe
 # (benchmarks/train_plain_recipe.py): same base, same data (squad-it-dev + stsb-it), same
-# held-apart articles (the trainer's own split), same budget (epochs, batch, mini-batch, learning
-# rate, read from the config); then benchmarks/train_compare.py writes compare.md/compare.json:
-# speed, the per-dim tables in the card's layout (with the 128 -> 384 rescoring funnel), before
-# and after, dev and test articles, and issue 26's targets.
+# held-apart articles (the trainer's own split), same budget and speed settings (epochs, batch,
+# mini-batch, learning rate, attention dropout, and bf16 where bertino-rag train picks it: read
+# from the config); then benchmarks/train_compare.py writes compare.md/compare.json: speed, the
+# per-dim tables in the card's layout (with the 128 -> 384 rescoring funnel), before and after,
+# dev and test articles, and issue 26's targets.
 # Usage (repo root): benchmarks/train_e5_compare.sh [--smoke]
 #   --smoke: 2 steps of batch 8 at 64 tokens each (a dry run)
 # Environment: OUT (results; default /tmp/e5-compare), WORK (models; default $OUT/work),
@@ -35,10 +36,15 @@ fi
 read -r -a PLAIN_BUDGET <<<"$($PY - "$CONFIG" <<'PY'
 import sys
 from bertino_rag.training import load_config
+from bertino_rag.training.hardware import resolve_precision
+from bertino_rag.training.train import resolve_device
 c = load_config(sys.argv[1])
+bf16 = resolve_precision(resolve_device(c.device), c.precision, c.fp16) == "bf16"
 print(f"--epochs {c.epochs} --learning-rate {c.learning_rate} --batch-size {c.batch_size} "
       f"--mini-batch-size {c.mini_batch_size or 16} --dev-fraction {c.dev_fraction} "
-      f"--test-fraction {c.test_fraction} --eval-steps {c.eval_steps} --seed {c.seed}")
+      f"--test-fraction {c.test_fraction} --eval-steps {c.eval_steps} --seed {c.seed}"
+      + (f" --attention-dropout {c.attention_dropout}" if c.attention_dropout is not None
+         else "") + (" --bf16" if bf16 else ""))
 PY
 )"
 rm -rf "$WORK/bertino" "$WORK/plain"

@@ -78,6 +78,10 @@ def main() -> None:
     ap.add_argument("--max-seq-length", type=int, default=None)
     ap.add_argument("--eval-steps", type=int, default=250)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--attention-dropout", type=float, default=None,
+                    help="attention dropout while training (default: the model's own); 0 is "
+                         "the CPU speed setting of bertino-rag train, to compare the recipes "
+                         "at the same speed")
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast (sentence-transformers' own flag; also on CPU)")
     args = ap.parse_args()
@@ -100,7 +104,13 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     out = Path(args.output_dir)
     torch.manual_seed(args.seed)
-    model = SentenceTransformer(args.base_model, device="cuda" if cuda else "cpu")
+    from bertino_rag.training.hardware import attention_dropout_kwargs
+
+    dropout_kwargs, restore_dropout = attention_dropout_kwargs(args.base_model,
+                                                               args.attention_dropout)
+    model = SentenceTransformer(args.base_model, device="cuda" if cuda else "cpu",
+                                config_kwargs=dropout_kwargs)
+    restore_dropout(model[0].auto_model.config)  # the saved config keeps the base's value
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
 
@@ -194,6 +204,7 @@ def main() -> None:
             "device": "cuda" if cuda else "cpu",
             "gpu": torch.cuda.get_device_name() if cuda else None,
             "precision": "bf16" if args.bf16 else "fp16" if cuda else "fp32",
+            "attention_dropout": args.attention_dropout,
             "mini_batch_size": args.mini_batch_size, "prompts": column_prompts,
             "retrieval_loss": "CachedMultipleNegativesRankingLoss", "steps": steps,
             "epochs": round(float(trainer.state.epoch or 0), 3),

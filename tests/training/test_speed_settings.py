@@ -91,7 +91,7 @@ def test_every_setting_on_a_tiny_run(tiny_with_prompts, small_beir, small_sts, t
             learning_rate=1e-3, warmup_ratio=0.0, max_steps=4, eval_steps=2, logging_steps=1,
             num_negatives=1, neg_relative_margin=None, multi_dataset_sampler="round_robin",
             device="cpu", rescore_k=None, precision=precision, threads=1, pretokenize=True,
-            seq_length_quantile=0.9, eval_max_queries=10))
+            seq_length_quantile=0.9, eval_max_queries=10, attention_dropout=0.0))
     finally:
         torch.set_num_threads(before)
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -115,3 +115,37 @@ def test_every_setting_on_a_tiny_run(tiny_with_prompts, small_beir, small_sts, t
     assert SentenceTransformer(str(out), device="cpu").max_seq_length == 128
     config = json.loads((out / "config_sentence_transformers.json").read_text(encoding="utf-8"))
     assert config["prompts"]["query"] == "domanda: "
+    # trained without attention dropout, saved with the base's own
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))[
+        "attention_probs_dropout_prob"] == pytest.approx(0.1)
+
+
+def test_attention_dropout_is_off_while_training_and_the_base_keeps_its_own(
+        tiny_with_prompts, small_beir):
+    from bertino_rag.training.train import prepared_run
+
+    def dropouts(p):
+        run = prepared_run(TrainConfig(base_model=tiny_with_prompts, train_data=str(small_beir),
+                                       output_dir="unused", dev_fraction=0.25, device="cpu",
+                                       attention_dropout=p))
+        bert = run.model[0].auto_model
+        probs = {(layer.attention.self.dropout.p, layer.attention.self.dropout_prob)
+                 for layer in bert.encoder.layer}
+        return probs, bert.config.attention_probs_dropout_prob
+
+    assert dropouts(0.0) == ({(0.0, 0.0)}, pytest.approx(0.1))
+    assert dropouts(0.05) == ({(0.05, 0.05)}, pytest.approx(0.1))
+    assert dropouts(None) == ({(0.1, 0.1)}, pytest.approx(0.1))
+
+
+def test_attention_dropout_is_refused_where_it_cannot_apply(tmp_path):
+    from transformers import GPT2Config
+
+    from bertino_rag.training.hardware import attention_dropout_kwargs
+
+    with pytest.raises(ValueError, match=r"attention_dropout must be in \[0, 1\)"):
+        TrainConfig(attention_dropout=1.0)
+    GPT2Config(n_layer=1).save_pretrained(tmp_path)  # names its dropout attn_pdrop
+    with pytest.raises(ValueError, match="has none of .*leave attention_dropout unset"):
+        attention_dropout_kwargs(str(tmp_path), 0.0)
+    assert attention_dropout_kwargs(str(tmp_path), None)[0] == {}

@@ -67,7 +67,7 @@ def test_train_task_rerank_makes_a_reranker_that_serves(tmp_path, small_beir, ti
                  "--dev-fraction", "0.25", "--max-steps", "4", "--eval-steps", "2",
                  "--batch-size", "8", "--eval-batch-size", "16", "--max-seq-length", "96",
                  "--rerank-top", "10", "--eval-max-queries", "10", "--learning-rate", "1e-4",
-                 "--neg-range-min", "0", "--quiet"])
+                 "--neg-range-min", "0", "--attention-dropout", "0", "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| hybrid | none |" in printed and "| hybrid | top 10 (" in printed
@@ -77,6 +77,9 @@ def test_train_task_rerank_makes_a_reranker_that_serves(tmp_path, small_beir, ti
     assert [r["rerank_top"] for r in rows] == [None, 10]
     assert metrics["data"]["train_rows"] > metrics["data"]["train_positives"] > 0
     assert not (out / "checkpoints").exists()
+    assert metrics["config"]["attention_dropout"] == 0.0  # trained without it, saved with its own
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert saved["attention_probs_dropout_prob"] == pytest.approx(0.1)
     # the folder is a cross-encoder that Retriever serves
     r = Retriever(dim=128, encoder=encoder, hybrid=True, reranker=str(out), rerank_top=10)
     docs = load_pairs(small_beir).corpus

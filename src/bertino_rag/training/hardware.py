@@ -47,11 +47,12 @@ def resolve_precision(device: str, precision: str = "auto", fp16: bool | None = 
     """The autocast precision: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
 
     ``auto``: bf16 where the device multiplies bfloat16 natively (a CUDA GPU of the Ampere
-    generation or later; a CPU with AMX or AVX512-BF16: on this project's Xeon with AMX, a
-    forward + backward of multilingual-e5-small ran 1.9 times faster under bf16 autocast,
-    docs/training.md), else fp16 on CUDA and fp32 on CPU. ``fp16=True``/``False`` (the older
-    switch) means ``"fp16"``/``"fp32"`` when ``precision`` is ``auto``. The weights stay
-    float32 either way: autocast runs the matrix products in the lower precision.
+    generation or later; a CPU with AMX or AVX512-BF16: on this project's Xeon with AMX, the
+    card's recipe on multilingual-e5-small trained 1.5 times faster under bf16 autocast once
+    attention dropout was off, docs/training.md), else fp16 on CUDA and fp32 on CPU.
+    ``fp16=True``/``False`` (the older switch) means ``"fp16"``/``"fp32"`` when ``precision``
+    is ``auto``. The weights stay float32 either way: autocast runs the matrix products in the
+    lower precision.
 
     Raises:
         ValueError: an unknown precision, fp16 off CUDA, or bf16 on a device without it.
@@ -335,3 +336,58 @@ def warmup_kwargs(ratio: float) -> dict[str, Any]:
     if major >= 5:
         return {"warmup_steps": float(ratio)}
     return {"warmup_ratio": float(ratio)}
+
+
+#: the config fields that hold the attention-probability dropout: BERT, XLM-R, ELECTRA
+#: (``attention_probs_dropout_prob``); DistilBERT (BERTino), ModernBERT and most newer models
+#: (``attention_dropout``).
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def _attention_dropout_key(config: Any) -> str | None:
+    return next((k for k in ATTENTION_DROPOUT_KEYS if hasattr(config, k)), None)
+
+
+def attention_dropout_kwargs(base_model: str, p: float | None) -> tuple[dict[str, Any], Any]:
+    """``config_kwargs`` that load ``base_model`` with attention dropout ``p`` (``None``: the
+    model's own), and a function that puts the model's own value back into a loaded config, so
+    that the saved model's config is the base's.
+
+    Attention dropout draws one random number per attention weight (batch x heads x length^2):
+    on a CPU that draw cost more than twice the rest of the step (docs/training.md, the speed
+    table), while the hidden-state dropout, a length times smaller, costs little. The modules
+    read the value when they are built, so putting the config's value back afterwards keeps
+    them at ``p``.
+
+    Raises:
+        ValueError: a base whose config names no attention dropout (``p`` itself is checked
+            by :meth:`TrainConfig.validate`).
+    """
+    if p is None:
+        return {}, lambda config: None
+    from transformers import AutoConfig
+
+    base_config = AutoConfig.from_pretrained(base_model)
+    key = _attention_dropout_key(base_config)
+    if key is None:
+        raise ValueError(f"attention_dropout={p}: the config of {base_model} "
+                         f"({type(base_config).__name__}) has none of {ATTENTION_DROPOUT_KEYS}; "
+                         "leave attention_dropout unset for this base")
+    own = getattr(base_config, key)
+
+    def restore(config: Any) -> None:
+        setattr(config, key, own)
+
+    return {key: float(p)}, restore
+
+
+def note_attention_dropout(config: Any, device: str, p: float | None) -> None:
+    """On a CPU, say once what the model's own attention dropout costs when it is left on."""
+    key = _attention_dropout_key(config)
+    own = getattr(config, key, 0.0) if key else 0.0
+    if p is None and not str(device).startswith("cuda") and own:
+        logger.info("attention dropout %g (the model's own) is on: on a CPU it costs most of "
+                    "each training step (multilingual-e5-small trained 3.3x faster in float32 "
+                    "and 4.9x under bf16 without it); attention_dropout=0 "
+                    "(--attention-dropout 0) turns it off (docs/training.md, the speed table)",
+                    own)

@@ -33,8 +33,10 @@ from .data import (
 from .evaluate import dev_evaluator, evaluate_dims, format_table
 from .hardware import (
     CPU_MINI_BATCH,
+    attention_dropout_kwargs,
     check_mini_batch_fits,
     dataloader_settings,
+    note_attention_dropout,
     pick_mini_batch_size,
     resolve_precision,
     set_threads,
@@ -159,7 +161,13 @@ def prepared_run(config: TrainConfig) -> Prepared:
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
-    model = SentenceTransformer(cfg.base_model, device=device)
+    dropout_kwargs, restore_dropout = attention_dropout_kwargs(cfg.base_model,
+                                                               cfg.attention_dropout)
+    model = SentenceTransformer(cfg.base_model, device=device, config_kwargs=dropout_kwargs)
+    hf_config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    if hf_config is not None:  # a transformer (not, e.g., static embeddings)
+        note_attention_dropout(hf_config, device, cfg.attention_dropout)
+        restore_dropout(hf_config)
     if cfg.max_seq_length:
         model.max_seq_length = cfg.max_seq_length
     get_dim = (
