@@ -106,11 +106,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     from bertino_rag.training.hardware import attention_dropout_kwargs
 
-    dropout_kwargs, restore_dropout = attention_dropout_kwargs(args.base_model,
-                                                               args.attention_dropout)
-    model = SentenceTransformer(args.base_model, device="cuda" if cuda else "cpu",
-                                config_kwargs=dropout_kwargs)
-    restore_dropout(model[0].auto_model.config)  # the saved config keeps the base's value
+    device = "cuda" if cuda else "cpu"
+    dropout_kwargs, settle_dropout = attention_dropout_kwargs(args.base_model,
+                                                              args.attention_dropout, device)
+    model = SentenceTransformer(args.base_model, device=device, config_kwargs=dropout_kwargs)
+    settle_dropout(model[0].auto_model.config)  # the saved config keeps the base's value
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
 

@@ -38,7 +38,6 @@ from .evaluate import to_eval_set
 from .hardware import (
     attention_dropout_kwargs,
     loop_settings,
-    note_attention_dropout,
     resolve_precision,
     set_threads,
     warmup_kwargs,
@@ -166,9 +165,9 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     if cfg.train_data is None:
         raise ValueError("train_data is required: a BEIR folder, .jsonl or .csv of pairs")
     check_base_model(cfg.base_model)
-    dropout_kwargs, restore_dropout = attention_dropout_kwargs(cfg.base_model,
-                                                               cfg.attention_dropout)
     device = resolve_device(cfg.device)
+    dropout_kwargs, settle_dropout = attention_dropout_kwargs(cfg.base_model,
+                                                              cfg.attention_dropout, device)
     precision = resolve_precision(device, cfg.precision, cfg.fp16)
     threads = set_threads(cfg.threads)
     train_set, dev, test = split_data(cfg)
@@ -189,8 +188,7 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
 
     model = CrossEncoder(cfg.base_model, num_labels=1, max_length=cfg.max_seq_length,
                          device=device, config_kwargs=dropout_kwargs)
-    note_attention_dropout(model.model.config, device, cfg.attention_dropout)
-    restore_dropout(model.model.config)
+    settle_dropout(model.model.config)
     base_is_reranker = any(a.endswith("ForSequenceClassification")
                            for a in (model.model.config.architectures or []))
     before = (_report(dev_retriever, dev_eval, CrossEncoderReranker(model), cfg.rerank_top)

@@ -36,7 +36,6 @@ from .hardware import (
     attention_dropout_kwargs,
     check_mini_batch_fits,
     dataloader_settings,
-    note_attention_dropout,
     pick_mini_batch_size,
     resolve_precision,
     set_threads,
@@ -161,13 +160,12 @@ def prepared_run(config: TrainConfig) -> Prepared:
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
 
-    dropout_kwargs, restore_dropout = attention_dropout_kwargs(cfg.base_model,
-                                                               cfg.attention_dropout)
+    dropout_kwargs, settle_dropout = attention_dropout_kwargs(cfg.base_model,
+                                                              cfg.attention_dropout, device)
     model = SentenceTransformer(cfg.base_model, device=device, config_kwargs=dropout_kwargs)
     hf_config = getattr(getattr(model[0], "auto_model", None), "config", None)
     if hf_config is not None:  # a transformer (not, e.g., static embeddings)
-        note_attention_dropout(hf_config, device, cfg.attention_dropout)
-        restore_dropout(hf_config)
+        settle_dropout(hf_config)
     if cfg.max_seq_length:
         model.max_seq_length = cfg.max_seq_length
     get_dim = (
