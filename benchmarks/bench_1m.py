@@ -25,12 +25,12 @@ points generated from the other half; the same questions over the planted paragr
 give the NDCG@10 the generated points are measured against). The variants of a store
 (MemoryStore exact and binary at each ``--candidates``; Edge's prefetch and numpy rescoring,
 at each ``--ef``) search the same folder in one process, interleaved query by query, so they
-share the machine's state; for Edge,
-each query also runs single-stage with ``k=10`` and ``k=rescore_k`` (the graph search of the
-prefetch alone, with the ids of its hits), to tell the graph from the rescoring. Then each
-variant alone in a fresh process answers ``--rss-queries`` queries: its RSS above the process's
-baseline (memory-mapped pages touched included). Disk per point: the collection folder's
-allocated blocks over the points (MemoryStore: with and without the binary stage's sign files).
+share the machine's state; for Edge, each query also runs single-stage with ``k=10`` and
+``k=rescore_k`` (the graph search of the prefetch alone, with the ids of its hits), to tell the
+graph from the rescoring. Then each variant alone in a fresh process answers
+``--rss-queries`` queries: its RSS above the process's baseline (memory-mapped pages touched
+included). Disk per point: the collection folder's allocated blocks over the points
+(MemoryStore: with and without the binary stage's sign files).
 
 ``--check`` also compares generated vectors with held-out real ones (nearest-neighbour
 similarities, recall of a sign-code first stage). Prints one JSON line per result and a
