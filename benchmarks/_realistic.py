@@ -15,7 +15,10 @@ machines (MiniLM encodes ~23 passages/s on 2 cores: 12 hours), so:
 - **planted**: the 1,128 squad-it-dev paragraphs themselves, real vectors under their own ids,
   and the questions as queries, so NDCG@10 is measured with the data set's relevance among
   the generated points. Generated points near a planted paragraph are near-duplicates of its
-  sentences: harder distractors than a real corpus would hold, so that NDCG is a lower bound.
+  sentences: harder distractors than a real corpus would hold, so that NDCG is a lower bound;
+  with :func:`held_apart` (``bench_1m.py --held-apart``) the seeds come from half the articles
+  and the questions from the other half, so that a question's paragraph is planted among
+  realistic points of other text and NDCG@10 measures what the approximate stages lose.
 
 The noise scale is calibrated so that generated points are as close to their nearest neighbour
 as real ones: half the seeds generate as many points as the other half holds, and the median
@@ -53,15 +56,29 @@ def index_of(full: np.ndarray) -> np.ndarray:
 def sentence_windows(paragraphs: list[str]) -> list[str]:
     """Every sentence and every two consecutive sentences of each paragraph (not the whole
     paragraph), of at least 30 characters."""
+    return [w for w, _ in sourced_windows(paragraphs)]
+
+
+def sourced_windows(paragraphs: list[str]) -> list[tuple[str, int]]:
+    """:func:`sentence_windows`, each with the position of its paragraph."""
     out = []
-    for text in paragraphs:
+    for p, text in enumerate(paragraphs):
         sents = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
         for width in (1, 2):
             for i in range(len(sents) - width + 1):
                 window = " ".join(sents[i:i + width])
                 if len(window) >= 30 and window != text.strip():
-                    out.append(window)
+                    out.append((window, p))
     return out
+
+
+def held_apart(doc_ids: list[str]) -> tuple[set[str], set[str]]:
+    """squad-it-dev's articles (ids ``Article#n``) split in two: every other one by title
+    seeds the generated points, the rest hold the questions, so that a question's paragraph
+    is planted among realistic points of other articles, not among variations of its own
+    sentences (``bench_1m.py --held-apart``)."""
+    titles = sorted({d.rsplit("#", 1)[0] for d in doc_ids})
+    return set(titles[1::2]), set(titles[0::2])
 
 
 def squad_data(path: Path) -> dict[str, Any]:
@@ -74,8 +91,10 @@ def squad_data(path: Path) -> dict[str, Any]:
             "texts": [beir.corpus[d]["text"] for d in doc_ids]}
 
 
-def window_vectors(cache: Path, count: int, texts: list[str]) -> np.ndarray:
-    """The first ``count`` sentence windows (in a fixed shuffled order), encoded once."""
+def window_vectors(cache: Path, count: int, texts: list[str],
+                   keep: set[int] | None = None) -> np.ndarray:
+    """The first ``count`` sentence windows (in a fixed shuffled order), encoded once; with
+    ``keep``, only those of these paragraph positions among them."""
     if count <= 0:
         return np.zeros((0, 384), dtype=np.float32)
     path = cache / "squad_windows_minilm.npy"
@@ -94,6 +113,10 @@ def window_vectors(cache: Path, count: int, texts: list[str]) -> np.ndarray:
         have = np.concatenate([have, np.asarray(new, dtype=np.float32)])
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, have)
+    if keep is not None:
+        sources = [p for _, p in sourced_windows(texts)]
+        have = have[[i for i in range(count) if sources[order[i]] in keep]]
+        return normalize(have)
     return normalize(have[:count])
 
 

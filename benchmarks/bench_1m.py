@@ -20,14 +20,17 @@ For each store, in its own process (its memory is its own): build time (upsert o
 in batches of 10,000; for Edge also the HNSW build), then single queries, two-stage (128-d
 first stage, ``--rescore-k`` rescored with the 384-d full vectors, top 10): p50/p95 ms, recall@10
 against the exact two-stage result (numpy, float32), NDCG@10 of the questions with
-squad-it-dev's relevance. The variants of a store (MemoryStore exact and binary at each
-``--candidates``; Edge's prefetch and numpy rescoring, at each ``--ef``) search the same folder
-in one process, interleaved query by query, so they share the machine's state; for Edge,
-each query also runs single-stage with ``k=10`` and ``k=rescore_k`` (the graph search of the
-prefetch alone, with the ids of its hits), to tell the graph from the rescoring. Then each
-variant alone in a fresh process answers ``--rss-queries`` queries: its RSS above the process's
-baseline (memory-mapped pages touched included). Disk per point: the collection folder's
-allocated blocks over the points (MemoryStore: with and without the binary stage's sign files).
+squad-it-dev's relevance (with ``--held-apart``, the questions of half the articles among
+points generated from the other half; the same questions over the planted paragraphs alone
+give the NDCG@10 the generated points are measured against). The variants of a store
+(MemoryStore exact and binary at each ``--candidates``; Edge's prefetch and numpy rescoring,
+at each ``--ef``) search the same folder in one process, interleaved query by query, so they
+share the machine's state; for Edge, each query also runs single-stage with ``k=10`` and
+``k=rescore_k`` (the graph search of the prefetch alone, with the ids of its hits), to tell the
+graph from the rescoring. Then each variant alone in a fresh process answers
+``--rss-queries`` queries: its RSS above the process's baseline (memory-mapped pages touched
+included). Disk per point: the collection folder's allocated blocks over the points
+(MemoryStore: with and without the binary stage's sign files).
 
 ``--check`` also compares generated vectors with held-out real ones (nearest-neighbour
 similarities, recall of a sign-code first stage). Prints one JSON line per result and a
@@ -65,15 +68,26 @@ def du(path: Path, skip: str | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Generate (or reuse) the vectors, the queries and the exact two-stage truth."""
+    from bertino_rag.evaluation.metrics import ir_metrics
+
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     squad = R.squad_data(Path(args.squad_cache))
     planted = len(squad["doc_ids"])
-    tag = f"{args.n}-w{args.windows}"
+    tag = f"{args.n}-w{args.windows}" + ("-apart" if args.held_apart else "")
+    keep, asked = None, np.arange(len(squad["qids"]))
+    if args.held_apart:  # seeds from half the articles, questions from the other half
+        seed_titles, query_titles = R.held_apart(squad["doc_ids"])
+        keep = {p for p, d in enumerate(squad["doc_ids"])
+                if d.rsplit("#", 1)[0] in seed_titles}
+        asked = np.asarray([i for i, q in enumerate(squad["qids"])
+                            if all(d.rsplit("#", 1)[0] in query_titles
+                                   for d in squad["qrels"][q])], dtype=np.int64)
+    asked = asked[: args.queries]
     vec_path, meta_path = cache / f"vectors-{tag}.npy", cache / f"vectors-{tag}.json"
     if not meta_path.exists():
         t0 = time.perf_counter()
-        windows = R.window_vectors(cache, args.windows, squad["texts"])
+        windows = R.window_vectors(cache, args.windows, squad["texts"], keep)
         seeds = windows if len(windows) else squad["docs"]
         noise = R.calibrate(seeds)
         gen = R.Generator(seeds, noise)
@@ -90,18 +104,23 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
                 "generate_s": round(time.perf_counter() - t0, 1)}
         meta_path.write_text(json.dumps(meta))
         if args.check:
-            print(json.dumps({"check": R.check(seeds, noise, squad["queries"][:200])}),
+            print(json.dumps({"check": R.check(seeds, noise, squad["queries"][asked[:200]])}),
                   flush=True)
     meta = json.loads(meta_path.read_text())
     full = np.load(vec_path, mmap_mode="r")
-    queries = squad["queries"][: args.queries]
-    qids = squad["qids"][: args.queries]
-    truth_path = cache / f"truth-{tag}-q{args.queries}-r{args.rescore_k}.npy"
+    queries = squad["queries"][asked]
+    qids = [squad["qids"][i] for i in asked]
+    truth_path = cache / f"truth-{tag}-q{len(asked)}-r{args.rescore_k}.npy"
     if not truth_path.exists():
         t0 = time.perf_counter()
         truth = exact_two_stage(full, queries, args.rescore_k)
         np.save(truth_path, truth)
         meta["truth_s"] = round(time.perf_counter() - t0, 1)
+    # the same questions over the planted paragraphs alone: what the generated points cost
+    alone = exact_two_stage(np.asarray(full[:planted]), queries, args.rescore_k)
+    meta["planted_only_ndcg@10"] = round(ir_metrics(
+        [[(squad["doc_ids"][int(r)], -i) for i, r in enumerate(row)] for row in alone],
+        qids, squad["qrels"])["ndcg@10"], 4)
     return {"meta": meta, "full": full, "queries": queries, "qids": qids,
             "truth": np.load(truth_path), "squad": squad, "vec_path": vec_path, "tag": tag}
 
@@ -329,6 +348,9 @@ def main() -> None:
                     help="squad-it-dev MiniLM vectors (shared with bench_edge.py)")
     ap.add_argument("--out", default=None, help="JSON lines (default: CACHE/results-N.jsonl)")
     ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--held-apart", action="store_true",
+                    help="generate from the windows of half the articles and ask the questions "
+                    "of the other half (NDCG@10 among realistic points of other text)")
     ap.add_argument("--check", action="store_true",
                     help="compare generated with held-out real vectors (when generating)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
