@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr3e-5": {"learning_rate": 3e-5},
     "lr1e-4": {"learning_rate": 1e-4},
     "guided": {"guided": True},
+    "scale20": {"loss_scale": 20.0},  # the card's scale (the config sets e5's 100)
     "no-margin": {"neg_relative_margin": None},
     "negatives1": {"num_negatives": 1},
     "sts0.5": {"sts_ratio": 0.5},

@@ -129,7 +129,30 @@ def test_missing_train_extra_names_it(monkeypatch):
     ({"threads": 0}, "threads must be positive"),
     ({"eval_max_queries": -1}, "eval_max_queries must be positive"),
     ({"max_seq_length": 0}, "max_seq_length must be positive"),
+    ({"loss_scale": 0}, "loss_scale must be positive"),
+    ({"loss_scale": -20.0}, "loss_scale must be positive"),
 ])
 def test_new_fields_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+@pytest.mark.parametrize("mini", [4, 1024])  # the cached loss, and its one-pass form
+def test_loss_scale_reaches_the_loss(tiny_bert, guided, mini):
+    """``loss_scale`` is the similarity scale of every retrieval loss (GISTEmbed: the inverse
+    of its temperature); unset, each loss keeps its own default."""
+    from sentence_transformers import SentenceTransformer
+
+    from bertino_rag._deps import st_module
+    from bertino_rag.training.trainer import retrieval_loss
+
+    losses = st_module("losses")
+    model = SentenceTransformer(tiny_bert, device="cpu")
+    for scale, want in ((None, 100.0 if guided else 20.0), (50.0, 50.0)):
+        cfg = TrainConfig(base_model=tiny_bert, batch_size=8, guided=guided, loss_scale=scale)
+        loss = retrieval_loss(cfg, model, mini, 2, losses)
+        got = 1.0 / loss.temperature if guided else loss.scale
+        assert got == pytest.approx(want)
+        assert ("Cached" in type(loss).__name__) == (mini < 16)
+    assert _parse(["--loss-scale", "50"]).loss_scale == 50.0

@@ -77,6 +77,11 @@ class TrainConfig:
         guided: false-negative filtering by a guide (GISTEmbed): CachedGISTEmbedLoss with a
             frozen copy of the base model as guide, which masks every in-batch or hard negative
             the guide scores above the positive.
+        loss_scale: the retrieval loss's similarity scale (cosine times this before the
+            softmax over in-batch and hard negatives; GISTEmbed: the inverse of its
+            temperature). ``None``: the loss's own, 20 for the card's
+            CachedMultipleNegativesRankingLoss (temperature 0.05), 100 for GISTEmbed
+            (temperature 0.01, the temperature E5 models were trained with).
         sts_max_score: the STS file's score scale (STS-B: 5); scores are divided by it.
         precision: ``auto``: bf16 where the device multiplies it natively (GPUs from Ampere
             on; CPUs with AMX or AVX512-BF16), else fp16 on CUDA, fp32 on CPU.
@@ -152,6 +157,7 @@ class TrainConfig:
     sts_size: int | None = None
     sts_ratio: float = 1.0
     guided: bool = False
+    loss_scale: float | None = None
     sts_max_score: float = 5.0
     eval_batch_size: int = 64
     dataloader_workers: int | None = None
@@ -223,6 +229,8 @@ class TrainConfig:
         if self.neg_range_max - self.neg_range_min < self.num_negatives:
             raise ValueError("the mining window (neg_range_max - neg_range_min) is smaller than "
                              "num_negatives")
+        if self.loss_scale is not None and not self.loss_scale > 0:
+            raise ValueError(f"loss_scale must be positive, got {self.loss_scale}")
         if self.sts_max_score <= 0:
             raise ValueError(f"sts_max_score must be positive, got {self.sts_max_score}")
 

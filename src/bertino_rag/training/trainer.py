@@ -92,8 +92,12 @@ def step_timer() -> Any:
 def retrieval_loss(cfg: TrainConfig, model: Any, mini: int, columns: int, losses: Any) -> Any:
     """The card's CachedMultipleNegativesRankingLoss; its plain form when one pass holds every
     text of a batch (the same loss without the second forward); the GISTEmbed versions (a
-    frozen copy of the base model as guide) with ``guided``."""
+    frozen copy of the base model as guide) with ``guided``. ``cfg.loss_scale`` sets the
+    similarity scale (GISTEmbed's temperature is its inverse); unset, each loss keeps its own
+    (20 for MultipleNegativesRankingLoss, temperature 0.01 for GISTEmbed)."""
     one_pass = mini >= cfg.batch_size * columns
+    scale = {} if cfg.loss_scale is None else {"scale": cfg.loss_scale}
+    temperature = {} if cfg.loss_scale is None else {"temperature": 1.0 / cfg.loss_scale}
     if cfg.guided:
         from sentence_transformers import SentenceTransformer
 
@@ -102,11 +106,11 @@ def retrieval_loss(cfg: TrainConfig, model: Any, mini: int, columns: int, losses
             guide.max_seq_length = cfg.max_seq_length
         guide.requires_grad_(False)
         if one_pass:
-            return losses.GISTEmbedLoss(model, guide)
-        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=mini)
+            return losses.GISTEmbedLoss(model, guide, **temperature)
+        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=mini, **temperature)
     if one_pass:
-        return losses.MultipleNegativesRankingLoss(model)
-    return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini)
+        return losses.MultipleNegativesRankingLoss(model, **scale)
+    return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini, **scale)
 
 
 @dataclass
