@@ -202,6 +202,12 @@ def _reranker(folder: str, backend: str, max_length: int):
     return CrossEncoderReranker(folder, backend=backend, device="cpu", max_length=max_length)
 
 
+def _scaled(x):
+    """``x`` min-max scaled to [0, 1] (all zeros when its values are equal)."""
+    span = x.max() - x.min() if len(x) else 0.0
+    return (x - x.min()) / span if span > 0 else x * 0.0
+
+
 def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:
     """NDCG@10, MRR@10 and Recall@1 of hybrid's best ``top`` candidates ordered by ``w`` times
     the reranker's score plus ``1 - w`` times the retrieval score, both min-max scaled within
@@ -216,15 +222,10 @@ def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:
         pairs_q = [q for q, row in zip(evalset.query_texts, hits, strict=True) for _ in row]
         scores = np.asarray(reranker.score_pairs(pairs_q, [h.text for row in hits for h in row]),
                             dtype=np.float64)
-
-        def scaled(x):
-            span = x.max() - x.min() if len(x) else 0.0
-            return (x - x.min()) / span if span > 0 else np.zeros_like(x)
-
         per_query, start = [], 0
         for row in hits:
-            per_query.append((scaled(scores[start:start + len(row)]),
-                              scaled(np.asarray([h.score for h in row], dtype=np.float64))))
+            per_query.append((_scaled(scores[start:start + len(row)]),
+                              _scaled(np.asarray([h.score for h in row], dtype=np.float64))))
             start += len(row)
         for w in weights:
             ordered = []
