@@ -68,8 +68,6 @@ def du(path: Path, skip: str | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Generate (or reuse) the vectors, the queries and the exact two-stage truth."""
-    from bertino_rag.evaluation.metrics import ir_metrics
-
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     squad = R.squad_data(Path(args.squad_cache))
@@ -116,11 +114,6 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
         truth = exact_two_stage(full, queries, args.rescore_k)
         np.save(truth_path, truth)
         meta["truth_s"] = round(time.perf_counter() - t0, 1)
-    # the same questions over the planted paragraphs alone: what the generated points cost
-    alone = exact_two_stage(np.asarray(full[:planted]), queries, args.rescore_k)
-    meta["planted_only_ndcg@10"] = round(ir_metrics(
-        [[(squad["doc_ids"][int(r)], -i) for i, r in enumerate(row)] for row in alone],
-        qids, squad["qrels"])["ndcg@10"], 4)
     return {"meta": meta, "full": full, "queries": queries, "qids": qids,
             "truth": np.load(truth_path), "squad": squad, "vec_path": vec_path, "tag": tag}
 
@@ -146,6 +139,18 @@ def exact_two_stage(full: np.ndarray, queries: np.ndarray, rescore_k: int) -> np
         scores = np.asarray(full[rows], dtype=np.float32) @ queries[q].astype(np.float32)
         out[q] = rows[np.argsort(-scores, kind="stable")[:10]]
     return out
+
+
+def planted_only_ndcg(data: dict[str, Any], rescore_k: int) -> float:
+    """NDCG@10 of the same questions over the planted paragraphs alone (exact two-stage): what
+    the generated points cost. Computed once, by the parent process."""
+    from bertino_rag.evaluation.metrics import ir_metrics
+
+    planted = data["meta"]["planted"]
+    alone = exact_two_stage(np.asarray(data["full"][:planted]), data["queries"], rescore_k)
+    return round(ir_metrics([[(doc_id(int(r), data), -i) for i, r in enumerate(row)]
+                             for row in alone], data["qids"], data["squad"]["qrels"])["ndcg@10"],
+                 4)
 
 
 def doc_id(row: int, data: dict[str, Any]) -> str:
@@ -367,6 +372,7 @@ def main() -> None:
           flush=True)
     t0 = time.perf_counter()
     data = prepare(args)  # once, before the stores' processes
+    data["meta"]["planted_only_ndcg@10"] = planted_only_ndcg(data, args.rescore_k)
     print(json.dumps({"data": data["meta"], "prepare_s": round(time.perf_counter() - t0, 1)}),
           flush=True)
     rows, rss = [], {}
