@@ -35,7 +35,9 @@ from _indexing_common import SQUAD, interleave, machine, median, minilm, squad_p
 F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
 BF16 = {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}}
 BACKENDS = {"torch": {}, "onnx": {"backend": "onnx"},
-            "onnx-int8": {"backend": "onnx", "quantize": "int8"},
+            "onnx-int8": {"backend": "onnx", "quantize": "int8"},  # one text per pass
+            # batched dynamic int8: faster or not, but a text's vector moves with its batch
+            "onnx-int8-b32": {"backend": "onnx", "quantize": "int8", "batch_size": 32},
             "openvino": {"backend": "openvino"},
             "openvino-int8": {"backend": "openvino", "quantize": "int8"},
             # OpenVINO runs float models in bf16 where the CPU has it; fp32 as on other CPUs

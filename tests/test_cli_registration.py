@@ -34,7 +34,7 @@ def test_every_model_loading_subcommand_reads_the_same_encoder_flags(argv):
     assert {k: getattr(args, k) for k in ENCODER_VALUES} == ENCODER_VALUES
     defaults = build_parser().parse_args(argv)
     assert (defaults.model, defaults.backend, defaults.quantize, defaults.batch_size,
-            defaults.device) == (None, "torch", None, 32, None)
+            defaults.device) == (None, "torch", None, None, None)
 
 
 def test_bad_batch_size_is_refused_by_the_parser(capsys):

@@ -75,6 +75,30 @@ def test_int8_keeps_the_top_k(encoder, onnx_encoders, squad_slice, texts):
     assert overlap >= 0.8, overlap
 
 
+@pytest.mark.parametrize(("backend", "quantize", "size"), [
+    ("torch", None, 32), ("onnx", None, 32), ("onnx", "int8", 1), ("onnx", "avx2", 1),
+    ("openvino", None, 32), ("openvino", "int8", 32)])
+def test_only_dynamic_int8_runs_one_text_per_pass(backend, quantize, size):
+    assert _backends.default_batch_size(backend, quantize) == size
+
+
+def test_int8_vectors_do_not_depend_on_the_batch(minilm_path, onnx_encoders, cache_root, texts,
+                                                 monkeypatch):
+    """Dynamic int8 scales a pass's activations by the whole padded batch: one text per pass
+    gives a text the same vector alone and among others. A chosen batch size is kept."""
+    fp32, int8 = onnx_encoders
+    assert (fp32.batch_size, int8.batch_size) == (32, 1)
+    together = int8.encode(texts[:8], warn_truncation=False).full
+    alone = np.concatenate([int8.encode([t], warn_truncation=False).full for t in texts[:8]])
+    np.testing.assert_allclose(alone, together, atol=1e-6)
+    monkeypatch.setenv("BERTINO_RAG_CACHE", str(cache_root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    chosen = Encoder(minilm_path, dim=128, backend="onnx", quantize="int8", batch_size=8)
+    assert chosen.batch_size == 8
+    batched = chosen.encode(texts[:8], warn_truncation=False).full
+    assert not np.allclose(batched, together, atol=1e-6)  # the effect the default avoids
+
+
 def test_cached_export_is_reused_offline(minilm_path, onnx_encoders, cache_root, monkeypatch):
     fp32, int8 = onnx_encoders
     before = {p: Path(p).stat().st_mtime_ns for p in (fp32.backend_file, int8.backend_file)}

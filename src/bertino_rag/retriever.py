@@ -65,7 +65,8 @@ class Retriever:
             :class:`Encoder`, or any :class:`~bertino_rag.encoder.TextEncoder` (for instance
             :class:`~bertino_rag.integrations.langchain.EmbeddingsEncoder` over a LangChain
             ``Embeddings``).
-        batch_size: texts per forward pass.
+        batch_size: texts per forward pass (default: the encoder's, 32; 1 for dynamic int8
+            ONNX, see :func:`~bertino_rag.encoder.backends.default_batch_size`).
         write_batch_size: documents encoded and written per store call while indexing.
         backend: encoder backend, ``"torch"``, ``"onnx"`` or ``"openvino"``.
         quantize: ``"int8"``: dynamic int8 with ``backend="onnx"``, static int8 with
@@ -109,7 +110,7 @@ class Retriever:
         recreate: bool = False,
         create: bool = True,
         encoder: TextEncoder | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         write_batch_size: int = 512,
         device: str | None = None,
         backend: str = "torch",

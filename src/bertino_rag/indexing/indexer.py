@@ -101,7 +101,7 @@ def index_documents(
         docs = [docs]
     total = len(docs) if isinstance(docs, Sequence) else None
     if show_progress_bar is None:
-        show_progress_bar = total is not None and total > 4 * encoder.batch_size
+        show_progress_bar = total is not None and encoder.wants_progress_bar(total)
     bar = None
     if show_progress_bar:
         from tqdm.auto import tqdm

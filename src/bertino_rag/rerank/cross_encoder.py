@@ -105,7 +105,9 @@ class CrossEncoderReranker:
             ``sentence_transformers.CrossEncoder``.
         backend: ``"torch"``, ``"onnx"`` or ``"openvino"`` (for a name or folder).
         quantize: ``"int8"``: dynamic int8 ONNX (``backend="onnx"``).
-        batch_size: pairs per forward pass.
+        batch_size: pairs per forward pass (default: 32; 1 with int8, whose dynamic
+            quantization would make a pair's score depend on its batch:
+            :func:`~bertino_rag.encoder.backends.default_batch_size`).
         max_length: tokens read per pair (default: the model's).
         device: torch device (default: sentence-transformers' choice).
 
@@ -115,7 +117,7 @@ class CrossEncoderReranker:
     """
 
     def __init__(self, model: Any, *, backend: str = "torch", quantize: str | None = None,
-                 batch_size: int = 32, max_length: int | None = None,
+                 batch_size: int | None = None, max_length: int | None = None,
                  device: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown reranker backend {backend!r}; choose one of "
@@ -123,7 +125,11 @@ class CrossEncoderReranker:
         if quantize not in (None, "int8") or (quantize and backend != "onnx"):
             raise ValueError(f"quantize={quantize!r} with backend={backend!r}: a reranker is "
                              "quantized as dynamic int8 ONNX: quantize='int8', backend='onnx'")
-        self.batch_size = positive_int(batch_size, "batch_size")
+        from ..encoder.backends import default_batch_size
+
+        self.batch_size = positive_int(
+            default_batch_size(backend, quantize) if batch_size is None else batch_size,
+            "batch_size")
         if max_length is not None:
             max_length = positive_int(max_length, "max_length")
         if isinstance(model, (str, os.PathLike)):
