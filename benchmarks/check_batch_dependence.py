@@ -14,8 +14,8 @@ encoded in one call and each alone; the lowest cosine between a text's two vecto
 torch's, and the seconds of the one call.
 
 Settings: ``torch`` (32 per pass), ``onnx-int8`` (the default for dynamic int8: one per pass),
-``onnx-int8-b32`` (dynamic int8, 32 per pass) and ``openvino`` (float; bf16 where the CPU has
-it). Dynamic quantization scales each pass's activations by that pass's range, so batched
+``onnx-int8-b32`` (dynamic int8, 32 per pass), ``openvino`` (float; bf16 where the CPU has
+it) and ``openvino-b1`` (one per pass). Dynamic quantization scales each pass's activations by that pass's range, so batched
 int8 outputs move with their batch.
 """
 
@@ -41,7 +41,8 @@ SETTINGS = {"torch": {"backend": "torch"},
             "onnx-int8": {"backend": "onnx", "quantize": "int8"},
             "onnx-int8-b32": {"backend": "onnx", "quantize": "int8", "batch_size": 32},
             # float OpenVINO (bf16 where the CPU has it), 32 per pass
-            "openvino": {"backend": "openvino"}}
+            "openvino": {"backend": "openvino"},
+            "openvino-b1": {"backend": "openvino", "batch_size": 1}}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
