@@ -167,6 +167,26 @@ def test_onnx_rerankers_score_as_torch_does(cross_encoder_path, cross_encoder, s
     assert "model.onnx" in onnx and any(n.startswith("model_qint8_") for n in onnx)  # cached
 
 
+@pytest.mark.slow
+def test_the_openvino_reranker_orders_as_torch_does(cross_encoder_path, cross_encoder,
+                                                   squad_slice):
+    """OpenVINO (bf16 where the CPU has it, else fp32): scores close to torch's, the same
+    order, 32 pairs per pass (its scales do not depend on the batch), the export cached."""
+    pytest.importorskip("optimum.intel")
+    from pathlib import Path
+
+    q = squad_slice["queries"][0]
+    texts = [d["text"] for d in squad_slice["docs"][:12]]
+    want = cross_encoder.score_pairs([q] * len(texts), texts)
+    ov = CrossEncoderReranker(cross_encoder_path, backend="openvino", device="cpu")
+    assert ov.batch_size == 32
+    got = ov.score_pairs([q] * len(texts), texts)
+    ranks = [np.argsort(np.argsort(x)) for x in (got, want)]
+    assert np.corrcoef(*ranks)[0, 1] > 0.95, (got, want)
+    assert np.abs(got - want).max() < 0.1 * (want.max() - want.min() + 1e-9)
+    assert (Path(cross_encoder_path) / "openvino" / "openvino_model.xml").is_file()
+
+
 @pytest.mark.parametrize("group_by", [None, "document"])
 def test_the_model_runs_outside_the_stores_snapshot(retriever, group_by):
     """A write made while the reranker scores completes (the store's lock is not held)."""
