@@ -171,7 +171,7 @@ def test_onnx_rerankers_score_as_torch_does(cross_encoder_path, cross_encoder, s
 def test_the_openvino_reranker_orders_as_torch_does(cross_encoder_path, cross_encoder,
                                                    squad_slice):
     """OpenVINO (bf16 where the CPU has it, else fp32): scores close to torch's, the same
-    order, 32 pairs per pass (its scales do not depend on the batch), the export cached."""
+    order, 32 pairs per pass (no per-pass quantization scale), the export cached."""
     pytest.importorskip("optimum.intel")
     from pathlib import Path
 
