@@ -15,8 +15,8 @@ torch's, and the seconds of the one call.
 
 Settings: ``torch`` (32 per pass), ``onnx-int8`` (the default for dynamic int8: one per pass),
 ``onnx-int8-b32`` (dynamic int8, 32 per pass), ``openvino`` (float; bf16 where the CPU has
-it) and ``openvino-b1`` (one per pass). Dynamic quantization scales each pass's activations by that pass's range, so batched
-int8 outputs move with their batch.
+it) and ``openvino-b1`` (one per pass). Dynamic quantization scales each pass's activations
+by that pass's range, so batched int8 outputs move with their batch.
 """
 
 from __future__ import annotations
