@@ -202,19 +202,15 @@ def _reranker(folder: str, backend: str, max_length: int):
     return CrossEncoderReranker(folder, backend=backend, device="cpu", max_length=max_length)
 
 
-def _scaled(x):
-    """``x`` min-max scaled to [0, 1] (all zeros when its values are equal)."""
-    span = x.max() - x.min() if len(x) else 0.0
-    return (x - x.min()) / span if span > 0 else x * 0.0
-
-
 def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:
     """NDCG@10, MRR@10 and Recall@1 of hybrid's best ``top`` candidates ordered by ``w`` times
     the reranker's score plus ``1 - w`` times the retrieval score, both min-max scaled within
-    each query's candidates (the reranker reads each candidate list once)."""
+    each query's candidates (the reranker reads each candidate list once; the library's
+    :func:`~bertino_rag.search.rerank.blend`, what ``CrossEncoderReranker(weight=w)`` does)."""
     import numpy as np
 
     from bertino_rag.evaluation.rerank import reranked_metrics
+    from bertino_rag.search.rerank import blend
 
     rows = []
     for top in tops:
@@ -224,13 +220,12 @@ def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:
                             dtype=np.float64)
         per_query, start = [], 0
         for row in hits:
-            per_query.append((_scaled(scores[start:start + len(row)]),
-                              _scaled(np.asarray([h.score for h in row], dtype=np.float64))))
+            per_query.append((scores[start:start + len(row)], [h.score for h in row]))
             start += len(row)
         for w in weights:
             ordered = []
             for row, (r, f) in zip(hits, per_query, strict=True):
-                combined = w * r + (1 - w) * f
+                combined = blend(r, f, w)
                 order = sorted(range(len(row)), key=lambda j: -combined[j])
                 ordered.append([row[j] for j in order[:10]])
             rows.append({"candidates": top, "weight": w,

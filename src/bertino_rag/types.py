@@ -31,9 +31,9 @@ class Hit:
     holds its matching chunks, best first (the best one included).
 
     With a reranker (``Retriever(reranker=...)``), hits are ordered by ``rerank_score`` (the
-    cross-encoder's score of the query and the hit's text, higher is better) and ``score``
-    stays the retrieval score (cosine, BM25 or fused); without one ``rerank_score`` is
-    ``None``.
+    cross-encoder's score of the query and the hit's text, higher is better; with a reranker
+    ``weight`` below 1, its blend with the retrieval score, in [0, 1]) and ``score`` stays the
+    retrieval score (cosine, BM25 or fused); without one ``rerank_score`` is ``None``.
     """
 
     id: str

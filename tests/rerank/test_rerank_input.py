@@ -49,6 +49,49 @@ def test_default_rerank_top_widens_to_k(retriever):
     assert retriever.request(k=5, reranker=Fixed([])).rerank_top == 20
 
 
+class Weighted(Fixed):
+    """A fixed reranker with a share of the final score."""
+
+    def __init__(self, scores, weight):
+        super().__init__(scores)
+        self.weight = weight
+
+
+def test_a_weight_below_one_blends_the_reranker_with_the_retrieval_order(retriever):
+    q = "Quale foresta copre il bacino amazzonico?"
+    plain = retriever.search(q, k=6)
+
+    def reverse(n):  # a reranker that turns the retrieval order upside down
+        return list(range(n))
+
+    alone = retriever.search(q, k=6, reranker=Weighted(reverse, 1.0), rerank_top=6)
+    assert [h.id for h in alone] == [h.id for h in plain][::-1]
+    mostly_retrieval = retriever.search(q, k=6, reranker=Weighted(reverse, 0.1), rerank_top=6)
+    assert mostly_retrieval[0].id == plain[0].id  # the blend is not the reranker's order
+    scores = [h.rerank_score for h in mostly_retrieval]
+    assert scores == sorted(scores, reverse=True) and 0.0 <= min(scores) <= max(scores) <= 1.0
+    retrieval = {h.id: h.score for h in plain}  # Hit.score stays the retrieval score
+    assert all(h.score == pytest.approx(retrieval[h.id]) for h in mostly_retrieval)
+
+
+def test_blend_scales_each_side_within_the_query():
+    from bertino_rag.search.rerank import blend
+
+    rerank, retrieval = np.array([10.0, 0.0, 5.0]), np.array([0.2, 0.9, 0.3])
+    np.testing.assert_allclose(blend(rerank, retrieval, 1.0), rerank)
+    np.testing.assert_allclose(blend(rerank, retrieval, 0.5),
+                               [0.5 * 1 + 0.5 * 0.0, 0.5 * 0 + 0.5 * 1.0, 0.5 * 0.5 + 0.5 * 1 / 7])
+    np.testing.assert_allclose(blend(np.array([3.0]), np.array([0.5]), 0.5), [0.0])  # one: ties
+
+
+@pytest.mark.parametrize("weight", [0, -0.5, 1.5, float("nan"), "0.5", True])
+def test_a_weight_outside_0_1_is_refused_before_anything_loads(weight, retriever):
+    with pytest.raises(ValueError, match=r"weight must be a number in \(0, 1\]"):
+        CrossEncoderReranker("/nessuna/cartella", weight=weight)  # refused before the folder
+    with pytest.raises(ValueError, match=r"weight must be a number in \(0, 1\]"):
+        retriever.request(k=2, reranker=Weighted(lambda n: [0.0] * n, weight))  # no search
+
+
 def test_an_embedding_model_is_refused_as_a_reranker(minilm_path, encoder, tmp_path):
     with pytest.raises(RerankerError, match=r"not a cross-encoder.*BertModel.*train --task "
                                             r"rerank"):

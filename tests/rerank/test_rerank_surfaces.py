@@ -8,6 +8,7 @@ import pytest
 
 from bertino_rag import Retriever
 from bertino_rag.cli import main
+from bertino_rag.rerank import as_reranker
 
 
 def run(capsys, *argv):
@@ -49,6 +50,7 @@ def test_search_with_a_reranker_prints_both_scores_in_its_order(indexed, minilm_
 @pytest.mark.parametrize("extra, message", [
     (["--rerank-top", "2"], "rerank_top=2 is below k=5"),
     (["--reranker-quantize", "int8"], "quantize='int8', backend='onnx'"),
+    (["--reranker-weight", "1.5"], "weight must be a number in (0, 1]"),
 ])
 def test_search_reranker_mistakes_are_one_line_errors(indexed, minilm_path, cross_encoder_path,
                                                       capsys, extra, message):
@@ -64,6 +66,23 @@ def test_an_embedding_model_or_a_lonely_rerank_top_is_refused(indexed, minilm_pa
     code, _, err = run(capsys, "search", "Amazzonia", "--model", minilm_path, "--store",
                        indexed, "--hybrid", "--rerank-top", "30")
     assert code == 2 and "pass --reranker with it" in err
+    code, _, err = run(capsys, "search", "Amazzonia", "--model", minilm_path, "--store",
+                       indexed, "--hybrid", "--reranker-weight", "0.5")
+    assert code == 2 and "pass --reranker with it" in err
+
+
+def test_search_with_a_weighted_reranker_blends_the_two_scores(indexed, minilm_path,
+                                                                cross_encoder_path, capsys):
+    q = "Quale nome è usato anche per descrivere la foresta pluviale amazzonica in inglese?"
+    code, out, err = run(capsys, "search", q, "--model", minilm_path, "--store", indexed,
+                         "--hybrid", "-k", "4", "--reranker", cross_encoder_path,
+                         "--rerank-top", "8", "--reranker-weight", "0.5", "--json")
+    assert code == 0, err
+    scores = [h["rerank_score"] for h in json.loads(out)]
+    assert scores == sorted(scores, reverse=True) and 0.0 <= min(scores) <= max(scores) <= 1.0
+    r = Retriever(dim=128, model=minilm_path, store=indexed, hybrid=True, create=False)
+    want = r.search(q, k=4, reranker=as_reranker(cross_encoder_path, weight=0.5), rerank_top=8)
+    assert [h["id"] for h in json.loads(out)] == [h.id for h in want]
 
 
 def test_eval_adds_rows_with_and_without_the_reranker(tmp_path, squad, minilm_path,

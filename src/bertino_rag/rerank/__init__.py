@@ -33,7 +33,9 @@ __all__ = ["RankReranker", "Reranker", "as_reranker", "check_scores"]
 @runtime_checkable
 class Reranker(Protocol):
     """Scores (query, passage) pairs: ``scores[i]`` for ``(queries[i], texts[i])``, higher is
-    better. The funnel calls it once per search (a batch's pairs together)."""
+    better. The funnel calls it once per search (a batch's pairs together). An optional
+    ``weight`` attribute in (0, 1] blends its scores with the retrieval scores
+    (:func:`bertino_rag.search.rerank.blend`); without one its order is final."""
 
     def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> Any:
         """One finite score per pair (a sequence or 1-d array of floats)."""
@@ -78,7 +80,7 @@ class RankReranker:
 def as_reranker(value: Any, **options: Any) -> Reranker:
     """A :class:`Reranker` for ``value`` (see the module docstring); ``options`` go to
     :class:`~.cross_encoder.CrossEncoderReranker` (``backend``, ``quantize``, ``batch_size``,
-    ``max_length``, ``device``) when ``value`` names or is a cross-encoder.
+    ``max_length``, ``device``, ``weight``) when ``value`` names or is a cross-encoder.
 
     Raises:
         RerankerError: an embedding model, a folder that is not a cross-encoder, or an object

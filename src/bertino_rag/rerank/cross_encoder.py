@@ -110,15 +110,22 @@ class CrossEncoderReranker:
             :func:`~bertino_rag.encoder.backends.default_batch_size`).
         max_length: tokens read per pair (default: the model's).
         device: torch device (default: sentence-transformers' choice).
+        weight: its share of the final score, in (0, 1]: 1 orders by its score alone; below 1
+            the funnel blends it with the retrieval score
+            (:func:`bertino_rag.search.rerank.blend`).
 
     Raises:
         RerankerError: a model that is not a cross-encoder, or one with several labels.
-        ValueError: an unknown backend, or ``quantize`` other than ``"int8"`` with ONNX.
+        ValueError: an unknown backend, ``quantize`` other than ``"int8"`` with ONNX, or a
+            ``weight`` outside (0, 1].
     """
 
     def __init__(self, model: Any, *, backend: str = "torch", quantize: str | None = None,
                  batch_size: int | None = None, max_length: int | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, weight: float = 1.0) -> None:
+        from ..search.rerank import reranker_weight
+
+        self.weight = reranker_weight(weight)
         if backend not in BACKENDS:
             raise ValueError(f"unknown reranker backend {backend!r}; choose one of "
                              f"{list(BACKENDS)}")
@@ -179,4 +186,5 @@ class CrossEncoderReranker:
         return np.asarray(scores, dtype=np.float64).reshape(-1)
 
     def __repr__(self) -> str:
-        return f"CrossEncoderReranker({self.name!r})"
+        extra = f", weight={self.weight}" if self.weight < 1.0 else ""
+        return f"CrossEncoderReranker({self.name!r}{extra})"

@@ -18,7 +18,7 @@ from ..errors import RerankerError
 from ..rerank import Reranker
 from ..validation import non_negative_int, positive_int
 from .fusion import Fusion
-from .rerank import DEFAULT_RERANK_TOP
+from .rerank import DEFAULT_RERANK_TOP, reranker_weight
 
 __all__ = ["DEFAULT_RESCORE_K", "GROUP_BY", "MODES", "Queries", "SearchRequest"]
 
@@ -101,7 +101,7 @@ class SearchRequest:
             RerankerError: ``reranker`` is not a :class:`~bertino_rag.rerank.Reranker` (turn a
                 model name or object into one with :func:`~bertino_rag.rerank.as_reranker`).
             ValueError: ``rerank_top`` not a positive int, below ``k``, or given without a
-                reranker.
+                reranker; the reranker's ``weight`` outside (0, 1].
         """
         if reranker is None:
             if rerank_top is not None:
@@ -112,6 +112,7 @@ class SearchRequest:
             raise RerankerError(f"reranker must have score_pairs(queries, texts), got a "
                                 f"{type(reranker).__name__}; pass it through "
                                 "bertino_rag.rerank.as_reranker")
+        reranker_weight(getattr(reranker, "weight", 1.0))
         top = positive_int(DEFAULT_RERANK_TOP if rerank_top is None else rerank_top,
                            "rerank_top")
         if rerank_top is None:
