@@ -36,6 +36,7 @@ __all__ = [
     "check_vectors",
     "non_negative_int",
     "positive_int",
+    "reranker_weight",
 ]
 
 
@@ -48,6 +49,20 @@ def positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def reranker_weight(value: Any) -> float:
+    """``value`` as a reranker's share of the final score: a number in (0, 1].
+
+    Raises:
+        ValueError: not a number, or outside (0, 1].
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+            or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"a reranker's weight must be a number in (0, 1] (1: its order "
+                         f"alone; 0.5: half its score, half the retrieval score), got "
+                         f"{value!r}")
+    return float(value)
 
 
 def non_negative_int(value: Any, name: str) -> int:
@@ -347,3 +362,4 @@ def check_documents(
             raise ValueError(f"{where} has metadata of type {type(d.metadata).__name__}; "
                              "expected a dict")
         _check_json(d.metadata, f"{where} (id {d.id!r})", "metadata", 0, set())
+

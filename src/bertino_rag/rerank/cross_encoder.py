@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RerankerError
-from ..validation import positive_int
+from ..validation import positive_int, reranker_weight
 
 __all__ = ["BACKENDS", "CrossEncoderReranker", "check_cross_encoder"]
 
@@ -123,8 +123,6 @@ class CrossEncoderReranker:
     def __init__(self, model: Any, *, backend: str = "torch", quantize: str | None = None,
                  batch_size: int | None = None, max_length: int | None = None,
                  device: str | None = None, weight: float = 1.0) -> None:
-        from ..search.rerank import reranker_weight
-
         self.weight = reranker_weight(weight)
         if backend not in BACKENDS:
             raise ValueError(f"unknown reranker backend {backend!r}; choose one of "

@@ -16,9 +16,9 @@ import numpy as np
 
 from ..errors import RerankerError
 from ..rerank import Reranker
-from ..validation import non_negative_int, positive_int
+from ..validation import non_negative_int, positive_int, reranker_weight
 from .fusion import Fusion
-from .rerank import DEFAULT_RERANK_TOP, reranker_weight
+from .rerank import DEFAULT_RERANK_TOP
 
 __all__ = ["DEFAULT_RESCORE_K", "GROUP_BY", "MODES", "Queries", "SearchRequest"]
 

@@ -20,31 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
 from ..rerank import Reranker, check_scores
 from ..types import Hit
+from ..validation import reranker_weight
 
-__all__ = ["DEFAULT_RERANK_TOP", "blend", "rerank_hits", "reranker_weight"]
+__all__ = ["DEFAULT_RERANK_TOP", "blend", "rerank_hits"]
 
 #: fused candidates a reranker reads per query by default
 DEFAULT_RERANK_TOP = 20
-
-
-def reranker_weight(value: Any) -> float:
-    """``value`` as a reranker's share of the final score: a number in (0, 1].
-
-    Raises:
-        ValueError: not a number, or outside (0, 1].
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
-            or not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"a reranker's weight must be a number in (0, 1] (1: its order "
-                         f"alone; 0.5: half its score, half the retrieval score), got "
-                         f"{value!r}")
-    return float(value)
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:
