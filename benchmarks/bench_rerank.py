@@ -205,32 +205,15 @@ def _reranker(folder: str, backend: str, max_length: int):
 def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:
     """NDCG@10, MRR@10 and Recall@1 of hybrid's best ``top`` candidates ordered by ``w`` times
     the reranker's score plus ``1 - w`` times the retrieval score, both min-max scaled within
-    each query's candidates (the reranker reads each candidate list once; the library's
-    :func:`~bertino_rag.search.rerank.blend`, what ``CrossEncoderReranker(weight=w)`` does)."""
-    import numpy as np
-
-    from bertino_rag.evaluation.rerank import reranked_metrics
-    from bertino_rag.search.rerank import blend
+    each query's candidates (the library's
+    :func:`~bertino_rag.evaluation.rerank.blend_curve`, one scoring pass per ``top``)."""
+    from bertino_rag.evaluation.rerank import blend_curve
 
     rows = []
     for top in tops:
-        hits = retriever.search_batch(evalset.query_texts, k=top, mode="hybrid")
-        pairs_q = [q for q, row in zip(evalset.query_texts, hits, strict=True) for _ in row]
-        scores = np.asarray(reranker.score_pairs(pairs_q, [h.text for row in hits for h in row]),
-                            dtype=np.float64)
-        per_query, start = [], 0
-        for row in hits:
-            per_query.append((scores[start:start + len(row)], [h.score for h in row]))
-            start += len(row)
-        for w in weights:
-            ordered = []
-            for row, (r, f) in zip(hits, per_query, strict=True):
-                combined = blend(r, f, w)
-                order = sorted(range(len(row)), key=lambda j: -combined[j])
-                ordered.append([row[j] for j in order[:10]])
+        for w, m in blend_curve(retriever, evalset, reranker, top, weights).items():
             rows.append({"candidates": top, "weight": w,
-                         **{m: round(v, 4) for m, v in reranked_metrics(ordered,
-                                                                        evalset).items()}})
+                         **{k: round(v, 4) for k, v in m.items()}})
     return rows
 
 

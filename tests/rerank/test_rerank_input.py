@@ -92,6 +92,24 @@ def test_a_weight_outside_0_1_is_refused_before_anything_loads(weight, retriever
         retriever.request(k=2, reranker=Weighted(lambda n: [0.0] * n, weight))  # no search
 
 
+def test_a_stored_weight_is_the_default_and_a_broken_one_a_clear_error(cross_encoder_path,
+                                                                       tmp_path):
+    import shutil
+
+    from bertino_rag.rerank.cross_encoder import WEIGHT_FILE
+
+    folder = tmp_path / "reranker"
+    shutil.copytree(cross_encoder_path, folder, ignore=shutil.ignore_patterns("onnx",
+                                                                               "openvino"))
+    assert CrossEncoderReranker(str(folder)).weight == 1.0  # no file: its order alone
+    (folder / WEIGHT_FILE).write_text('{"weight": 0.3}', encoding="utf-8")
+    assert CrossEncoderReranker(str(folder)).weight == 0.3
+    assert as_reranker(str(folder), weight=0.7).weight == 0.7
+    (folder / WEIGHT_FILE).write_text('{"weight": 3}', encoding="utf-8")
+    with pytest.raises(RerankerError, match=r"does not hold a reranker weight.*weight= "):
+        CrossEncoderReranker(str(folder))
+
+
 def test_an_embedding_model_is_refused_as_a_reranker(minilm_path, encoder, tmp_path):
     with pytest.raises(RerankerError, match=r"not a cross-encoder.*BertModel.*train --task "
                                             r"rerank"):

@@ -9,6 +9,8 @@ import pytest
 from bertino_rag import Retriever
 from bertino_rag.cli.main import main
 from bertino_rag.errors import TrainingDataError
+from bertino_rag.evaluation.rerank import BLEND_WEIGHTS
+from bertino_rag.rerank.cross_encoder import WEIGHT_FILE, CrossEncoderReranker
 from bertino_rag.training.config import TrainConfig
 from bertino_rag.training.data import load_pairs
 from bertino_rag.training.rerank import _retriever, mine_rerank_pairs
@@ -80,6 +82,14 @@ def test_train_task_rerank_makes_a_reranker_that_serves(tmp_path, small_beir, ti
     assert metrics["config"]["attention_dropout"] == 0.0  # trained without it, saved with its own
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["attention_probs_dropout_prob"] == pytest.approx(0.1)
+    # the blend weight that ranks the dev articles best is stored with the model and served
+    blend = metrics["blend"]
+    curve = {float(w): m["ndcg@10"] for w, m in blend["curve"].items()}
+    assert set(curve) == set(BLEND_WEIGHTS) and curve[blend["weight"]] == max(curve.values())
+    stored = json.loads((out / WEIGHT_FILE).read_text(encoding="utf-8"))
+    assert stored["weight"] == blend["weight"]
+    assert CrossEncoderReranker(str(out)).weight == blend["weight"]
+    assert CrossEncoderReranker(str(out), weight=1.0).weight == 1.0  # an explicit one wins
     # the folder is a cross-encoder that Retriever serves
     r = Retriever(dim=128, encoder=encoder, hybrid=True, reranker=str(out), rerank_top=10)
     docs = load_pairs(small_beir).corpus

@@ -136,9 +136,10 @@ def add_reranker_arguments(p: argparse.ArgumentParser) -> None:
                    help="reranker runtime (onnx/openvino export it once and cache it)")
     g.add_argument("--reranker-quantize", choices=["int8"], default=None,
                    help="int8 reranker (dynamic, with --reranker-backend onnx)")
-    g.add_argument("--reranker-weight", type=float, default=1.0, metavar="W",
+    g.add_argument("--reranker-weight", type=float, default=None, metavar="W",
                    help="the reranker's share of the final score, in (0, 1]: below 1 its "
-                        "score is blended with the retrieval score (default: 1, its order)")
+                        "score is blended with the retrieval score (default: the weight "
+                        "'train --task rerank' stored with the model, else 1)")
 
 
 def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def reranker_options(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, "rerank_top", None) is not None:
             raise ValueError("--rerank-top is the number of candidates a reranker reads: "
                              "pass --reranker with it")
-        if getattr(args, "reranker_weight", 1.0) != 1.0:
+        if getattr(args, "reranker_weight", None) is not None:
             raise ValueError("--reranker-weight blends a reranker's score with the retrieval "
                              "score: pass --reranker with it")
         return {}

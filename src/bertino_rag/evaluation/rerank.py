@@ -17,8 +17,11 @@ from typing import Any
 from .dataset import EvalSet
 from .metrics import ir_metrics
 
-__all__ = ["RerankRow", "evaluate_reranking", "evaluate_reranking_dims", "rerank_markdown",
-           "reranked_metrics"]
+__all__ = ["BLEND_WEIGHTS", "RerankRow", "best_weight", "blend_curve", "evaluate_reranking",
+           "evaluate_reranking_dims", "rerank_markdown", "reranked_metrics"]
+
+#: the reranker weights :func:`blend_curve` tries by default (1: the reranker's order alone)
+BLEND_WEIGHTS = (1.0, 0.7, 0.5, 0.3)
 
 
 @dataclass
@@ -86,6 +89,43 @@ def evaluate_reranking(retriever: Any, evalset: EvalSet, reranker: Any, *,
             rows.append(RerankRow(mode, int(top), reranked_metrics(hits, evalset), ms,
                                   batch_size))
     return rows
+
+
+def blend_curve(retriever: Any, evalset: EvalSet, reranker: Any, top: int,
+                weights: Sequence[float] = BLEND_WEIGHTS, mode: str = "hybrid"
+                ) -> dict[float, dict[str, float]]:
+    """NDCG@10, MRR@10 and Recall@1 of ``mode``'s best ``top`` candidates ordered by
+    :func:`~bertino_rag.search.rerank.blend` at each weight: the reranker reads each
+    candidate list once, and every weight reorders the same scores."""
+    import numpy as np
+
+    from ..search.rerank import blend
+
+    texts = evalset.query_texts
+    hits = retriever.search_batch(texts, k=top, mode=mode)
+    pairs = [q for q, row in zip(texts, hits, strict=True) for _ in row]
+    scores = np.asarray(reranker.score_pairs(pairs, [h.text for row in hits for h in row]),
+                        dtype=np.float64)
+    per_query, start = [], 0
+    for row in hits:
+        per_query.append((scores[start:start + len(row)],
+                          np.asarray([h.score for h in row], dtype=np.float64)))
+        start += len(row)
+    curve = {}
+    for w in weights:
+        ordered = []
+        for row, (r, f) in zip(hits, per_query, strict=True):
+            combined = blend(r, f, w)
+            order = sorted(range(len(row)), key=lambda j: -combined[j])
+            ordered.append([row[j] for j in order[:10]])
+        curve[float(w)] = reranked_metrics(ordered, evalset)
+    return curve
+
+
+def best_weight(curve: dict[float, dict[str, float]]) -> float:
+    """The weight with the highest NDCG@10; a tie goes to the larger weight (the reranker's
+    own order is the simpler claim)."""
+    return max(curve, key=lambda w: (round(curve[w]["ndcg@10"], 12), w))
 
 
 def evaluate_reranking_dims(encoder: Any, evalset: EvalSet, dims: Sequence[int], reranker: Any,

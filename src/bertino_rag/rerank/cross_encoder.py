@@ -25,11 +25,32 @@ import numpy as np
 from ..errors import RerankerError
 from ..validation import positive_int, reranker_weight
 
-__all__ = ["BACKENDS", "CrossEncoderReranker", "check_cross_encoder"]
+__all__ = ["BACKENDS", "WEIGHT_FILE", "CrossEncoderReranker", "check_cross_encoder",
+           "stored_weight"]
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "openvino")
+#: the file of a reranker folder holding the weight ``train --task rerank`` chose on its dev
+#: articles (``{"weight": w, ...}``)
+WEIGHT_FILE = "bertino_rag_reranker.json"
+
+
+def stored_weight(name: str) -> float | None:
+    """The weight stored in the folder ``name`` (``None``: no such file, or not a folder).
+
+    Raises:
+        RerankerError: the file is unreadable or its weight is not a number in (0, 1].
+    """
+    path = Path(name) / WEIGHT_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["weight"]
+        return reranker_weight(value)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RerankerError(f"{path} does not hold a reranker weight ({err}): fix or delete "
+                            "it, or pass weight= explicitly") from err
 
 
 def _architectures(name: str) -> list[str]:
@@ -112,7 +133,8 @@ class CrossEncoderReranker:
         device: torch device (default: sentence-transformers' choice).
         weight: its share of the final score, in (0, 1]: 1 orders by its score alone; below 1
             the funnel blends it with the retrieval score
-            (:func:`bertino_rag.search.rerank.blend`).
+            (:func:`bertino_rag.search.rerank.blend`). Default: the weight stored in the
+            model's folder by ``train --task rerank`` (:data:`WEIGHT_FILE`), else 1.
 
     Raises:
         RerankerError: a model that is not a cross-encoder, or one with several labels.
@@ -122,8 +144,12 @@ class CrossEncoderReranker:
 
     def __init__(self, model: Any, *, backend: str = "torch", quantize: str | None = None,
                  batch_size: int | None = None, max_length: int | None = None,
-                 device: str | None = None, weight: float = 1.0) -> None:
-        self.weight = reranker_weight(weight)
+                 device: str | None = None, weight: float | None = None) -> None:
+        if weight is not None:
+            weight = reranker_weight(weight)
+        elif isinstance(model, (str, os.PathLike)) and os.path.isdir(model):
+            weight = stored_weight(os.fspath(model))
+        self.weight = 1.0 if weight is None else weight
         if backend not in BACKENDS:
             raise ValueError(f"unknown reranker backend {backend!r}; choose one of "
                              f"{list(BACKENDS)}")

@@ -14,7 +14,11 @@ The recipe:
    ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss`` (positives weighted by the number of
    negatives), the best checkpoint picked by ``CrossEncoderRerankingEvaluator``'s NDCG@10 on
    the dev articles' hybrid top ``rerank_top``;
-4. the report (``metrics.json``, the card's layout: before, after, test, training, data,
+4. the blend weight (:func:`~bertino_rag.search.rerank.blend`) that ranks the dev articles'
+   hybrid top ``rerank_top`` best is stored in the model folder
+   (:data:`~bertino_rag.rerank.cross_encoder.WEIGHT_FILE`), which ``CrossEncoderReranker``
+   serves with by default;
+5. the report (``metrics.json``, the card's layout: before, after, blend, test, training, data,
    config) holds hybrid alone and hybrid + reranker on the dev (and test) articles.
 """
 
@@ -30,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingDataError, TruncationWarning
-from ..evaluation.rerank import evaluate_reranking, rerank_markdown
+from ..evaluation.rerank import best_weight, blend_curve, evaluate_reranking, rerank_markdown
 from .base_model import check_base_model
 from .config import TrainConfig
 from .data import RetrievalSet, subset_queries
@@ -157,7 +161,7 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from ..encoder import make_encoder
-    from ..rerank.cross_encoder import CrossEncoderReranker
+    from ..rerank.cross_encoder import WEIGHT_FILE, CrossEncoderReranker
 
     started = time.perf_counter()
     cfg = config
@@ -223,6 +227,16 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     reranker = CrossEncoderReranker(model)
     after = _report(dev_retriever, dev_eval, reranker, cfg.rerank_top)
     logger.info("after training, dev articles:\n%s", after["table"])
+    # the share of the reranker's score (blended with hybrid's) that ranks the dev articles
+    # best, stored with the model: CrossEncoderReranker(OUT) serves with it
+    curve = blend_curve(dev_retriever, to_eval_set(dev_eval), reranker, cfg.rerank_top)
+    weight = best_weight(curve)
+    blend_report = {"weight": weight, "chosen_on": "dev articles, NDCG@10",
+                    "rerank_top": cfg.rerank_top,
+                    "curve": {str(w): m for w, m in curve.items()}}
+    (out / WEIGHT_FILE).write_text(json.dumps(blend_report, indent=2) + "\n", encoding="utf-8")
+    logger.info("reranker weight %.1f (NDCG@10 on the dev articles: %s)", weight,
+                ", ".join(f"{w}: {m['ndcg@10']:.4f}" for w, m in curve.items()))
     dev_retriever.close()
     test_report = None
     if test is not None:
@@ -239,6 +253,7 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
         "rerank_top": cfg.rerank_top,
         "before": before,
         "after": after,
+        "blend": blend_report,
         "test": test_report,
         "training": {
             "device": device, "precision": precision, "threads": threads,
