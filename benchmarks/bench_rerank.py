@@ -194,12 +194,15 @@ def _train(args, train_folder: Path, out: Path) -> tuple[Path, dict]:
 
 
 def _reranker(folder: str, backend: str, max_length: int):
+    """The reranker alone (``weight=1``, whatever weight training stored with it: the
+    ``--weights`` table gives the blends)."""
     from bertino_rag.rerank.cross_encoder import CrossEncoderReranker
 
     if backend == "onnx-int8":
         return CrossEncoderReranker(folder, backend="onnx", quantize="int8", device="cpu",
-                                    max_length=max_length)
-    return CrossEncoderReranker(folder, backend=backend, device="cpu", max_length=max_length)
+                                    max_length=max_length, weight=1.0)
+    return CrossEncoderReranker(folder, backend=backend, device="cpu", max_length=max_length,
+                                weight=1.0)
 
 
 def _interpolated(retriever, evalset, reranker, tops, weights) -> list[dict]:

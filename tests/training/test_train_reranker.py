@@ -66,7 +66,8 @@ def test_train_task_rerank_makes_a_reranker_that_serves(tmp_path, small_beir, ti
     out = tmp_path / "reranker"
     code = main(["train", "--task", "rerank", "--base-model", tiny_bert, "--mine-model",
                  minilm_path, "--train-data", str(small_beir), "--output-dir", str(out),
-                 "--dev-fraction", "0.25", "--max-steps", "4", "--eval-steps", "2",
+                 "--dev-fraction", "0.25", "--test-fraction", "0.25", "--max-steps", "4",
+                 "--eval-steps", "2",
                  "--batch-size", "8", "--eval-batch-size", "16", "--max-seq-length", "96",
                  "--rerank-top", "10", "--eval-max-queries", "10", "--learning-rate", "1e-4",
                  "--neg-range-min", "0", "--attention-dropout", "0", "--quiet"])
@@ -90,6 +91,8 @@ def test_train_task_rerank_makes_a_reranker_that_serves(tmp_path, small_beir, ti
     assert stored["weight"] == blend["weight"]
     assert CrossEncoderReranker(str(out)).weight == blend["weight"]
     assert CrossEncoderReranker(str(out), weight=1.0).weight == 1.0  # an explicit one wins
+    assert metrics["test"]["weight"] == blend["weight"]  # the test articles see it as it serves
+    assert [r["rerank_top"] for r in metrics["test"]["rows"]] == [None, 10]
     # the folder is a cross-encoder that Retriever serves
     r = Retriever(dim=128, encoder=encoder, hybrid=True, reranker=str(out), rerank_top=10)
     docs = load_pairs(small_beir).corpus

@@ -241,8 +241,11 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     test_report = None
     if test is not None:
         test_retriever = _retriever(encoder, test, "rerank_test")
+        # the test articles see the reranker as it serves: at the weight chosen on the dev ones
         test_report = _report(test_retriever, subset_queries(test, cfg.eval_max_queries,
-                                                             cfg.seed), reranker, cfg.rerank_top)
+                                                             cfg.seed),
+                              CrossEncoderReranker(model, weight=weight), cfg.rerank_top)
+        test_report["weight"] = weight
         test_retriever.close()
     state = trainer.state
     n_train = sum(1 for label in rows["label"] if label == 1.0)
