@@ -47,7 +47,6 @@ from ..validation import positive_int
 from .base import DEFAULT_BATCH_SIZE
 
 __all__ = [
-    "DEFAULT_BATCH_SIZE",
     "QUANTIZE_CONFIGS",
     "available_cpus",
     "backend_cache_dir",

@@ -91,35 +91,32 @@ def evaluate_reranking(retriever: Any, evalset: EvalSet, reranker: Any, *,
     return rows
 
 
+class _Scored:
+    """Scores computed once, served to :func:`~bertino_rag.search.rerank.rerank_hits` at a
+    ``weight``: every weight of :func:`blend_curve` is ordered by the serving stage itself."""
+
+    def __init__(self, scores: Any, weight: float) -> None:
+        self.scores, self.weight = scores, weight
+
+    def score_pairs(self, queries: Sequence[str], texts: Sequence[str]) -> Any:
+        return self.scores
+
+
 def blend_curve(retriever: Any, evalset: EvalSet, reranker: Any, top: int,
                 weights: Sequence[float] = BLEND_WEIGHTS, mode: str = "hybrid"
                 ) -> dict[float, dict[str, float]]:
     """NDCG@10, MRR@10 and Recall@1 of ``mode``'s best ``top`` candidates ordered by
     :func:`~bertino_rag.search.rerank.blend` at each weight: the reranker reads each
-    candidate list once, and every weight reorders the same scores."""
-    import numpy as np
-
-    from ..search.rerank import blend
+    candidate list once, and the rerank stage reorders the same scores at every weight."""
+    from ..search.rerank import rerank_hits
 
     texts = evalset.query_texts
     hits = retriever.search_batch(texts, k=top, mode=mode)
     pairs = [q for q, row in zip(texts, hits, strict=True) for _ in row]
-    scores = np.asarray(reranker.score_pairs(pairs, [h.text for row in hits for h in row]),
-                        dtype=np.float64)
-    per_query, start = [], 0
-    for row in hits:
-        per_query.append((scores[start:start + len(row)],
-                          np.asarray([h.score for h in row], dtype=np.float64)))
-        start += len(row)
-    curve = {}
-    for w in weights:
-        ordered = []
-        for row, (r, f) in zip(hits, per_query, strict=True):
-            combined = blend(r, f, w)
-            order = sorted(range(len(row)), key=lambda j: -combined[j])
-            ordered.append([row[j] for j in order[:10]])
-        curve[float(w)] = reranked_metrics(ordered, evalset)
-    return curve
+    scores = reranker.score_pairs(pairs, [h.text for row in hits for h in row])
+    return {float(w): reranked_metrics(rerank_hits(_Scored(scores, float(w)), texts, hits, top,
+                                                   keep=10), evalset)
+            for w in weights}
 
 
 def best_weight(curve: dict[float, dict[str, float]]) -> float:
