@@ -12,7 +12,10 @@ articles are shown in their own column and never used to choose.
 Usage:
     python benchmarks/train_defaults_study.py --base-model E5 --out OUT [--variants card lr3e-5]
         [--on lr3e-5] [--articles N --questions Q] [--set max_steps=2 batch_size=8 ...]
-    (results accumulate in OUT/study.json: a variant already there is not run again)
+        [--reuse card=RUN_DIR]
+    (results accumulate in OUT/study.json: a variant already there is not run again; --reuse
+    takes a variant's entry from a finished run's metrics.json instead of training it, after
+    checking that the run's config is the one the study would have used)
 """
 
 from __future__ import annotations
@@ -91,7 +94,14 @@ def main() -> None:
                     help="the parent of every variant (default: the card's recipe)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="settings for every variant, e.g. max_steps=2 batch_size=8")
+    ap.add_argument("--reuse", nargs="*", default=[], metavar="VARIANT=RUN_DIR",
+                    help="take VARIANT's result from a finished training run's folder "
+                         "(its metrics.json) instead of training it again")
     args = ap.parse_args()
+    reuse = dict(kv.split("=", 1) for kv in args.reuse)
+    unknown = sorted(set(reuse) - set(VARIANTS))
+    if unknown:
+        ap.error(f"--reuse {unknown}: not variants; choose from {list(VARIANTS)}")
 
     from bertino_rag.training import load_config, train
 
@@ -117,7 +127,10 @@ def main() -> None:
         change = {**VARIANTS[args.on], **VARIANTS[name]}
         cfg = replace(load_config(args.config, **base, output_dir=str(out / key),
                                   evaluate_before="before" not in results), **change)
-        m = json.loads((train(cfg) / "metrics.json").read_text(encoding="utf-8"))
+        if name in reuse:
+            m = _reused(Path(reuse[name]), cfg.to_dict())
+        else:
+            m = json.loads((train(cfg) / "metrics.json").read_text(encoding="utf-8"))
         if m["before"] is not None:
             results["before"] = {"dev": m["before"], "test": (m["test"] or {}).get("before")}
         results[key] = {
@@ -128,10 +141,32 @@ def main() -> None:
             "evals": [e for e in m["training"]["log"] if any(k.startswith("eval_dev") for k in e)],
             "best_checkpoint": m["training"]["best_checkpoint"],
             "mined_tuples": m["data"]["mined_tuples"], "steps": m["training"]["steps"],
-            "seconds": round(time.perf_counter() - t0),
+            "seconds": (round(m["training"]["wall_seconds"]) if name in reuse
+                        else round(time.perf_counter() - t0)),
         }
         path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(table(results))
+
+
+#: settings that may differ between a reused run and the study's own (where it writes, and
+#: whether it evaluated the base first) without changing what was trained
+_NOT_TRAINING = {"output_dir", "evaluate_before"}
+
+
+def _reused(folder: Path, want: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's metrics.json, if its config is the study's for that variant."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"--reuse {folder}: no metrics.json there (a finished training run's "
+                         "folder holds one)")
+    m = json.loads(path.read_text(encoding="utf-8"))
+    have = m.get("config", {})
+    diff = {k: (have.get(k), v) for k, v in want.items()
+            if k not in _NOT_TRAINING and have.get(k) != v}
+    if diff:
+        raise SystemExit(f"--reuse {folder}: its run differs from the study's (setting: "
+                         f"(run, study)): {diff}; train it with the study instead")
+    return m
 
 
 def table(results: dict[str, Any]) -> str:
