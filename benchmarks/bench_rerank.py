@@ -11,14 +11,15 @@ held-apart articles.
    best 10 / 20 / 50 candidates: NDCG@10, MRR@10, Recall@1 and the wall time per query
    (``--eval-queries`` questions, in batches of 16); with ``--weights``, also the reranker's
    score interpolated with the retrieval score (each min-max scaled per query) at those
-   weights of the reranker;
+   weights of the reranker, and at the weight ``train --task rerank`` chose on its own dev
+   articles and stored with the model (the weight it serves with), which is marked;
 3. the reranker's own latency per query at 10 / 20 / 50 candidates: one query at a time
    (p50 / p90 over ``--latency-queries`` queries) and a batch of 16 queries together (per
    query), on each ``--backends`` (default: torch and dynamic int8 ONNX).
 
 Results go to ``--out`` (``bench_rerank.json``, ``bench_rerank.md``) and are printed.
 
-Usage (the lead's run, alone on the machine; about 25 minutes on 2 cores)::
+Usage (alone on the machine; about 25 minutes on 2 cores)::
 
     python benchmarks/bench_rerank.py --out /tmp/bench-rerank
 
@@ -287,13 +288,18 @@ def main(argv=None) -> int:
     print(f"held-apart articles, {len(evalset.query_ids)} questions, reranker "
           f"{args.backends[0]}:\n{table}", flush=True)
 
+    from bertino_rag.rerank.cross_encoder import stored_weight
+
+    # the weight the model serves with (chosen by training on its dev articles), if any
+    served = report["served_weight"] = stored_weight(str(folder))
     if args.weights:
-        report["interpolated"] = _interpolated(retriever, evalset, first, args.tops,
-                                               args.weights)
+        weights = [*args.weights, *([served] if served and served not in args.weights else [])]
+        report["interpolated"] = _interpolated(retriever, evalset, first, args.tops, weights)
         lines = ["| candidates | reranker weight | NDCG@10 | MRR@10 | Recall@1 |",
                  "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {x['candidates']} | {x['weight']} | {x['ndcg@10']} | {x['mrr@10']} | "
-                  f"{x['recall@1']} |" for x in report["interpolated"]]
+        lines += [f"| {x['candidates']} | {x['weight']}"
+                  f"{' (served)' if x['weight'] == served else ''} | {x['ndcg@10']} | "
+                  f"{x['mrr@10']} | {x['recall@1']} |" for x in report["interpolated"]]
         table += "\n\nInterpolated with the retrieval score:\n\n" + "\n".join(lines)
         print("\n".join(lines), flush=True)
 

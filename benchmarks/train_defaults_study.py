@@ -107,6 +107,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
     squad = data / "squad-it-dev"
     if args.articles:
