@@ -101,3 +101,19 @@ def test_train_task_rerank_makes_a_reranker_that_serves(tmp_path, small_beir, ti
     assert len(hits) == 3 and all(h.rerank_score is not None for h in hits)
     assert [h.rerank_score for h in hits] == sorted((h.rerank_score for h in hits),
                                                     reverse=True)
+    # a trained reranker is a base to train on: its head is kept, so the second run's
+    # "before" (the base as it is) is the first run's "after" on the same dev articles
+    again = tmp_path / "again"
+    code = main(["train", "--task", "rerank", "--base-model", str(out), "--mine-model",
+                 minilm_path, "--train-data", str(small_beir), "--output-dir", str(again),
+                 "--dev-fraction", "0.25", "--test-fraction", "0.25", "--max-steps", "2",
+                 "--eval-steps", "2", "--batch-size", "8", "--eval-batch-size", "16",
+                 "--max-seq-length", "96", "--rerank-top", "10", "--eval-max-queries", "10",
+                 "--learning-rate", "1e-4", "--neg-range-min", "0", "--neg-range-max", "5",
+                 "--attention-dropout", "0", "--quiet"])
+    assert code == 0
+    second = json.loads((again / "metrics.json").read_text(encoding="utf-8"))
+    before = {r["rerank_top"]: r["metrics"] for r in second["before"]["rows"]}
+    after = {r["rerank_top"]: r["metrics"] for r in rows}
+    assert before[10] == pytest.approx(after[10], abs=1e-9)
+    assert second["config"]["neg_range_max"] == 5 and second["training"]["steps"] == 2

@@ -22,6 +22,7 @@ __all__ = [
     "cpu_bf16_supported",
     "cuda_peak_bytes",
     "dataloader_settings",
+    "end_autocast",
     "estimate_cpu_step_bytes",
     "largest_fitting",
     "loop_settings",
@@ -325,6 +326,19 @@ def loop_settings(device: str, precision: str) -> dict[str, Any]:
 
         out["tf32"] = torch.cuda.get_device_capability(device)[0] >= 8
     return out
+
+
+def end_autocast(trainer: Any) -> None:
+    """Take the training precision off the trained model, so that what runs after training
+    (the report's evaluations, the caller's own use) computes as the saved model serves.
+
+    Under fp16/bf16, accelerate wraps the model's ``forward`` in autocast when the trainer
+    prepares it, and the wrapper stays after ``train()`` returns: encoding or scoring with the
+    model object would still run its matrix products in half precision, while the saved
+    weights load (and serve) in float32. ``unwrap_model(keep_fp32_wrapper=False)`` is
+    accelerate's own way to remove it.
+    """
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def warmup_kwargs(ratio: float) -> dict[str, Any]:

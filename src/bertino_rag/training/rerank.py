@@ -41,6 +41,7 @@ from .data import RetrievalSet, subset_queries
 from .evaluate import to_eval_set
 from .hardware import (
     attention_dropout_kwargs,
+    end_autocast,
     loop_settings,
     resolve_precision,
     set_threads,
@@ -220,7 +221,10 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
                 cfg.learning_rate,
                 f"max_steps {cfg.max_steps}" if cfg.max_steps else f"{cfg.epochs:g} epochs")
     t0 = time.perf_counter()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        end_autocast(trainer)
     train_seconds = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))

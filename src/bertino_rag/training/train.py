@@ -36,6 +36,7 @@ from .hardware import (
     attention_dropout_kwargs,
     check_mini_batch_fits,
     dataloader_settings,
+    end_autocast,
     pick_mini_batch_size,
     resolve_precision,
     set_threads,
@@ -297,6 +298,7 @@ def train(config: TrainConfig) -> Path:
             "leave mini_batch_size unset", run.mini, None, None) from err
     finally:
         model.max_seq_length = full_length
+        end_autocast(trainer)
     if on_cuda:
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
