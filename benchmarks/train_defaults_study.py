@@ -10,8 +10,8 @@ articles decide (128-d exact search, the 128 → full rescoring funnel, full dim
 articles are shown in their own column and never used to choose.
 
 Usage:
-    python benchmarks/train_defaults_study.py --base-model E5 --out OUT [--variants card lr3e-5]
-        [--on lr3e-5] [--articles N --questions Q] [--set max_steps=2 batch_size=8 ...]
+    python benchmarks/train_defaults_study.py --base-model E5 --out OUT [--variants card lr1e-4]
+        [--on lr1e-4] [--articles N --questions Q] [--set max_steps=2 batch_size=8 ...]
         [--reuse card=RUN_DIR]
     (results accumulate in OUT/study.json: a variant already there is not run again; --reuse
     takes a variant's entry from a finished run's metrics.json instead of training it, after
@@ -34,8 +34,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train-e5.yaml"
 
 #: variant: the settings it changes from its parent (the card's recipe, or ``--on``)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "card": {},
-    "lr3e-5": {"learning_rate": 3e-5},
+    "card": {},  # configs/train-e5.yaml as it is (learning rate 3e-5 since the first round)
+    "lr1e-5": {"learning_rate": 1e-5},  # the card's rate (the config's before the first round)
     "lr1e-4": {"learning_rate": 1e-4},
     "guided": {"guided": True},
     "scale20": {"loss_scale": 20.0},  # the card's scale (the config sets e5's 100)
