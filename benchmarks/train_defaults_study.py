@@ -98,6 +98,9 @@ def main() -> None:
                     help="take VARIANT's result from a finished training run's folder "
                          "(its metrics.json) instead of training it again")
     args = ap.parse_args()
+    malformed = [kv for kv in args.reuse if "=" not in kv]
+    if malformed:
+        ap.error(f"--reuse {malformed}: write VARIANT=RUN_DIR, e.g. card=/tmp/e5-run/scale100")
     reuse = dict(kv.split("=", 1) for kv in args.reuse)
     unknown = sorted(set(reuse) - set(VARIANTS))
     if unknown:
