@@ -1,15 +1,17 @@
 """Where a store is, said without its secrets: every repr and error message goes through here.
-Also the one way a store creates a temporary file in its folder (:func:`create_new`)."""
+Also the one way a store creates a temporary file in its folder (:func:`create_new`), and writes
+a small JSON file whole or not at all (:func:`replace_json`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["create_new", "fsync_folder", "redact", "safe_location"]
+__all__ = ["create_new", "fsync_folder", "redact", "replace_json", "safe_location"]
 
 #: ``open`` flags of a file that must be new: never through a link someone planted at its name
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -23,6 +25,19 @@ def create_new(path: Path, mode: str = "wb") -> IO[Any]:
     path.unlink(missing_ok=True)
     fd = os.open(path, _NEW, 0o644)
     return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
+
+
+def replace_json(path: Path, obj: Any, **dump: Any) -> None:
+    """Write ``obj`` as JSON at ``path`` atomically: a temporary file beside it (made by
+    :func:`create_new`), fsynced, then renamed over ``path``. A crash leaves the old file or the
+    new one, never half of one. ``dump``: keyword arguments of ``json.dump``. The rename is made
+    durable by :func:`fsync_folder` on the folder, where the caller needs that."""
+    tmp = path.with_name(path.name + ".tmp")
+    with create_new(tmp, "w") as fh:
+        json.dump(obj, fh, **dump)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def fsync_folder(folder: Path) -> None:

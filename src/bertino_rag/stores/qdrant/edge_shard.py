@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import zlib
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import qdrant_edge as qe
 
 from ...errors import StoreCorruptionError, StoreError
 from ...types import Stamp
-from ..locations import create_new
+from ..locations import replace_json
 from .common import FULL, LEXICAL
 
 logger = logging.getLogger("bertino_rag.stores.qdrant")
@@ -197,11 +196,7 @@ def write_checksums(folder: Path, known: dict[str, list[int]]) -> None:
             was = known.get(name)
             same = was is not None and was[0] == st.st_size and was[2] == st.st_mtime_ns
             files[name] = [st.st_size, was[1] if same and was else _crc32(p), st.st_mtime_ns]
-        with create_new(folder / (CHECKSUMS + ".tmp"), "w") as fh:
-            json.dump({"version": 1, "files": files}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(folder / (CHECKSUMS + ".tmp"), folder / CHECKSUMS)
+        replace_json(folder / CHECKSUMS, {"version": 1, "files": files})
     except OSError as err:
         logger.warning("Qdrant Edge: recording the checksums of %s failed: %s", folder, err)
 
@@ -315,18 +310,13 @@ def read_stamp(folder: Path) -> Stamp | None:
 def write_stamp(folder: Path, stamp: Stamp, avgdl: float | None = None) -> None:
     """Write ``stamp.json`` atomically: a temporary file, fsynced, renamed."""
     path = folder / STAMP_FILE
-    tmp = path.with_name(path.name + ".tmp")
     entry: dict[str, Any] = {"stamp": stamp.to_dict(), "index_vector": f"dim{stamp.index_dim}",
                              "full_vector": FULL if stamp.full_vectors else None, "version": 1}
     if stamp.lexical is not None:
         entry["lexical_vector"] = LEXICAL
     if avgdl is not None:
         entry["avgdl"] = avgdl
-    with create_new(tmp, "w") as fh:
-        json.dump(entry, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_json(path, entry)
 
 
 #: the intent record of the chunked edits in flight (:mod:`bertino_rag.stores.intent`)
@@ -335,8 +325,8 @@ INTENT_FILE = "intent.json"
 
 class EdgeIntent:
     """QdrantEdgeStore's intent record: ``intent.json`` beside ``stamp.json`` (the shard has no
-    metadata of its own), replaced atomically as the stamp is (a new file through
-    :func:`~..locations.create_new`, fsynced, renamed); clearing removes it. A mixin."""
+    metadata of its own), replaced atomically as the stamp is
+    (:func:`~..locations.replace_json`); clearing removes it. A mixin."""
 
     _handle: Shard | None
 
@@ -360,9 +350,4 @@ class EdgeIntent:
         if record is None:
             path.unlink(missing_ok=True)
             return
-        tmp = path.with_name(path.name + ".tmp")
-        with create_new(tmp, "w") as fh:
-            json.dump(record, fh, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace_json(path, record, ensure_ascii=False)
