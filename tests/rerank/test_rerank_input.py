@@ -110,6 +110,32 @@ def test_a_stored_weight_is_the_default_and_a_broken_one_a_clear_error(cross_enc
         CrossEncoderReranker(str(folder))
 
 
+def test_storing_a_weight_is_whole_or_nothing(tmp_path, monkeypatch):
+    import os
+
+    from bertino_rag.rerank.cross_encoder import WEIGHT_FILE, store_weight, stored_weight
+
+    store_weight(tmp_path, {"weight": 0.7, "curve": {"0.7": {"ndcg@10": 0.9}}})
+    assert stored_weight(str(tmp_path)) == 0.7
+    # a weight the reader would refuse is never written, and the stored one stays
+    for bad in ({"weight": 0}, {"weight": "0.5"}, {"curve": {}}):
+        with pytest.raises(ValueError, match="weight"):
+            store_weight(tmp_path, bad)
+    assert stored_weight(str(tmp_path)) == 0.7
+
+    def crash(*args):  # the process dies between writing the new file and renaming it
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        store_weight(tmp_path, {"weight": 0.3})
+    monkeypatch.undo()
+    assert stored_weight(str(tmp_path)) == 0.7  # the previous weight, readable
+    store_weight(tmp_path, {"weight": 0.3})  # the leftover temporary is no obstacle
+    assert stored_weight(str(tmp_path)) == 0.3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHT_FILE]
+
+
 def test_an_embedding_model_is_refused_as_a_reranker(minilm_path, encoder, tmp_path):
     with pytest.raises(RerankerError, match=r"not a cross-encoder.*BertModel.*train --task "
                                             r"rerank"):

@@ -26,7 +26,7 @@ from ..errors import RerankerError
 from ..validation import positive_int, reranker_weight
 
 __all__ = ["BACKENDS", "WEIGHT_FILE", "CrossEncoderReranker", "check_cross_encoder",
-           "stored_weight"]
+           "store_weight", "stored_weight"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,26 @@ def stored_weight(name: str) -> float | None:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RerankerError(f"{path} does not hold a reranker weight ({err}): fix or delete "
                             "it, or pass weight= explicitly") from err
+
+
+def store_weight(folder: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Write ``report`` (``{"weight": w, ...}``) as the folder's :data:`WEIGHT_FILE`, whole or
+    not at all: a temporary file, fsynced, then renamed over the old one, so that a crash
+    leaves either the previous weight or the new one, never half a file.
+
+    Raises:
+        ValueError: ``report["weight"]`` is missing or not a number in (0, 1]; nothing is
+            written.
+    """
+    from ..stores.locations import fsync_folder, replace_json
+
+    if "weight" not in report:
+        raise ValueError(f"a reranker weight report needs a 'weight' key, got {sorted(report)}")
+    reranker_weight(report["weight"])
+    path = Path(folder) / WEIGHT_FILE
+    replace_json(path, report, indent=2)
+    fsync_folder(path.parent)
+    return path
 
 
 def _architectures(name: str) -> list[str]:

@@ -162,7 +162,7 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from ..encoder import make_encoder
-    from ..rerank.cross_encoder import WEIGHT_FILE, CrossEncoderReranker
+    from ..rerank.cross_encoder import CrossEncoderReranker, store_weight
 
     started = time.perf_counter()
     cfg = config
@@ -238,7 +238,7 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     blend_report = {"weight": weight, "chosen_on": "dev articles, NDCG@10",
                     "rerank_top": cfg.rerank_top,
                     "curve": {str(w): m for w, m in curve.items()}}
-    (out / WEIGHT_FILE).write_text(json.dumps(blend_report, indent=2) + "\n", encoding="utf-8")
+    store_weight(out, blend_report)
     logger.info("reranker weight %.1f (NDCG@10 on the dev articles: %s)", weight,
                 ", ".join(f"{w}: {m['ndcg@10']:.4f}" for w, m in curve.items()))
     dev_retriever.close()
