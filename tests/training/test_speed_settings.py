@@ -149,3 +149,53 @@ def test_attention_dropout_is_refused_where_it_cannot_apply(tmp_path):
     with pytest.raises(ValueError, match="has none of .*leave attention_dropout unset"):
         attention_dropout_kwargs(str(tmp_path), 0.0)
     assert attention_dropout_kwargs(str(tmp_path), None)[0] == {}
+
+
+def test_length_sorted_mini_batches_pad_less_with_the_same_loss_and_gradients(minilm_path,
+                                                                               squad):
+    """The cached loss sorted by length (the default) embeds fewer padded tokens than the
+    batch's order, and its Matryoshka loss and gradients are the same."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MatryoshkaLoss,
+    )
+
+    from bertino_rag.training.trainer import length_sorted
+
+    model = SentenceTransformer(minilm_path, device="cpu")
+    model.eval()  # no dropout: both runs must see the same network
+    model.max_seq_length = 512  # at MiniLM's 256 most paragraphs are cut to one length
+    qids = sorted(squad.qrels)[:8]
+    queries = [squad.queries[q] for q in qids]
+    positives = [squad.corpus[next(iter(squad.qrels[q]))]["text"] for q in qids]
+    others = [d["text"] for d in list(squad.corpus.values())[-8:]]  # a column of other lengths
+    prepare = getattr(model, "preprocess", None) or model.tokenize
+    features = [prepare(col) for col in (queries, positives, others)]
+    labels = torch.zeros(8)
+    tokens: list[int] = []
+    hook = model[0].register_forward_pre_hook(
+        lambda module, args: tokens.append(int(args[0]["input_ids"].numel())))
+
+    def run(loss_class):
+        tokens.clear()
+        model.zero_grad()
+        inner = loss_class(model, mini_batch_size=2, scale=50.0)
+        loss = MatryoshkaLoss(model, inner, [384, 128], [1.0, 0.5])
+        value = loss([{k: v.clone() if isinstance(v, torch.Tensor) else v
+                       for k, v in f.items()} for f in features], labels)
+        value.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return float(value.detach()), grads, sum(tokens)
+
+    plain, plain_grads, plain_tokens = run(CachedMultipleNegativesRankingLoss)
+    sorted_, sorted_grads, sorted_tokens = run(length_sorted(CachedMultipleNegativesRankingLoss))
+    hook.remove()
+    assert sorted_tokens < plain_tokens  # both passes of the cached loss pad less
+    assert sorted_ == pytest.approx(plain, rel=1e-5)
+    assert set(sorted_grads) == set(plain_grads) and len(plain_grads) > 50
+    # all gradients as one vector (the key biases' are rounding noise around an exact 0: a
+    # softmax does not see a bias added to every key)
+    plain_all = torch.cat([g.flatten() for g in plain_grads.values()])
+    sorted_all = torch.cat([sorted_grads[n].flatten() for n in plain_grads])
+    assert float((sorted_all - plain_all).norm() / plain_all.norm()) < 1e-4

@@ -69,6 +69,9 @@ class TrainConfig:
         batch_size: logical batch size (in-batch negatives of the cached loss).
         mini_batch_size: CachedMultipleNegativesRankingLoss mini-batch; ``None``: 16 on CPU, the
             largest that fits on a GPU (probed). It changes memory and speed, not gradients.
+        sort_by_length: the cached loss embeds each column's mini-batches in order of length,
+            so that each pads to texts of about its own length (the same loss and gradients,
+            less padding; :func:`~.trainer.length_sorted`).
         num_negatives, neg_range_min, neg_range_max, neg_relative_margin, neg_sampling: hard
             negative mining with the base model (rank window and margin keep false negatives out).
         sts_size: STS rows per epoch (``None``: ``sts_ratio`` times the retrieval set size).
@@ -134,6 +137,7 @@ class TrainConfig:
     select_by: str = "ndcg@10"
     batch_size: int = 128
     mini_batch_size: int | None = None
+    sort_by_length: bool = True
     learning_rate: float = 1e-5
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.1

@@ -14,7 +14,7 @@ from .config import TrainConfig
 from .hardware import dataloader_settings, loop_settings, warmup_kwargs
 from .tokens import TokenCache, cache_tokenization, training_prompts
 
-__all__ = ["Built", "build_trainer", "retrieval_loss", "step_timer"]
+__all__ = ["Built", "build_trainer", "length_sorted", "retrieval_loss", "step_timer"]
 
 
 def _trainer_class() -> type:
@@ -110,7 +110,66 @@ def retrieval_loss(cfg: TrainConfig, model: Any, mini: int, columns: int, losses
         return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=mini, **temperature)
     if one_pass:
         return losses.MultipleNegativesRankingLoss(model, **scale)
-    return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini, **scale)
+    cached = (length_sorted(losses.CachedMultipleNegativesRankingLoss) if cfg.sort_by_length
+              else losses.CachedMultipleNegativesRankingLoss)
+    return cached(model, mini_batch_size=mini, **scale)
+
+
+def length_sorted(cached_loss: type) -> type:
+    """``cached_loss`` (sentence-transformers' CachedMultipleNegativesRankingLoss) embedding each
+    column's mini-batches in order of length.
+
+    The cached loss cuts each column of a batch into mini-batches in the batch's order and pads
+    each mini-batch to its longest text. With paragraphs drawn at random that is about 1.8 times
+    the real tokens (squad-it-dev with e5's tokenizer, mini-batches of 16); sorted by length,
+    about 1.1 times. sentence-transformers does not sort (its ``mini_batch_num_tokens`` packs
+    texts in the batch's order, for flattened attention), so this subclass sorts each column
+    before the cached forward and puts the embeddings back in the batch's order before the loss.
+    The loss and its gradients are the same up to rounding (the loss pairs rows by position and
+    is a mean over them); only the work changes.
+    """
+    import torch
+
+    class LengthSorted(cached_loss):  # type: ignore[misc, valid-type]
+        _inverse: list[Any]
+
+        def forward(self, sentence_features: Any, labels: Any) -> Any:
+            ordered, self._inverse = [], []
+            for feature in sentence_features:
+                mask = feature.get("attention_mask")
+                if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+                    ordered.append(feature)  # flattened inputs: nothing to pad
+                    self._inverse.append(None)
+                    continue
+                n = mask.shape[0]
+                order = torch.argsort(mask.sum(dim=1), stable=True)
+                ordered.append({k: v[order] if isinstance(v, torch.Tensor) and v.dim() > 0
+                                and v.shape[0] == n else v for k, v in feature.items()})
+                self._inverse.append(torch.argsort(order))
+            return super().forward(ordered, labels)
+
+        def calculate_loss(self, reps: list[list[Any]], labels: Any = None, *,
+                           with_backward: bool = False) -> Any:
+            back = [torch.cat(r)[inv] if inv is not None else None
+                    for r, inv in zip(reps, self._inverse, strict=True)]
+            if not with_backward:
+                return super().calculate_loss(
+                    [[b] if b is not None else r for r, b in zip(reps, back, strict=True)],
+                    labels)
+            # the loss back-propagates chunk by chunk, and each chunk would pass through the
+            # reordering again: it reads leaves instead, whose gradients are then carried back
+            # through the reordering once (as MatryoshkaLoss does with its truncation)
+            leaves = [b.detach().requires_grad_() if b is not None else None for b in back]
+            loss = super().calculate_loss(
+                [[leaf] if leaf is not None else r for r, leaf in zip(reps, leaves, strict=True)],
+                labels, with_backward=True)
+            for b, leaf in zip(back, leaves, strict=True):
+                if b is not None and leaf is not None and leaf.grad is not None:
+                    b.backward(leaf.grad)
+            return loss
+
+    LengthSorted.__name__ = LengthSorted.__qualname__ = cached_loss.__name__
+    return LengthSorted
 
 
 @dataclass
