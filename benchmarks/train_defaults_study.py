@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "negatives1": {"num_negatives": 1},
     "sts0.5": {"sts_ratio": 0.5},
     "select-funnel": {"select_by": "funnel_ndcg@10"},
+    # MatryoshkaLoss's own default (every dim weighs as much as the full one) instead of the
+    # card's [1, .4, .2, .2]: more of the loss on the small dims
+    "mrl-equal": {"matryoshka_weights": [1.0, 1.0, 1.0, 1.0]},
 }
 
 
