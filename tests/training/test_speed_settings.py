@@ -156,12 +156,13 @@ def test_length_sorted_mini_batches_pad_less_with_the_same_loss_and_gradients(mi
     """The cached loss sorted by length (the default) embeds fewer padded tokens than the
     batch's order, and its Matryoshka loss and gradients are the same."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MatryoshkaLoss,
-    )
 
+    from bertino_rag._deps import st_module
     from bertino_rag.training.trainer import length_sorted
+
+    losses = st_module("losses")
+    CachedMultipleNegativesRankingLoss = losses.CachedMultipleNegativesRankingLoss
+    MatryoshkaLoss = losses.MatryoshkaLoss
 
     model = SentenceTransformer(minilm_path, device="cpu")
     model.eval()  # no dropout: both runs must see the same network
