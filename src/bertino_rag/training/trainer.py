@@ -122,15 +122,15 @@ def length_sorted(cached_loss: type) -> type:
     The cached loss cuts each column of a batch into mini-batches in the batch's order and pads
     each mini-batch to its longest text. With paragraphs drawn at random that is 1.76 times the
     real tokens (squad-it-dev with e5's tokenizer, mini-batches of 16); sorted by length, 1.14
-    times (benchmarks/padding_by_length.py). sentence-transformers does not sort (its ``mini_batch_num_tokens`` packs
-    texts in the batch's order, for flattened attention), so this subclass sorts each column
-    before the cached forward and puts the embeddings back in the batch's order before the loss.
-    The loss and its gradients are the same up to rounding (the loss pairs rows by position and
-    is a mean over them); only the work changes.
+    times (benchmarks/padding_by_length.py). sentence-transformers does not sort (its
+    ``mini_batch_num_tokens`` packs texts in the batch's order, for flattened attention), so
+    this subclass sorts each column before the cached forward and puts the embeddings back in
+    the batch's order before the loss. The loss and its gradients are the same up to rounding
+    (the loss pairs rows by position and is a mean over them); only the work changes.
     """
     import torch
 
-    class LengthSorted(cached_loss):  # type: ignore[misc, valid-type]
+    class LengthSorted(cached_loss):
         _inverse: list[Any]
 
         def forward(self, sentence_features: Any, labels: Any) -> Any:
