@@ -41,7 +41,9 @@ def test_site_packages_model_is_cached_in_user_dir(minilm_path, onnx_encoders, c
         assert enc.backend_file is not None
         assert Path(enc.backend_file).is_relative_to(cache_root / "onnx")
         assert Path(enc.backend_file).exists()
-    assert Path(int8.backend_file).name == f"model_qint8_{_backends.cpu_quantize_config()}.onnx"
+    preset = _backends.cpu_quantize_config()
+    assert Path(int8.backend_file).name == _backends.quantized_onnx_file(preset)
+    assert Path(int8.backend_file).name.endswith(f"int8_{preset}.onnx")
 
 
 def test_model_id_is_the_source_models(minilm_path, onnx_encoders, encoder):
@@ -156,6 +158,15 @@ def test_bad_threads_env(minilm_path, monkeypatch):
     monkeypatch.setenv("BERTINO_RAG_THREADS", "many")
     with pytest.raises(ValueError, match=r"\$BERTINO_RAG_THREADS must be a positive int"):
         Encoder(minilm_path, backend="onnx")
+
+
+def test_quantized_file_names_are_sentence_transformers_own():
+    """The int8 file is where sentence-transformers writes it for every preset (optimum's
+    avx2 preset quantizes weights to uint8, the others to int8)."""
+    names = {p: _backends.quantized_onnx_file(p) for p in _backends.QUANTIZE_CONFIGS}
+    assert names == {"avx512_vnni": "model_qint8_avx512_vnni.onnx",
+                     "avx512": "model_qint8_avx512.onnx", "avx2": "model_quint8_avx2.onnx",
+                     "arm64": "model_qint8_arm64.onnx"}
 
 
 def test_quantize_preset_matches_this_cpu():

@@ -249,9 +249,12 @@ def test_onnx_rerankers_score_as_torch_does(cross_encoder_path, cross_encoder, s
     assert (fp32.batch_size, int8.batch_size) == (32, 1)
     alone = [int8.score_pairs([q], [t])[0] for t in texts]
     np.testing.assert_allclose(alone, got, atol=1e-6)
+    from bertino_rag.encoder.backends import cpu_quantize_config, quantized_onnx_file
+
     onnx = sorted(p.name for p in (__import__("pathlib").Path(cross_encoder_path)
                                    / "onnx").iterdir())
-    assert "model.onnx" in onnx and any(n.startswith("model_qint8_") for n in onnx)  # cached
+    assert "model.onnx" in onnx  # cached, and the int8 model under this CPU's preset
+    assert quantized_onnx_file(cpu_quantize_config()) in onnx
 
 
 @pytest.mark.slow

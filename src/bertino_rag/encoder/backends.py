@@ -10,7 +10,9 @@ and cached:
   a complete, loadable copy of the model.
 
 int8 ONNX models are made with ``export_dynamic_quantized_onnx_model`` (dynamic quantization,
-no calibration data) and cached beside the fp32 export as ``onnx/model_qint8_<config>.onnx``.
+no calibration data) and cached beside the fp32 export under the name sentence-transformers
+gives them (:func:`quantized_onnx_file`: ``onnx/model_qint8_<config>.onnx``, ``quint8`` for
+``avx2``).
 
 int8 OpenVINO models are made with optimum-intel's ``OVQuantizer`` (NNCF post-training static
 quantization: weights and activations in int8, activation ranges calibrated on sample texts) and
@@ -56,6 +58,7 @@ __all__ = [
     "default_batch_size",
     "default_calibration_texts",
     "load_sentence_transformer",
+    "quantized_onnx_file",
     "resolve_threads",
 ]
 
@@ -111,6 +114,17 @@ def cpu_quantize_config() -> str:
     if "avx512f" in flags and "avx512bw" in flags:
         return "avx512"
     return "avx2"
+
+
+def quantized_onnx_file(preset: str) -> str:
+    """The file name that sentence-transformers' ``export_dynamic_quantized_onnx_model`` gives
+    the int8 model of ``preset`` in a model's ``onnx/`` folder: ``model_<weights type>_<preset>
+    .onnx``, the weights type being optimum's for that preset (``quint8`` for ``avx2``,
+    ``qint8`` for the others)."""
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    weights = getattr(AutoQuantizationConfig, preset)(is_static=False).weights_dtype
+    return f"model_{weights.name.lower()}_{preset}.onnx"
 
 
 def default_batch_size(backend: str, quantize: str | None) -> int:
@@ -454,7 +468,7 @@ def load_sentence_transformer(
             _export(name, backend, folder, in_place, device)
         target = base
         if preset is not None:
-            target = folder / "onnx" / f"model_qint8_{preset}.onnx"
+            target = folder / "onnx" / quantized_onnx_file(preset)
             if not target.exists():
                 _quantize(folder, preset, target, {"provider": "CPUExecutionProvider"})
     else:

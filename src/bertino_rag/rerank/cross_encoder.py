@@ -114,7 +114,12 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
     """A CrossEncoder on ``backend``, exported (and quantized) once and cached."""
     from sentence_transformers import CrossEncoder
 
-    from ..encoder.backends import _require_backend, backend_cache_dir, cpu_quantize_config
+    from ..encoder.backends import (
+        _require_backend,
+        backend_cache_dir,
+        cpu_quantize_config,
+        quantized_onnx_file,
+    )
 
     _require_backend(backend)
     folder, _ = backend_cache_dir(name, f"rerank-{backend}")
@@ -126,7 +131,7 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
     if quantize is None:
         return CrossEncoder(str(folder), backend=backend, **kwargs)
     preset = cpu_quantize_config()
-    file = f"onnx/model_qint8_{preset}.onnx"
+    file = f"onnx/{quantized_onnx_file(preset)}"
     if not (folder / file).is_file():
         from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
