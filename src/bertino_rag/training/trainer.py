@@ -168,6 +168,7 @@ def length_sorted(cached_loss: type) -> type:
                     b.backward(leaf.grad)
             return loss
 
+    # the same loss: the saved model card and the logs name it as sentence-transformers does
     LengthSorted.__name__ = LengthSorted.__qualname__ = cached_loss.__name__
     return LengthSorted
 
