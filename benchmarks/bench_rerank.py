@@ -37,7 +37,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,7 +44,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _indexing_common import SQUAD, machine, minilm  # noqa: E402
 
-from bertino_rag.errors import TruncationWarning  # noqa: E402
 from bertino_rag.evaluation.rerank import evaluate_reranking, rerank_markdown  # noqa: E402
 from bertino_rag.training.data import load_pairs, split_by_source, subset_queries  # noqa: E402
 from bertino_rag.training.evaluate import to_eval_set  # noqa: E402
@@ -268,15 +266,11 @@ def main(argv=None) -> int:
         folder, report["training"] = _train(args, beir, out)
         print(f"trained {folder}: {report['training']}", flush=True)
 
-    from bertino_rag import Retriever, make_encoder
+    from bertino_rag import make_encoder
+    from bertino_rag.training.rerank import hybrid_retriever
 
     encoder = make_encoder(_model(args.mine_model), device="cpu")
-    retriever = Retriever(dim=encoder.full_dim, encoder=encoder, hybrid=True, chunking=False,
-                          collection="held_apart")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)
-        retriever.index([{"id": d, "text": t} for d, t in test.corpus.items()],
-                        show_progress_bar=False)
+    retriever = hybrid_retriever(encoder, test, "held_apart")
     evaluated = subset_queries(test, args.eval_queries or None, seed=42)
     evalset = to_eval_set(evaluated, "held-apart articles")
     rerankers = {b: _reranker(str(folder), b, args.max_seq_length) for b in args.backends}

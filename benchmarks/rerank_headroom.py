@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,7 +19,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 from _indexing_common import SQUAD  # noqa: E402
 
-from bertino_rag.errors import TruncationWarning  # noqa: E402
 from bertino_rag.training.data import load_pairs, split_by_source, subset_queries  # noqa: E402
 
 
@@ -46,17 +44,13 @@ def main() -> None:
         print(f"{n} tokens hold {100 * (paragraphs <= n).mean():.1f}% of the paragraphs and "
               f"{100 * (both <= n).mean():.1f}% of {both.size} question-positive pairs whole")
 
-    from bertino_rag import Retriever, make_encoder
+    from bertino_rag import make_encoder
+    from bertino_rag.training.rerank import hybrid_retriever
 
     _, test = split_by_source(data, 0.3, seed=42)
     evaluated = subset_queries(test, args.eval_queries, seed=42)
     encoder = make_encoder(args.mine_model, device="cpu")
-    retriever = Retriever(dim=encoder.full_dim, encoder=encoder, hybrid=True, chunking=False,
-                          collection="held_apart")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)
-        retriever.index([{"id": d, "text": t} for d, t in test.corpus.items()],
-                        show_progress_bar=False)
+    retriever = hybrid_retriever(encoder, test, "held_apart")
     qids = list(evaluated.queries)
     hits = retriever.search_batch([evaluated.queries[q] for q in qids], k=50, mode="hybrid",
                                   reranker=False)

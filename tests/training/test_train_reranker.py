@@ -13,7 +13,7 @@ from bertino_rag.evaluation.rerank import BLEND_WEIGHTS
 from bertino_rag.rerank.cross_encoder import WEIGHT_FILE, CrossEncoderReranker
 from bertino_rag.training.config import TrainConfig
 from bertino_rag.training.data import load_pairs
-from bertino_rag.training.rerank import _retriever, mine_rerank_pairs
+from bertino_rag.training.rerank import hybrid_retriever, mine_rerank_pairs
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def mined(encoder, small_beir):
     data = load_pairs(small_beir)
     cfg = TrainConfig(task="rerank", num_negatives=2, neg_range_min=1, neg_range_max=10,
                       neg_relative_margin=0.05)
-    r = _retriever(encoder, data, "mine")
+    r = hybrid_retriever(encoder, data, "mine")
     return data, cfg, r, mine_rerank_pairs(r, data, cfg)
 
 

@@ -49,12 +49,12 @@ from .hardware import (
 )
 from .train import _require_deps, resolve_device, split_data
 
-__all__ = ["mine_rerank_pairs", "train_reranker"]
+__all__ = ["hybrid_retriever", "mine_rerank_pairs", "train_reranker"]
 
 logger = logging.getLogger(__name__)
 
 
-def _retriever(encoder: Any, data: RetrievalSet, name: str) -> Any:
+def hybrid_retriever(encoder: Any, data: RetrievalSet, name: str) -> Any:
     """A hybrid retriever over ``data``'s documents, stored whole (one hit per labelled
     document; a long one is embedded from its beginning, BM25 reads it whole)."""
     from ..retriever import Retriever
@@ -181,10 +181,10 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     encoder = make_encoder(cfg.mine_model or cfg.base_model, device=device,
                            batch_size=cfg.eval_batch_size)
     t_mine = time.perf_counter()
-    miner = _retriever(encoder, train_set, "rerank_train")
+    miner = hybrid_retriever(encoder, train_set, "rerank_train")
     rows = mine_rerank_pairs(miner, train_set, cfg)
     miner.close()
-    dev_retriever = _retriever(encoder, dev, "rerank_dev")
+    dev_retriever = hybrid_retriever(encoder, dev, "rerank_dev")
     # a reranker reads rerank_top passages per query: the dev evaluations during training and
     # in the report use eval_max_queries of the dev queries (all of the dev documents)
     dev_eval = subset_queries(dev, cfg.eval_max_queries, cfg.seed)
@@ -244,7 +244,7 @@ def train_reranker(config: TrainConfig, *, callbacks: list[Any] | None = None) -
     dev_retriever.close()
     test_report = None
     if test is not None:
-        test_retriever = _retriever(encoder, test, "rerank_test")
+        test_retriever = hybrid_retriever(encoder, test, "rerank_test")
         # the test articles see the reranker as it serves: at the weight chosen on the dev ones
         test_report = _report(test_retriever, subset_queries(test, cfg.eval_max_queries,
                                                              cfg.seed),
