@@ -23,6 +23,14 @@ Usage (alone on the machine; about 25 minutes on 2 cores)::
 
     python benchmarks/bench_rerank.py --out /tmp/bench-rerank
 
+Latency alone, on this CPU, of the cross-encoder of ``--base`` (``--latency-only``: no
+training and no quality rows; the time of a forward pass does not depend on the weights, so a
+fresh classification head on the exported e5 times what a reranker trained from it costs)::
+
+    python benchmarks/bench_rerank.py --latency-only --base /tmp/e5-small \
+        --mine-model /tmp/e5-small --backends openvino onnx-int8 --max-seq-length 320 \
+        --out /tmp/rerank-latency
+
 Toy proof (a minute or two)::
 
     python benchmarks/bench_rerank.py --articles 5 --train-minutes 0.3 --eval-queries 8 \\
@@ -62,6 +70,9 @@ def _args(argv=None):
                     help="train from the base's first N transformer layers only (a shallower, "
                          "faster reranker; written once to OUT/base-N)")
     ap.add_argument("--reranker", default=None, help="a trained reranker: skip training")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="time the reranker only (no training, no quality rows): --reranker, "
+                         "else --base with a fresh head (its latency is a trained one's)")
     ap.add_argument("--articles", type=int, default=None, help="use the first N articles")
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--dev-fraction", type=float, default=0.1)
@@ -120,6 +131,16 @@ def _shallow_base(base: str, layers: int, folder: Path) -> str:
     model = SentenceTransformer(base, device="cpu", config_kwargs={"num_hidden_layers": layers})
     model.save(str(folder))
     return str(folder)
+
+
+def _untrained(base: str, folder: Path) -> Path:
+    """A cross-encoder of ``base`` with a fresh one-label head, saved to ``folder`` (once): for
+    ``--latency-only``, whose figures do not depend on the weights. Its scores mean nothing."""
+    if not (folder / "config.json").exists():
+        from sentence_transformers import CrossEncoder
+
+        CrossEncoder(base, num_labels=1, device="cpu").save(str(folder))
+    return folder
 
 
 def _write_beir(data, folder: Path) -> None:
@@ -260,6 +281,9 @@ def main(argv=None) -> int:
         report["base_layers"] = args.base_layers
     if args.reranker:
         folder = Path(args.reranker)
+    elif args.latency_only:
+        folder = _untrained(_model(args.base), out / "untrained-head")
+        report["untrained_head"] = True
     else:
         beir = out / "train-articles"
         _write_beir(train_part, beir)
@@ -275,18 +299,21 @@ def main(argv=None) -> int:
     evalset = to_eval_set(evaluated, "held-apart articles")
     rerankers = {b: _reranker(str(folder), b, args.max_seq_length) for b in args.backends}
     first = rerankers[args.backends[0]]
-    rows = evaluate_reranking(retriever, evalset, first, tops=args.tops, k=10)
-    report["quality"] = {"backend": args.backends[0], "queries": len(evalset.query_ids),
-                         "rows": [r.to_dict() for r in rows]}
-    table = rerank_markdown(rows)
-    print(f"held-apart articles, {len(evalset.query_ids)} questions, reranker "
-          f"{args.backends[0]}:\n{table}", flush=True)
+    if args.latency_only:
+        table = "(latency only: no quality measured)"
+    else:
+        rows = evaluate_reranking(retriever, evalset, first, tops=args.tops, k=10)
+        report["quality"] = {"backend": args.backends[0], "queries": len(evalset.query_ids),
+                             "rows": [r.to_dict() for r in rows]}
+        table = rerank_markdown(rows)
+        print(f"held-apart articles, {len(evalset.query_ids)} questions, reranker "
+              f"{args.backends[0]}:\n{table}", flush=True)
 
     from bertino_rag.rerank.cross_encoder import stored_weight
 
     # the weight the model serves with (chosen by training on its dev articles), if any
     served = report["served_weight"] = stored_weight(str(folder))
-    if args.weights:
+    if args.weights and not args.latency_only:
         weights = [*args.weights, *([served] if served and served not in args.weights else [])]
         report["interpolated"] = _interpolated(retriever, evalset, first, args.tops, weights)
         lines = ["| candidates | reranker weight | NDCG@10 | MRR@10 | Recall@1 |",

@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # no network in tests
+# Two test workers share the CPUs (addopts' -n 2): OpenMP threads that spin while they wait
+# would take the cores from the other worker (set before torch or an engine loads OpenMP).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTINO_DATA", REPO.parent / "shared" / "data"))
