@@ -27,8 +27,8 @@ Latency alone, on this CPU, of the cross-encoder of ``--base`` (``--latency-only
 training and no quality rows; the time of a forward pass does not depend on the weights, so a
 fresh classification head on the exported e5 times what a reranker trained from it costs)::
 
-    python benchmarks/bench_rerank.py --latency-only --base /tmp/e5-small \
-        --mine-model /tmp/e5-small --backends openvino onnx-int8 --max-seq-length 320 \
+    python benchmarks/bench_rerank.py --latency-only --base /tmp/e5-small \\
+        --mine-model /tmp/e5-small --backends openvino onnx-int8 --max-seq-length 320 \\
         --out /tmp/rerank-latency
 
 Toy proof (a minute or two)::
