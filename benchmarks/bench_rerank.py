@@ -104,7 +104,8 @@ def _args(argv=None):
                     help="also order by w * reranker + (1 - w) * retrieval score, each min-max "
                          "scaled per query, at these w (the reranker's scores read once)")
     ap.add_argument("--backends", nargs="+", default=["onnx-int8", "torch"],
-                    help="reranker backends timed; the first also gives the quality rows")
+                    help="reranker backends timed (torch, onnx, openvino, onnx-int8, "
+                         "openvino-int8); the first also gives the quality rows")
     ap.add_argument("--out", default="bench-rerank")
     return ap.parse_args(argv)
 
@@ -218,9 +219,10 @@ def _reranker(folder: str, backend: str, max_length: int):
     ``--weights`` table gives the blends)."""
     from bertino_rag.rerank.cross_encoder import CrossEncoderReranker
 
-    if backend == "onnx-int8":
-        return CrossEncoderReranker(folder, backend="onnx", quantize="int8", device="cpu",
-                                    max_length=max_length, weight=1.0)
+    if backend in ("onnx-int8", "openvino-int8"):
+        return CrossEncoderReranker(folder, backend=backend.removesuffix("-int8"),
+                                    quantize="int8", device="cpu", max_length=max_length,
+                                    weight=1.0)
     return CrossEncoderReranker(folder, backend=backend, device="cpu", max_length=max_length,
                                 weight=1.0)
 

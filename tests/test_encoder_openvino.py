@@ -255,3 +255,20 @@ def test_bad_calibration_fails_before_any_export(minilm_path, tmp_path, monkeypa
             minilm_path, backend="openvino", quantize="int8", calibration=[]
         )
     assert not (tmp_path / "cache").exists()
+
+
+def test_calibration_inputs_fill_the_token_types_an_xlmr_tokenizer_lacks():
+    """e5's XLM-R tokenizer gives no token_type_ids and the BERT graph reads them: zeros of the
+    input's shape, int64, batch of one; inputs the graph lacks are dropped."""
+    from bertino_rag.encoder.backends import calibration_inputs
+
+    xlmr = [{"input_ids": [0, 5585, 2], "attention_mask": [1, 1, 1]}]
+    got = calibration_inputs({"input_ids", "attention_mask", "token_type_ids"}, xlmr)[0]
+    assert sorted(got) == ["attention_mask", "input_ids", "token_type_ids"]
+    assert got["token_type_ids"].shape == got["input_ids"].shape == (1, 3)
+    assert got["token_type_ids"].dtype == np.int64 and not got["token_type_ids"].any()
+    bert = [{"input_ids": [1, 2], "attention_mask": [1, 1], "token_type_ids": [0, 1]}]
+    got = calibration_inputs({"input_ids", "attention_mask"}, bert)[0]
+    assert sorted(got) == ["attention_mask", "input_ids"]  # DistilBERT's graph: no types
+    kept = calibration_inputs({"input_ids", "token_type_ids"}, bert)[0]["token_type_ids"]
+    assert kept.tolist() == [[0, 1]]  # a tokenizer's own types are kept

@@ -230,6 +230,8 @@ def test_reranker_options_and_backends_are_checked(cross_encoder_path):
         CrossEncoderReranker(cross_encoder_path, backend="tf")
     with pytest.raises(ValueError, match="quantize='int8', backend='onnx'"):
         CrossEncoderReranker(cross_encoder_path, quantize="int8")
+    with pytest.raises(ValueError, match="backend='openvino' \\(static int8\\)"):
+        CrossEncoderReranker(cross_encoder_path, backend="openvino", quantize="int4")
     with pytest.raises(ValueError, match="apply to a cross-encoder"):
         as_reranker(Fixed([]), batch_size=4)
 
@@ -275,6 +277,44 @@ def test_the_openvino_reranker_orders_as_torch_does(cross_encoder_path, cross_en
     assert np.corrcoef(*ranks)[0, 1] > 0.95, (got, want)
     assert np.abs(got - want).max() < 0.1 * (want.max() - want.min() + 1e-9)
     assert (Path(cross_encoder_path) / "openvino" / "openvino_model.xml").is_file()
+
+
+@pytest.mark.slow
+def test_the_openvino_int8_reranker_orders_as_torch_does(cross_encoder_path, cross_encoder,
+                                                        squad_slice):
+    """Static int8 OpenVINO: calibrated once on the shipped Italian pairs, cached under their
+    digest and reused, 32 pairs per pass (static scales), the order of torch's scores."""
+    pytest.importorskip("optimum.intel")
+    from pathlib import Path
+
+    q = squad_slice["queries"][0]
+    texts = [d["text"] for d in squad_slice["docs"][:12]]
+    want = cross_encoder.score_pairs([q] * len(texts), texts)
+    int8 = CrossEncoderReranker(cross_encoder_path, backend="openvino", quantize="int8",
+                                device="cpu")
+    assert int8.batch_size == 32
+    got = int8.score_pairs([q] * len(texts), texts)
+    ranks = [np.argsort(np.argsort(x)) for x in (got, want)]
+    assert np.corrcoef(*ranks)[0, 1] > 0.9, (got, want)
+    assert int(np.argmax(got)) == int(np.argmax(want))
+    made = sorted((Path(cross_encoder_path) / "openvino").glob("openvino_model_qint8_*.xml"))
+    assert len(made) == 1 and made[0].with_suffix(".bin").is_file()
+    stamp = made[0].stat().st_mtime_ns
+    again = CrossEncoderReranker(cross_encoder_path, backend="openvino", quantize="int8",
+                                 device="cpu")  # the cached model, not a second calibration
+    assert made[0].stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.score_pairs([q] * len(texts), texts), got, atol=1e-6)
+
+
+def test_calibration_pairs_are_questions_with_passages():
+    from bertino_rag.encoder.backends import default_calibration_texts
+    from bertino_rag.rerank.cross_encoder import calibration_pairs
+
+    pairs = calibration_pairs()
+    questions = {t for t in default_calibration_texts() if t.endswith("?")}
+    assert {q for q, _ in pairs} == questions and len(set(pairs)) == 2 * len(questions)
+    assert all(not p.endswith("?") for _, p in pairs)
+    assert len({p for _, p in pairs}) > len(questions)  # not one passage for every question
 
 
 @pytest.mark.parametrize("group_by", [None, "document"])

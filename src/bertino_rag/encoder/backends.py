@@ -376,10 +376,6 @@ def _quantize_openvino(
     folder: Path, target: Path, texts: list[str], load_kwargs: dict[str, Any]
 ) -> None:
     """Static int8 quantization of ``folder``'s OpenVINO model, calibrated on ``texts``."""
-    import nncf
-    import numpy as np
-    from optimum.intel.openvino import OVConfig, OVQuantizationConfig, OVQuantizer
-    from optimum.intel.openvino.quantization import OVCalibrationDataset
     from sentence_transformers import SentenceTransformer
 
     logger.warning(
@@ -391,19 +387,45 @@ def _quantize_openvino(
             str(folder), backend="openvino",
             model_kwargs={"file_name": "openvino/openvino_model.xml", **load_kwargs},
         )
-    ov_model = model.transformers_model
-    inputs = set(ov_model.input_names)
-    # one text per sample, unpadded: activation ranges come from real tokens only
-    samples = []
-    for text in texts:
-        enc = model.tokenizer(text, truncation=True, max_length=model.max_seq_length)
-        samples.append({k: np.asarray([v], dtype=np.int64) for k, v in enc.items() if k in inputs})
+    samples = [model.tokenizer(t, truncation=True, max_length=model.max_seq_length)
+               for t in texts]
+    quantize_openvino_model(model.transformers_model, samples, folder, target)
+
+
+def calibration_inputs(inputs: set[str], samples: list[Any]) -> list[dict[str, Any]]:
+    """The tokenizer's ``samples`` as the graph's ``inputs`` (int64 arrays, batch of one).
+
+    A graph input the tokenizer does not give is ``token_type_ids`` when an XLM-R tokenizer
+    (e5's) feeds a BERT graph: it gets zeros, as optimum-intel's own forward passes them
+    (without them NNCF's calibration pass fails on the embeddings' shapes)."""
+    import numpy as np
+
+    data = []
+    for enc in samples:
+        sample = {k: np.asarray([v], dtype=np.int64) for k, v in enc.items() if k in inputs}
+        if "token_type_ids" in inputs and "token_type_ids" not in sample:
+            sample["token_type_ids"] = np.zeros_like(sample["input_ids"])
+        data.append(sample)
+    return data
+
+
+def quantize_openvino_model(ov_model: Any, samples: list[Any], folder: Path,
+                            target: Path) -> None:
+    """Static int8 quantization of an optimum-intel model (an encoder's or a cross-encoder's,
+    ``model.transformers_model``), calibrated on ``samples`` (its tokenizer's outputs, one
+    text or pair each, unpadded: activation ranges come from real tokens only), written to
+    ``target`` (``.xml`` and ``.bin``) through a temporary folder inside ``folder``."""
+    import nncf
+    from optimum.intel.openvino import OVConfig, OVQuantizationConfig, OVQuantizer
+    from optimum.intel.openvino.quantization import OVCalibrationDataset
+
+    data = calibration_inputs(set(ov_model.input_names), samples)
     # The FFN down-projections stay in float and SmoothQuant (alpha 0.7) evens out the other
     # MatMuls' inputs. On MiniLM this took the worst cosine to the float vectors over 64
     # squad-it-dev paragraphs from 0.985 (optimum-intel's defaults) to 0.998.
     skip = _gelu_fed_matmuls(ov_model.model)
     config = OVQuantizationConfig(
-        num_samples=len(samples), smooth_quant_alpha=SMOOTH_QUANT_ALPHA,
+        num_samples=len(data), smooth_quant_alpha=SMOOTH_QUANT_ALPHA,
         ignored_scope={"names": skip} if skip else None,
     )
     tmp = Path(tempfile.mkdtemp(prefix=".quantize-", dir=folder))
@@ -413,7 +435,7 @@ def _quantize_openvino(
         # NNCF draws its progress bars on stdout, which may be a program's output (--json)
         with contextlib.redirect_stdout(sys.stderr):
             OVQuantizer.from_pretrained(ov_model).quantize(
-                OVCalibrationDataset(nncf.Dataset(samples)), save_directory=str(tmp),
+                OVCalibrationDataset(nncf.Dataset(data)), save_directory=str(tmp),
                 ov_config=OVConfig(quantization_config=config),
             )
         # weights first: the .xml appearing is what marks the cached model as complete

@@ -1,5 +1,6 @@
 """A sentence-transformers ``CrossEncoder`` as a :class:`~bertino_rag.rerank.Reranker`, on
-torch, ONNX (fp32 or dynamic int8) or OpenVINO.
+torch, ONNX (fp32 or dynamic int8) or OpenVINO (float, or static int8 calibrated on Italian
+question-passage pairs).
 
 Pairs are scored by ``CrossEncoder.predict`` (which sorts them by length before batching, so a
 batch pads little) with ``truncation="only_second"``: a pair longer than the model reads loses
@@ -121,6 +122,11 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
         quantized_onnx_file,
     )
 
+    if backend == "openvino" and quantize is not None:
+        # int8 layers next to bf16 ones distort outputs (the encoder's note in
+        # ``load_sentence_transformer``): an int8 model keeps its float parts in fp32
+        kwargs = {**kwargs, "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}}
+
     _require_backend(backend)
     folder, _ = backend_cache_dir(name, f"rerank-{backend}")
     main = "onnx/model.onnx" if backend == "onnx" else "openvino/openvino_model.xml"
@@ -130,6 +136,8 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
         model.save_pretrained(str(folder))
     if quantize is None:
         return CrossEncoder(str(folder), backend=backend, **kwargs)
+    if backend == "openvino":
+        return _openvino_int8(folder, kwargs)
     preset = cpu_quantize_config()
     file = f"onnx/{quantized_onnx_file(preset)}"
     if not (folder / file).is_file():
@@ -143,6 +151,45 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
                         **kwargs)
 
 
+def calibration_pairs() -> list[tuple[str, str]]:
+    """(question, passage) pairs for OpenVINO's static int8 calibration: each of the shipped
+    Italian calibration questions with two of its other texts (sentences and passages)."""
+    from ..encoder.backends import default_calibration_texts
+
+    texts = default_calibration_texts()
+    questions = [t for t in texts if t.endswith("?")]
+    others = [t for t in texts if not t.endswith("?")]
+    return [(q, others[(2 * i + j) % len(others)])
+            for i, q in enumerate(questions) for j in range(2)]
+
+
+def _openvino_int8(folder: Path, kwargs: dict[str, Any]) -> Any:
+    """The static int8 OpenVINO model of the exported cross-encoder in ``folder``, made once
+    (calibrated on :func:`calibration_pairs`, named by their digest) and cached beside it."""
+    from sentence_transformers import CrossEncoder
+
+    from ..encoder.backends import _quiet_optimum_intel, calibration_digest, quantize_openvino_model
+
+    pairs = calibration_pairs()
+    max_length = int(kwargs.get("max_length") or 0)
+    digest = calibration_digest([f"{q}\t{p}" for q, p in pairs], max_length)
+    file = f"openvino/openvino_model_qint8_{digest}.xml"
+    target = folder / file
+    if not target.is_file():
+        logger.warning("quantizing reranker %s to int8 (OpenVINO static, %d calibration pairs) "
+                       "once; cached as %s", folder, len(pairs), target)
+        with _quiet_optimum_intel():
+            model = CrossEncoder(str(folder), backend="openvino", **kwargs)
+        # the pairs as the model reads them (the passage cut, the question kept whole)
+        samples = [model.tokenizer(q, p, truncation="only_second",
+                                   max_length=model.max_seq_length) for q, p in pairs]
+        quantize_openvino_model(model.transformers_model, samples, folder, target)
+    ov = dict(kwargs["model_kwargs"])
+    with _quiet_optimum_intel():
+        return CrossEncoder(str(folder), backend="openvino",
+                            **{**kwargs, "model_kwargs": {**ov, "file_name": file}})
+
+
 class CrossEncoderReranker:
     """Scores (query, passage) pairs with a cross-encoder.
 
@@ -150,7 +197,9 @@ class CrossEncoderReranker:
         model: a hub id or local folder of a cross-encoder (one output label), or a loaded
             ``sentence_transformers.CrossEncoder``.
         backend: ``"torch"``, ``"onnx"`` or ``"openvino"`` (for a name or folder).
-        quantize: ``"int8"``: dynamic int8 ONNX (``backend="onnx"``).
+        quantize: ``"int8"``: dynamic int8 ONNX (``backend="onnx"``), or static int8
+            OpenVINO (``backend="openvino"``, calibrated on Italian question-passage pairs;
+            on an AVX2 CPU it measured slower than OpenVINO's fp32: docs/benchmarks.md).
         batch_size: pairs per forward pass (default: 32; 1 with int8, whose dynamic
             quantization would make a pair's score depend on its batch:
             :func:`~bertino_rag.encoder.backends.default_batch_size`).
@@ -163,8 +212,8 @@ class CrossEncoderReranker:
 
     Raises:
         RerankerError: a model that is not a cross-encoder, or one with several labels.
-        ValueError: an unknown backend, ``quantize`` other than ``"int8"`` with ONNX, or a
-            ``weight`` outside (0, 1].
+        ValueError: an unknown backend, ``quantize`` other than ``"int8"`` with ONNX or
+            OpenVINO, or a ``weight`` outside (0, 1].
     """
 
     def __init__(self, model: Any, *, backend: str = "torch", quantize: str | None = None,
@@ -178,9 +227,10 @@ class CrossEncoderReranker:
         if backend not in BACKENDS:
             raise ValueError(f"unknown reranker backend {backend!r}; choose one of "
                              f"{list(BACKENDS)}")
-        if quantize not in (None, "int8") or (quantize and backend != "onnx"):
+        if quantize not in (None, "int8") or (quantize and backend == "torch"):
             raise ValueError(f"quantize={quantize!r} with backend={backend!r}: a reranker is "
-                             "quantized as dynamic int8 ONNX: quantize='int8', backend='onnx'")
+                             "quantized with quantize='int8', backend='onnx' (dynamic int8) or "
+                             "quantize='int8', backend='openvino' (static int8)")
         from ..encoder.backends import default_batch_size
 
         self.batch_size = positive_int(
