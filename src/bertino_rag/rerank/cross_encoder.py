@@ -153,7 +153,8 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
 
 def calibration_pairs() -> list[tuple[str, str]]:
     """(question, passage) pairs for OpenVINO's static int8 calibration: each of the shipped
-    Italian calibration questions with two of its other texts (sentences and passages)."""
+    Italian calibration questions with two of the other shipped texts (sentences and
+    passages), so that the activation ranges come from pairs like those a reranker reads."""
     from ..encoder.backends import default_calibration_texts
 
     texts = default_calibration_texts()
@@ -200,7 +201,7 @@ class CrossEncoderReranker:
         quantize: ``"int8"``: dynamic int8 ONNX (``backend="onnx"``), or static int8
             OpenVINO (``backend="openvino"``, calibrated on Italian question-passage pairs;
             on an AVX2 CPU it measured slower than OpenVINO's fp32: docs/benchmarks.md).
-        batch_size: pairs per forward pass (default: 32; 1 with int8, whose dynamic
+        batch_size: pairs per forward pass (default: 32; 1 with int8 ONNX, whose dynamic
             quantization would make a pair's score depend on its batch:
             :func:`~bertino_rag.encoder.backends.default_batch_size`).
         max_length: tokens read per pair (default: the model's).
