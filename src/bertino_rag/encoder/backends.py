@@ -53,12 +53,16 @@ __all__ = [
     "available_cpus",
     "backend_cache_dir",
     "calibration_digest",
+    "calibration_inputs",
     "check_calibration",
     "cpu_quantize_config",
     "default_batch_size",
     "default_calibration_texts",
     "load_sentence_transformer",
+    "openvino_precision",
+    "quantize_openvino_model",
     "quantized_onnx_file",
+    "quantized_openvino_file",
     "resolve_threads",
 ]
 
@@ -125,6 +129,22 @@ def quantized_onnx_file(preset: str) -> str:
 
     weights = getattr(AutoQuantizationConfig, preset)(is_static=False).weights_dtype
     return f"model_{weights.name.lower()}_{preset}.onnx"
+
+
+def quantized_openvino_file(texts: list[str], max_length: int) -> str:
+    """The static int8 OpenVINO model calibrated on ``texts`` at ``max_length``, in a model's
+    folder: ``openvino/openvino_model_qint8_<digest>.xml`` (:func:`calibration_digest`)."""
+    return f"openvino/openvino_model_qint8_{calibration_digest(texts, max_length)}.xml"
+
+
+def openvino_precision(int8: bool) -> dict[str, str]:
+    """OpenVINO's ``ov_config`` precision for a float or a static int8 model.
+
+    OpenVINO runs float models in bf16 on CPUs with AMX/avx512_bf16 (measured lossless for
+    MiniLM on squad-it-dev). Next to int8 layers bf16 distorted some questions encoded in
+    batches (cosine to the float vectors down to 0.63; right when alone), so int8 models keep
+    their float parts in fp32, as NNCF calibrated them."""
+    return {"INFERENCE_PRECISION_HINT": "f32"} if int8 else {}
 
 
 def default_batch_size(backend: str, quantize: str | None) -> int:
@@ -494,14 +514,9 @@ def load_sentence_transformer(
             if not target.exists():
                 _quantize(folder, preset, target, {"provider": "CPUExecutionProvider"})
     else:
-        # OpenVINO runs float models in bf16 on CPUs with AMX/avx512_bf16 (measured lossless
-        # for MiniLM on squad-it-dev). Next to int8 layers bf16 distorted some questions
-        # encoded in batches (cosine to the float vectors down to 0.63; right when alone), so
-        # int8 models keep their float parts in fp32, as NNCF calibrated them.
-        # ``model_kwargs={"ov_config": {...}}`` overrides.
-        ov_config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads or available_cpus()}
-        if preset is not None:
-            ov_config["INFERENCE_PRECISION_HINT"] = "f32"
+        # ``model_kwargs={"ov_config": {...}}`` overrides
+        ov_config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads or available_cpus(),
+                                     **openvino_precision(preset is not None)}
         kwargs["ov_config"] = {**ov_config, **(kwargs.get("ov_config") or {})}
         # bad calibration texts fail before anything is exported
         texts = None if preset is None else check_calibration(
@@ -512,10 +527,7 @@ def load_sentence_transformer(
             _export(name, backend, folder, in_place, device)
         target = base
         if texts is not None:
-            max_length = _max_seq_length(folder)
-            target = base.with_name(
-                f"openvino_model_qint8_{calibration_digest(texts, max_length)}.xml"
-            )
+            target = folder / quantized_openvino_file(texts, _max_seq_length(folder))
             if not target.exists():
                 _quantize_openvino(folder, target, texts, {"ov_config": kwargs["ov_config"]})
     kwargs["file_name"] = str(target.relative_to(folder))

@@ -119,13 +119,12 @@ def _export(name: str, backend: str, quantize: str | None, kwargs: dict[str, Any
         _require_backend,
         backend_cache_dir,
         cpu_quantize_config,
+        openvino_precision,
         quantized_onnx_file,
     )
 
     if backend == "openvino" and quantize is not None:
-        # int8 layers next to bf16 ones distort outputs (the encoder's note in
-        # ``load_sentence_transformer``): an int8 model keeps its float parts in fp32
-        kwargs = {**kwargs, "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}}
+        kwargs = {**kwargs, "model_kwargs": {"ov_config": openvino_precision(int8=True)}}
 
     _require_backend(backend)
     folder, _ = backend_cache_dir(name, f"rerank-{backend}")
@@ -169,12 +168,15 @@ def _openvino_int8(folder: Path, kwargs: dict[str, Any]) -> Any:
     (calibrated on :func:`calibration_pairs`, named by their digest) and cached beside it."""
     from sentence_transformers import CrossEncoder
 
-    from ..encoder.backends import _quiet_optimum_intel, calibration_digest, quantize_openvino_model
+    from ..encoder.backends import (
+        _quiet_optimum_intel,
+        quantize_openvino_model,
+        quantized_openvino_file,
+    )
 
     pairs = calibration_pairs()
-    max_length = int(kwargs.get("max_length") or 0)
-    digest = calibration_digest([f"{q}\t{p}" for q, p in pairs], max_length)
-    file = f"openvino/openvino_model_qint8_{digest}.xml"
+    file = quantized_openvino_file([f"{q}\t{p}" for q, p in pairs],
+                                   int(kwargs.get("max_length") or 0))
     target = folder / file
     if not target.is_file():
         logger.warning("quantizing reranker %s to int8 (OpenVINO static, %d calibration pairs) "
