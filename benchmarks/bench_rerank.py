@@ -13,6 +13,8 @@ held-apart articles.
    score interpolated with the retrieval score (each min-max scaled per query) at those
    weights of the reranker, and at the weight ``train --task rerank`` chose on its own dev
    articles and stored with the model (the weight it serves with), which is marked;
+   ``--blend-only`` skips the timed rows and reports hybrid alone and the ``--weights`` rows
+   only, from one scoring pass per ``--tops`` (half the reranking time on a slow CPU);
 3. the reranker's own latency per query at 10 / 20 / 50 candidates: one query at a time
    (p50 / p90 over ``--latency-queries`` queries) and a batch of 16 queries together (per
    query), on each ``--backends`` (default: torch and dynamic int8 ONNX).
@@ -103,6 +105,10 @@ def _args(argv=None):
     ap.add_argument("--weights", type=float, nargs="*", default=[],
                     help="also order by w * reranker + (1 - w) * retrieval score, each min-max "
                          "scaled per query, at these w (the reranker's scores read once)")
+    ap.add_argument("--blend-only", action="store_true",
+                    help="quality from one scoring pass per --tops: hybrid alone and the "
+                         "--weights rows (1.0: the reranker alone), without the timed rows that "
+                         "score every candidate again (the latency table times the reranker)")
     ap.add_argument("--backends", nargs="+", default=["onnx-int8", "torch"],
                     help="reranker backends timed (torch, onnx, openvino, onnx-int8, "
                          "openvino-int8); the first also gives the quality rows")
@@ -267,6 +273,9 @@ def _latency(reranker, texts: list[str], candidates: list[list[str]], top: int) 
 
 def main(argv=None) -> int:
     args = _args(argv)
+    if args.blend_only and not args.weights:
+        raise SystemExit("--blend-only reports the --weights rows: name them, e.g. "
+                         "--weights 1.0 0.7 0.5 0.3")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -303,6 +312,17 @@ def main(argv=None) -> int:
     first = rerankers[args.backends[0]]
     if args.latency_only:
         table = "(latency only: no quality measured)"
+    elif args.blend_only:
+        from bertino_rag.evaluation.rerank import reranked_metrics
+
+        alone = reranked_metrics(retriever.search_batch(evalset.query_texts, k=10,
+                                                        mode="hybrid", reranker=False), evalset)
+        report["quality"] = {"backend": args.backends[0], "queries": len(evalset.query_ids),
+                             "hybrid": {k: round(v, 4) for k, v in alone.items()}}
+        table = (f"held-apart articles, {len(evalset.query_ids)} questions, reranker "
+                 f"{args.backends[0]}; hybrid alone: " + ", ".join(
+                     f"{k} {v:.4f}" for k, v in alone.items()))
+        print(table, flush=True)
     else:
         rows = evaluate_reranking(retriever, evalset, first, tops=args.tops, k=10)
         report["quality"] = {"backend": args.backends[0], "queries": len(evalset.query_ids),
