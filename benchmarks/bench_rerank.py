@@ -14,7 +14,7 @@ held-apart articles.
    weights of the reranker, and at the weight ``train --task rerank`` chose on its own dev
    articles and stored with the model (the weight it serves with), which is marked;
    ``--blend-only`` skips the timed rows and reports hybrid alone and the ``--weights`` rows
-   only, from one scoring pass per ``--tops`` (half the reranking time on a slow CPU);
+   only, from one scoring pass per ``--tops`` (half the reranking time);
 3. the reranker's own latency per query at 10 / 20 / 50 candidates: one query at a time
    (p50 / p90 over ``--latency-queries`` queries) and a batch of 16 queries together (per
    query), on each ``--backends`` (default: torch and dynamic int8 ONNX).
@@ -54,7 +54,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _indexing_common import SQUAD, machine, minilm  # noqa: E402
 
-from bertino_rag.evaluation.rerank import evaluate_reranking, rerank_markdown  # noqa: E402
+from bertino_rag.evaluation.rerank import (  # noqa: E402
+    evaluate_reranking,
+    rerank_markdown,
+    reranked_metrics,
+)
 from bertino_rag.training.data import load_pairs, split_by_source, subset_queries  # noqa: E402
 from bertino_rag.training.evaluate import to_eval_set  # noqa: E402
 
@@ -313,8 +317,6 @@ def main(argv=None) -> int:
     if args.latency_only:
         table = "(latency only: no quality measured)"
     elif args.blend_only:
-        from bertino_rag.evaluation.rerank import reranked_metrics
-
         alone = reranked_metrics(retriever.search_batch(evalset.query_texts, k=10,
                                                         mode="hybrid", reranker=False), evalset)
         report["quality"] = {"backend": args.backends[0], "queries": len(evalset.query_ids),
